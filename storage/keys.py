@@ -1,0 +1,101 @@
+"""Every Redis key name the hub uses, in one place.
+
+Keys are hash-tagged by partition (``ih:{p3}:...``) so that each multi-key Lua script touches one
+slot and the same code runs on Redis Cluster. A conversation's partition is a function of its
+natural key ``(channel instance, thread id)``, known before anything is stored, and is carried in
+every id we mint (``"3.0193ab..."``) so any later lookup finds the slot without an index.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from dataclasses import dataclass
+
+PREFIX = "ih"
+GLOBAL_TAG = "{g}"
+
+ROUTER_GROUP = "router"
+SENDER_GROUP = "sender"
+
+
+def partition_of(channel_instance: str, thread_id: str, partitions: int) -> int:
+    """Stable partition for a conversation's natural key (crc32: same on every process)."""
+    return zlib.crc32(f"{channel_instance}\x00{thread_id}".encode()) % partitions
+
+
+def new_id(partition: int) -> str:
+    """Time-ordered, collision-safe id that also names its partition."""
+    return f"{partition}.{time.time_ns():016x}{os.urandom(5).hex()}"
+
+
+def partition_from_id(entity_id: str, partitions: int) -> int | None:
+    """The partition an id was minted in, or None for anything that is not one of our ids."""
+    head, sep, tail = entity_id.partition(".")
+    if not sep or not head.isdigit() or not tail or len(entity_id) > 64:
+        return None
+    if not all(c in "0123456789abcdef" for c in tail):
+        return None
+    p = int(head)
+    return p if p < partitions else None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionKeys:
+    """Key names inside one partition; all share the partition's hash tag."""
+
+    partition: int
+
+    @property
+    def base(self) -> str:
+        return f"{PREFIX}:{{p{self.partition}}}:"
+
+    @property
+    def inbound(self) -> str:
+        return self.base + "inbound"
+
+    @property
+    def outbox(self) -> str:
+        return self.base + "outbox"
+
+    @property
+    def retry(self) -> str:
+        return self.base + "retry"
+
+    @property
+    def dlq(self) -> str:
+        return self.base + "dlq"
+
+    @property
+    def threads(self) -> str:
+        return self.base + "threads"
+
+    @property
+    def contacts(self) -> str:
+        return self.base + "contacts"
+
+    @property
+    def conversations(self) -> str:
+        return self.base + "convs"
+
+    def seen(self, channel_instance: str, provider_message_id: str) -> str:
+        return f"{self.base}seen:{channel_instance}\x00{provider_message_id}"
+
+    def reply_key(self, conversation_id: str, client_key: str) -> str:
+        return f"{self.base}replykey:{conversation_id}\x00{client_key}"
+
+    def conversation(self, conversation_id: str) -> str:
+        return f"{self.base}conv:{conversation_id}"
+
+    def conversation_messages(self, conversation_id: str) -> str:
+        return f"{self.base}conv:{conversation_id}:msgs"
+
+    def message(self, message_id: str) -> str:
+        return f"{self.base}msg:{message_id}"
+
+    def contact(self, contact_id: str) -> str:
+        return f"{self.base}contact:{contact_id}"
+
+
+QUARANTINE = f"{PREFIX}:{GLOBAL_TAG}:quarantine"

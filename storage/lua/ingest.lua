@@ -1,0 +1,74 @@
+-- ingest.lua: store one inbound message atomically, or recognise it as a repeat.
+--
+-- Dedupe on (channel instance, provider message id), upsert contact and conversation, take the
+-- conversation's next sequence number, append the message and XADD it to the inbound stream:
+-- all or nothing, so a crash can never leave a stored message that routing will not see.
+-- Keys built inside the script all carry the partition's hash tag (ARGV[1]) and so live in the
+-- same cluster slot as the declared KEYS.
+--
+-- KEYS[1] seen key       ih:{pN}:seen:<instance>\0<provider id>  (string, TTL = dedupe window)
+-- KEYS[2] threads        ih:{pN}:threads   hash  <instance>\0<thread>  -> conversation id
+-- KEYS[3] contacts       ih:{pN}:contacts  hash  <instance>\0<handle>  -> contact id
+-- KEYS[4] conversations  ih:{pN}:convs     zset  conversation id by last activity
+-- KEYS[5] inbound stream ih:{pN}:inbound
+-- ARGV[1]  key base "ih:{pN}:"
+-- ARGV[2]  proposed message id        ARGV[3] proposed conversation id   ARGV[4] proposed contact id
+-- ARGV[5]  thread field               ARGV[6] contact field
+-- ARGV[7]  message payload (msgpack InboundMessage)
+-- ARGV[8]  now (unix seconds)         ARGV[9] dedupe TTL (seconds)
+-- ARGV[10] channel type               ARGV[11] channel instance
+-- ARGV[12] thread id                  ARGV[13] sender handle            ARGV[14] sender name ("" = none)
+-- ARGV[15] provider message id (kept on the conversation for reply threading)
+-- Returns {message id, conversation id, seq, duplicate 0|1, new conversation 0|1}
+
+local base = ARGV[1]
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  local m = redis.call('HMGET', base .. 'msg:' .. existing, 'conversation_id', 'seq')
+  return {existing, m[1], tonumber(m[2]), 1, 0}
+end
+
+local now = ARGV[8]
+local contact_id = redis.call('HGET', KEYS[3], ARGV[6])
+if not contact_id then
+  contact_id = ARGV[4]
+  redis.call('HSET', KEYS[3], ARGV[6], contact_id)
+  redis.call('HSET', base .. 'contact:' .. contact_id,
+    'id', contact_id, 'channel', ARGV[10], 'channel_instance', ARGV[11],
+    'handle', ARGV[13], 'name', ARGV[14], 'created_at', now)
+elseif ARGV[14] ~= '' then
+  redis.call('HSET', base .. 'contact:' .. contact_id, 'name', ARGV[14])
+end
+
+local conv_id = redis.call('HGET', KEYS[2], ARGV[5])
+local new_conv = 0
+local conv_key
+if not conv_id then
+  conv_id = ARGV[3]
+  new_conv = 1
+  conv_key = base .. 'conv:' .. conv_id
+  redis.call('HSET', KEYS[2], ARGV[5], conv_id)
+  redis.call('HSET', conv_key,
+    'id', conv_id, 'channel', ARGV[10], 'channel_instance', ARGV[11], 'thread_id', ARGV[12],
+    'contact_id', contact_id, 'status', 'new', 'created_at', now, 'seq', 0, 'message_count', 0)
+else
+  conv_key = base .. 'conv:' .. conv_id
+  if redis.call('HGET', conv_key, 'status') == 'resolved' then
+    redis.call('HSET', conv_key, 'status', 'new')
+  end
+end
+
+local seq = redis.call('HINCRBY', conv_key, 'seq', 1)
+redis.call('HINCRBY', conv_key, 'message_count', 1)
+redis.call('HSET', conv_key, 'updated_at', now, 'last_inbound_at', now,
+  'last_inbound_provider_id', ARGV[15])
+
+local msg_id = ARGV[2]
+redis.call('HSET', base .. 'msg:' .. msg_id,
+  'conversation_id', conv_id, 'seq', seq, 'direction', 'in', 'status', 'received',
+  'created_at', now, 'data', ARGV[7])
+redis.call('ZADD', base .. 'conv:' .. conv_id .. ':msgs', seq, msg_id)
+redis.call('ZADD', KEYS[4], now, conv_id)
+redis.call('SET', KEYS[1], msg_id, 'EX', tonumber(ARGV[9]))
+redis.call('XADD', KEYS[5], '*', 'conv', conv_id, 'msg', msg_id, 'new', new_conv)
+return {msg_id, conv_id, seq, 0, new_conv}

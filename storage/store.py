@@ -1,0 +1,453 @@
+"""The Redis store: every read and write the pipeline and the API make.
+
+Multi-key steps go through the Lua scripts in ``storage/lua`` (one atomic step each); single-key
+reads are plain commands. The frozen payload of a message is stored as msgpack beside its
+mutable delivery fields, so a status change never rewrites the payload.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from hub.models import (
+    Conversation,
+    DeadLetter,
+    InboundMessage,
+    MessageView,
+    OutboundReply,
+    QuarantineEntry,
+)
+from storage import keys
+from storage.keys import PartitionKeys
+from storage.scripts import Scripts
+
+QUARANTINE_RAW_LIMIT = 64 * 1024
+QUARANTINE_MAXLEN = 100_000
+REPLY_KEY_TTL = 24 * 3600
+
+_inbound_encoder = msgspec.msgpack.Encoder()
+_inbound_decoder = msgspec.msgpack.Decoder(InboundMessage)
+_reply_decoder = msgspec.msgpack.Decoder(OutboundReply)
+
+
+class IngestResult(msgspec.Struct, frozen=True):
+    """What the store did with an inbound message; ``duplicate`` means it was already there."""
+
+    message_id: str
+    conversation_id: str
+    seq: int
+    duplicate: bool
+    new_conversation: bool
+
+
+class UnknownConversation(LookupError):
+    """The id names no conversation (or is not one of our ids)."""
+
+
+class UnknownMessage(LookupError):
+    """The id names no message."""
+
+
+class NotRetryable(ValueError):
+    """Only a failed outbound reply can be retried."""
+
+
+def _s(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _f(value: bytes | str | None) -> float | None:
+    text = _s(value)
+    return float(text) if text not in (None, "") else None
+
+
+class Store:
+    """Typed access to the hub's Redis data; one instance per process, shared by all tasks."""
+
+    def __init__(self, redis: Redis, *, partitions: int = 1, dedupe_ttl: int = 7 * 86400) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        # redis-py's stubs type replies for decode_responses=True/False at once; we always read
+        # bytes, so the client is used untyped here and every reply is decoded explicitly.
+        self.redis: Any = redis
+        self.partitions = partitions
+        self.dedupe_ttl = dedupe_ttl
+        self.scripts = Scripts(redis)
+        self._parts = [PartitionKeys(p) for p in range(partitions)]
+
+    # -- partitions ------------------------------------------------------------------------
+
+    def keys_for(self, entity_id: str) -> PartitionKeys | None:
+        p = keys.partition_from_id(entity_id, self.partitions)
+        return None if p is None else self._parts[p]
+
+    @property
+    def inbound_streams(self) -> list[str]:
+        return [k.inbound for k in self._parts]
+
+    @property
+    def outbox_streams(self) -> list[str]:
+        return [k.outbox for k in self._parts]
+
+    def partition_keys(self) -> Sequence[PartitionKeys]:
+        return self._parts
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    async def ingest(self, message: InboundMessage) -> IngestResult:
+        """Store a message durably (dedupe + upsert + append + enqueue, one atomic step)."""
+        p = keys.partition_of(message.channel_instance, message.thread_id, self.partitions)
+        k = self._parts[p]
+        now = time.time()
+        if not message.received_at:
+            message = msgspec.structs.replace(message, received_at=now)
+        result = await self.scripts.ingest(
+            keys=[
+                k.seen(message.channel_instance, message.provider_message_id),
+                k.threads,
+                k.contacts,
+                k.conversations,
+                k.inbound,
+            ],
+            args=[
+                k.base,
+                keys.new_id(p),
+                keys.new_id(p),
+                keys.new_id(p),
+                f"{message.channel_instance}\x00{message.thread_id}",
+                f"{message.channel_instance}\x00{message.sender_handle}",
+                _inbound_encoder.encode(message),
+                repr(now),
+                self.dedupe_ttl,
+                message.channel_type,
+                message.channel_instance,
+                message.thread_id,
+                message.sender_handle,
+                message.sender_name or "",
+                message.provider_message_id,
+            ],
+        )
+        mid, cid, seq, dup, new = result
+        return IngestResult(
+            message_id=_s(mid) or "",
+            conversation_id=_s(cid) or "",
+            seq=int(seq),
+            duplicate=bool(dup),
+            new_conversation=bool(new),
+        )
+
+    async def load_inbound(self, message_id: str) -> InboundMessage | None:
+        k = self.keys_for(message_id)
+        if k is None:
+            return None
+        data = await self.redis.hget(k.message(message_id), "data")
+        return None if data is None else _inbound_decoder.decode(data)
+
+    # -- conversations ---------------------------------------------------------------------
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        k = self.keys_for(conversation_id)
+        if k is None:
+            return None
+        raw = await self.redis.hgetall(k.conversation(conversation_id))
+        if not raw:
+            return None
+        contact = await self.redis.hmget(k.contact(_s(raw[b"contact_id"]) or ""), "handle", "name")
+        return _conversation(raw, contact)
+
+    async def get_conversations(self, ids: Iterable[str]) -> list[Conversation]:
+        """Batch load in one round trip per kind of read (the list endpoint's hot path)."""
+        wanted = [(cid, k) for cid in ids if (k := self.keys_for(cid)) is not None]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid, k in wanted:
+                pipe.hgetall(k.conversation(cid))
+            raws: list[dict[bytes, bytes]] = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (_, k), raw in zip(wanted, raws, strict=True):
+                pipe.hmget(k.contact(_s(raw.get(b"contact_id")) or ""), "handle", "name")
+            contacts = await pipe.execute()
+        return [
+            _conversation(raw, contact)
+            for raw, contact in zip(raws, contacts, strict=True)
+            if raw
+        ]
+
+    async def list_conversations(
+        self, *, limit: int = 50, before: float | None = None
+    ) -> list[Conversation]:
+        """Most recently active first, merged across partitions."""
+        top = "+inf" if before is None else f"({before}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for k in self._parts:
+                pipe.zrevrangebyscore(k.conversations, top, "-inf", start=0, num=limit,
+                                      withscores=True)
+            per_part: list[list[tuple[bytes, float]]] = await pipe.execute()
+        merged = sorted((row for rows in per_part for row in rows), key=lambda r: -r[1])[:limit]
+        return await self.get_conversations(_s(cid) or "" for cid, _ in merged)
+
+    async def update_conversation(self, conversation_id: str, fields: dict[str, str]) -> None:
+        k = self.keys_for(conversation_id)
+        if k is None:
+            raise UnknownConversation(conversation_id)
+        await self.redis.hset(k.conversation(conversation_id), mapping=fields)  # type: ignore[arg-type]
+
+    async def get_messages(self, conversation_id: str, *, limit: int = 500) -> list[MessageView]:
+        """Messages in per-conversation sequence order (invariant 3)."""
+        k = self.keys_for(conversation_id)
+        if k is None:
+            raise UnknownConversation(conversation_id)
+        ids = await self.redis.zrange(k.conversation_messages(conversation_id), 0, limit - 1)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mid in ids:
+                pipe.hgetall(k.message(_s(mid) or ""))
+            rows: list[dict[bytes, bytes]] = await pipe.execute()
+        pairs = zip(ids, rows, strict=True)
+        return [_message_view(_s(mid) or "", row) for mid, row in pairs if row]
+
+    async def get_message(self, message_id: str) -> MessageView | None:
+        k = self.keys_for(message_id)
+        if k is None:
+            return None
+        row = await self.redis.hgetall(k.message(message_id))
+        return _message_view(message_id, row) if row else None
+
+    # -- outbound --------------------------------------------------------------------------
+
+    async def enqueue_reply(
+        self, reply: OutboundReply, *, client_key: str | None = None
+    ) -> tuple[str, bool]:
+        """Append a reply and queue it; returns (message id, duplicate)."""
+        k = self.keys_for(reply.conversation_id)
+        if k is None:
+            raise UnknownConversation(reply.conversation_id)
+        cid = reply.conversation_id
+        try:
+            mid, _seq, dup = await self.scripts.enqueue_reply(
+                keys=[
+                    k.conversation(cid),
+                    k.conversation_messages(cid),
+                    k.message(reply.reply_id),
+                    k.outbox,
+                    k.reply_key(cid, client_key or ""),
+                    k.conversations,
+                ],
+                args=[
+                    reply.reply_id,
+                    _inbound_encoder.encode(reply),
+                    repr(time.time()),
+                    cid,
+                    client_key or "",
+                    REPLY_KEY_TTL,
+                ],
+            )
+        except ResponseError as exc:
+            if "NOCONV" in str(exc):
+                raise UnknownConversation(cid) from None
+            raise
+        return _s(mid) or "", bool(dup)
+
+    async def load_reply(self, message_id: str) -> tuple[OutboundReply, dict[str, str]] | None:
+        """The reply payload plus its mutable delivery fields."""
+        k = self.keys_for(message_id)
+        if k is None:
+            return None
+        row = await self.redis.hgetall(k.message(message_id))
+        if not row or row.get(b"direction") != b"out":
+            return None
+        fields = {_s(a) or "": _s(b) or "" for a, b in row.items() if a != b"data"}
+        return _reply_decoder.decode(row[b"data"]), fields
+
+    async def mark_sending(self, message_id: str, attempts: int) -> None:
+        k = self._require(message_id)
+        await self.redis.hset(
+            k.message(message_id),
+            mapping={"status": "sending", "attempts": attempts, "updated_at": repr(time.time())},
+        )
+
+    async def mark_sent(self, message_id: str, provider_message_id: str) -> None:
+        """Record the provider id before the outbox entry is acknowledged (invariant 2)."""
+        k = self._require(message_id)
+        await self.redis.hset(
+            k.message(message_id),
+            mapping={
+                "status": "sent",
+                "provider_message_id": provider_message_id,
+                "updated_at": repr(time.time()),
+            },
+        )
+        await self.redis.hdel(k.message(message_id), "error")
+
+    async def schedule_retry(self, message_id: str, due: float, attempts: int, error: str) -> None:
+        k = self._require(message_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                k.message(message_id),
+                mapping={"status": "queued", "attempts": attempts, "error": error,
+                         "updated_at": repr(time.time())},
+            )
+            pipe.zadd(k.retry, {message_id: due})
+            await pipe.execute()
+
+    async def release_due_retries(self, now: float, batch: int = 500) -> int:
+        released = 0
+        for k in self._parts:
+            while True:
+                n = int(await self.scripts.release_retries(
+                    keys=[k.retry, k.outbox], args=[repr(now), batch, k.base]
+                ))
+                released += n
+                if n < batch:
+                    break
+        return released
+
+    async def next_retry_due(self) -> float | None:
+        best: float | None = None
+        for k in self._parts:
+            head = await self.redis.zrange(k.retry, 0, 0, withscores=True)
+            if head and (best is None or head[0][1] < best):
+                best = float(head[0][1])
+        return best
+
+    async def dead_letter(self, reply: OutboundReply, error: str, attempts: int) -> str:
+        k = self._require(reply.reply_id)
+        entry = await self.scripts.dead_letter(
+            keys=[k.message(reply.reply_id), k.dlq],
+            args=[reply.reply_id, reply.conversation_id, reply.channel_instance, error,
+                  attempts, repr(time.time())],
+        )
+        return _s(entry) or ""
+
+    async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        out: list[DeadLetter] = []
+        for k in self._parts:
+            for entry_id, f in await self.redis.xrevrange(k.dlq, count=limit):
+                out.append(DeadLetter(
+                    id=_s(entry_id) or "",
+                    message_id=_s(f[b"msg"]) or "",
+                    conversation_id=_s(f[b"conv"]) or "",
+                    channel_instance=_s(f[b"instance"]) or "",
+                    error=_s(f[b"error"]) or "",
+                    attempts=int(f[b"attempts"]),
+                    failed_at=float(f[b"failed_at"]),
+                ))
+        out.sort(key=lambda d: -d.failed_at)
+        return out[:limit]
+
+    async def retry_dead_letter(self, message_id: str) -> None:
+        k = self.keys_for(message_id)
+        if k is None:
+            raise UnknownMessage(message_id)
+        try:
+            await self.scripts.retry_dead(
+                keys=[k.message(message_id), k.dlq, k.outbox],
+                args=[message_id, repr(time.time())],
+            )
+        except ResponseError as exc:
+            if "NOMSG" in str(exc):
+                raise UnknownMessage(message_id) from None
+            if "NOTFAILED" in str(exc):
+                raise NotRetryable(message_id) from None
+            raise
+
+    # -- quarantine ------------------------------------------------------------------------
+
+    async def quarantine(self, channel_instance: str, raw: bytes, error: str) -> str:
+        """Keep input we could not normalize, with the reason, for an operator to inspect."""
+        truncated = len(raw) > QUARANTINE_RAW_LIMIT
+        entry = await self.redis.xadd(
+            keys.QUARANTINE,
+            {
+                "instance": channel_instance,
+                "error": error[:2000],
+                "raw": raw[:QUARANTINE_RAW_LIMIT],
+                "truncated": int(truncated),
+                "received_at": repr(time.time()),
+            },
+            maxlen=QUARANTINE_MAXLEN,
+            approximate=True,
+        )
+        return _s(entry) or ""
+
+    async def list_quarantine(self, limit: int = 100) -> list[QuarantineEntry]:
+        rows = await self.redis.xrevrange(keys.QUARANTINE, count=limit)
+        return [
+            QuarantineEntry(
+                id=_s(entry_id) or "",
+                channel_instance=_s(f[b"instance"]) or "",
+                error=_s(f[b"error"]) or "",
+                received_at=float(f[b"received_at"]),
+                raw=f[b"raw"].decode("utf-8", errors="replace"),
+                raw_truncated=f.get(b"truncated") == b"1",
+            )
+            for entry_id, f in rows
+        ]
+
+    def _require(self, message_id: str) -> PartitionKeys:
+        k = self.keys_for(message_id)
+        if k is None:
+            raise UnknownMessage(message_id)
+        return k
+
+
+def _conversation(raw: dict[bytes, bytes], contact: list[Any]) -> Conversation:
+    def get(name: str) -> str | None:
+        value = _s(raw.get(name.encode()))
+        return value if value else None
+
+    return Conversation(
+        id=get("id") or "",
+        channel=get("channel") or "",
+        channel_instance=get("channel_instance") or "",
+        thread_id=get("thread_id") or "",
+        contact_id=get("contact_id") or "",
+        contact_handle=_s(contact[0]) or "",
+        contact_name=_s(contact[1]) or None,
+        status=get("status") or "new",  # type: ignore[arg-type]
+        language=get("language"),
+        market=get("market"),
+        assignee=get("assignee"),
+        queue=get("queue"),
+        created_at=_f(raw.get(b"created_at")) or 0.0,
+        updated_at=_f(raw.get(b"updated_at")) or 0.0,
+        last_inbound_at=_f(raw.get(b"last_inbound_at")),
+        last_inbound_provider_id=get("last_inbound_provider_id"),
+        message_count=int(raw.get(b"message_count", b"0")),
+    )
+
+
+def _message_view(message_id: str, row: dict[bytes, bytes]) -> MessageView:
+    direction = _s(row.get(b"direction")) or "in"
+    common: dict[str, Any] = {
+        "id": message_id,
+        "conversation_id": _s(row.get(b"conversation_id")) or "",
+        "seq": int(row.get(b"seq", b"0")),
+        "status": _s(row.get(b"status")) or "received",
+        "created_at": _f(row.get(b"created_at")) or 0.0,
+        "attempts": int(row.get(b"attempts", b"0")),
+        "error": _s(row.get(b"error")) or None,
+        "provider_message_id": _s(row.get(b"provider_message_id")) or None,
+    }
+    if direction == "out":
+        reply = _reply_decoder.decode(row[b"data"])
+        return MessageView(
+            direction="out", channel=reply.channel_type, channel_instance=reply.channel_instance,
+            text=reply.text, author=reply.author, attachments=reply.attachments, **common,
+        )
+    msg = _inbound_decoder.decode(row[b"data"])
+    common["provider_message_id"] = msg.provider_message_id
+    return MessageView(
+        direction="in", channel=msg.channel_type, channel_instance=msg.channel_instance,
+        text=msg.text, sender_handle=msg.sender_handle, sender_name=msg.sender_name,
+        sent_at=msg.sent_at, attachments=msg.attachments, **common,
+    )

@@ -1,0 +1,107 @@
+"""Consumer-group mechanics for the work streams (inbound, outbox).
+
+Every entry is read by one consumer of the group, acknowledged and deleted when its work is
+done, and reclaimed with XAUTOCLAIM by any live consumer once it has been pending longer than
+``claim_idle_ms``: a consumer killed mid-work loses nothing (invariant 5).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+Entry = tuple[str, str, dict[bytes, bytes]]  # (stream, entry id, fields)
+
+
+def consumer_name() -> str:
+    """Unique per process, readable in XINFO CONSUMERS."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+class StreamGroup:
+    """One consumer's view of a group spread over one stream per partition."""
+
+    def __init__(
+        self, redis: Redis, streams: Sequence[str], group: str, consumer: str,
+        *, claim_idle_ms: int = 30_000,
+    ) -> None:
+        self.redis: Any = redis  # bytes replies; see storage.store
+        self.streams = list(streams)
+        self.group = group
+        self.consumer = consumer
+        self.claim_idle_ms = claim_idle_ms
+
+    async def ensure(self) -> None:
+        """Create the group (and stream) if missing; safe to race with other processes."""
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def read(self, count: int, block_ms: int) -> list[Entry]:
+        """New entries for this consumer, waiting up to ``block_ms`` when there are none."""
+        reply = await self.redis.xreadgroup(
+            self.group, self.consumer, {s: ">" for s in self.streams},
+            count=count, block=block_ms,
+        )
+        return _flatten(reply)
+
+    async def reclaim(self, count: int = 100) -> list[Entry]:
+        """Take over entries a dead (or stuck) consumer left pending for too long."""
+        out: list[Entry] = []
+        for stream in self.streams:
+            start = "0-0"
+            while True:
+                reply = await self.redis.xautoclaim(
+                    stream, self.group, self.consumer, self.claim_idle_ms,
+                    start_id=start, count=count,
+                )
+                next_start, claimed = reply[0], reply[1]
+                out.extend(
+                    (stream, _text(eid), fields) for eid, fields in claimed if fields is not None
+                )
+                start = _text(next_start)
+                if start == "0-0" or len(out) >= count:
+                    break
+        return out
+
+    async def done(self, stream: str, entry_id: str) -> None:
+        """Acknowledge and delete: each stream has exactly one group, so nothing else needs it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, self.group, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()
+
+    async def pending_count(self) -> int:
+        total = 0
+        for stream in self.streams:
+            info = await self.redis.xpending(stream, self.group)
+            total += int(info["pending"])
+        return total
+
+    async def backlog(self) -> int:
+        """Entries present in the streams (queued + pending), for /metrics."""
+        total = 0
+        for stream in self.streams:
+            total += int(await self.redis.xlen(stream))
+        return total
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _flatten(reply: list[list[object]] | None) -> list[Entry]:
+    out: list[Entry] = []
+    for stream, entries in reply or []:
+        for eid, fields in entries:  # type: ignore[attr-defined]
+            if fields is not None:
+                out.append((_text(stream), _text(eid), fields))  # type: ignore[arg-type]
+    return out
