@@ -1,0 +1,163 @@
+"""The generic API channel: operators' own systems post buyer messages and receive replies.
+
+Inbound: ``POST /webhooks/api/{instance}`` with a JSON body and
+``X-Inboxhub-Signature: sha256=<hex HMAC-SHA256 of the raw body with the instance secret>``.
+Outbound: the reply is POSTed as JSON to the instance's ``outbound_url``, signed the same way,
+with ``X-Inboxhub-Reply-Id`` so the operator's endpoint can drop a resend of the same reply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, ClassVar
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from channels.base import Capabilities, WebhookAdapter
+from channels.errors import InvalidSignature, MalformedPayload
+from channels.signing import hmac_sha256_hex, verify_prefixed_hmac_sha256
+from hub.models import ChannelHints, InboundMessage, OutboundReply
+from hub.secrets import Secret
+
+SIGNATURE_HEADER = "X-Inboxhub-Signature"
+REPLY_ID_HEADER = "X-Inboxhub-Reply-Id"
+
+Handle = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+ShortText = Annotated[str, msgspec.Meta(max_length=256)]
+Tag = Annotated[str, msgspec.Meta(min_length=2, max_length=35)]
+
+
+class ApiChannelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    secret: Secret
+    outbound_url: str
+    max_text_length: int = 10_000
+    reply_window_seconds: float | None = None
+    timeout_seconds: float = 10.0
+    default_market: str | None = None
+    default_language: str | None = None
+
+
+class ApiInbound(msgspec.Struct, frozen=True):
+    """The documented inbound body; unknown fields are ignored for forward compatibility."""
+
+    id: Handle
+    sender: Handle
+    text: Annotated[str, msgspec.Meta(max_length=100_000)]
+    name: ShortText | None = None
+    thread: Handle | None = None
+    language: Tag | None = None
+    market: Tag | None = None
+    marketplace_site: ShortText | None = None
+    order_id: ShortText | None = None
+    sent_at: datetime | float | None = None
+
+
+_inbound_decoder = msgspec.json.Decoder(ApiInbound)
+_json_encoder = msgspec.json.Encoder()
+
+
+class ApiChannel(WebhookAdapter):
+    """Signed JSON in, signed JSON out."""
+
+    type_name: ClassVar[str] = "api"
+    settings_type: ClassVar[type[ApiChannelSettings]] = ApiChannelSettings
+    settings: ApiChannelSettings
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.capabilities = Capabilities(
+            max_text_length=self.settings.max_text_length,
+            reply_window_seconds=self.settings.reply_window_seconds,
+            threading=True,
+        )
+        self._key = self.settings.secret.reveal_bytes()
+
+    def verify(self, request: web.Request, body: bytes) -> None:
+        header = request.headers.get(SIGNATURE_HEADER)
+        if header is None:
+            raise InvalidSignature(f"missing {SIGNATURE_HEADER} header")
+        if not verify_prefixed_hmac_sha256(self._key, body, header):
+            raise InvalidSignature(f"{SIGNATURE_HEADER} does not match the body")
+
+    def parse(self, request: web.Request, body: bytes) -> Sequence[InboundMessage]:
+        try:
+            data = _inbound_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise MalformedPayload(f"invalid message: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise MalformedPayload(f"body is not valid UTF-8 JSON: {exc}") from None
+        if len(data.text) > self.settings.max_text_length * 10:
+            raise MalformedPayload("text is longer than this channel accepts")
+        sent_at: float | None
+        if isinstance(data.sent_at, datetime):
+            if data.sent_at.tzinfo is None:
+                raise MalformedPayload("sent_at must carry a time zone offset")
+            sent_at = data.sent_at.timestamp()
+        else:
+            sent_at = data.sent_at
+        return [
+            InboundMessage(
+                channel_type=self.type_name,
+                channel_instance=self.instance,
+                provider_message_id=data.id,
+                thread_id=data.thread or data.sender,
+                sender_handle=data.sender,
+                sender_name=data.name,
+                text=data.text,
+                sent_at=sent_at,
+                received_at=time.time(),
+                hints=ChannelHints(
+                    language=data.language or self.settings.default_language,
+                    market=data.market or self.settings.default_market,
+                    marketplace_site=data.marketplace_site,
+                    order_id=data.order_id,
+                ),
+            )
+        ]
+
+    async def deliver(self, reply: OutboundReply) -> str:
+        body = _json_encoder.encode(
+            {
+                "reply_id": reply.reply_id,
+                "conversation_id": reply.conversation_id,
+                "channel_instance": reply.channel_instance,
+                "thread": reply.thread_id,
+                "recipient": reply.recipient_handle,
+                "text": reply.text,
+                "author": reply.author,
+                "in_reply_to": reply.in_reply_to,
+            }
+        )
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: "sha256=" + hmac_sha256_hex(self._key, body),
+            REPLY_ID_HEADER: reply.reply_id,
+        }
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
+        async with self.context.http.post(
+            self.settings.outbound_url, data=body, headers=headers, timeout=timeout
+        ) as resp:
+            payload = await resp.read()
+            resp.raise_for_status()
+        return _provider_id(payload) or reply.reply_id
+
+
+def _provider_id(payload: bytes) -> str | None:
+    """The operator may answer ``{"id": "..."}``; anything else means "use our reply id"."""
+    if not payload:
+        return None
+    try:
+        data = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(data, dict):
+        value = data.get("id")
+        if isinstance(value, str | int) and str(value):
+            return str(value)[:256]
+    return None
+
+

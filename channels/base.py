@@ -1,0 +1,274 @@
+"""The contract every channel adapter implements.
+
+An adapter turns provider traffic into ``InboundMessage`` objects handed to an ingest callback
+that returns only once the message is durable, and turns an ``OutboundReply`` into a provider
+call. It states its facts (``capabilities``) and implements only provider-specific parts; the
+``@final`` methods here do the plumbing every channel shares: body limits, signature-first
+handling, quarantine of unusable input, reply-rule checks and mapping of transport failures to
+the error family in ``channels.errors``.
+
+Two shapes of inbound exist:
+
+* webhook adapters subclass ``WebhookAdapter`` and implement ``verify`` and ``parse``; the hub
+  mounts them at ``/webhooks/{type}/{instance}``;
+* polling adapters (IMAP, Telegram getUpdates, marketplaces) override ``start``/``stop`` and
+  run their loop in ``context.spawn``; they advance their provider cursor only after ``ingest``
+  returned for every message before it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ClassVar, Protocol, final
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from channels.errors import (
+    AuthError,
+    ChannelError,
+    InboundError,
+    MalformedPayload,
+    PayloadTooLarge,
+    PermanentError,
+    RateLimited,
+    ReplyRejected,
+    RetryableError,
+)
+from hub.models import InboundMessage, OutboundReply
+
+
+class IngestOutcome(Protocol):
+    """What an ingest call tells the adapter (``storage.store.IngestResult`` satisfies it)."""
+
+    @property
+    def message_id(self) -> str: ...
+
+    @property
+    def conversation_id(self) -> str: ...
+
+    @property
+    def duplicate(self) -> bool: ...
+
+
+class IngestCallback(Protocol):
+    """Stores a message; returns only after it is durable, raises if it could not be stored."""
+
+    def __call__(self, message: InboundMessage) -> Awaitable[IngestOutcome]: ...
+
+
+class QuarantineCallback(Protocol):
+    def __call__(self, channel_instance: str, raw: bytes, error: str) -> Awaitable[str]: ...
+
+
+class Capabilities(msgspec.Struct, frozen=True):
+    """Facts about a channel that the hub, the inbox UI and the kit rely on.
+
+    ``reply_window_seconds``: free-form replies are allowed only this long after the buyer's
+    last message (WhatsApp/Messenger 24 h); ``None`` means no window.
+    """
+
+    max_text_length: int
+    reply_window_seconds: float | None = None
+    attachments: bool = False
+    max_attachment_bytes: int = 0
+    threading: bool = False
+    html: bool = False
+
+
+class AdapterContext:
+    """Shared resources the app creates once and injects; an adapter never builds its own."""
+
+    def __init__(
+        self,
+        *,
+        http: aiohttp.ClientSession,
+        quarantine: QuarantineCallback,
+        spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
+        max_body_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.http = http
+        self.quarantine = quarantine
+        self.spawn = spawn
+        self.max_body_bytes = max_body_bytes
+
+
+class ChannelAdapter(abc.ABC):
+    """Base class of every channel; one instance per configured channel instance."""
+
+    type_name: ClassVar[str]
+    settings_type: ClassVar[type[Any]]
+    capabilities: Capabilities
+    webhook_methods: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, instance: str, settings: Any, context: AdapterContext) -> None:
+        self.instance = instance
+        self.settings = settings
+        self.context = context
+        self._ingest: IngestCallback | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, ingest: IngestCallback) -> None:
+        """Begin accepting inbound traffic; pollers override this to spawn their loop."""
+        self._ingest = ingest
+
+    async def stop(self) -> None:
+        """Stop inbound traffic; in-flight ingests finish, nothing new is accepted."""
+        self._ingest = None
+
+    @property
+    def ingest(self) -> IngestCallback:
+        if self._ingest is None:
+            raise RuntimeError(f"channel {self.instance} is not started")
+        return self._ingest
+
+    # -- inbound (webhooks) ----------------------------------------------------------------
+
+    async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPNotFound()
+
+    # -- outbound --------------------------------------------------------------------------
+
+    @final
+    async def send(self, reply: OutboundReply, *, now: float | None = None) -> str:
+        """Deliver a reply; returns the provider's message id or raises a ``ChannelError``."""
+        self.check_reply(reply, now=time.time() if now is None else now)
+        try:
+            return await self.deliver(reply)
+        except ChannelError:
+            raise
+        except Exception as exc:  # every other failure becomes a classified one
+            raise self.map_error(exc) from exc
+
+    def check_reply(self, reply: OutboundReply, *, now: float) -> None:
+        """Reject what the provider would refuse, before spending a request on it."""
+        caps = self.capabilities
+        if not reply.text.strip() and not reply.attachments:
+            raise ReplyRejected("reply is empty")
+        if len(reply.text) > caps.max_text_length:
+            raise ReplyRejected(
+                f"reply is {len(reply.text)} characters; {self.type_name} allows "
+                f"{caps.max_text_length}"
+            )
+        if reply.attachments and not caps.attachments:
+            raise ReplyRejected(f"{self.type_name} does not accept attachments")
+        window = caps.reply_window_seconds
+        if window is not None and (
+            reply.last_inbound_at is None or now - reply.last_inbound_at > window
+        ):
+            raise ReplyRejected(
+                f"the {self.type_name} reply window of {window / 3600:g} h since the buyer's "
+                "last message has closed"
+            )
+
+    @abc.abstractmethod
+    async def deliver(self, reply: OutboundReply) -> str:
+        """Provider-specific send; may raise anything, ``map_error`` classifies it."""
+
+    def map_error(self, exc: BaseException) -> ChannelError:
+        """Default mapping of transport failures; adapters extend it for provider codes."""
+        return map_http_error(exc)
+
+
+def map_http_error(exc: BaseException) -> ChannelError:
+    """HTTP and connection failures to the error family (shared by HTTP-based adapters)."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        status = exc.status
+        detail = f"HTTP {status} {exc.message}".strip()
+        if status == 429:
+            retry_after = None
+            if exc.headers is not None:
+                retry_after = _parse_retry_after(exc.headers.get("Retry-After"))
+            return RateLimited(detail, retry_after=retry_after)
+        if status in (401, 403):
+            return AuthError(detail)
+        if status in (408, 409, 425) or status >= 500:
+            return RetryableError(detail)
+        return PermanentError(detail)
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return RetryableError("timed out")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return RetryableError(f"connection failed: {type(exc).__name__}")
+    return PermanentError(f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class WebhookAdapter(ChannelAdapter):
+    """An adapter fed by provider POSTs: size limit, verify, parse, store, then acknowledge."""
+
+    webhook_methods: ClassVar[frozenset[str]] = frozenset({"POST"})
+
+    @abc.abstractmethod
+    def verify(self, request: web.Request, body: bytes) -> None:
+        """Raise ``InvalidSignature`` unless the raw body is authentic (constant-time)."""
+
+    @abc.abstractmethod
+    def parse(self, request: web.Request, body: bytes) -> Sequence[InboundMessage]:
+        """Normalize an authentic body; raise ``MalformedPayload`` with a reason if unusable."""
+
+    async def handle_get(self, request: web.Request) -> web.StreamResponse:
+        """Provider verification handshakes (Meta hub.challenge, eBay challenge_code)."""
+        raise web.HTTPMethodNotAllowed(request.method, sorted(self.webhook_methods))
+
+    def accepted(self, outcomes: Sequence[IngestOutcome]) -> web.StreamResponse:
+        """The acknowledgement the provider expects once everything is stored."""
+        return web.json_response(
+            {"stored": [o.message_id for o in outcomes],
+             "duplicates": sum(1 for o in outcomes if o.duplicate)}
+        )
+
+    def rejected(self, error: InboundError) -> web.StreamResponse:
+        return web.json_response({"error": error.reason}, status=error.status)
+
+    @final
+    async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":
+            return await self.handle_get(request)
+        if self._ingest is None:
+            return web.json_response({"error": "channel not started"}, status=503)
+        try:
+            body = await read_body(request, self.context.max_body_bytes)
+            self.verify(request, body)
+        except InboundError as exc:
+            return self.rejected(exc)
+        try:
+            messages = self.parse(request, body)
+        except MalformedPayload as exc:
+            await self.context.quarantine(self.instance, body, exc.reason)
+            return self.rejected(exc)
+        outcomes: list[IngestOutcome] = []
+        try:
+            for message in messages:
+                outcomes.append(await self.ingest(message))
+        except Exception:
+            # Not stored means not acknowledged: the provider will deliver it again.
+            return web.json_response({"error": "temporarily unable to store"}, status=503)
+        return self.accepted(outcomes)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes, refusing larger bodies without buffering them."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
