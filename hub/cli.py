@@ -1,0 +1,134 @@
+"""The ``inboxhub`` command: serve, check, and operator views of quarantine and dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+
+from hub.config import ConfigError, LoadedConfig, load_config
+from hub.redis_connection import open_redis
+from storage.embedded import EmbeddedRedisError
+from storage.store import NotRetryable, Store, UnknownMessage
+
+DEFAULT_CONFIG = os.environ.get("INBOXHUB_CONFIG", "config/example.toml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inboxhub", description=__doc__)
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help="TOML config file (default: $INBOXHUB_CONFIG or %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the hub")
+    sub.add_parser("check", help="validate the config and exit")
+    q = sub.add_parser("quarantine", help="inputs that could not be normalized")
+    qs = q.add_subparsers(dest="action", required=True)
+    ql = qs.add_parser("list")
+    ql.add_argument("--limit", type=int, default=50)
+    ql.add_argument("--json", action="store_true")
+    d = sub.add_parser("dlq", help="replies that failed for good")
+    ds = d.add_subparsers(dest="action", required=True)
+    dl = ds.add_parser("list")
+    dl.add_argument("--limit", type=int, default=50)
+    dl.add_argument("--json", action="store_true")
+    dr = ds.add_parser("retry")
+    dr.add_argument("message_id")
+    # Accept --config after the subcommand too (inboxhub check --config FILE).
+    for p in (sub.choices["serve"], sub.choices["check"], ql, dl, dr):
+        p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+async def _with_store(loaded: LoadedConfig, action: Callable[[Store], Awaitable[int]]) -> int:
+    config = loaded.config
+    async with open_redis(config) as (client, _owned):
+        store = Store(client, partitions=config.storage.partitions)
+        return await action(store)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        print(f"inboxhub: config error: {exc}", file=sys.stderr)
+        return 2
+    level = loaded.config.hub.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.command == "check":
+        names = ", ".join(f"{c.name} ({c.type})" for c in loaded.config.channels) or "none"
+        print(f"{loaded.path}: OK — channels: {names}")
+        return 0
+    try:
+        if args.command == "serve":
+            from hub.serve import serve
+
+            asyncio.run(serve(loaded))
+            return 0
+        if args.command == "quarantine":
+            return asyncio.run(_with_store(loaded, lambda s: _quarantine_list(s, args)))
+        if args.command == "dlq" and args.action == "list":
+            return asyncio.run(_with_store(loaded, lambda s: _dlq_list(s, args)))
+        if args.command == "dlq" and args.action == "retry":
+            return asyncio.run(_with_store(loaded, lambda s: _dlq_retry(s, args.message_id)))
+    except EmbeddedRedisError as exc:
+        print(f"inboxhub: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+async def _quarantine_list(store: Store, args: argparse.Namespace) -> int:
+    entries = await store.list_quarantine(args.limit)
+    if args.json:
+        print(msgspec.json.encode(entries).decode())
+        return 0
+    if not entries:
+        print("quarantine is empty")
+    for e in entries:
+        cut = " (truncated)" if e.raw_truncated else ""
+        print(f"{e.id}  {_stamp(e.received_at)}  {e.channel_instance}  {e.error}  "
+              f"[{len(e.raw)} chars{cut}]")
+    return 0
+
+
+async def _dlq_list(store: Store, args: argparse.Namespace) -> int:
+    entries = await store.list_dead_letters(args.limit)
+    if args.json:
+        print(msgspec.json.encode(entries).decode())
+        return 0
+    if not entries:
+        print("dead-letter queue is empty")
+    for e in entries:
+        print(f"{e.message_id}  {_stamp(e.failed_at)}  {e.channel_instance}  "
+              f"attempts={e.attempts}  {e.error}")
+    return 0
+
+
+async def _dlq_retry(store: Store, message_id: str) -> int:
+    try:
+        await store.retry_dead_letter(message_id)
+    except UnknownMessage:
+        print(f"inboxhub: no message {message_id}", file=sys.stderr)
+        return 1
+    except NotRetryable:
+        print(f"inboxhub: message {message_id} is not a failed reply", file=sys.stderr)
+        return 1
+    print(f"{message_id} queued for sending again")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

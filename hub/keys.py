@@ -1,0 +1,24 @@
+"""Typed aiohttp application keys: what the app holds, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from hub.auth import TokenIndex
+from hub.channel_manager import ChannelManager
+from hub.config import LoadedConfig
+from hub.ingest import Ingestor
+from hub.metrics import Metrics
+from storage.store import Store
+
+CONFIG = web.AppKey("config", LoadedConfig)
+METRICS = web.AppKey("metrics", Metrics)
+TOKENS = web.AppKey("tokens", TokenIndex)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", Store)
+CHANNELS = web.AppKey("channels", ChannelManager)
+INGESTOR = web.AppKey("ingestor", Ingestor)
+STOP = web.AppKey("stop", asyncio.Event)

@@ -1,0 +1,46 @@
+"""Prometheus metrics, one registry per app so tests and several apps in a process don't clash.
+
+Labels carry channel instances and outcomes only, never buyer data.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.ingested = Counter(
+            "inboxhub_ingested_messages", "Inbound messages by channel instance and outcome",
+            ["instance", "outcome"], registry=self.registry,
+        )
+        self.ingest_seconds = Histogram(
+            "inboxhub_ingest_seconds", "Time to store one inbound message durably",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.quarantined = Counter(
+            "inboxhub_quarantined", "Inputs kept in quarantine", ["instance"],
+            registry=self.registry,
+        )
+        self.routed = Counter(
+            "inboxhub_routed_conversations", "Routing decisions by queue", ["queue"],
+            registry=self.registry,
+        )
+        self.sent = Counter(
+            "inboxhub_outbound_sent", "Replies accepted by the provider", ["instance"],
+            registry=self.registry,
+        )
+        self.send_failures = Counter(
+            "inboxhub_outbound_send_failures", "Failed send attempts by kind",
+            ["instance", "kind"], registry=self.registry,
+        )
+        self.dead_lettered = Counter(
+            "inboxhub_outbound_dead_lettered", "Replies that exhausted their attempts",
+            ["instance"], registry=self.registry,
+        )
+        self.stream_backlog = Gauge(
+            "inboxhub_stream_backlog", "Entries waiting or in flight per work stream",
+            ["stream"], registry=self.registry,
+        )

@@ -1,0 +1,42 @@
+"""The routing step of the pipeline: inbound stream -> policy -> conversation updated."""
+
+from __future__ import annotations
+
+import logging
+
+from hub.metrics import Metrics
+from routing.policy import RoutingPolicy
+from storage.store import Store
+from storage.streams import Entry
+
+log = logging.getLogger(__name__)
+
+
+class UnroutableEntry(Exception):
+    """The stream entry points at data that is not there (never expected; quarantined)."""
+
+
+class Router:
+    def __init__(self, store: Store, policy: RoutingPolicy, metrics: Metrics) -> None:
+        self.store = store
+        self.policy = policy
+        self.metrics = metrics
+
+    async def handle(self, entry: Entry) -> None:
+        _stream, _entry_id, fields = entry
+        conversation_id = fields.get(b"conv", b"").decode()
+        message_id = fields.get(b"msg", b"").decode()
+        conversation = await self.store.get_conversation(conversation_id)
+        message = await self.store.load_inbound(message_id)
+        if conversation is None or message is None:
+            raise UnroutableEntry(f"conversation {conversation_id} / message {message_id} missing")
+        decision = await self.policy.route(conversation, message)
+        update = {"queue": decision.queue, "status": decision.status}
+        if decision.assignee:
+            update["assignee"] = decision.assignee
+        if decision.language:
+            update["language"] = decision.language
+        if decision.market:
+            update["market"] = decision.market
+        await self.store.update_conversation(conversation_id, update)
+        self.metrics.routed.labels(decision.queue).inc()

@@ -1,0 +1,112 @@
+"""The outbound half: outbox stream -> adapter.send -> sent, retried, or dead-lettered.
+
+A reply's provider id is stored before its outbox entry is acknowledged, and a redelivered entry
+for a reply already sent is skipped, so a crash never sends a reply twice where we can know.
+Backoff is exponential with full jitter (spreads a burst of retries after an outage) and honours
+the provider's Retry-After when it gives one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+import msgspec
+
+from channels.errors import ChannelError, PermanentError, RetryableError
+from hub.channel_manager import ChannelManager
+from hub.config import OutboxSettings
+from hub.metrics import Metrics
+from hub.models import OutboundReply
+from storage.store import Store
+from storage.streams import Entry
+
+log = logging.getLogger(__name__)
+
+_DONE_STATES = {"sent", "delivered", "read", "failed"}
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Delay before attempt ``attempt + 1``: full jitter over an exponential ceiling."""
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    delay = random.uniform(ceiling / 2, ceiling)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+class Sender:
+    def __init__(self, store: Store, channels: ChannelManager, settings: OutboxSettings,
+                 metrics: Metrics) -> None:
+        self.store = store
+        self.channels = channels
+        self.settings = settings
+        self.metrics = metrics
+
+    async def handle(self, entry: Entry) -> None:
+        _stream, _entry_id, fields = entry
+        message_id = fields.get(b"msg", b"").decode()
+        loaded = await self.store.load_reply(message_id)
+        if loaded is None:
+            log.warning("outbox entry for unknown reply %s dropped", message_id)
+            return
+        reply, state = loaded
+        if state.get("status") in _DONE_STATES:
+            return  # redelivered after a crash: already settled
+        attempts = int(state.get("attempts") or 0) + 1
+        adapter = self.channels.get(reply.channel_instance)
+        if adapter is None:
+            await self._give_up(reply, attempts, PermanentError(
+                f"channel instance {reply.channel_instance!r} is not configured"))
+            return
+        conversation = await self.store.get_conversation(reply.conversation_id)
+        if conversation is not None:
+            reply = msgspec.structs.replace(reply, last_inbound_at=conversation.last_inbound_at)
+        await self.store.mark_sending(message_id, attempts)
+        try:
+            provider_id = await asyncio.wait_for(
+                adapter.send(reply), timeout=self.settings.send_timeout_seconds
+            )
+        except TimeoutError:
+            await self._retry_or_give_up(reply, attempts, RetryableError("send timed out"))
+        except RetryableError as exc:
+            await self._retry_or_give_up(reply, attempts, exc)
+        except ChannelError as exc:
+            await self._give_up(reply, attempts, exc)
+        else:
+            await self.store.mark_sent(message_id, provider_id)
+            self.metrics.sent.labels(reply.channel_instance).inc()
+
+    async def _retry_or_give_up(
+        self, reply: OutboundReply, attempts: int, exc: RetryableError
+    ) -> None:
+        self.metrics.send_failures.labels(reply.channel_instance, type(exc).__name__).inc()
+        if attempts >= self.settings.max_attempts:
+            await self._give_up(reply, attempts, exc)
+            return
+        delay = backoff_delay(attempts, self.settings.backoff_base_seconds,
+                              self.settings.backoff_max_seconds, exc.retry_after)
+        await self.store.schedule_retry(reply.reply_id, time.time() + delay, attempts, str(exc))
+        log.info("reply %s attempt %d failed (%s); retry in %.2fs",
+                 reply.reply_id, attempts, type(exc).__name__, delay)
+
+    async def _give_up(self, reply: OutboundReply, attempts: int, exc: ChannelError) -> None:
+        self.metrics.send_failures.labels(reply.channel_instance, type(exc).__name__).inc()
+        self.metrics.dead_lettered.labels(reply.channel_instance).inc()
+        error = f"{type(exc).__name__}: {exc}"
+        await self.store.dead_letter(reply, error, attempts)
+        log.warning("reply %s failed after %d attempts: %s", reply.reply_id, attempts, error)
+
+
+async def release_retries_forever(store: Store, stop: asyncio.Event, tick: float = 0.1) -> None:
+    """Move replies whose backoff has elapsed back to the outbox (owned by the app)."""
+    while not stop.is_set():
+        try:
+            await store.release_due_retries(time.time())
+        except (ConnectionError, OSError) as exc:
+            log.warning("retry release failed: %s", type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), tick)
