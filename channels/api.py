@@ -88,7 +88,8 @@ class ApiChannel(WebhookAdapter):
             data = _inbound_decoder.decode(body)
         except msgspec.ValidationError as exc:
             raise MalformedPayload(f"invalid message: {exc}") from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            # msgspec reports bad UTF-8 inside strings as UnicodeDecodeError, not DecodeError.
             raise MalformedPayload(f"body is not valid UTF-8 JSON: {exc}") from None
         if len(data.text) > self.settings.max_text_length * 10:
             raise MalformedPayload("text is longer than this channel accepts")

@@ -40,7 +40,10 @@ class TokenIndex:
         return found
 
 
-PRINCIPAL = "inboxhub.principal"
+# aiohttp >= 3.14 wants typed request keys; older releases take a plain string.
+PRINCIPAL: Any = (
+    web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "inboxhub.principal"
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -43,6 +43,8 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     appendfsync: Literal["always", "everysec", "no"] = "everysec"
     claim_idle_seconds: float = 30.0
     socket_timeout_seconds: float = 10.0
+    max_connections: int = 64
+    pool_timeout_seconds: float = 5.0
 
 
 class OutboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -173,7 +175,7 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
             except ChannelRegistryError as exc:
                 raise ConfigError(f"{where}.type: {exc}") from None
             channel_settings[channel.name] = convert(
-                channel.settings, adapter_cls.settings_type, f"{where}.settings."
+                channel.settings, adapter_cls.settings_type, f"{where}.settings"
             )
         _check_ranges(config)
         for i, token in enumerate(config.api.tokens):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from hub.config import Config
 from storage.embedded import EmbeddedRedis
@@ -20,23 +21,30 @@ async def open_redis(config: Config) -> AsyncIterator[tuple[Redis, EmbeddedRedis
     """Yield a client plus the embedded server we started (None if we did not start one)."""
     storage = config.storage
     owned: EmbeddedRedis | None = None
-    common = {
+    # A blocking pool makes a burst of requests wait for a connection (bounded by
+    # pool_timeout) instead of failing with "Too many connections".
+    common: dict[str, Any] = {
         "socket_timeout": storage.socket_timeout_seconds,
         "socket_connect_timeout": 5.0,
         "health_check_interval": 30,
+        "max_connections": storage.max_connections,
+        "timeout": storage.pool_timeout_seconds,
     }
     if storage.redis_url:
-        password = storage.redis_password.reveal() if storage.redis_password else None
-        client = Redis.from_url(storage.redis_url, password=password, **common)  # type: ignore[arg-type]
+        if storage.redis_password:
+            common["password"] = storage.redis_password.reveal()
+        pool = BlockingConnectionPool.from_url(storage.redis_url, **common)
     else:
         embedded = EmbeddedRedis(config.data_dir, appendfsync=storage.appendfsync)
         if not await embedded.already_running():
             await embedded.start()
             owned = embedded
-        client = Redis(unix_socket_path=str(embedded.socket_path), **common)  # type: ignore[arg-type]
+        pool = BlockingConnectionPool.from_url(embedded.url, **common)
+    client = Redis(connection_pool=pool)
     try:
         yield client, owned
     finally:
         await client.aclose()
+        await pool.disconnect()
         if owned is not None:
             await owned.stop()

@@ -1,0 +1,133 @@
+"""The API channel runs the conformance kit twice: without and with a reply window."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from channels.api import ApiChannel, ApiChannelSettings
+from channels.base import AdapterContext
+from channels.testing import (
+    ChannelConformance,
+    FailureKind,
+    InboundCase,
+    IngestGate,
+    SentRecord,
+)
+from hub.secrets import Secret
+from tests.conftest import TEST_SECRET
+from tests.helpers import sign
+
+FAILURES: dict[str, tuple[int, dict[str, str]]] = {
+    "retryable": (503, {}),
+    "rate_limited": (429, {"Retry-After": "7"}),
+    "permanent": (400, {}),
+    "auth": (401, {}),
+}
+
+
+class ApiHarness:
+    """Webhook server with the adapter mounted + a fake operator endpoint for replies."""
+
+    def __init__(self, adapter: ApiChannel, webhook: TestServer, operator: TestServer,
+                 session: aiohttp.ClientSession) -> None:
+        self.adapter = adapter
+        self.webhook = webhook
+        self.operator = operator
+        self.session = session
+        self.records: list[SentRecord] = []
+        self.failures: list[tuple[int, dict[str, str]]] = []
+
+    async def deliver(self, case: InboundCase) -> bool:
+        body = json.dumps(case.payload).encode()
+        async with self.session.post(
+            self.webhook.make_url("/webhooks/api/shop"), data=body,
+            headers={"X-Inboxhub-Signature": sign(body)},
+        ) as resp:
+            return resp.status == 200
+
+    def sent(self) -> list[SentRecord]:
+        return list(self.records)
+
+    def fail_next_send(self, kind: FailureKind) -> None:
+        self.failures.append(FAILURES[kind])
+
+
+class TestApiChannelConformance(ChannelConformance):
+    window: float | None = None
+
+    def inbound_cases(self) -> list[InboundCase]:
+        return [
+            InboundCase(
+                name="spanish buyer",
+                payload={"id": "ext-1", "sender": "buyer-77", "name": "Ana Pérez",
+                         "text": "Hola, ¿dónde está mi pedido?", "language": "es-MX"},
+                provider_message_id="ext-1", thread_id="buyer-77", sender_handle="buyer-77",
+                text="Hola, ¿dónde está mi pedido?", sender_name="Ana Pérez",
+            ),
+            InboundCase(
+                name="explicit thread",
+                payload={"id": "ext-2", "sender": "joao", "thread": "order-123",
+                         "text": "Olá, cadê meu pedido?", "sent_at": "2026-11-20T10:00:00-03:00"},
+                provider_message_id="ext-2", thread_id="order-123", sender_handle="joao",
+                text="Olá, cadê meu pedido?",
+            ),
+        ]
+
+    @pytest.fixture
+    async def harness(self, ingest_gate: IngestGate) -> AsyncIterator[ApiHarness]:
+        holder: dict[str, Any] = {}
+
+        async def operator(request: web.Request) -> web.Response:
+            h: ApiHarness = holder["h"]
+            body = await request.read()
+            assert request.headers["X-Inboxhub-Signature"] == sign(body)
+            if h.failures:
+                status, headers = h.failures.pop(0)
+                return web.json_response({"error": "injected"}, status=status, headers=headers)
+            data = json.loads(body)
+            h.records.append(SentRecord(recipient=data["recipient"], text=data["text"],
+                                        thread_id=data["thread"]))
+            return web.json_response({"id": f"op-{len(h.records)}"})
+
+        operator_app = web.Application()
+        operator_app.router.add_post("/replies", operator)
+        operator_server = TestServer(operator_app)
+        await operator_server.start_server()
+        async with aiohttp.ClientSession() as session:
+            settings = ApiChannelSettings(
+                secret=Secret(TEST_SECRET, "test"),
+                outbound_url=str(operator_server.make_url("/replies")),
+                max_text_length=500, reply_window_seconds=self.window, timeout_seconds=2,
+            )
+            async def quarantine(instance: str, raw: bytes, error: str) -> str:
+                return "q-1"
+
+            def spawn(coro: Any, name: str) -> Any:
+                raise AssertionError("the API channel has no background tasks")
+
+            adapter = ApiChannel("shop", settings, AdapterContext(
+                http=session, quarantine=quarantine, spawn=spawn))
+            await adapter.start(ingest_gate)
+            webhook_app = web.Application()
+            webhook_app.router.add_post("/webhooks/api/shop", adapter.handle_webhook)
+            webhook_server = TestServer(webhook_app)
+            await webhook_server.start_server()
+            harness = ApiHarness(adapter, webhook_server, operator_server, session)
+            holder["h"] = harness
+            try:
+                yield harness
+            finally:
+                await adapter.stop()
+                await webhook_server.close()
+                await operator_server.close()
+
+
+class TestApiChannelWithWindowConformance(TestApiChannelConformance):
+    window = 24 * 3600.0
