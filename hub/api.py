@@ -160,6 +160,8 @@ async def post_reply(request: web.Request) -> web.Response:
         message_id, duplicate = await store.enqueue_reply(reply, client_key=client_key)
     except UnknownConversation:
         return error(404, "no such conversation")
+    if not duplicate:
+        await request.app[K.ROUTING].agent_replied(conversation.id)
     view = await store.get_message(message_id)
     return json_response({"message": view, "duplicate": duplicate}, 200 if duplicate else 202)
 

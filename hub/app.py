@@ -26,10 +26,11 @@ from hub.ingest import Ingestor
 from hub.metrics import Metrics
 from hub.redis_connection import open_redis
 from hub.router import Router
+from hub.routing_api import routes as routing_routes
 from hub.sender import Sender, release_retries_forever
 from hub.tasks import TaskOwner
 from hub.worker import StreamWorker
-from routing.placeholder import PlaceholderPolicy
+from routing.runtime import build_engine
 from storage import keys as storage_keys
 from storage.store import Store
 from storage.streams import Entry, StreamGroup, consumer_name
@@ -72,6 +73,14 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             await owner.cancel_all()
 
 
+async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[K.CONFIG].config
+    engine = await asyncio.to_thread(build_engine, app[K.STORE], config.routing)
+    await engine.sync()
+    app[K.ROUTING] = engine
+    yield
+
+
 async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[K.CONFIG].config
     store = app[K.STORE]
@@ -90,8 +99,15 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         await ingestor.quarantine(f"stream:{stream}", raw,
                                   f"entry {entry_id}: {type(exc).__name__}: {exc}")
 
-    router = Router(store, PlaceholderPolicy(config.routing.default_queue), metrics)
+    engine = app[K.ROUTING]
+    router = Router(store, engine, metrics)
     sender = Sender(store, app[K.CHANNELS], config.outbox, metrics)
+
+    async def mirror(entry: Entry) -> None:
+        conversation_id = entry[2].get(b"conv", b"").decode()
+        if conversation_id:
+            await engine.mirror_event(conversation_id)
+
     workers = [
         StreamWorker("router", StreamGroup(store.redis, store.inbound_streams,
                                            storage_keys.ROUTER_GROUP, consumer,
@@ -101,10 +117,16 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
                                            storage_keys.SENDER_GROUP, consumer,
                                            claim_idle_ms=idle_ms),
                      sender.handle, quarantine_entry, stop, batch=20),
+        StreamWorker("mirror", StreamGroup(store.redis, [storage_keys.ROUTING_BASE + "events"],
+                                           storage_keys.MIRROR_GROUP, consumer,
+                                           claim_idle_ms=idle_ms),
+                     mirror, quarantine_entry, stop),
     ]
     for worker in workers:
         owner.spawn(worker.run(), worker.name)
     owner.spawn(release_retries_forever(store, stop), "retry-release")
+    owner.spawn(engine.run_timers(stop, heartbeat_grace=config.hub.agent_heartbeat_grace_seconds),
+                "routing-timers")
     try:
         yield
     finally:
@@ -130,10 +152,12 @@ def build_app(
     app[K.TOKENS] = tokens
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(channels_ctx)
+    app.cleanup_ctx.append(routing_ctx)
     app.cleanup_ctx.append(workers_ctx)
     for ctx in extra_ctx or []:
         app.cleanup_ctx.append(ctx)
     app.add_routes(routes)
+    app.add_routes(routing_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

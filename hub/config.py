@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from hub.secrets import Secret
+from routing.config import RoutingConfig, validate_routing
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PATH_PATTERN = re.compile(r" - at `\$(.*)`$")
@@ -33,6 +34,9 @@ class HubSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shutdown_timeout_seconds: float = 10.0
     max_body_bytes: int = 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # An online agent whose inbox sent no heartbeat for this long is treated as offline and
+    # their conversations go back to the queue; 0 disables the check.
+    agent_heartbeat_grace_seconds: float = 0.0
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -72,16 +76,12 @@ class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     settings: dict[str, Any] = {}
 
 
-class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    default_queue: str = "default"
-
-
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hub: HubSettings = HubSettings()
     storage: StorageSettings = StorageSettings()
     outbox: OutboxSettings = OutboxSettings()
     api: ApiSettings = ApiSettings()
-    routing: RoutingSettings = RoutingSettings()
+    routing: RoutingConfig = RoutingConfig()
     channels: list[ChannelConfig] = []
 
     @property
@@ -178,6 +178,7 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
                 channel.settings, adapter_cls.settings_type, f"{where}.settings"
             )
         _check_ranges(config)
+        _check_routing(config.routing)
         for i, token in enumerate(config.api.tokens):
             if (token.token is None) == (token.token_sha256 is None):
                 raise ConfigError(
@@ -190,6 +191,30 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
     return LoadedConfig(path=file, config=config, channel_settings=channel_settings)
+
+
+def _check_routing(routing: RoutingConfig) -> None:
+    """Everything routing builds at start-up, built once here so errors surface in ``check``."""
+    from routing.business_hours import parse_business_hours
+    from routing.classify.skill import SkillClassifier
+
+    try:
+        validate_routing(routing)
+        if routing.business_hours is not None:
+            parse_business_hours(msgspec.to_builtins(routing.business_hours),
+                                 "routing.business_hours")
+        for i, agent in enumerate(routing.agents):
+            if agent.working_hours is not None:
+                parse_business_hours({"timezone": agent.timezone,
+                                      "weekly": msgspec.to_builtins(agent.working_hours)},
+                                     f"routing.agents[{i}].working_hours")
+        if routing.skills is not None:
+            SkillClassifier.from_config(routing.skills, path="routing.skills")
+        unknown = [lang for lang in routing.languages if not re.fullmatch(r"[a-z]{2}", lang)]
+        if unknown:
+            raise ValueError(f"routing.languages: expected ISO 639-1 codes, got {unknown}")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_ranges(config: Config) -> None:

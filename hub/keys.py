@@ -12,6 +12,7 @@ from hub.channel_manager import ChannelManager
 from hub.config import LoadedConfig
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
+from routing.engine import RoutingEngine
 from storage.store import Store
 
 CONFIG = web.AppKey("config", LoadedConfig)
@@ -22,3 +23,4 @@ STORE = web.AppKey("store", Store)
 CHANNELS = web.AppKey("channels", ChannelManager)
 INGESTOR = web.AppKey("ingestor", Ingestor)
 STOP = web.AppKey("stop", asyncio.Event)
+ROUTING = web.AppKey("routing", RoutingEngine)

@@ -31,12 +31,7 @@ class Router:
         if conversation is None or message is None:
             raise UnroutableEntry(f"conversation {conversation_id} / message {message_id} missing")
         decision = await self.policy.route(conversation, message)
-        update = {"queue": decision.queue, "status": decision.status}
-        if decision.assignee:
-            update["assignee"] = decision.assignee
-        if decision.language:
-            update["language"] = decision.language
-        if decision.market:
-            update["market"] = decision.market
-        await self.store.update_conversation(conversation_id, update)
-        self.metrics.routed.labels(decision.queue).inc()
+        if decision.fields:
+            await self.store.update_conversation(conversation_id, decision.fields)
+        if decision.queue:
+            self.metrics.routed.labels(decision.queue).inc()

@@ -1,7 +1,9 @@
 """What the pipeline asks of routing: one decision per inbound message's conversation.
 
 The router worker (``hub.router``) calls ``RoutingPolicy.route`` for every entry of the inbound
-stream and writes the decision onto the conversation.
+stream and writes ``fields`` onto the conversation record. Status and assignee are not among
+them: they change on many events (an agent frees capacity, a timer fires), so the engine's
+event stream is their single writer (``RoutingEngine.mirror_event``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from typing import Protocol
 
 import msgspec
 
-from hub.models import Conversation, ConversationStatus, InboundMessage
+from hub.models import Conversation, InboundMessage
 
 
 class RoutingDecision(msgspec.Struct, frozen=True):
-    queue: str
-    status: ConversationStatus
+    fields: dict[str, str]
+    queue: str | None = None
     assignee: str | None = None
     language: str | None = None
     market: str | None = None
@@ -25,11 +27,3 @@ class RoutingPolicy(Protocol):
     async def route(
         self, conversation: Conversation, message: InboundMessage
     ) -> RoutingDecision: ...
-
-
-def normalize_language_tag(tag: str | None) -> str | None:
-    """``pt-BR`` / ``pt_br`` -> ``pt``; anything not shaped like a tag -> None."""
-    if not tag:
-        return None
-    primary = tag.replace("_", "-").split("-", 1)[0].lower()
-    return primary if primary.isalpha() and 2 <= len(primary) <= 3 else None

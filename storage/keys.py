@@ -99,3 +99,8 @@ class PartitionKeys:
 
 
 QUARANTINE = f"{PREFIX}:{GLOBAL_TAG}:quarantine"
+
+# Routing state (agents, pools, waiting sets, timers, events) shares one hash tag so that every
+# assignment decision is a single-slot Lua script; see storage/lua/routing.lua for the layout.
+ROUTING_BASE = f"{PREFIX}:{{r}}:"
+MIRROR_GROUP = "mirror"

@@ -16,6 +16,10 @@ def _source(name: str) -> str:
     return files("storage").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
+def load_script(redis: Redis, name: str) -> AsyncScript:
+    return redis.register_script(_source(name))
+
+
 class Scripts:
     """One handle per script, bound to a client."""
 

@@ -1,0 +1,411 @@
+"""The routing engine: classify a conversation, pick its queue, assign it atomically.
+
+Python decides *what* is wanted (classification, rules, which pools an agent belongs to, SLA
+deadlines in business hours); ``storage/lua/routing.lua`` decides *who*, in one atomic step per
+event. Every event that can make an assignment possible calls the script at once (arrival,
+agent online, capacity freed, step timeout), so nothing waits for a periodic sweep.
+
+Routing state lives under its own hash tag; the conversation records in the partitions mirror
+it through the ``events`` stream (``mirror_event``), so the API shows the current assignee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from redis.exceptions import ResponseError
+
+from hub.models import Conversation, InboundMessage
+from routing.business_hours import BusinessHours, Calendar
+from routing.classify.market import MarketGuess, classify_market
+from routing.classify.skill import SkillClassifier
+from routing.config import AgentConfig, RoutingConfig
+from routing.eligibility import agent_pools, pool_id
+from routing.policy import RoutingDecision
+from routing.rules import Facts, choose_queue
+from storage import keys as storage_keys
+from storage.scripts import load_script
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+AgentStatus = str  # "online" | "away" | "offline"
+_STATUSES = ("online", "away", "offline")
+_PHONE_CHANNELS = {"sms", "whatsapp"}
+
+
+class RoutingError(Exception):
+    """A routing request that cannot be honoured (unknown agent, agent full, ...)."""
+
+
+class RoutingEngine:
+    def __init__(self, store: Store, cfg: RoutingConfig, *, identifier: Any,
+                 skills: SkillClassifier, business_hours: BusinessHours | None = None) -> None:
+        self.store = store
+        self.redis: Any = store.redis
+        self.cfg = cfg
+        self.identifier = identifier
+        self.skills = skills
+        self.base = storage_keys.ROUTING_BASE
+        self.script = load_script(store.redis, "routing")
+        self.team_calendar = Calendar(business_hours or BusinessHours.always())
+        self.always = Calendar(BusinessHours.always())
+        self.queues = cfg.effective_queues()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def call(self, command: str, *args: Any, now: float | None = None) -> Any:
+        return await self.script(
+            keys=[self.base + "events"],
+            args=[self.base, command, repr(time.time() if now is None else now), *args],
+        )
+
+    def _key(self, *parts: str) -> str:
+        return self.base + ":".join(parts)
+
+    # -- configuration -----------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Publish settings and (re)place every known agent in the pools of the current rules."""
+        await self.redis.hset(self._key("settings"), mapping={
+            "sticky_seconds": self.cfg.sticky_hours * 3600,
+            "noreply_seconds": self.cfg.reassign_after_no_reply_minutes * 60,
+            "requeue_boost": self.cfg.requeue_priority_boost,
+            "sla_boost": self.cfg.sla_breach_priority_boost,
+        })
+        for agent in self.cfg.agents:
+            await self.redis.hset(self._key("profiles"), agent.id, msgspec.json.encode(agent))
+        for agent in await self.agents():
+            await self._place(agent)
+
+    async def agents(self) -> list[AgentConfig]:
+        raw = await self.redis.hgetall(self._key("profiles"))
+        agents = [msgspec.json.decode(v, type=AgentConfig) for v in raw.values()]
+        return sorted(agents, key=lambda a: a.id)
+
+    async def agent(self, agent_id: str) -> AgentConfig | None:
+        raw = await self.redis.hget(self._key("profiles"), agent_id)
+        return None if raw is None else msgspec.json.decode(raw, type=AgentConfig)
+
+    async def put_agent(self, agent: AgentConfig) -> list[tuple[str, str]]:
+        await self.redis.hset(self._key("profiles"), agent.id, msgspec.json.encode(agent))
+        return await self._place(agent)
+
+    async def set_status(self, agent_id: str, status: AgentStatus) -> list[tuple[str, str]]:
+        if status not in _STATUSES:
+            raise RoutingError(f"status must be one of {', '.join(_STATUSES)}")
+        agent = await self.agent(agent_id)
+        if agent is None:
+            raise RoutingError(f"no agent {agent_id!r}")
+        await self.redis.hset(self._key("presence"), agent_id, status)
+        await self.redis.hset(self._key("heartbeat"), agent_id, repr(time.time()))
+        return await self._place(agent)
+
+    async def heartbeat(self, agent_id: str) -> None:
+        await self.redis.hset(self._key("heartbeat"), agent_id, repr(time.time()))
+
+    async def desired_status(self, agent_id: str) -> AgentStatus:
+        raw = await self.redis.hget(self._key("presence"), agent_id)
+        return raw.decode() if raw else "offline"
+
+    def effective_status(self, agent: AgentConfig, desired: AgentStatus, now: float) -> str:
+        """Online only inside the agent's working hours: end of shift hands work back."""
+        if desired == "online" and agent.working_hours:
+            hours = BusinessHours(timezone=agent.timezone, weekly=agent.working_hours)
+            if not Calendar(hours).is_open(now):
+                return "offline"
+        return desired
+
+    async def _place(self, agent: AgentConfig, now: float | None = None) -> list[tuple[str, str]]:
+        now = time.time() if now is None else now
+        status = self.effective_status(agent, await self.desired_status(agent.id), now)
+        pools = agent_pools(agent, self.queues)
+        caps = ",".join(f"{k}={v}" for k, v in sorted(agent.capacity.items()))
+        pool_arg = ",".join(f"{p}={r}" for p, r in sorted(pools.items()))
+        out = await self.call("agent", agent.id, status, caps, pool_arg, agent.weight, now=now)
+        return _pairs(out)
+
+    # -- the pipeline's routing step ---------------------------------------------------------
+
+    async def route(self, conversation: Conversation, message: InboundMessage) -> RoutingDecision:
+        kind = self.cfg.kind_of(conversation.channel)
+        state = await self.redis.hmget(self._key("rc", conversation.id), "status", "language_by")
+        status = state[0].decode() if state[0] else None
+        if status in ("assigned", "waiting"):
+            # A further message in an open conversation: the buyer is waiting for us again.
+            await self.call("awaiting", conversation.id, "1")
+            await self._start_clock(conversation.id, "next", kind)
+            return RoutingDecision(fields={})
+        corrected = state[1] == b"agent"
+        language = await self._language(message, conversation if corrected else None)
+        market = self._market(conversation, message)
+        skill = self.skills.classify(message.text, language.language)
+        facts = Facts(channel=conversation.channel, channel_instance=conversation.channel_instance,
+                      language=language.language, market=market.market, skill=skill.skill)
+        match = choose_queue(self.cfg, facts)
+        queue = self.cfg.queue(match.queue)
+        explain = {
+            "event": "classified", "at": time.time(),
+            "language": language.language, "language_confidence": language.confidence,
+            "language_source": language.source, "language_candidates": language.candidates,
+            "market": market.market, "market_source": market.source,
+            "market_evidence": market.evidence, "skill": skill.skill, "skill_rule": skill.rule,
+            "skill_keyword": skill.matched, "rule": match.rule, "queue": match.queue,
+            "priority": match.priority,
+        }
+        result = await self.call(
+            "enqueue", conversation.id, match.queue,
+            ",".join(pool_id(queue.name, i) for i in range(len(queue.steps))),
+            ",".join(repr(s.after_seconds) for s in queue.steps),
+            kind, match.priority, conversation.contact_id,
+            msgspec.json.encode(explain).decode(),
+        )
+        await self._start_clock(conversation.id, "first", kind)
+        await self._start_clock(conversation.id, "resolution", kind)
+        fields = {"queue": match.queue, "skill": skill.skill or "",
+                  "language_confidence": repr(language.confidence)}
+        if language.language:
+            fields["language"] = language.language
+        if market.market:
+            fields["market"] = market.market
+        outcome = result[0].decode()
+        return RoutingDecision(
+            fields=fields, queue=match.queue,
+            assignee=result[1].decode() if outcome == "assigned" else None,
+            language=language.language, market=market.market,
+        )
+
+    async def _language(self, message: InboundMessage, corrected: Conversation | None) -> Any:
+        from routing.classify.language import LanguageGuess
+
+        if corrected is not None and corrected.language:
+            return LanguageGuess(corrected.language, 1.0, "agent", ())
+        if self.identifier is None:
+            return LanguageGuess(message.hints.language, 0.5 if message.hints.language else 0.0,
+                                 "hint" if message.hints.language else "none", ())
+        # Identification is CPU work (~0.2 ms, up to a few ms on long text): keep it off the loop.
+        return await asyncio.to_thread(self.identifier.identify, message.text,
+                                       message.hints.language)
+
+    def _market(self, conversation: Conversation, message: InboundMessage) -> MarketGuess:
+        hints = message.hints
+        if hints.market:
+            return MarketGuess(hints.market.upper(), None, "channel_hint", hints.market.upper())
+        handle = message.sender_handle
+        return classify_market(
+            marketplace_site=hints.marketplace_site,
+            sender_email=handle if "@" in handle else None,
+            phone=handle if conversation.channel in _PHONE_CHANNELS else None,
+            phone_country=hints.phone_country,
+            channel_default=self.cfg.channel_markets.get(conversation.channel_instance),
+        )
+
+    async def _start_clock(self, conversation_id: str, clock: str, kind: str) -> None:
+        policy = self.cfg.sla.get(kind)
+        if policy is None:
+            return
+        minutes = {"first": policy.first_response_minutes, "next": policy.next_response_minutes,
+                   "resolution": policy.resolution_minutes}[clock]
+        if minutes <= 0:
+            return
+        now = time.time()
+        calendar = self.always if policy.always else self.team_calendar
+        deadline = calendar.add(now, minutes * 60)
+        await self.call("sla", conversation_id, f"{clock}:{now!r}", repr(deadline))
+
+    # -- agent actions -----------------------------------------------------------------------
+
+    async def agent_replied(self, conversation_id: str) -> None:
+        await self.call("awaiting", conversation_id, "0")
+
+    async def release(self, conversation_id: str, status: str = "closed") -> list[tuple[str, str]]:
+        return _pairs(await self.call("release", conversation_id, status))
+
+    async def transfer_to_agent(self, conversation_id: str, agent_id: str) -> None:
+        try:
+            await self.call("transfer_agent", conversation_id, agent_id)
+        except ResponseError as exc:
+            reason = {"NOCONV": "conversation has not been routed",
+                      "OFFLINE": f"agent {agent_id} is not online",
+                      "FULL": f"agent {agent_id} has no free capacity"}
+            for code, text in reason.items():
+                if code in str(exc):
+                    raise RoutingError(text) from None
+            raise
+
+    async def transfer_to_queue(self, conversation: Conversation, queue_name: str) -> None:
+        try:
+            queue = self.cfg.queue(queue_name)
+        except KeyError:
+            raise RoutingError(f"no queue {queue_name!r}") from None
+        await self.call("release", conversation.id, "routing")
+        kind = self.cfg.kind_of(conversation.channel)
+        await self.call(
+            "enqueue", conversation.id, queue.name,
+            ",".join(pool_id(queue.name, i) for i in range(len(queue.steps))),
+            ",".join(repr(s.after_seconds) for s in queue.steps),
+            kind, queue.priority, conversation.contact_id,
+            msgspec.json.encode({"event": "transferred", "at": time.time(),
+                                 "queue": queue.name}).decode(),
+        )
+
+    async def correct_language(self, conversation: Conversation, language: str,
+                               message: InboundMessage) -> None:
+        """An agent's correction wins over identification and routes the conversation again."""
+        await self.redis.hset(self._key("rc", conversation.id), "language_by", "agent")
+        await self.store.update_conversation(conversation.id, {"language": language})
+        corrected = msgspec.structs.replace(conversation, language=language)
+        await self.call("release", conversation.id, "routing")
+        decision = await self.route(corrected, message)
+        if decision.fields:
+            await self.store.update_conversation(conversation.id, decision.fields)
+
+    async def explain(self, conversation_id: str) -> list[dict[str, Any]]:
+        rows = await self.redis.lrange(self._key("rc", conversation_id, "log"), 0, -1)
+        return [msgspec.json.decode(r) for r in reversed(rows)]
+
+    async def routing_state(self, conversation_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(self._key("rc", conversation_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def queue_stats(self) -> list[dict[str, Any]]:
+        out = []
+        kinds = sorted({self.cfg.kind_of(t) for t in ("api", "email")} | {"chat", "email"})
+        for queue in self.queues:
+            for i, _step in enumerate(queue.steps):
+                p = pool_id(queue.name, i)
+                waiting = {k: int(await self.redis.zcard(self._key("pool", p, "wait", k)))
+                           for k in kinds}
+                available = {k: int(await self.redis.zcard(self._key("pool", p, "avail", k)))
+                             for k in kinds}
+                online = int(await self.redis.scard(self._key("pool", p, "online")))
+                out.append({"queue": queue.name, "step": i + 1, "pool": p, "waiting": waiting,
+                            "available_agents": available, "online_agents": online})
+        return out
+
+    async def agent_state(self, agent_id: str) -> dict[str, Any]:
+        raw = await self.redis.hgetall(self._key("agent", agent_id))
+        convs = await self.redis.smembers(self._key("agent", agent_id, "convs"))
+        state = {k.decode(): v.decode() for k, v in raw.items()}
+        state["conversations"] = sorted(c.decode() for c in convs)
+        state["desired_status"] = await self.desired_status(agent_id)
+        return state
+
+    # -- background: timers, shifts, mirror --------------------------------------------------
+
+    async def run_timers(self, stop: asyncio.Event, *, tick: float = 0.1,
+                         shift_every: float = 30.0, heartbeat_grace: float = 0.0) -> None:
+        """Fire due timers (escalation, no-reply, SLA) and re-check shifts and heartbeats."""
+        next_shift = 0.0
+        while not stop.is_set():
+            try:
+                fired = await self.fire_due_timers()
+                if time.monotonic() >= next_shift:
+                    next_shift = time.monotonic() + shift_every
+                    await self.check_presence(heartbeat_grace)
+            except (ConnectionError, OSError) as exc:
+                log.warning("routing timers: redis unavailable (%s)", type(exc).__name__)
+                fired = 0
+            if fired == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), tick)
+
+    async def fire_due_timers(self, now: float | None = None, batch: int = 200) -> int:
+        members = await self.call("timers", batch, 30, now=now)
+        for raw in members:
+            member = raw.decode()
+            kind, conv, token = member.split("|", 2)
+            try:
+                if kind == "escalate":
+                    await self.call("escalate", conv, token, now=now)
+                elif kind == "noreply":
+                    await self.call("noreply", conv, token, now=now)
+                elif kind == "sla":
+                    await self.call("sla_due", conv, token, now=now)
+            except ResponseError:
+                log.exception("routing timer %s failed", kind)
+            await self.call("ack", member, now=now)
+        return len(members)
+
+    async def check_presence(self, heartbeat_grace: float = 0.0,
+                             now: float | None = None) -> None:
+        """End of shift and lost heartbeats take an agent offline (their work is requeued)."""
+        now = time.time() if now is None else now
+        beats = await self.redis.hgetall(self._key("heartbeat"))
+        for agent in await self.agents():
+            desired = await self.desired_status(agent.id)
+            effective = self.effective_status(agent, desired, now)
+            seen = beats.get(agent.id.encode())
+            if heartbeat_grace > 0 and effective == "online" and seen is not None \
+                    and now - float(seen) > heartbeat_grace:
+                effective = "offline"
+            current = await self.redis.hget(self._key("agent", agent.id), "status")
+            if (current.decode() if current else "offline") != effective:
+                log.info("agent %s is now %s", agent.id, effective)
+                await self._place_as(agent, effective, now)
+
+    async def _place_as(self, agent: AgentConfig, status: str, now: float) -> None:
+        pools = agent_pools(agent, self.queues)
+        caps = ",".join(f"{k}={v}" for k, v in sorted(agent.capacity.items()))
+        pool_arg = ",".join(f"{p}={r}" for p, r in sorted(pools.items()))
+        await self.call("agent", agent.id, status, caps, pool_arg, agent.weight, now=now)
+
+    async def mirror_event(self, conversation_id: str) -> None:
+        """Copy the current routing state onto the conversation record the API reads."""
+        state = await self.redis.hmget(self._key("rc", conversation_id),
+                                       "status", "assignee", "queue")
+        status = state[0].decode() if state[0] else None
+        mapped = {"assigned": "assigned", "waiting": "queued", "routing": "queued",
+                  "closed": "resolved"}.get(status or "")
+        if mapped is None:
+            return
+        fields = {"status": mapped, "assignee": state[1].decode() if state[1] else ""}
+        if state[2]:
+            fields["queue"] = state[2].decode()
+        if await self.store.get_conversation(conversation_id) is None:
+            return
+        await self.store.update_conversation(conversation_id, fields)
+
+
+def _pairs(flat: Sequence[Any]) -> list[tuple[str, str]]:
+    items = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
+    return list(zip(items[0::2], items[1::2], strict=False))
+
+
+async def reload_engine(engine: RoutingEngine, cfg: RoutingConfig) -> int:
+    """Swap in new rules atomically for new decisions and re-place every agent.
+
+    Conversations keep their current queue and step; only those waiting in a pool that no
+    longer exists are routed again (to their queue's first step, or the default queue), so a
+    reload never strands work.
+    """
+    from routing.config import validate_routing
+
+    validate_routing(cfg)
+    engine.cfg = cfg
+    engine.queues = cfg.effective_queues()
+    await engine.sync()
+    live = {pool_id(q.name, i) for q in engine.queues for i in range(len(q.steps))}
+    moved = 0
+    async for key in engine.redis.scan_iter(match=engine.base + "pool:*:wait:*", count=500):
+        pool = key.decode()[len(engine.base) + len("pool:"):].rsplit(":wait:", 1)[0]
+        if pool in live:
+            continue
+        for cid in await engine.redis.zrange(key, 0, -1):
+            conversation = await engine.store.get_conversation(cid.decode())
+            await engine.redis.zrem(key, cid)
+            if conversation is None:
+                continue
+            queue = conversation.queue if conversation.queue in {q.name for q in engine.queues} \
+                else cfg.default_queue
+            await engine.transfer_to_queue(conversation, queue or cfg.default_queue)
+            moved += 1
+    log.info("routing reloaded: %d queues, %d agents, %d conversations re-queued",
+             len(engine.queues), len(cfg.agents), moved)
+    return moved

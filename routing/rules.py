@@ -1,0 +1,55 @@
+"""Ordered routing rules: the first rule whose conditions all hold picks the queue.
+
+No match means the default queue: a conversation is never dropped, whatever its language.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from routing.config import RoutingConfig, RuleConfig
+
+
+class Facts(msgspec.Struct, frozen=True):
+    """What rules can look at, gathered by classification."""
+
+    channel: str
+    channel_instance: str
+    language: str | None = None
+    market: str | None = None
+    skill: str | None = None
+    tags: tuple[str, ...] = ()
+    order_value: float | None = None
+
+
+class RuleMatch(msgspec.Struct, frozen=True):
+    queue: str
+    priority: int
+    rule: str | None  # None: the default queue
+
+
+def _holds(rule: RuleConfig, facts: Facts) -> bool:
+    w = rule.when
+    if w.language and facts.language not in w.language:
+        return False
+    if w.market and (facts.market or "").upper() not in {m.upper() for m in w.market}:
+        return False
+    if w.channel and not ({facts.channel, facts.channel_instance} & set(w.channel)):
+        return False
+    if w.skill and facts.skill not in w.skill:
+        return False
+    if w.tags and not set(w.tags) & set(facts.tags):
+        return False
+    return w.min_order_value is None or (
+        facts.order_value is not None and facts.order_value >= w.min_order_value
+    )
+
+
+def choose_queue(cfg: RoutingConfig, facts: Facts) -> RuleMatch:
+    for rule in cfg.rules:
+        if _holds(rule, facts):
+            queue = cfg.queue(rule.queue)
+            priority = rule.priority if rule.priority is not None else queue.priority
+            return RuleMatch(queue=rule.queue, priority=priority, rule=rule.name)
+    default = cfg.queue(cfg.default_queue)
+    return RuleMatch(queue=default.name, priority=default.priority, rule=None)
