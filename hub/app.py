@@ -21,7 +21,7 @@ from hub import keys as K
 from hub.api import routes
 from hub.auth import TokenIndex, make_auth_middleware
 from hub.channel_manager import ChannelManager
-from hub.config import LoadedConfig
+from hub.config import ConfigError, LoadedConfig, load_config
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
 from hub.redis_connection import open_redis
@@ -30,6 +30,7 @@ from hub.routing_api import routes as routing_routes
 from hub.sender import Sender, release_retries_forever
 from hub.tasks import TaskOwner
 from hub.worker import StreamWorker
+from routing.engine import reload_engine
 from routing.runtime import build_engine
 from storage import keys as storage_keys
 from storage.store import Store
@@ -78,7 +79,49 @@ async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = await asyncio.to_thread(build_engine, app[K.STORE], config.routing)
     await engine.sync()
     app[K.ROUTING] = engine
-    yield
+    stop = asyncio.Event()
+    owner = TaskOwner("routing")
+    owner.spawn(listen_for_reload(app, stop), "reload-listener")
+    try:
+        yield
+    finally:
+        stop.set()
+        await owner.cancel_all()
+
+
+async def reload_routing(app: web.Application) -> int:
+    """Re-read the config file and apply its [routing] section (SIGHUP, ``routing reload``).
+
+    The file is validated first; a broken file leaves the running rules untouched.
+    """
+    path = app[K.CONFIG].path
+    try:
+        loaded = await asyncio.to_thread(load_config, path)
+    except ConfigError as exc:
+        log.error("routing reload rejected: %s", exc)
+        return -1
+    fresh = await asyncio.to_thread(build_engine, app[K.STORE], loaded.config.routing)
+    engine = app[K.ROUTING]
+    engine.identifier, engine.skills = fresh.identifier, fresh.skills
+    engine.team_calendar = fresh.team_calendar
+    return await reload_engine(engine, loaded.config.routing)
+
+
+async def listen_for_reload(app: web.Application, stop: asyncio.Event) -> None:
+    """``inboxhub routing reload`` publishes on this channel; every hub process reloads."""
+    pubsub = app[K.STORE].redis.pubsub()
+    await pubsub.subscribe(storage_keys.ROUTING_RELOAD_CHANNEL)
+    try:
+        while not stop.is_set():
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except (ConnectionError, OSError):
+                await asyncio.sleep(1.0)
+                continue
+            if message is not None:
+                await reload_routing(app)
+    finally:
+        await pubsub.aclose()
 
 
 async def workers_ctx(app: web.Application) -> AsyncIterator[None]:

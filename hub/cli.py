@@ -14,6 +14,7 @@ import msgspec
 
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.redis_connection import open_redis
+from storage import keys
 from storage.embedded import EmbeddedRedisError
 from storage.store import NotRetryable, Store, UnknownMessage
 
@@ -39,8 +40,14 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--json", action="store_true")
     dr = ds.add_parser("retry")
     dr.add_argument("message_id")
+    r = sub.add_parser("routing", help="routing operations")
+    rs = r.add_subparsers(dest="action", required=True)
+    rr = rs.add_parser("reload", help="validate the config and make every hub reload routing")
+    re_ = rs.add_parser("explain", help="why a conversation went where it went")
+    re_.add_argument("conversation_id")
+    re_.add_argument("--json", action="store_true")
     # Accept --config after the subcommand too (inboxhub check --config FILE).
-    for p in (sub.choices["serve"], sub.choices["check"], ql, dl, dr):
+    for p in (sub.choices["serve"], sub.choices["check"], ql, dl, dr, rr, re_):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -82,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_with_store(loaded, lambda s: _dlq_list(s, args)))
         if args.command == "dlq" and args.action == "retry":
             return asyncio.run(_with_store(loaded, lambda s: _dlq_retry(s, args.message_id)))
+        if args.command == "routing" and args.action == "reload":
+            return asyncio.run(_with_store(loaded, _routing_reload))
+        if args.command == "routing" and args.action == "explain":
+            return asyncio.run(_with_store(loaded, lambda s: _routing_explain(s, args)))
     except EmbeddedRedisError as exc:
         print(f"inboxhub: {exc}", file=sys.stderr)
         return 1
@@ -127,6 +138,41 @@ async def _dlq_retry(store: Store, message_id: str) -> int:
         print(f"inboxhub: message {message_id} is not a failed reply", file=sys.stderr)
         return 1
     print(f"{message_id} queued for sending again")
+    return 0
+
+
+async def _routing_reload(store: Store) -> int:
+    receivers = await store.redis.publish(keys.ROUTING_RELOAD_CHANNEL, b"reload")
+    if receivers == 0:
+        print("config is valid; no running hub process received the reload")
+        return 1
+    print(f"config is valid; {receivers} hub process(es) reloading routing")
+    return 0
+
+
+async def _routing_explain(store: Store, args: argparse.Namespace) -> int:
+    cid = args.conversation_id
+    conversation = await store.get_conversation(cid)
+    if conversation is None:
+        print(f"inboxhub: no conversation {cid}", file=sys.stderr)
+        return 1
+    base = keys.ROUTING_BASE
+    state = {k.decode(): v.decode() for k, v in
+             (await store.redis.hgetall(f"{base}rc:{cid}")).items()}
+    log = [msgspec.json.decode(row) for row in
+           reversed(await store.redis.lrange(f"{base}rc:{cid}:log", 0, -1))]
+    if args.json:
+        print(msgspec.json.encode({"state": state, "log": log}).decode())
+        return 0
+    print(f"conversation {cid}  channel={conversation.channel_instance}  "
+          f"status={conversation.status}  assignee={conversation.assignee or '-'}")
+    print(f"routing: queue={state.get('queue', '-')} step={state.get('step', '-')} "
+          f"priority={state.get('priority', '-')} status={state.get('status', '-')}")
+    for entry in log:
+        when = _stamp(float(entry.pop("at", 0)))
+        event = entry.pop("event", "?")
+        detail = "  ".join(f"{k}={v}" for k, v in entry.items() if v not in (None, "", [], {}))
+        print(f"  {when}  {event:<11} {detail}")
     return 0
 
 

@@ -8,8 +8,9 @@ import signal
 
 from aiohttp import web
 
-from hub.app import build_app, describe
+from hub.app import build_app, describe, reload_routing
 from hub.config import LoadedConfig
+from hub.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ async def serve(loaded: LoadedConfig, *, ready: asyncio.Event | None = None) -> 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads = TaskOwner("reload")
+    loop.add_signal_handler(signal.SIGHUP,
+                            lambda: reloads.spawn(_reload(app), "sighup-reload"))
     try:
         await runner.setup()  # runs every cleanup_ctx start-up step
         site = web.TCPSite(runner, config.hub.host, config.hub.port)
@@ -38,6 +42,13 @@ async def serve(loaded: LoadedConfig, *, ready: asyncio.Event | None = None) -> 
         log.info("shutting down")
     finally:
         # Also reached when start-up failed half way: cleanup runs for what did start.
+        await reloads.cancel_all()
         await runner.cleanup()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+async def _reload(app: web.Application) -> None:
+    moved = await reload_routing(app)
+    if moved >= 0:
+        log.info("routing reloaded on SIGHUP")

@@ -104,3 +104,4 @@ QUARANTINE = f"{PREFIX}:{GLOBAL_TAG}:quarantine"
 # assignment decision is a single-slot Lua script; see storage/lua/routing.lua for the layout.
 ROUTING_BASE = f"{PREFIX}:{{r}}:"
 MIRROR_GROUP = "mirror"
+ROUTING_RELOAD_CHANNEL = f"{ROUTING_BASE}reload"
