@@ -188,7 +188,7 @@ local function enter_step(c, step, why)
 end
 
 -- Give a freed or newly online agent the most urgent waiting work it is eligible for.
-local function drain(a, kind, assigned)
+local function drain(a, kind, assigned, reason)
   for _ = 1, DRAIN_MAX do
     local f = redis.call('HMGET', agent_key(a), 'status', 'weight', 'cap:' .. kind,
                          'load:' .. kind)
@@ -205,7 +205,7 @@ local function drain(a, kind, assigned)
       end
     end
     if best == nil then return end
-    claim(a, best, 'capacity freed', {})
+    claim(a, best, reason or 'capacity freed', {})
     assigned[#assigned + 1] = best
     assigned[#assigned + 1] = a
   end
@@ -301,7 +301,7 @@ elseif cmd == 'agent' then
       out[#out + 1] = res[1] == 'assigned' and res[2] or ''
     end
   elseif status == 'online' then
-    for _, kind in ipairs(kinds) do drain(a, kind, out) end
+    for _, kind in ipairs(kinds) do drain(a, kind, out, 'agent online') end
   end
   return out
 
