@@ -1,0 +1,428 @@
+"""Ingest throughput: signed webhook POSTs through the full pipeline vs a bare aiohttp handler.
+
+    python -m bench.ingest [--seconds 10] [--concurrency 32] [--max-requests 500000]
+
+Two targets, one after the other, each a subprocess on loopback, driven by the same load
+generator (one aiohttp ClientSession in this process, a fixed number of concurrent requests):
+
+* ``bare``: an aiohttp handler that reads the body and answers 200 — the ceiling this machine,
+  this client and aiohttp allow;
+* ``inboxhub``: ``python -m hub serve`` on the embedded default (its own redis-server with AOF
+  in a temporary data directory) with one API channel; each POST is signed, verified, parsed,
+  stored and enqueued before the 200 (the "acknowledged" figure), then routed by the router
+  worker. After the load the bench waits until the inbound streams are empty (every entry
+  routed, acknowledged and deleted) and counts that drain time in the "routed" figure.
+
+The ratio ingest rate / bare rate is printed (target >= 0.5). Everything is bounded in time and
+count; the subprocesses and the data directory are removed on exit, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-\u00e9"
+ADMIN = "bench-admin-token"
+CHANNEL = "bench"
+BUYERS = 500  # distinct senders: messages spread over this many conversations
+TEXTS = (
+    "Hola, ¿dónde está mi pedido? Lo compré hace dos semanas.",
+    "Olá, meu pedido ainda não chegou. Podem verificar o rastreio?",
+    "Hi, I would like to return the blue jacket, it is too small.",
+    "Bonjour, le colis est arrivé endommagé, que dois-je faire ?",
+    "Hallo, können Sie mir eine Rechnung für die Bestellung schicken?",
+    "Ciao, avete questo modello anche in taglia L?",
+)
+DRAIN_TIMEOUT = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- targets ------------------------------------------------------------------------------------
+
+
+def serve_bare(port: int) -> None:
+    """The baseline: read the body, answer 200 with a small JSON body (like the hub does)."""
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"stored": ["x"], "duplicates": 0})
+
+    app = web.Application()
+    app.router.add_post("/webhooks/api/bench", handle)
+    app.router.add_get("/readyz", handle)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+class Child:
+    """A server subprocess that is always stopped: SIGTERM, then SIGKILL after a grace time."""
+
+    def __init__(self, name: str, args: list[str], log: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def log_tail(self) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+        except OSError:
+            return "(no log)"
+
+    async def wait_ready(self, url: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                       + self.log_tail())
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, grace: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def children() -> Iterator[list[Child]]:
+    started: list[Child] = []
+    try:
+        yield started
+    finally:
+        for child in started:
+            child.stop()
+
+
+def hub_config(workdir: Path, port: int) -> Path:
+    path = workdir / "inboxhub.toml"
+    path.write_text(f"""
+[hub]
+host = "127.0.0.1"
+port = {port}
+data_dir = "{workdir / 'data'}"
+log_level = "warning"
+
+[storage]
+# no redis_url: the embedded default (redis-server on a unix socket, AOF everysec)
+partitions = 1
+
+[[api.tokens]]
+name = "admin"
+role = "admin"
+token = "env:IH_BENCH_ADMIN"
+
+[[channels]]
+name = "{CHANNEL}"
+type = "api"
+[channels.settings]
+secret = "env:IH_BENCH_SECRET"
+outbound_url = "http://127.0.0.1:9/unused"
+""")
+    return path
+
+
+# -- load generator -----------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Bodies:
+    """Distinct, signed message bodies (new provider ids every time: no dedupe shortcut)."""
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+        self.n = 0
+        self.key = SECRET.encode()
+
+    def next(self) -> tuple[bytes, dict[str, str]]:
+        i = self.n
+        self.n += 1
+        body = json.dumps({
+            "id": f"{self.run}-{i}",
+            "sender": f"buyer-{i % BUYERS}",
+            "name": f"Buyer {i % BUYERS}",
+            "text": TEXTS[i % len(TEXTS)],
+        }).encode()
+        signature = "sha256=" + hmac.new(self.key, body, hashlib.sha256).hexdigest()
+        return body, {"Content-Type": "application/json", "X-Inboxhub-Signature": signature}
+
+
+async def drive(http: aiohttp.ClientSession, url: str, bodies: Bodies, seconds: float,
+                concurrency: int, max_requests: int) -> LoadResult:
+    result = LoadResult()
+    started = time.perf_counter()
+    deadline = started + seconds
+    issued = 0
+
+    async def worker() -> None:
+        nonlocal issued
+        while issued < max_requests and time.perf_counter() < deadline:
+            issued += 1
+            body, headers = bodies.next()
+            t0 = time.perf_counter()
+            try:
+                async with http.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            result.latencies.append(time.perf_counter() - t0)
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if status == 200:
+                result.requests += 1
+            else:
+                result.errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# -- the pipeline side --------------------------------------------------------------------------
+
+
+class Pipeline:
+    """Reads the hub's embedded Redis: backlog, drain, and a final consistency check."""
+
+    def __init__(self, socket_path: Path) -> None:
+        from redis.asyncio import Redis
+
+        from storage.keys import QUARANTINE, PartitionKeys
+
+        self.redis = Redis(unix_socket_path=str(socket_path), socket_timeout=10)
+        self.keys = PartitionKeys(0)
+        self.quarantine_key = QUARANTINE
+
+    async def backlog(self) -> int:
+        return int(await self.redis.xlen(self.keys.inbound))
+
+    async def drain(self, timeout: float = DRAIN_TIMEOUT) -> float:
+        """Seconds until every inbound entry is routed, acknowledged and deleted."""
+        started = time.perf_counter()
+        while await self.backlog():
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"pipeline did not drain within {timeout:.0f}s")
+            await asyncio.sleep(0.005)
+        return time.perf_counter() - started
+
+    async def sample_backlog(self, stop: asyncio.Event, peak: list[int]) -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], await self.backlog())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+
+    async def verify(self) -> tuple[int, int, dict[str, int]]:
+        """(stored messages, conversations, conversations by status)."""
+        ids = [m.decode() for m in await self.redis.zrange(self.keys.conversations, 0, -1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in ids:
+                pipe.hmget(self.keys.conversation(cid), "message_count", "status")
+            rows = await pipe.execute()
+        stored = sum(int(count or 0) for count, _ in rows)
+        by_status: dict[str, int] = {}
+        for _, status in rows:
+            name = (status or b"?").decode()
+            by_status[name] = by_status.get(name, 0) + 1
+        return stored, len(ids), by_status
+
+    async def quarantined(self) -> int:
+        return int(await self.redis.xlen(self.quarantine_key))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+async def measure(url: str, run: str, args: argparse.Namespace,
+                  after_warmup: Callable[[], Awaitable[None]] | None = None,
+                  ) -> tuple[LoadResult, LoadResult]:
+    """(warm-up, measured) with one session and connection pool for both phases."""
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        bodies = Bodies(run)
+        warm = LoadResult()
+        if args.warmup > 0:
+            warm = await drive(http, url, bodies, args.warmup, args.concurrency,
+                               args.max_requests)
+        if after_warmup is not None:
+            await after_warmup()
+        measured = await drive(http, url, bodies, args.seconds, args.concurrency,
+                               args.max_requests)
+        return warm, measured
+
+
+async def bench(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="ihbench-", dir="/tmp"))
+    env = dict(os.environ, IH_BENCH_SECRET=SECRET, IH_BENCH_ADMIN=ADMIN,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
+                                                        os.environ.get("PYTHONPATH")])))
+    env.pop("INBOXHUB_TEST_CRASH_POINT", None)
+    print(f"inboxhub ingest benchmark: {args.seconds:g} s per target after {args.warmup:g} s "
+          f"warm-up, concurrency {args.concurrency}, {os.cpu_count()} CPUs, "
+          f"Python {sys.version.split()[0]}", flush=True)
+    try:
+        with children() as started:
+            # 1. bare aiohttp
+            port = free_port()
+            bare = Child("bare server", [sys.executable, "-m", "bench.ingest", "--serve-bare",
+                                         str(port)], workdir / "bare.log", env)
+            started.append(bare)
+            await bare.wait_ready(f"http://127.0.0.1:{port}/readyz")
+            _, base = await measure(f"http://127.0.0.1:{port}/webhooks/api/bench", "bare",
+                                    args)
+            bare.stop()
+
+            # 2. the hub, full pipeline
+            port = free_port()
+            config = hub_config(workdir, port)
+            hub = Child("inboxhub", [sys.executable, "-m", "hub", "--config", str(config),
+                                     "serve"], workdir / "hub.log", env)
+            started.append(hub)
+            await hub.wait_ready(f"http://127.0.0.1:{port}/readyz")
+            pipeline = Pipeline(workdir / "data" / "redis.sock")
+            try:
+                url = f"http://127.0.0.1:{port}/webhooks/api/{CHANNEL}"
+                stop = asyncio.Event()
+                peak = [0]
+                sampler: asyncio.Task[None] | None = None
+
+                async def drain_warmup_then_sample() -> None:
+                    # The measured phase starts on an empty pipeline.
+                    nonlocal sampler
+                    await pipeline.drain()
+                    sampler = asyncio.create_task(pipeline.sample_backlog(stop, peak))
+
+                try:
+                    warm, acked = await measure(url, "hub", args, drain_warmup_then_sample)
+                    drain = await pipeline.drain()
+                finally:
+                    stop.set()
+                    if sampler is not None:
+                        await sampler
+                stored, conversations, by_status = await pipeline.verify()
+                quarantined = await pipeline.quarantined()
+            finally:
+                await pipeline.close()
+            hub_exit = hub.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    routed_seconds = acked.seconds + drain
+    routed_rate = acked.requests / routed_seconds if routed_seconds else 0.0
+    rows = [
+        ("bare aiohttp handler", base.requests, base.errors, base.seconds, base.rate,
+         ms(base.percentile(0.5)), ms(base.percentile(0.99))),
+        ("inboxhub acknowledged", acked.requests, acked.errors, acked.seconds, acked.rate,
+         ms(acked.percentile(0.5)), ms(acked.percentile(0.99))),
+        ("inboxhub routed", acked.requests, acked.errors, routed_seconds, routed_rate,
+         "-", "-"),
+    ]
+    header = f"{'target':<24}{'ok':>9}{'errors':>8}{'seconds':>9}{'msg/s':>10}" \
+             f"{'p50 ms':>9}{'p99 ms':>9}"
+    print()
+    print(header)
+    print("-" * len(header))
+    for name, n, errors, secs, rate, p50, p99 in rows:
+        print(f"{name:<24}{n:>9}{errors:>8}{secs:>9.2f}{rate:>10.0f}{p50:>9}{p99:>9}")
+    print("-" * len(header))
+    ratio_acked = acked.rate / base.rate if base.rate else 0.0
+    ratio_routed = routed_rate / base.rate if base.rate else 0.0
+    print(f"drain after load: {drain:.3f} s; peak inbound backlog during load: {peak[0]} "
+          f"entries (sampled every 0.25 s)")
+    expected = warm.requests + acked.requests
+    consistent = (stored == expected and quarantined == 0
+                  and by_status == {"queued": conversations})
+    print(f"pipeline check: {stored} messages stored for {expected} acknowledged POSTs "
+          f"(warm-up included) in {conversations} conversations {by_status}; "
+          f"{quarantined} quarantined; hub exit code {hub_exit}: "
+          f"{'consistent' if consistent else 'INCONSISTENT'}")
+    verdict = "meets" if ratio_acked >= 0.5 else "BELOW"
+    print(f"ratio acknowledged/bare = {ratio_acked:.2f}  routed/bare = {ratio_routed:.2f}  "
+          f"(target >= 0.50: {verdict})")
+    if base.errors or acked.errors:
+        print(f"non-200 responses: bare {base.statuses}, inboxhub {acked.statuses}")
+    return 0 if consistent and hub_exit == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured load per target")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured load first")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument("--max-requests", type=int, default=500_000,
+                        help="cap per phase (warm-up and measured)")
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_bare is not None:
+        serve_bare(args.serve_bare)
+        return 0
+    if args.seconds <= 0 or args.concurrency < 1 or args.max_requests < 1:
+        parser.error("--seconds, --concurrency and --max-requests must be positive")
+    try:
+        return asyncio.run(bench(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
