@@ -135,7 +135,15 @@ class RoutingEngine:
 
     async def route(self, conversation: Conversation, message: InboundMessage) -> RoutingDecision:
         kind = self.cfg.kind_of(conversation.channel)
-        state = await self.redis.hmget(self._key("rc", conversation.id), "status", "language_by")
+        # An inbound entry is redelivered when a router died before acknowledging it: the
+        # marker makes routing it a second time a no-op instead of a new "buyer waiting" event.
+        marker = self._key("rc", conversation.id, "routed", message.provider_message_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(marker, 1, nx=True, ex=7 * 86400)
+            pipe.hmget(self._key("rc", conversation.id), "status", "language_by")
+            first_time, state = await pipe.execute()
+        if not first_time:
+            return RoutingDecision(fields={})
         status = state[0].decode() if state[0] else None
         if status in ("assigned", "waiting"):
             # A further message in an open conversation: the buyer is waiting for us again.
@@ -262,6 +270,8 @@ class RoutingEngine:
         await self.store.update_conversation(conversation.id, {"language": language})
         corrected = msgspec.structs.replace(conversation, language=language)
         await self.call("release", conversation.id, "routing")
+        await self.redis.delete(
+            self._key("rc", conversation.id, "routed", message.provider_message_id))
         decision = await self.route(corrected, message)
         if decision.fields:
             await self.store.update_conversation(conversation.id, decision.fields)

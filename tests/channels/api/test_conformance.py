@@ -100,33 +100,36 @@ class TestApiChannelConformance(ChannelConformance):
         operator_app.router.add_post("/replies", operator)
         operator_server = TestServer(operator_app)
         await operator_server.start_server()
-        async with aiohttp.ClientSession() as session:
-            settings = ApiChannelSettings(
-                secret=Secret(TEST_SECRET, "test"),
-                outbound_url=str(operator_server.make_url("/replies")),
-                max_text_length=500, reply_window_seconds=self.window, timeout_seconds=2,
-            )
-            async def quarantine(instance: str, raw: bytes, error: str) -> str:
-                return "q-1"
+        session = aiohttp.ClientSession()
+        settings = ApiChannelSettings(
+            secret=Secret(TEST_SECRET, "test"),
+            outbound_url=str(operator_server.make_url("/replies")),
+            max_text_length=500, reply_window_seconds=self.window, timeout_seconds=2,
+        )
 
-            def spawn(coro: Any, name: str) -> Any:
-                raise AssertionError("the API channel has no background tasks")
+        async def quarantine(instance: str, raw: bytes, error: str) -> str:
+            return "q-1"
 
-            adapter = ApiChannel("shop", settings, AdapterContext(
-                http=session, quarantine=quarantine, spawn=spawn))
-            await adapter.start(ingest_gate)
-            webhook_app = web.Application()
-            webhook_app.router.add_post("/webhooks/api/shop", adapter.handle_webhook)
-            webhook_server = TestServer(webhook_app)
-            await webhook_server.start_server()
-            harness = ApiHarness(adapter, webhook_server, operator_server, session)
-            holder["h"] = harness
-            try:
-                yield harness
-            finally:
-                await adapter.stop()
-                await webhook_server.close()
-                await operator_server.close()
+        def spawn(coro: Any, name: str) -> Any:
+            raise AssertionError("the API channel has no background tasks")
+
+        adapter = ApiChannel("shop", settings, AdapterContext(
+            http=session, quarantine=quarantine, spawn=spawn))
+        await adapter.start(ingest_gate)
+        webhook_app = web.Application()
+        webhook_app.router.add_post("/webhooks/api/shop", adapter.handle_webhook)
+        webhook_server = TestServer(webhook_app)
+        await webhook_server.start_server()
+        harness = ApiHarness(adapter, webhook_server, operator_server, session)
+        holder["h"] = harness
+        try:
+            yield harness
+        finally:
+            # Client first, then servers: their keep-alive handlers end with the connections.
+            await adapter.stop()
+            await session.close()
+            await webhook_server.close()
+            await operator_server.close()
 
 
 class TestApiChannelWithWindowConformance(TestApiChannelConformance):
