@@ -26,8 +26,7 @@ class Router:
         _stream, _entry_id, fields = entry
         conversation_id = fields.get(b"conv", b"").decode()
         message_id = fields.get(b"msg", b"").decode()
-        conversation = await self.store.get_conversation(conversation_id)
-        message = await self.store.load_inbound(message_id)
+        conversation, message = await self.store.load_for_routing(conversation_id, message_id)
         if conversation is None or message is None:
             raise UnroutableEntry(f"conversation {conversation_id} / message {message_id} missing")
         decision = await self.policy.route(conversation, message)

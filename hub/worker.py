@@ -42,6 +42,7 @@ class StreamWorker:
         *,
         batch: int = 100,
         block_ms: int = 500,
+        concurrency: int = 16,
     ) -> None:
         self.name = name
         self.group = group
@@ -50,6 +51,7 @@ class StreamWorker:
         self.stop = stop
         self.batch = batch
         self.block_ms = block_ms
+        self.concurrency = concurrency
         self.processed = 0
 
     async def run(self) -> None:
@@ -77,9 +79,29 @@ class StreamWorker:
                     await asyncio.wait_for(self.stop.wait(), delay)
 
     async def _handle_all(self, entries: list[Entry]) -> None:
-        # Entries already read are ours: finish them even if stop was requested (drain).
+        """Handle a batch: conversations concurrently, each conversation's entries in order.
+
+        Entries already read are ours, so they are finished even if stop was requested
+        (drain). Acknowledgement happens once for the whole batch, after every entry was
+        handled: a crash before it redelivers the batch, and handlers are idempotent.
+        """
+        if not entries:
+            return
+        groups: dict[bytes, list[Entry]] = {}
         for entry in entries:
-            await self._handle(entry)
+            groups.setdefault(entry[2].get(b"conv", entry[1].encode()), []).append(entry)
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def run(group: list[Entry]) -> None:
+            async with limit:
+                for entry in group:
+                    await self._handle(entry)
+
+        await asyncio.gather(*(run(g) for g in groups.values()))
+        if f"{self.name}:before-ack" == _CRASH_POINT:
+            os.kill(os.getpid(), signal.SIGKILL)
+        await self.group.done_many([(stream, entry_id) for stream, entry_id, _ in entries])
+        self.processed += len(entries)
 
     async def _handle(self, entry: Entry) -> None:
         stream, entry_id, _fields = entry
@@ -90,7 +112,3 @@ class StreamWorker:
         except Exception as exc:
             log.exception("%s: entry %s of %s failed; quarantining it", self.name, entry_id, stream)
             await self.on_poison(entry, exc)
-        if f"{self.name}:before-ack" == _CRASH_POINT:
-            os.kill(os.getpid(), signal.SIGKILL)
-        await self.group.done(stream, entry_id)
-        self.processed += 1

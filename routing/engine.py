@@ -378,8 +378,7 @@ class RoutingEngine:
         fields = {"status": mapped, "assignee": state[1].decode() if state[1] else ""}
         if state[2]:
             fields["queue"] = state[2].decode()
-        if await self.store.get_conversation(conversation_id) is None:
-            return
+        # Routing state exists only for conversations the router saw, so the record exists.
         await self.store.update_conversation(conversation_id, fields)
 
 

@@ -147,6 +147,22 @@ class Store:
             new_conversation=bool(new),
         )
 
+    async def load_for_routing(
+        self, conversation_id: str, message_id: str
+    ) -> tuple[Conversation | None, InboundMessage | None]:
+        """Conversation, its contact and the message in one round trip (the router's read)."""
+        ck, mk = self.keys_for(conversation_id), self.keys_for(message_id)
+        if ck is None or mk is None:
+            return None, None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(ck.conversation(conversation_id))
+            pipe.hget(mk.message(message_id), "data")
+            raw, data = await pipe.execute()
+        if not raw or data is None:
+            return None, None
+        contact = await self.redis.hmget(ck.contact(_s(raw[b"contact_id"]) or ""), "handle", "name")
+        return _conversation(raw, contact), _inbound_decoder.decode(data)
+
     async def load_inbound(self, message_id: str) -> InboundMessage | None:
         k = self.keys_for(message_id)
         if k is None:

@@ -79,6 +79,17 @@ class StreamGroup:
             pipe.xdel(stream, entry_id)
             await pipe.execute()
 
+    async def done_many(self, entries: list[tuple[str, str]]) -> None:
+        """``done`` for a whole batch in one round trip."""
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, self.group, *ids)
+                pipe.xdel(stream, *ids)
+            await pipe.execute()
+
     async def pending_count(self) -> int:
         total = 0
         for stream in self.streams:
