@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from routing.config import AgentConfig, QueueConfig, StepConfig
 
-MAX_RANK = 40
+MAX_RANK = 40  # the Lua score reserves 0..40 for rank; tiers use 0..29
 
 
 def pool_id(queue: str, step_index: int) -> str:
@@ -28,18 +28,23 @@ def meets(agent: AgentConfig, step: StepConfig) -> bool:
 
 
 def rank(agent: AgentConfig, ideal: StepConfig) -> int:
-    score = 0
+    """Language first, then market and skill: a lexicographic order packed into one number.
+
+    Tier 2 speaks every required language at the required level, tier 1 speaks them at some
+    level, tier 0 lacks one; market and skill only order agents within a tier, so no market or
+    skill match can ever outrank the buyer's language (the language floor).
+    """
+    tier = 2
     for lang, level in ideal.languages.items():
         have = agent.languages.get(lang, 0)
-        if have >= level:
-            score += 10 + min(have, 5)
+        tier = min(tier, 2 if have >= level else 1 if have > 0 else 0)
+    rest = 0
     if ideal.markets and {m.upper() for m in agent.markets} & {m.upper() for m in ideal.markets}:
-        score += 8
+        rest += 4
     for skill, level in ideal.skills.items():
         have = agent.skills.get(skill, 0)
-        if have >= level:
-            score += 6 + min(have, 5)
-    return min(score, MAX_RANK)
+        rest += 3 if have >= level else 1 if have > 0 else 0
+    return tier * 10 + min(rest, 9)
 
 
 def agent_pools(agent: AgentConfig, queues: list[QueueConfig]) -> dict[str, int]:

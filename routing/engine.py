@@ -133,7 +133,10 @@ class RoutingEngine:
 
     # -- the pipeline's routing step ---------------------------------------------------------
 
-    async def route(self, conversation: Conversation, message: InboundMessage) -> RoutingDecision:
+    async def route(self, conversation: Conversation, message: InboundMessage,
+                    *, replace: bool = False) -> RoutingDecision:
+        """Classify and enqueue; ``replace`` re-routes an already routed conversation
+        (language correction) in the same atomic step that takes it from its agent."""
         kind = self.cfg.kind_of(conversation.channel)
         # An inbound entry is redelivered when a router died before acknowledging it: the
         # marker makes routing it a second time a no-op instead of a new "buyer waiting" event.
@@ -142,10 +145,10 @@ class RoutingEngine:
             pipe.set(marker, 1, nx=True, ex=7 * 86400)
             pipe.hmget(self._key("rc", conversation.id), "status", "language_by")
             first_time, state = await pipe.execute()
-        if not first_time:
+        if not first_time and not replace:
             return RoutingDecision(fields={})
         status = state[0].decode() if state[0] else None
-        if status in ("assigned", "waiting"):
+        if status in ("assigned", "waiting") and not replace:
             # A further message in an open conversation: the buyer is waiting for us again.
             await self.call("awaiting", conversation.id, "1")
             await self._start_clock(conversation.id, "next", kind)
@@ -172,7 +175,7 @@ class RoutingEngine:
             ",".join(pool_id(queue.name, i) for i in range(len(queue.steps))),
             ",".join(repr(s.after_seconds) for s in queue.steps),
             kind, match.priority, conversation.contact_id,
-            msgspec.json.encode(explain).decode(),
+            msgspec.json.encode(explain).decode(), "1" if replace else "",
         )
         await self._start_clock(conversation.id, "first", kind)
         await self._start_clock(conversation.id, "resolution", kind)
@@ -252,7 +255,6 @@ class RoutingEngine:
             queue = self.cfg.queue(queue_name)
         except KeyError:
             raise RoutingError(f"no queue {queue_name!r}") from None
-        await self.call("release", conversation.id, "routing")
         kind = self.cfg.kind_of(conversation.channel)
         await self.call(
             "enqueue", conversation.id, queue.name,
@@ -261,6 +263,7 @@ class RoutingEngine:
             kind, queue.priority, conversation.contact_id,
             msgspec.json.encode({"event": "transferred", "at": time.time(),
                                  "queue": queue.name}).decode(),
+            "1",
         )
 
     async def correct_language(self, conversation: Conversation, language: str,
@@ -269,10 +272,7 @@ class RoutingEngine:
         await self.redis.hset(self._key("rc", conversation.id), "language_by", "agent")
         await self.store.update_conversation(conversation.id, {"language": language})
         corrected = msgspec.structs.replace(conversation, language=language)
-        await self.call("release", conversation.id, "routing")
-        await self.redis.delete(
-            self._key("rc", conversation.id, "routed", message.provider_message_id))
-        decision = await self.route(corrected, message)
+        decision = await self.route(corrected, message, replace=True)
         if decision.fields:
             await self.store.update_conversation(conversation.id, decision.fields)
 

@@ -11,7 +11,9 @@
 --   agent:<a>:convs          set   conversations assigned to the agent
 --   pool:<p>:avail:<kind>    zset  online agents with free <kind> capacity; score lower = better
 --                                  = (40 - rank) * 1e14 + load permille * 1e10 + idle_since
---   pool:<p>:online          set   online eligible agents (for skip-when-nobody-online)
+--   pool:<p>:online          set   online eligible agents (supervisors' view)
+--   pool:<p>:serving:<kind>  set   online eligible agents with weight > 0 and <kind> capacity
+--                                  > 0: a step with nobody serving is skipped
 --   pool:<p>:wait:<kind>     zset  waiting conversations; score = -priority * 1e10 + enqueued_at
 --   rc:<c>                   hash  routing state of a conversation (queue, pools, step, ...)
 --   rc:<c>:log               list  explain records (JSON, newest first, bounded)
@@ -39,6 +41,7 @@ local function agent_convs(a) return base .. 'agent:' .. a .. ':convs' end
 local function avail(p, kind) return base .. 'pool:' .. p .. ':avail:' .. kind end
 local function online(p) return base .. 'pool:' .. p .. ':online' end
 local function waitset(p, kind) return base .. 'pool:' .. p .. ':wait:' .. kind end
+local function serving(p, kind) return base .. 'pool:' .. p .. ':serving:' .. kind end
 local function rc(c) return base .. 'rc:' .. c end
 
 local function split(s, sep)
@@ -139,19 +142,20 @@ local function assign_or_wait(c, exclude, reason)
                        'pools', 'step')
   local kind, pool = r[1], r[2]
   local contact = r[5]
-  if exclude == nil and contact and contact ~= '' then
+  local candidates = top_candidates(pool, kind, exclude)
+  if contact and contact ~= '' and #candidates > 0 then
+    -- Sticky only among equals: the buyer's last agent must be available in this step and
+    -- match at least as well as the best candidate, so stickiness never beats the language.
     local last = redis.call('GET', base .. 'sticky:' .. contact)
-    if last then
-      local pools = split(r[6], ',')
-      for i = 1, tonumber(r[7]) do
-        if redis.call('ZSCORE', avail(pools[i], kind), last) then
-          claim(last, c, 'sticky', {})
-          return {'assigned', last, 'sticky'}
-        end
+    if last and last ~= exclude and redis.call('ZSCORE', avail(pool, kind), last) then
+      local mine = tonumber(redis.call('HGET', agent_pools(last), pool)) or -1
+      local best = tonumber(redis.call('HGET', agent_pools(candidates[1].agent), pool)) or 0
+      if mine >= best then
+        claim(last, c, 'sticky', candidates)
+        return {'assigned', last, 'sticky'}
       end
     end
   end
-  local candidates = top_candidates(pool, kind, exclude)
   if #candidates > 0 then
     claim(candidates[1].agent, c, reason, candidates)
     return {'assigned', candidates[1].agent, reason}
@@ -170,13 +174,13 @@ local function enter_step(c, step, why)
   local r = redis.call('HMGET', rc(c), 'pools', 'delays', 'enqueued_at', 'pool', 'kind')
   local pools = split(r[1], ',')
   local delays = split(r[2], ',')
-  while step < #pools and redis.call('SCARD', online(pools[step])) == 0 do
+  while step < #pools and redis.call('SCARD', serving(pools[step], r[5])) == 0 do
     log(c, {event = 'skipped', step = step, pool = pools[step], why = 'nobody online'})
     step = step + 1
   end
   if r[4] and r[4] ~= pools[step] then redis.call('ZREM', waitset(r[4], r[5]), c) end
   redis.call('HSET', rc(c), 'step', step, 'pool', pools[step])
-  if why ~= 'enqueue' then
+  if why == 'timeout' then
     log(c, {event = 'escalated', step = step, pool = pools[step], why = why})
     event('escalated', c, nil, {step = step, pool = pools[step]})
   end
@@ -230,6 +234,9 @@ local function requeue(c, why, boost, exclude)
   redis.call('HSET', rc(c), 'priority', p, 'status', 'waiting')
   log(c, {event = 'requeued', why = why, from = prior or ''})
   event('requeued', c, prior, {why = why})
+  -- Re-enter the current step: skip it if nobody serves it any more, and re-arm the next
+  -- escalation (timers that fired while the conversation was assigned were discarded).
+  enter_step(c, tonumber(redis.call('HGET', rc(c), 'step')) or 1, 'requeue')
   return assign_or_wait(c, exclude, why), prior
 end
 
@@ -241,11 +248,22 @@ end
 
 -- ---------------------------------------------------------------------------------------------
 -- enqueue: ARGV[4] conv, [5] queue, [6] pool ids "q#1,q#2", [7] step delays "0,120,600",
---          [8] capacity kind, [9] priority, [10] contact ("" none), [11] explain JSON
+--          [8] capacity kind, [9] priority, [10] contact ("" none), [11] explain JSON,
+--          [12] "1" = replace: take it from its agent or queue first (transfer to a queue,
+--          language correction) in this same atomic step, so a crash cannot lose it.
 -- Returns {"assigned", agent, reason} | {"waiting", pool, reason}
 if cmd == 'enqueue' then
   local c, queue = ARGV[4], ARGV[5]
   local cur = redis.call('HMGET', rc(c), 'status', 'assignee', 'queue', 'pool', 'kind')
+  local prior = nil
+  if ARGV[12] == '1' then
+    prior = unassign(c)
+    if prior then
+      log(c, {event = 'released', agent = prior, status = 'rerouted'})
+      event('released', c, prior, {})
+    end
+    cur = {false, false, false, cur[4], cur[5]}
+  end
   if cur[1] == 'assigned' and cur[2]
       and redis.call('SISMEMBER', agent_convs(cur[2]), c) == 1 then
     return {'assigned', cur[2], 'existing'}
@@ -253,14 +271,18 @@ if cmd == 'enqueue' then
   if cur[1] == 'waiting' and cur[3] == queue then
     return {'waiting', cur[4], 'existing'}
   end
-  if cur[1] == 'waiting' and cur[4] then redis.call('ZREM', waitset(cur[4], cur[5]), c) end
   redis.call('HSET', rc(c), 'queue', queue, 'pools', ARGV[6], 'delays', ARGV[7],
              'kind', ARGV[8], 'priority', ARGV[9], 'contact', ARGV[10],
              'enqueued_at', tostring(now), 'status', 'routing', 'awaiting', '1')
   redis.call('HDEL', rc(c), 'pool')
+  if cur[4] and cur[5] then redis.call('ZREM', waitset(cur[4], cur[5]), c) end
   redis.call('LPUSH', rc(c) .. ':log', ARGV[11])
   enter_step(c, 1, 'enqueue')
-  return assign_or_wait(c, nil, 'best match')
+  local result = assign_or_wait(c, nil, 'best match')
+  if prior and prior ~= result[2] then
+    drain(prior, cur[5] or ARGV[8], {})
+  end
+  return result
 
 -- agent: ARGV[4] agent, [5] status online|away|offline, [6] caps "chat=5,email=20",
 --        [7] pools "pool=rank,...", [8] weight
@@ -272,13 +294,18 @@ elseif cmd == 'agent' then
   local old = redis.call('HGETALL', agent_pools(a))
   for i = 1, #old, 2 do
     redis.call('SREM', online(old[i]), a)
-    for _, kind in ipairs(old_kinds) do redis.call('ZREM', avail(old[i], kind), a) end
+    for _, kind in ipairs(old_kinds) do
+      redis.call('ZREM', avail(old[i], kind), a)
+      redis.call('SREM', serving(old[i], kind), a)
+    end
   end
   redis.call('DEL', agent_pools(a))
   local kinds = {}
+  local serves = {}
   for _, pair in ipairs(split(ARGV[6], ',')) do
     local kind, cap = string.match(pair, '^([^=]+)=(%d+)$')
     kinds[#kinds + 1] = kind
+    if tonumber(cap) > 0 and tonumber(ARGV[8]) > 0 then serves[#serves + 1] = kind end
     redis.call('HSET', agent_key(a), 'cap:' .. kind, cap)
     redis.call('HSETNX', agent_key(a), 'load:' .. kind, 0)
   end
@@ -288,7 +315,10 @@ elseif cmd == 'agent' then
   for _, pair in ipairs(split(ARGV[7], ',')) do
     local p, rank = string.match(pair, '^(.+)=(%d+)$')
     redis.call('HSET', agent_pools(a), p, rank)
-    if status == 'online' then redis.call('SADD', online(p), a) end
+    if status == 'online' then
+      redis.call('SADD', online(p), a)
+      for _, kind in ipairs(serves) do redis.call('SADD', serving(p, kind), a) end
+    end
   end
   recompute_all(a)
   local out = {}
@@ -305,7 +335,7 @@ elseif cmd == 'agent' then
   end
   return out
 
--- release: ARGV[4] conv, [5] final status ("closed" on resolve, "" to keep routing state)
+-- release: ARGV[4] conv, [5] status to record ("closed" on resolve; "" means "closed")
 -- Returns flat {conv, agent, ...} assigned to the freed agent.
 elseif cmd == 'release' then
   local c = ARGV[4]

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -331,14 +330,12 @@ def test_invariants_hold_after_every_operation(redis_server: Any, sc: dict[str, 
 BUG_SETTINGS = settings(SETTINGS, max_examples=60, phases=(Phase.explicit, Phase.generate))
 
 
-@pytest.mark.xfail(strict=True, reason="language floor: BUG_RANK, BUG_STICKY, BUG_LEVEL below")
 @BUG_SETTINGS
 @given(sc=floor_scenario_st())
 def test_language_floor(redis_server: Any, sc: dict[str, Any]) -> None:
     _fail(asyncio.run(run_scenario(redis_server.socket, sc, {"floor"})))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG_STRANDED and BUG_SKIP below")
 @BUG_SETTINGS
 @given(sc=scenario_st())
 def test_waiting_conversations_are_never_stranded(redis_server: Any, sc: dict[str, Any]) -> None:
@@ -490,7 +487,6 @@ BUG_RANK = ("routing.lua agent_score / eligibility.rank: market (8) + skill (6+l
             "lacking their language while a speaker has room (language floor)")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_RANK)
 async def test_floor_market_and_skill_never_outrank_the_language(store: Store) -> None:
     queue = QueueConfig("es", steps=[
         StepConfig(languages={"es": 3}, markets=["MX"], skills={"refund": 1}),
@@ -510,7 +506,6 @@ BUG_LEVEL = ("eligibility.rank counts a language only at or above the ideal step
              "speaker below it ranks like an agent without the language (ties go by idle time)")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_LEVEL)
 async def test_floor_a_weaker_speaker_beats_a_non_speaker(store: Store) -> None:
     engine = await _engine(store, [
         AgentConfig("a-emma", languages={"en": 5}, capacity={"chat": 2}),   # idle longest
@@ -526,7 +521,6 @@ BUG_STICKY = ("routing.lua assign_or_wait: the sticky agent is taken from any po
               "beats the language floor")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_STICKY)
 async def test_floor_sticky_never_overrides_the_language(store: Store) -> None:
     engine = await _engine(store, [
         AgentConfig("lucia", languages={"es": 5}, capacity={"chat": 2}),
@@ -546,7 +540,6 @@ BUG_STRANDED = ("routing.lua requeue (agent offline / no reply) puts the convers
                 "assigned) or re-checking skip-when-nobody-online: it waits forever")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_STRANDED)
 async def test_requeued_conversation_still_escalates(store: Store) -> None:
     engine = await _engine(store, [
         AgentConfig("lucia", languages={"es": 5}, capacity={"chat": 1}),
@@ -566,7 +559,6 @@ BUG_SKIP = ("routing.lua enter_step skips a step only when pool:<p>:online is em
             "kind (capacity 0) holds the buyer in the step until its timeout")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_SKIP)
 async def test_step_nobody_can_serve_is_skipped(store: Store) -> None:
     engine = await _engine(store, [
         AgentConfig("lucia", languages={"es": 5}, capacity={"chat": 0, "email": 5}),
@@ -581,7 +573,6 @@ BUG_TRANSFER = ("engine.transfer_to_queue (and correct_language) is two script c
                 "in status 'routing', in no wait set and with no agent, and nothing recovers it")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_TRANSFER)
 async def test_crash_inside_transfer_to_queue_loses_nothing(store: Store) -> None:
     engine = await _engine(store, [
         AgentConfig("lucia", languages={"es": 5}, capacity={"chat": 2}),
