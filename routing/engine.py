@@ -138,22 +138,19 @@ class RoutingEngine:
         """Classify and enqueue; ``replace`` re-routes an already routed conversation
         (language correction) in the same atomic step that takes it from its agent."""
         kind = self.cfg.kind_of(conversation.channel)
-        # An inbound entry is redelivered when a router died before acknowledging it: the
-        # marker makes routing it a second time a no-op instead of a new "buyer waiting" event.
-        marker = self._key("rc", conversation.id, "routed", message.provider_message_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(marker, 1, nx=True, ex=7 * 86400)
-            pipe.hmget(self._key("rc", conversation.id), "status", "language_by")
-            first_time, state = await pipe.execute()
-        if not first_time and not replace:
-            return RoutingDecision(fields={})
-        status = state[0].decode() if state[0] else None
-        if status in ("assigned", "waiting") and not replace:
-            # A further message in an open conversation: the buyer is waiting for us again.
-            await self.call("awaiting", conversation.id, "1")
-            await self._start_clock(conversation.id, "next", kind)
-            return RoutingDecision(fields={})
-        corrected = state[1] == b"agent"
+        if not replace:
+            # One round trip: redelivered entry? open conversation? (see routing.lua "inbound")
+            state = await self.call("inbound", conversation.id, message.provider_message_id,
+                                    7 * 86400)
+            verdict = state[0].decode()
+            if verdict == "dup":
+                return RoutingDecision(fields={})
+            if verdict == "followup":
+                await self._start_clock(conversation.id, "next", kind, conversation.channel)
+                return RoutingDecision(fields={})
+            corrected = state[1] == b"agent"
+        else:
+            corrected = True
         language = await self._language(message, conversation if corrected else None)
         market = self._market(conversation, message)
         skill = self.skills.classify(message.text, language.language)
@@ -177,8 +174,8 @@ class RoutingEngine:
             kind, match.priority, conversation.contact_id,
             msgspec.json.encode(explain).decode(), "1" if replace else "",
         )
-        await self._start_clock(conversation.id, "first", kind)
-        await self._start_clock(conversation.id, "resolution", kind)
+        await self._start_clock(conversation.id, "first", kind, conversation.channel)
+        await self._start_clock(conversation.id, "resolution", kind, conversation.channel)
         fields = {"queue": match.queue, "skill": skill.skill or "",
                   "language_confidence": repr(language.confidence)}
         if language.language:
@@ -217,8 +214,10 @@ class RoutingEngine:
             channel_default=self.cfg.channel_markets.get(conversation.channel_instance),
         )
 
-    async def _start_clock(self, conversation_id: str, clock: str, kind: str) -> None:
-        policy = self.cfg.sla.get(kind)
+    async def _start_clock(self, conversation_id: str, clock: str, kind: str,
+                           channel: str | None = None) -> None:
+        """A channel type's own policy (``[routing.sla.amazon]``) wins over its kind's."""
+        policy = (self.cfg.sla.get(channel) if channel else None) or self.cfg.sla.get(kind)
         if policy is None:
             return
         minutes = {"first": policy.first_response_minutes, "next": policy.next_response_minutes,

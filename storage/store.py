@@ -160,8 +160,9 @@ class Store:
             raw, data = await pipe.execute()
         if not raw or data is None:
             return None, None
-        contact = await self.redis.hmget(ck.contact(_s(raw[b"contact_id"]) or ""), "handle", "name")
-        return _conversation(raw, contact), _inbound_decoder.decode(data)
+        message = _inbound_decoder.decode(data)
+        # The contact's handle is the message's sender: no third read on the hot path.
+        return _conversation(raw, [message.sender_handle, message.sender_name]), message
 
     async def load_inbound(self, message_id: str) -> InboundMessage | None:
         k = self.keys_for(message_id)

@@ -409,6 +409,22 @@ elseif cmd == 'noreply' then
   if prior then drain(prior, redis.call('HGET', rc(c), 'kind'), out) end
   return out
 
+-- inbound: ARGV[4] conv, [5] provider message id, [6] marker TTL seconds. The router's first
+-- question about a message, in one round trip: "dup" (already routed: a redelivered stream
+-- entry), "followup" (open conversation: the buyer is waiting for us again, flag set here),
+-- or "new" with who set the language ("agent" after a correction).
+elseif cmd == 'inbound' then
+  local c = ARGV[4]
+  if not redis.call('SET', rc(c) .. ':routed:' .. ARGV[5], 1, 'NX', 'EX', tonumber(ARGV[6])) then
+    return {'dup'}
+  end
+  local r = redis.call('HMGET', rc(c), 'status', 'language_by')
+  if r[1] == 'assigned' or r[1] == 'waiting' then
+    redis.call('HSET', rc(c), 'awaiting', '1')
+    return {'followup'}
+  end
+  return {'new', r[2] or ''}
+
 -- awaiting: ARGV[4] conv, [5] "1" buyer waits for us / "0" an agent answered.
 elseif cmd == 'awaiting' then
   redis.call('HSET', rc(ARGV[4]), 'awaiting', ARGV[5])

@@ -408,3 +408,21 @@ def test_queue_priority_then_age_ordering() -> None:
     high_late = -5 * 1e10 + 1_900_000_000
     low_early = 0 * 1e10 + 1_700_000_000
     assert high_late < low_early
+
+
+async def test_sla_policy_per_channel_type_wins_over_kind(make_engine: Build,
+                                                         store: Store) -> None:
+    engine = await make_engine(
+        [agent("lucia", {"es": 5})],
+        sla={"chat": SlaPolicy(first_response_minutes=60, always=True),
+             "telegram": SlaPolicy(first_response_minutes=2, always=True)},
+    )
+    b = Buyers(store, engine)
+    tg = await b.write("t", "Hola, ¿dónde está mi pedido?", channel="telegram")
+    api = await b.write("a", "Hola, ¿dónde está mi pedido?", channel="api")
+    tg_due = float((await engine.routing_state(tg))["sla:first"])
+    api_due = float((await engine.routing_state(api))["sla:first"])
+    assert 110 < tg_due - time.time() <= 120 and api_due - time.time() > 3500
+    await engine.fire_due_timers(now=time.time() + 121)
+    assert "breached:first" in await engine.routing_state(tg)
+    assert "breached:first" not in await engine.routing_state(api)
