@@ -25,7 +25,7 @@ from hub.models import Conversation, InboundMessage
 from routing.business_hours import BusinessHours, Calendar
 from routing.classify.market import MarketGuess, classify_market
 from routing.classify.skill import SkillClassifier
-from routing.config import AgentConfig, RoutingConfig
+from routing.config import AgentConfig, QueueConfig, RoutingConfig
 from routing.eligibility import agent_pools, pool_id
 from routing.policy import RoutingDecision
 from routing.rules import Facts, choose_queue
@@ -125,11 +125,7 @@ class RoutingEngine:
     async def _place(self, agent: AgentConfig, now: float | None = None) -> list[tuple[str, str]]:
         now = time.time() if now is None else now
         status = self.effective_status(agent, await self.desired_status(agent.id), now)
-        pools = agent_pools(agent, self.queues)
-        caps = ",".join(f"{k}={v}" for k, v in sorted(agent.capacity.items()))
-        pool_arg = ",".join(f"{p}={r}" for p, r in sorted(pools.items()))
-        out = await self.call("agent", agent.id, status, caps, pool_arg, agent.weight, now=now)
-        return _pairs(out)
+        return await self._place_as(agent, status, now)
 
     # -- the pipeline's routing step ---------------------------------------------------------
 
@@ -167,13 +163,8 @@ class RoutingEngine:
             "skill_keyword": skill.matched, "rule": match.rule, "queue": match.queue,
             "priority": match.priority,
         }
-        result = await self.call(
-            "enqueue", conversation.id, match.queue,
-            ",".join(pool_id(queue.name, i) for i in range(len(queue.steps))),
-            ",".join(repr(s.after_seconds) for s in queue.steps),
-            kind, match.priority, conversation.contact_id,
-            msgspec.json.encode(explain).decode(), "1" if replace else "",
-        )
+        result = await self._enqueue(conversation, queue, kind, match.priority, explain,
+                                     replace=replace)
         await self._start_clock(conversation.id, "first", kind, conversation.channel)
         await self._start_clock(conversation.id, "resolution", kind, conversation.channel)
         fields = {"queue": match.queue, "skill": skill.skill or "",
@@ -187,6 +178,16 @@ class RoutingEngine:
             fields=fields, queue=match.queue,
             assignee=result[1].decode() if outcome == "assigned" else None,
             language=language.language, market=market.market,
+        )
+
+    async def _enqueue(self, conversation: Conversation, queue: QueueConfig, kind: str,
+                       priority: int, explain: dict[str, Any], *, replace: bool) -> Any:
+        return await self.call(
+            "enqueue", conversation.id, queue.name,
+            ",".join(pool_id(queue.name, i) for i in range(len(queue.steps))),
+            ",".join(repr(s.after_seconds) for s in queue.steps),
+            kind, priority, conversation.contact_id,
+            msgspec.json.encode(explain).decode(), "1" if replace else "",
         )
 
     async def _language(self, message: InboundMessage, corrected: Conversation | None) -> Any:
@@ -254,16 +255,10 @@ class RoutingEngine:
             queue = self.cfg.queue(queue_name)
         except KeyError:
             raise RoutingError(f"no queue {queue_name!r}") from None
-        kind = self.cfg.kind_of(conversation.channel)
-        await self.call(
-            "enqueue", conversation.id, queue.name,
-            ",".join(pool_id(queue.name, i) for i in range(len(queue.steps))),
-            ",".join(repr(s.after_seconds) for s in queue.steps),
-            kind, queue.priority, conversation.contact_id,
-            msgspec.json.encode({"event": "transferred", "at": time.time(),
-                                 "queue": queue.name}).decode(),
-            "1",
-        )
+        await self._enqueue(conversation, queue, self.cfg.kind_of(conversation.channel),
+                            queue.priority,
+                            {"event": "transferred", "at": time.time(), "queue": queue.name},
+                            replace=True)
 
     async def correct_language(self, conversation: Conversation, language: str,
                                message: InboundMessage) -> None:
@@ -359,11 +354,14 @@ class RoutingEngine:
                 log.info("agent %s is now %s", agent.id, effective)
                 await self._place_as(agent, effective, now)
 
-    async def _place_as(self, agent: AgentConfig, status: str, now: float) -> None:
+    async def _place_as(self, agent: AgentConfig, status: str,
+                        now: float) -> list[tuple[str, str]]:
+        """Put the agent in its pools with this status; returns assignments and requeues."""
         pools = agent_pools(agent, self.queues)
         caps = ",".join(f"{k}={v}" for k, v in sorted(agent.capacity.items()))
         pool_arg = ",".join(f"{p}={r}" for p, r in sorted(pools.items()))
-        await self.call("agent", agent.id, status, caps, pool_arg, agent.weight, now=now)
+        out = await self.call("agent", agent.id, status, caps, pool_arg, agent.weight, now=now)
+        return _pairs(out)
 
     async def mirror_event(self, conversation_id: str) -> None:
         """Copy the current routing state onto the conversation record the API reads."""
