@@ -103,9 +103,14 @@ class RoutingEngine:
         agent = await self.agent(agent_id)
         if agent is None:
             raise RoutingError(f"no agent {agent_id!r}")
-        await self.redis.hset(self._key("presence"), agent_id, status)
-        await self.redis.hset(self._key("heartbeat"), agent_id, repr(time.time()))
-        return await self._place(agent)
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._key("presence"), agent_id, status)
+            pipe.hset(self._key("heartbeat"), agent_id, repr(now))
+            await pipe.execute()
+        # Apply the status asked for, not a re-read of presence another process may have
+        # changed in between; check_presence reconciles the rare cross-process race.
+        return await self._place_as(agent, self.effective_status(agent, status, now), now)
 
     async def heartbeat(self, agent_id: str) -> None:
         await self.redis.hset(self._key("heartbeat"), agent_id, repr(time.time()))
