@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from channels.errors import ReplyRejected
 from hub import keys as K
 from hub.auth import require_role
-from hub.models import OutboundReply
+from hub.models import Conversation, OutboundReply
 from hub.openapi import build_openapi
 from storage import keys as storage_keys
 from storage.store import NotRetryable, UnknownConversation, UnknownMessage
@@ -27,8 +27,8 @@ class ReplyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     client_key: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
 
 
-_reply_decoder = msgspec.json.Decoder(ReplyRequest)
 _encoder = msgspec.json.Encoder()
+T = TypeVar("T")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -38,6 +38,26 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 def error(status: int, message: str) -> web.Response:
     return json_response({"error": message}, status)
+
+
+def _http_error(kind: type[web.HTTPException], message: str) -> web.HTTPException:
+    return kind(text=_encoder.encode({"error": message}).decode(),
+                content_type="application/json")
+
+
+def decode_body(body: bytes, type_: type[T]) -> T:
+    """The request body as ``type_``, or a 400 naming what is wrong."""
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _http_error(web.HTTPBadRequest, f"invalid request: {exc}") from None
+
+
+async def conversation_or_404(request: web.Request) -> Conversation:
+    conversation = await request.app[K.STORE].get_conversation(request.match_info["id"])
+    if conversation is None:
+        raise _http_error(web.HTTPNotFound, "no such conversation")
+    return conversation
 
 
 @routes.get("/healthz")
@@ -115,11 +135,8 @@ async def list_conversations(request: web.Request) -> web.Response:
 @routes.get("/api/v1/conversations/{id}")
 async def get_conversation(request: web.Request) -> web.Response:
     require_role(request, "agent")
-    store = request.app[K.STORE]
-    conversation = await store.get_conversation(request.match_info["id"])
-    if conversation is None:
-        return error(404, "no such conversation")
-    messages = await store.get_messages(conversation.id)
+    conversation = await conversation_or_404(request)
+    messages = await request.app[K.STORE].get_messages(conversation.id)
     return json_response({"conversation": conversation, "messages": messages})
 
 
@@ -127,14 +144,8 @@ async def get_conversation(request: web.Request) -> web.Response:
 async def post_reply(request: web.Request) -> web.Response:
     principal = require_role(request, "agent")
     store = request.app[K.STORE]
-    body = await request.read()
-    try:
-        req = _reply_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return error(400, f"invalid reply: {exc}")
-    conversation = await store.get_conversation(request.match_info["id"])
-    if conversation is None:
-        return error(404, "no such conversation")
+    req = decode_body(await request.read(), ReplyRequest)
+    conversation = await conversation_or_404(request)
     adapter = request.app[K.CHANNELS].get(conversation.channel_instance)
     if adapter is None:
         return error(409, f"channel instance {conversation.channel_instance} is not configured")

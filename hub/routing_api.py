@@ -3,19 +3,18 @@ transfer, resolve, language correction and the explain record of a decision."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 
 import msgspec
 from aiohttp import web
 
 from hub import keys as K
-from hub.api import error, json_response
+from hub.api import conversation_or_404, decode_body, error, json_response
 from hub.auth import ROLE_RANK, require_role
 from routing.config import AgentConfig, validate_routing
 from routing.engine import RoutingError
 
 routes = web.RouteTableDef()
-T = TypeVar("T")
 
 
 class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -29,13 +28,6 @@ class TransferRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class LanguageRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     language: Annotated[str, msgspec.Meta(pattern="^[a-z]{2}$")]
-
-
-def _decode(body: bytes, type_: type[T]) -> T | web.Response:
-    try:
-        return msgspec.json.decode(body, type=type_)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-        return error(400, f"invalid request: {exc}")
 
 
 @routes.get("/api/v1/agents")
@@ -72,9 +64,7 @@ async def set_status(request: web.Request) -> web.Response:
     agent_id = request.match_info["id"]
     if principal.name != agent_id and ROLE_RANK[principal.role] < ROLE_RANK["supervisor"]:
         return error(403, "agents may only change their own status")
-    req = _decode(await request.read(), StatusRequest)
-    if isinstance(req, web.Response):
-        return req
+    req = decode_body(await request.read(), StatusRequest)
     try:
         changes = await request.app[K.ROUTING].set_status(agent_id, req.status)
     except RoutingError as exc:
@@ -101,9 +91,7 @@ async def queues(request: web.Request) -> web.Response:
 async def explain(request: web.Request) -> web.Response:
     require_role(request, "agent")
     engine = request.app[K.ROUTING]
-    cid = request.match_info["id"]
-    if await request.app[K.STORE].get_conversation(cid) is None:
-        return error(404, "no such conversation")
+    cid = (await conversation_or_404(request)).id
     return json_response({"state": await engine.routing_state(cid),
                           "log": await engine.explain(cid)})
 
@@ -111,14 +99,10 @@ async def explain(request: web.Request) -> web.Response:
 @routes.post("/api/v1/conversations/{id}/transfer")
 async def transfer(request: web.Request) -> web.Response:
     require_role(request, "agent")
-    req = _decode(await request.read(), TransferRequest)
-    if isinstance(req, web.Response):
-        return req
+    req = decode_body(await request.read(), TransferRequest)
     if (req.agent is None) == (req.queue is None):
         return error(400, "give exactly one of 'agent' or 'queue'")
-    conversation = await request.app[K.STORE].get_conversation(request.match_info["id"])
-    if conversation is None:
-        return error(404, "no such conversation")
+    conversation = await conversation_or_404(request)
     engine = request.app[K.ROUTING]
     try:
         if req.agent is not None:
@@ -134,9 +118,7 @@ async def transfer(request: web.Request) -> web.Response:
 async def resolve(request: web.Request) -> web.Response:
     require_role(request, "agent")
     store = request.app[K.STORE]
-    conversation = await store.get_conversation(request.match_info["id"])
-    if conversation is None:
-        return error(404, "no such conversation")
+    conversation = await conversation_or_404(request)
     await request.app[K.ROUTING].release(conversation.id, "closed")
     await store.update_conversation(conversation.id, {"status": "resolved", "assignee": ""})
     return json_response({"status": "resolved"})
@@ -145,13 +127,9 @@ async def resolve(request: web.Request) -> web.Response:
 @routes.post("/api/v1/conversations/{id}/language")
 async def correct_language(request: web.Request) -> web.Response:
     require_role(request, "agent")
-    req = _decode(await request.read(), LanguageRequest)
-    if isinstance(req, web.Response):
-        return req
+    req = decode_body(await request.read(), LanguageRequest)
     store = request.app[K.STORE]
-    conversation = await store.get_conversation(request.match_info["id"])
-    if conversation is None:
-        return error(404, "no such conversation")
+    conversation = await conversation_or_404(request)
     messages = await store.get_messages(conversation.id)
     inbound = [m for m in messages if m.direction == "in"]
     if not inbound:

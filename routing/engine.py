@@ -25,7 +25,7 @@ from hub.models import Conversation, InboundMessage
 from routing.business_hours import BusinessHours, Calendar
 from routing.classify.market import MarketGuess, classify_market
 from routing.classify.skill import SkillClassifier
-from routing.config import AgentConfig, QueueConfig, RoutingConfig
+from routing.config import DEFAULT_KINDS, AgentConfig, QueueConfig, RoutingConfig
 from routing.eligibility import agent_pools, pool_id
 from routing.policy import RoutingDecision
 from routing.rules import Facts, choose_queue
@@ -285,7 +285,7 @@ class RoutingEngine:
 
     async def queue_stats(self) -> list[dict[str, Any]]:
         out = []
-        kinds = sorted({self.cfg.kind_of(t) for t in ("api", "email")} | {"chat", "email"})
+        kinds = sorted(set(DEFAULT_KINDS.values()) | set(self.cfg.channel_kinds.values()))
         for queue in self.queues:
             for i, _step in enumerate(queue.steps):
                 p = pool_id(queue.name, i)
