@@ -1,14 +1,12 @@
-"""The agent-facing REST API (``/api/v1``) plus health, readiness and metrics."""
+"""The agent-facing REST API (``/api/v1``); health, readiness and metrics are in ``hub.health``."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from channels.errors import ReplyRejected
 from hub import keys as K
@@ -58,37 +56,6 @@ async def conversation_or_404(request: web.Request) -> Conversation:
     if conversation is None:
         raise _http_error(web.HTTPNotFound, "no such conversation")
     return conversation
-
-
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
-
-
-@routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
-    try:
-        await asyncio.wait_for(request.app[K.STORE].ping(), 2.0)
-    except Exception as exc:
-        return json_response({"status": "unavailable", "redis": type(exc).__name__}, 503)
-    return json_response({"status": "ready"})
-
-
-@routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
-    app_metrics = request.app[K.METRICS]
-    store = request.app[K.STORE]
-    try:
-        for name, streams in (("inbound", store.inbound_streams),
-                              ("outbox", store.outbox_streams)):
-            total = 0
-            for stream in streams:
-                total += int(await store.redis.xlen(stream))
-            app_metrics.stream_backlog.labels(name).set(total)
-    except Exception:  # metrics must render even when Redis is down
-        pass
-    body = generate_latest(app_metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/api/v1/openapi.json")

@@ -9,6 +9,7 @@ Redis (if we started it) stops last.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -22,12 +23,14 @@ from hub.api import routes
 from hub.auth import TokenIndex, make_auth_middleware
 from hub.channel_manager import ChannelManager
 from hub.config import ConfigError, LoadedConfig, load_config
+from hub.health import routes as health_routes
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
 from hub.redis_connection import open_redis
 from hub.router import Router
 from hub.routing_api import routes as routing_routes
-from hub.sender import Sender, release_retries_forever
+from hub.sender import RetryRelease, Sender
+from hub.supervisor import Supervisor, TaskHealth
 from hub.tasks import TaskOwner
 from hub.worker import StreamWorker
 from routing.engine import reload_engine
@@ -79,14 +82,17 @@ async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = await asyncio.to_thread(build_engine, app[K.STORE], config.routing)
     await engine.sync()
     app[K.ROUTING] = engine
-    stop = asyncio.Event()
-    owner = TaskOwner("routing")
-    owner.spawn(listen_for_reload(app, stop), "reload-listener")
+    supervisor = Supervisor("routing", app[K.HEALTH])
+    listener = ReloadListener(app)
+    supervisor.loop("reload-listener", listener.iteration, idle_seconds=0,
+                    on_stop=listener.close)
     try:
         yield
     finally:
-        stop.set()
-        await owner.cancel_all()
+        supervisor.stop.set()
+        await supervisor.wait(2.0)
+        await supervisor.cancel_all()
+        await listener.close()
 
 
 async def reload_routing(app: web.Application) -> int:
@@ -107,30 +113,49 @@ async def reload_routing(app: web.Application) -> int:
     return await reload_engine(engine, loaded.config.routing)
 
 
-async def listen_for_reload(app: web.Application, stop: asyncio.Event) -> None:
-    """``inboxhub routing reload`` publishes on this channel; every hub process reloads."""
-    pubsub = app[K.STORE].redis.pubsub()
-    await pubsub.subscribe(storage_keys.ROUTING_RELOAD_CHANNEL)
-    try:
-        while not stop.is_set():
+class ReloadListener:
+    """``inboxhub routing reload`` publishes on a channel; every hub process reloads.
+
+    A supervised loop's body: a Redis error drops the subscription, and the next iteration
+    subscribes afresh (a message published while Redis was unreachable is lost with it, which
+    is why ``routing reload`` reports how many processes received it).
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.pubsub: Any = None
+
+    async def iteration(self) -> bool:
+        if self.pubsub is None:
+            pubsub = self.app[K.STORE].redis.pubsub()
             try:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            except (ConnectionError, OSError):
-                await asyncio.sleep(1.0)
-                continue
-            if message is not None:
-                await reload_routing(app)
-    finally:
-        await pubsub.aclose()
+                await pubsub.subscribe(storage_keys.ROUTING_RELOAD_CHANNEL)
+            except BaseException:
+                await pubsub.aclose()
+                raise
+            self.pubsub = pubsub
+        try:
+            message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        except BaseException:
+            await self.close()
+            raise
+        if message is not None:
+            await reload_routing(self.app)
+        return True
+
+    async def close(self) -> None:
+        pubsub, self.pubsub = self.pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
 
 
 async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[K.CONFIG].config
     store = app[K.STORE]
     metrics = app[K.METRICS]
-    stop = asyncio.Event()
-    app[K.STOP] = stop
-    owner = TaskOwner("workers")
+    supervisor = Supervisor("workers", app[K.HEALTH])
+    app[K.STOP] = supervisor.stop
     consumer = consumer_name()
     idle_ms = int(config.storage.claim_idle_seconds * 1000)
     ingestor = app[K.INGESTOR]
@@ -151,34 +176,36 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         if conversation_id:
             await engine.mirror_event(conversation_id)
 
+    def group(streams: list[str], name: str) -> StreamGroup:
+        return StreamGroup(store.redis, streams, name, consumer, claim_idle_ms=idle_ms)
+
     workers = [
-        StreamWorker("router", StreamGroup(store.redis, store.inbound_streams,
-                                           storage_keys.ROUTER_GROUP, consumer,
-                                           claim_idle_ms=idle_ms),
-                     router.handle, quarantine_entry, stop),
-        StreamWorker("sender", StreamGroup(store.redis, store.outbox_streams,
-                                           storage_keys.SENDER_GROUP, consumer,
-                                           claim_idle_ms=idle_ms),
-                     sender.handle, quarantine_entry, stop, batch=20),
-        StreamWorker("mirror", StreamGroup(store.redis, [storage_keys.ROUTING_BASE + "events"],
-                                           storage_keys.MIRROR_GROUP, consumer,
-                                           claim_idle_ms=idle_ms),
-                     mirror, quarantine_entry, stop),
+        StreamWorker("router", group(store.inbound_streams, storage_keys.ROUTER_GROUP),
+                     router.handle, quarantine_entry),
+        StreamWorker("sender", group(store.outbox_streams, storage_keys.SENDER_GROUP),
+                     sender.handle, quarantine_entry),
+        StreamWorker("mirror", group([storage_keys.ROUTING_BASE + "events"],
+                                     storage_keys.MIRROR_GROUP),
+                     mirror, quarantine_entry),
     ]
     for worker in workers:
-        owner.spawn(worker.run(), worker.name)
-    owner.spawn(release_retries_forever(store, stop), "retry-release")
-    owner.spawn(engine.run_timers(stop, heartbeat_grace=config.hub.agent_heartbeat_grace_seconds),
-                "routing-timers")
+        supervisor.loop(worker.name, worker.iteration, idle_seconds=0,
+                        prepare=worker.prepare, on_stop=worker.drain)
+    supervisor.loop("retry-release", RetryRelease(store).iteration, idle_seconds=0.1)
+    grace = config.hub.agent_heartbeat_grace_seconds
+    supervisor.loop("routing-timers", lambda: engine.tick_timers(heartbeat_grace=grace),
+                    idle_seconds=0.1)
     try:
         yield
     finally:
-        stop.set()
+        supervisor.stop.set()
         deadline = config.hub.shutdown_timeout_seconds
-        if not await owner.wait(deadline):
+        if not await supervisor.wait(deadline):
             log.warning("workers did not drain within %.1fs; cancelling "
                         "(unfinished entries stay pending and are reclaimed)", deadline)
-        await owner.cancel_all()
+        await supervisor.cancel_all()
+        for worker in workers:
+            await worker.cancel()
 
 
 def build_app(
@@ -192,6 +219,7 @@ def build_app(
     )
     app[K.CONFIG] = loaded
     app[K.METRICS] = Metrics()
+    app[K.HEALTH] = TaskHealth(app[K.METRICS])
     app[K.TOKENS] = tokens
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(channels_ctx)
@@ -199,6 +227,7 @@ def build_app(
     app.cleanup_ctx.append(workers_ctx)
     for ctx in extra_ctx or []:
         app.cleanup_ctx.append(ctx)
+    app.add_routes(health_routes)
     app.add_routes(routes)
     app.add_routes(routing_routes)
 

@@ -12,6 +12,7 @@ from hub.channel_manager import ChannelManager
 from hub.config import LoadedConfig
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
+from hub.supervisor import TaskHealth
 from routing.engine import RoutingEngine
 from storage.store import Store
 
@@ -24,3 +25,4 @@ CHANNELS = web.AppKey("channels", ChannelManager)
 INGESTOR = web.AppKey("ingestor", Ingestor)
 STOP = web.AppKey("stop", asyncio.Event)
 ROUTING = web.AppKey("routing", RoutingEngine)
+HEALTH = web.AppKey("health", TaskHealth)

@@ -40,6 +40,15 @@ class Metrics:
             "inboxhub_outbound_dead_lettered", "Replies that exhausted their attempts",
             ["instance"], registry=self.registry,
         )
+        self.task_restarts = Counter(
+            "inboxhub_task_restarts", "Background loop restarts after a failure, by reason "
+            "(redis: Redis or network error; nogroup: consumer group recreated; crash: a bug)",
+            ["task", "reason"], registry=self.registry,
+        )
+        self.task_up = Gauge(
+            "inboxhub_task_up", "1 while a background loop runs normally, 0 while it backs off "
+            "or after it crashed", ["task"], registry=self.registry,
+        )
         self.stream_backlog = Gauge(
             "inboxhub_stream_backlog", "Entries waiting or in flight per work stream",
             ["stream"], registry=self.registry,

@@ -9,7 +9,6 @@ the provider's Retry-After when it gives one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -101,12 +100,11 @@ class Sender:
         log.warning("reply %s failed after %d attempts: %s", reply.reply_id, attempts, error)
 
 
-async def release_retries_forever(store: Store, stop: asyncio.Event, tick: float = 0.1) -> None:
-    """Move replies whose backoff has elapsed back to the outbox (owned by the app)."""
-    while not stop.is_set():
-        try:
-            await store.release_due_retries(time.time())
-        except (ConnectionError, OSError) as exc:
-            log.warning("retry release failed: %s", type(exc).__name__)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), tick)
+class RetryRelease:
+    """Moves replies whose backoff has elapsed back to the outbox: a supervised loop's body."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def iteration(self) -> bool:
+        return await self.store.release_due_retries(time.time()) > 0

@@ -1,5 +1,8 @@
 """Ownership of background tasks: whoever spawns a task through a ``TaskOwner`` gets it
-cancelled and awaited on shutdown, and a task that dies with an error is logged, not lost."""
+cancelled and awaited on shutdown, and a task that dies with an error is logged, not lost.
+
+For one-shot tasks (a SIGHUP reload, a channel's own helpers); long-running loops are
+``hub.supervisor.Supervisor`` loops, which survive the errors that would end these."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from typing import Any
+
+from hub.supervisor import CRASH_MARK
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +30,8 @@ class TaskOwner:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception(),
+                      extra={CRASH_MARK: task.get_name()})
 
     async def wait(self, timeout: float) -> bool:
         """Let tasks finish on their own (they watch a stop event); True if all did."""

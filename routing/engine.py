@@ -12,7 +12,6 @@ it through the ``events`` stream (``mirror_event``), so the API shows the curren
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -48,6 +47,7 @@ class RoutingEngine:
     def __init__(self, store: Store, cfg: RoutingConfig, *, identifier: Any,
                  skills: SkillClassifier, business_hours: BusinessHours | None = None) -> None:
         self.store = store
+        self._next_presence_check = 0.0
         self.redis: Any = store.redis
         self.cfg = cfg
         self.identifier = identifier
@@ -308,22 +308,15 @@ class RoutingEngine:
 
     # -- background: timers, shifts, mirror --------------------------------------------------
 
-    async def run_timers(self, stop: asyncio.Event, *, tick: float = 0.1,
-                         shift_every: float = 30.0, heartbeat_grace: float = 0.0) -> None:
-        """Fire due timers (escalation, no-reply, SLA) and re-check shifts and heartbeats."""
-        next_shift = 0.0
-        while not stop.is_set():
-            try:
-                fired = await self.fire_due_timers()
-                if time.monotonic() >= next_shift:
-                    next_shift = time.monotonic() + shift_every
-                    await self.check_presence(heartbeat_grace)
-            except (ConnectionError, OSError) as exc:
-                log.warning("routing timers: redis unavailable (%s)", type(exc).__name__)
-                fired = 0
-            if fired == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), tick)
+    async def tick_timers(self, *, heartbeat_grace: float = 0.0,
+                          presence_every: float = 30.0) -> bool:
+        """One pass of the timers loop: fire due timers (escalation, no-reply, SLA) and, every
+        ``presence_every`` seconds, re-check shifts and heartbeats. True when timers fired."""
+        fired = await self.fire_due_timers()
+        if time.monotonic() >= self._next_presence_check:
+            await self.check_presence(heartbeat_grace)
+            self._next_presence_check = time.monotonic() + presence_every
+        return fired > 0
 
     async def fire_due_timers(self, now: float | None = None, batch: int = 200) -> int:
         members = await self.call("timers", batch, 30, now=now)

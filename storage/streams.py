@@ -72,6 +72,17 @@ class StreamGroup:
                     break
         return out
 
+    async def renew(self, entries: list[tuple[str, str]]) -> None:
+        """Reset the idle time of entries this consumer is still working on (a heartbeat), so
+        XAUTOCLAIM elsewhere only takes entries whose consumer has stopped."""
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
+            await pipe.execute()
+
     async def done(self, stream: str, entry_id: str) -> None:
         """Acknowledge and delete: each stream has exactly one group, so nothing else needs it."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
+import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +28,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from hub.config import LoadedConfig, load_config
+from hub.supervisor import CRASH_MARK
 from storage.embedded import EmbeddedRedisError, find_redis_server
 from storage.store import Store
 
@@ -44,12 +48,15 @@ def need_service(reason: str) -> None:
 class RedisServer:
     """A redis-server child for the test session (unix socket, AOF off: speed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        """``port``: also listen on 127.0.0.1:port (replication needs TCP); 0 = socket only."""
         self.dir = Path(tempfile.mkdtemp(prefix="ihtest-"))
         self.socket = str(self.dir / "redis.sock")
+        self.port = port
         binary = find_redis_server()
         self.proc = subprocess.Popen(
-            [binary, "--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700",
+            [binary, "--port", str(port), "--bind", "127.0.0.1",
+             "--unixsocket", self.socket, "--unixsocketperm", "700",
              "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -67,7 +74,15 @@ class RedisServer:
     def url(self) -> str:
         return f"unix://{self.socket}"
 
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets open but answers nothing (a stalled Redis)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        self.resume()  # a stopped process acts on SIGTERM only once continued
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -107,30 +122,42 @@ def hub_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IH_TEST_AGENT", AGENT_TOKEN)
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
 def write_config(
     tmp_path: Path, redis_url: str | None, *, outbound_url: str = "http://127.0.0.1:9/none",
     extra: str = "", channel_extra: str = "", port: int = 8080, partitions: int = 2,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """A complete config file for tests; ``extra`` is appended TOML."""
-    redis_line = f'redis_url = "{redis_url}"' if redis_url else ""
+    """A complete config file for tests; ``extra`` is appended TOML, ``overrides`` replaces or
+    adds keys of the ``hub``, ``storage`` and ``outbox`` sections and of the ``shop`` channel's
+    settings (``"channel"``)."""
+    sections: dict[str, dict[str, Any]] = {
+        "hub": {"host": "127.0.0.1", "port": port, "data_dir": str(tmp_path / "data"),
+                "shutdown_timeout_seconds": 5},
+        "storage": {"partitions": partitions, "claim_idle_seconds": 1},
+        "outbox": {"max_attempts": 3, "backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2,
+                   "send_timeout_seconds": 5},
+    }
+    if redis_url:
+        sections["storage"]["redis_url"] = redis_url
+    channel: dict[str, Any] = {"secret": "env:IH_TEST_SECRET", "outbound_url": outbound_url,
+                               "timeout_seconds": 2}
+    for name, values in (overrides or {}).items():
+        (channel if name == "channel" else sections[name]).update(values)
+
+    def table(values: dict[str, Any]) -> str:
+        return "\n".join(f"{k} = {_toml_value(v)}" for k, v in values.items())
+
+    head = "\n".join(f"[{name}]\n{table(values)}\n" for name, values in sections.items())
     text = f"""
-[hub]
-host = "127.0.0.1"
-port = {port}
-data_dir = "{tmp_path / 'data'}"
-shutdown_timeout_seconds = 5
-
-[storage]
-{redis_line}
-partitions = {partitions}
-claim_idle_seconds = 1
-
-[outbox]
-max_attempts = 3
-backoff_base_seconds = 0.05
-backoff_max_seconds = 0.2
-send_timeout_seconds = 5
-
+{head}
 [[api.tokens]]
 name = "admin"
 role = "admin"
@@ -145,9 +172,7 @@ token = "env:IH_TEST_AGENT"
 name = "shop"
 type = "api"
 [channels.settings]
-secret = "env:IH_TEST_SECRET"
-outbound_url = "{outbound_url}"
-timeout_seconds = 2
+{table(channel)}
 {channel_extra}
 {extra}
 """
@@ -182,6 +207,43 @@ async def _no_leftover_tasks() -> AsyncIterator[None]:
     if leftovers:
         names = ", ".join(sorted(f"{t.get_name()} ({t.get_coro()!r})" for t in leftovers))
         pytest.fail(f"test left tasks running: {names}")
+
+
+class _CrashRecorder(logging.Handler):
+    """Collects the log records a crashed hub-owned task emits (``hub.supervisor.CRASH_MARK``)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.crashes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = getattr(record, CRASH_MARK, None)
+        if name is not None:
+            detail = record.getMessage()
+            if record.exc_info:
+                detail += "\n" + logging.Formatter().formatException(record.exc_info)
+            self.crashes.append(f"{name}: {detail}")
+
+
+@pytest.fixture(autouse=True)
+def _no_crashed_tasks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test during which a hub-owned background task died with an exception: a loop
+    that crashes and restarts hides a bug that no assertion would otherwise see. Tests that
+    crash a task on purpose say so with ``@pytest.mark.allow_task_crash``."""
+    recorder = _CrashRecorder()
+    root = logging.getLogger()
+    root.addHandler(recorder)
+    try:
+        yield
+    finally:
+        root.removeHandler(recorder)
+    if recorder.crashes and request.node.get_closest_marker("allow_task_crash") is None:
+        pytest.fail("a hub-owned task crashed during the test:\n" + "\n".join(recorder.crashes))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "allow_task_crash: the test crashes a hub background task on purpose")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,0 +1,56 @@
+"""Liveness, readiness and metrics: what an orchestrator and Prometheus poll.
+
+Ready means Redis answers *and* no background loop is backing off or crashed: a hub whose
+router or sender is stuck must not be reported ready just because its HTTP side still answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hub import keys as K
+from hub.api import json_response
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    problems: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(request.app[K.STORE].ping(), 2.0)
+    except Exception as exc:
+        problems["redis"] = type(exc).__name__
+    for name, state in request.app[K.HEALTH].unhealthy().items():
+        problems[name] = f"{state.status}: {state.last_error or ''}".rstrip(": ")
+    if problems:
+        body: dict[str, object] = {"status": "unavailable", "problems": problems}
+        if "redis" in problems:
+            body["redis"] = problems["redis"]
+        return json_response(body, 503)
+    return json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    app_metrics = request.app[K.METRICS]
+    store = request.app[K.STORE]
+    try:
+        for name, streams in (("inbound", store.inbound_streams),
+                              ("outbox", store.outbox_streams)):
+            total = 0
+            for stream in streams:
+                total += int(await asyncio.wait_for(store.redis.xlen(stream), 2.0))
+            app_metrics.stream_backlog.labels(name).set(total)
+    except Exception:  # metrics must render even when Redis is down
+        pass
+    body = generate_latest(app_metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
