@@ -23,6 +23,7 @@ from hub.api import routes
 from hub.auth import TokenIndex, make_auth_middleware
 from hub.channel_manager import ChannelManager
 from hub.config import ConfigError, LoadedConfig, load_config
+from hub.crashpoints import crash_point
 from hub.health import routes as health_routes
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
@@ -80,6 +81,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
 async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[K.CONFIG].config
     engine = await asyncio.to_thread(build_engine, app[K.STORE], config.routing)
+    engine.checkpoint = crash_point
     await engine.sync()
     app[K.ROUTING] = engine
     supervisor = Supervisor("routing", app[K.HEALTH])

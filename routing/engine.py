@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 AgentStatus = str  # "online" | "away" | "offline"
 _STATUSES = ("online", "away", "offline")
 _PHONE_CHANNELS = {"sms", "whatsapp"}
+# How long "this message was routed" is remembered: longer than any redelivery can take.
+_MARKER_TTL = 7 * 86400
 
 
 class RoutingError(Exception):
@@ -45,8 +47,11 @@ class RoutingError(Exception):
 
 class RoutingEngine:
     def __init__(self, store: Store, cfg: RoutingConfig, *, identifier: Any,
-                 skills: SkillClassifier, business_hours: BusinessHours | None = None) -> None:
+                 skills: SkillClassifier, business_hours: BusinessHours | None = None,
+                 checkpoint: Callable[[str], None] | None = None) -> None:
         self.store = store
+        # Fault-injection hook between the steps of a decision (the hub's crash tests).
+        self.checkpoint: Callable[[str], None] = checkpoint or (lambda _point: None)
         self._next_presence_check = 0.0
         self.redis: Any = store.redis
         self.cfg = cfg
@@ -137,24 +142,30 @@ class RoutingEngine:
     async def route(self, conversation: Conversation, message: InboundMessage,
                     *, replace: bool = False) -> RoutingDecision:
         """Classify and enqueue; ``replace`` re-routes an already routed conversation
-        (language correction) in the same atomic step that takes it from its agent."""
+        (language correction) in the same atomic step that takes it from its agent.
+
+        The "already routed" marker of a message is set by the step that acts on it (the
+        follow-up step, or the enqueue step), never before: a crash or a Redis timeout anywhere
+        in between leaves the stream entry to be redelivered and routed again, not mistaken for
+        a duplicate.
+        """
         kind = self.cfg.kind_of(conversation.channel)
+        marker = ""
         if not replace:
-            # One round trip: redelivered entry? open conversation? (see routing.lua "inbound")
-            state = await self.call("inbound", conversation.id, message.provider_message_id,
-                                    7 * 86400)
+            marker = message.provider_message_id
+            # One round trip: redelivered entry? open conversation? (routing.lua "inbound")
+            state = await self.call("inbound", conversation.id, marker, _MARKER_TTL,
+                                    *self._clock_args(("next",), kind, conversation.channel))
             verdict = state[0].decode()
-            if verdict == "dup":
-                return RoutingDecision(fields={})
-            if verdict == "followup":
-                await self._start_clock(conversation.id, "next", kind, conversation.channel)
+            if verdict in ("dup", "followup"):
                 return RoutingDecision(fields={})
             corrected = state[1] == b"agent"
+            self.checkpoint("router:after-inbound")
         else:
             corrected = True
-        language = await self._language(message, conversation if corrected else None)
-        market = self._market(conversation, message)
-        skill = self.skills.classify(message.text, language.language)
+        language, market, skill = await asyncio.to_thread(
+            self._classify, conversation, message,
+            conversation.language if corrected else None)
         facts = Facts(channel=conversation.channel, channel_instance=conversation.channel_instance,
                       language=language.language, market=market.market, skill=skill.skill)
         match = choose_queue(self.cfg, facts)
@@ -168,16 +179,18 @@ class RoutingEngine:
             "skill_keyword": skill.matched, "rule": match.rule, "queue": match.queue,
             "priority": match.priority,
         }
-        result = await self._enqueue(conversation, queue, kind, match.priority, explain,
-                                     replace=replace)
-        await self._start_clock(conversation.id, "first", kind, conversation.channel)
-        await self._start_clock(conversation.id, "resolution", kind, conversation.channel)
         fields = {"queue": match.queue, "skill": skill.skill or "",
                   "language_confidence": repr(language.confidence)}
         if language.language:
             fields["language"] = language.language
         if market.market:
             fields["market"] = market.market
+        self.checkpoint("router:after-classify")
+        result = await self._enqueue(
+            conversation, queue, kind, match.priority, explain, replace=replace,
+            marker=marker, classification=fields,
+            clocks=self._clock_args(("first", "resolution"), kind, conversation.channel))
+        self.checkpoint("router:after-enqueue")
         outcome = result[0].decode()
         return RoutingDecision(
             fields=fields, queue=match.queue,
@@ -185,27 +198,38 @@ class RoutingEngine:
             language=language.language, market=market.market,
         )
 
+    def _classify(self, conversation: Conversation, message: InboundMessage,
+                  corrected_language: str | None) -> tuple[Any, MarketGuess, Any]:
+        """Language, market and skill: CPU work (lingua, regexes, phone parsing) that runs in a
+        worker thread, never on the event loop."""
+        language = self._language(message, corrected_language)
+        market = self._market(conversation, message)
+        skill = self.skills.classify(message.text, language.language)
+        return language, market, skill
+
     async def _enqueue(self, conversation: Conversation, queue: QueueConfig, kind: str,
-                       priority: int, explain: dict[str, Any], *, replace: bool) -> Any:
+                       priority: int, explain: dict[str, Any], *, replace: bool,
+                       marker: str = "", classification: dict[str, str] | None = None,
+                       clocks: Sequence[str] = ()) -> Any:
         return await self.call(
             "enqueue", conversation.id, queue.name,
             ",".join(pool_id(queue.name, i) for i in range(len(queue.steps))),
             ",".join(repr(s.after_seconds) for s in queue.steps),
             kind, priority, conversation.contact_id,
             msgspec.json.encode(explain).decode(), "1" if replace else "",
+            marker, _MARKER_TTL, msgspec.json.encode(classification or {}).decode(),
+            *clocks,
         )
 
-    async def _language(self, message: InboundMessage, corrected: Conversation | None) -> Any:
+    def _language(self, message: InboundMessage, corrected_language: str | None) -> Any:
         from routing.classify.language import LanguageGuess
 
-        if corrected is not None and corrected.language:
-            return LanguageGuess(corrected.language, 1.0, "agent", ())
+        if corrected_language:
+            return LanguageGuess(corrected_language, 1.0, "agent", ())
         if self.identifier is None:
             return LanguageGuess(message.hints.language, 0.5 if message.hints.language else 0.0,
                                  "hint" if message.hints.language else "none", ())
-        # Identification is CPU work (~0.2 ms, up to a few ms on long text): keep it off the loop.
-        return await asyncio.to_thread(self.identifier.identify, message.text,
-                                       message.hints.language)
+        return self.identifier.identify(message.text, message.hints.language)
 
     def _market(self, conversation: Conversation, message: InboundMessage) -> MarketGuess:
         hints = message.hints
@@ -220,20 +244,25 @@ class RoutingEngine:
             channel_default=self.cfg.channel_markets.get(conversation.channel_instance),
         )
 
-    async def _start_clock(self, conversation_id: str, clock: str, kind: str,
-                           channel: str | None = None) -> None:
-        """A channel type's own policy (``[routing.sla.amazon]``) wins over its kind's."""
+    def _clock_args(self, clocks: Sequence[str], kind: str, channel: str | None) -> list[str]:
+        """``"<clock>:<started>"`` tokens and deadlines for the clocks that apply, as script
+        arguments: started in the same atomic step as the event that starts them.
+
+        A channel type's own policy (``[routing.sla.amazon]``) wins over its kind's.
+        """
         policy = (self.cfg.sla.get(channel) if channel else None) or self.cfg.sla.get(kind)
         if policy is None:
-            return
-        minutes = {"first": policy.first_response_minutes, "next": policy.next_response_minutes,
-                   "resolution": policy.resolution_minutes}[clock]
-        if minutes <= 0:
-            return
+            return []
         now = time.time()
         calendar = self.always if policy.always else self.team_calendar
-        deadline = calendar.add(now, minutes * 60)
-        await self.call("sla", conversation_id, f"{clock}:{now!r}", repr(deadline))
+        out: list[str] = []
+        for clock in clocks:
+            minutes = {"first": policy.first_response_minutes,
+                       "next": policy.next_response_minutes,
+                       "resolution": policy.resolution_minutes}[clock]
+            if minutes > 0:
+                out += [f"{clock}:{now!r}", repr(calendar.add(now, minutes * 60))]
+        return out
 
     # -- agent actions -----------------------------------------------------------------------
 
@@ -362,9 +391,13 @@ class RoutingEngine:
         return _pairs(out)
 
     async def mirror_event(self, conversation_id: str) -> None:
-        """Copy the current routing state onto the conversation record the API reads."""
+        """Copy the current routing state onto the conversation record the API reads.
+
+        The classification travels too: the router writes it at once, and this copy repairs a
+        record the router could not finish (a crash right after the enqueue step).
+        """
         state = await self.redis.hmget(self._key("rc", conversation_id),
-                                       "status", "assignee", "queue")
+                                       "status", "assignee", "queue", *_MIRRORED)
         status = state[0].decode() if state[0] else None
         mapped = {"assigned": "assigned", "waiting": "queued", "routing": "queued",
                   "closed": "resolved"}.get(status or "")
@@ -373,8 +406,14 @@ class RoutingEngine:
         fields = {"status": mapped, "assignee": state[1].decode() if state[1] else ""}
         if state[2]:
             fields["queue"] = state[2].decode()
+        for name, value in zip(_MIRRORED, state[3:], strict=True):
+            if value is not None:
+                fields[name.removeprefix("cls:")] = value.decode()
         # Routing state exists only for conversations the router saw, so the record exists.
         await self.store.update_conversation(conversation_id, fields)
+
+
+_MIRRORED = ("cls:language", "cls:market", "cls:skill", "cls:language_confidence")
 
 
 def _pairs(flat: Sequence[Any]) -> list[tuple[str, str]]:

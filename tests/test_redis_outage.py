@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as sync_redis
 from redis.asyncio import Redis
 
 from hub import keys as K
@@ -154,6 +155,44 @@ async def test_stalled_redis_then_every_due_timer_and_retry_runs(
             r = await client.get("/metrics")
             assert 'inboxhub_task_restarts_total{reason="redis",task="retry-release"}' in \
                 await r.text()
+
+
+async def test_full_redis_leaves_the_entry_pending_and_routes_it_later(
+        tmp_path: Path, own_redis: RedisServer, hub_env: None) -> None:
+    """maxmemory reached between reading and routing: OOM is an outage, not a poison entry."""
+    path = write_config(tmp_path, own_redis.url, extra=ROUTING,
+                        overrides={"storage": CLIENT_TIMEOUTS})
+    admin = sync_redis.Redis(unix_socket_path=own_redis.socket)
+    try:
+        async with running_hub(load_config(path)) as client:
+            engine = client.server.app[K.ROUTING]
+            classify = engine._classify
+            filled = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def classify_then_fill(*args: Any) -> Any:
+                result = classify(*args)
+                if not filled.is_set():
+                    admin.config_set("maxmemory", 1)  # noeviction: every write is refused
+                    loop.call_soon_threadsafe(filled.set)
+                return result
+
+            engine._classify = classify_then_fill  # type: ignore[method-assign]
+            assert (await post_message(client, "m-1", "buyer-oom")).status == 200
+            await asyncio.wait_for(filled.wait(), 10)
+            await asyncio.sleep(1.5)  # the enqueue failed with OOM, and so would a retry
+            conv = await conversation_of(client, "buyer-oom")
+            assert conv is not None and conv["status"] == "new"
+            admin.config_set("maxmemory", 0)
+
+            conv = await eventually(lambda: routed(client, "buyer-oom"), timeout=20)
+            log = await routing_log(client, conv["id"])
+            assert [e["event"] for e in log].count("classified") == 1
+            r = await client.get("/api/v1/quarantine", headers=auth(ADMIN_TOKEN))
+            assert (await r.json())["entries"] == [], "an outage must not quarantine work"
+            await eventually(lambda: ready(client), timeout=20)
+    finally:
+        admin.close()
 
 
 async def test_failover_readonly_then_empty_primary_recovers_without_restart(

@@ -15,7 +15,9 @@
 --   pool:<p>:serving:<kind>  set   online eligible agents with weight > 0 and <kind> capacity
 --                                  > 0: a step with nobody serving is skipped
 --   pool:<p>:wait:<kind>     zset  waiting conversations; score = -priority * 1e10 + enqueued_at
---   rc:<c>                   hash  routing state of a conversation (queue, pools, step, ...)
+--   rc:<c>                   hash  routing state of a conversation (queue, pools, step, ...,
+--                                  cls:<name> = its classification, mirrored to the record)
+--   rc:<c>:routed:<msg>      str   "this provider message was routed" (redelivery guard)
 --   rc:<c>:log               list  explain records (JSON, newest first, bounded)
 --   sticky:<contact>         str   last agent of a buyer, TTL = sticky window
 --   settings                 hash  sticky_seconds, noreply_seconds, sla_boost
@@ -104,6 +106,14 @@ end
 
 local function schedule(kind, c, token, due)
   redis.call('ZADD', TIMERS, due, kind .. '|' .. c .. '|' .. token)
+end
+
+-- Start SLA clocks given as ARGV pairs from index `from`: "<clock>:<started>", deadline.
+local function start_clocks(c, from)
+  for i = from, #ARGV - 1, 2 do
+    schedule('sla', c, ARGV[i], tonumber(ARGV[i + 1]))
+    redis.call('HSET', rc(c), 'sla:' .. split(ARGV[i], ':')[1], ARGV[i + 1])
+  end
 end
 
 local function claim(a, c, reason, candidates)
@@ -250,11 +260,25 @@ end
 -- enqueue: ARGV[4] conv, [5] queue, [6] pool ids "q#1,q#2", [7] step delays "0,120,600",
 --          [8] capacity kind, [9] priority, [10] contact ("" none), [11] explain JSON,
 --          [12] "1" = replace: take it from its agent or queue first (transfer to a queue,
---          language correction) in this same atomic step, so a crash cannot lose it.
+--          language correction) in this same atomic step, so a crash cannot lose it,
+--          [13] provider message id whose "routed" marker this step sets ("" none),
+--          [14] marker TTL seconds, [15] classification JSON ({"language": ..., "market": ...,
+--          "skill": ..., "queue": ...}, kept as cls:<name> for the conversation record's
+--          mirror), [16..] SLA clocks to start: "<clock>:<started>", deadline, ...
+-- Setting the marker here, not in "inbound", is what makes a crash between classification and
+-- this step harmless: the redelivered entry is routed again instead of looking like a repeat.
 -- Returns {"assigned", agent, reason} | {"waiting", pool, reason}
 if cmd == 'enqueue' then
   local c, queue = ARGV[4], ARGV[5]
   local cur = redis.call('HMGET', rc(c), 'status', 'assignee', 'queue', 'pool', 'kind')
+  if ARGV[13] and ARGV[13] ~= '' then
+    local marker = rc(c) .. ':routed:' .. ARGV[13]
+    if redis.call('SET', marker, 1, 'NX', 'EX', tonumber(ARGV[14])) == false then
+      -- Another router finished this very message first (a reclaimed entry raced its owner).
+      if cur[1] == 'assigned' then return {'assigned', cur[2], 'existing'} end
+      return {'waiting', cur[4] or '', 'existing'}
+    end
+  end
   local prior = nil
   if ARGV[12] == '1' then
     prior = unassign(c)
@@ -275,8 +299,14 @@ if cmd == 'enqueue' then
              'kind', ARGV[8], 'priority', ARGV[9], 'contact', ARGV[10],
              'enqueued_at', tostring(now), 'status', 'routing', 'awaiting', '1')
   redis.call('HDEL', rc(c), 'pool')
+  if ARGV[15] and ARGV[15] ~= '' then
+    for name, value in pairs(cjson.decode(ARGV[15])) do
+      redis.call('HSET', rc(c), 'cls:' .. name, tostring(value))
+    end
+  end
   if cur[4] and cur[5] then redis.call('ZREM', waitset(cur[4], cur[5]), c) end
   redis.call('LPUSH', rc(c) .. ':log', ARGV[11])
+  start_clocks(c, 16)
   enter_step(c, 1, 'enqueue')
   local result = assign_or_wait(c, nil, 'best match')
   if prior and prior ~= result[2] then
@@ -409,18 +439,23 @@ elseif cmd == 'noreply' then
   if prior then drain(prior, redis.call('HGET', rc(c), 'kind'), out) end
   return out
 
--- inbound: ARGV[4] conv, [5] provider message id, [6] marker TTL seconds. The router's first
--- question about a message, in one round trip: "dup" (already routed: a redelivered stream
--- entry), "followup" (open conversation: the buyer is waiting for us again, flag set here),
--- or "new" with who set the language ("agent" after a correction).
+-- inbound: ARGV[4] conv, [5] provider message id, [6] marker TTL seconds, [7..] SLA clocks to
+-- start for a follow-up ("next:<started>", deadline). The router's first question about a
+-- message, in one round trip: "dup" (already routed: a redelivered stream entry), "followup"
+-- (open conversation: the buyer is waiting for us again; the flag, the next-response clock and
+-- the marker are set here, together), or "new" with who set the language ("agent" after a
+-- correction). "new" sets nothing: the enqueue step sets the marker when it has routed.
 elseif cmd == 'inbound' then
   local c = ARGV[4]
-  if not redis.call('SET', rc(c) .. ':routed:' .. ARGV[5], 1, 'NX', 'EX', tonumber(ARGV[6])) then
+  local marker = rc(c) .. ':routed:' .. ARGV[5]
+  if redis.call('EXISTS', marker) == 1 then
     return {'dup'}
   end
   local r = redis.call('HMGET', rc(c), 'status', 'language_by')
   if r[1] == 'assigned' or r[1] == 'waiting' then
+    redis.call('SET', marker, 1, 'EX', tonumber(ARGV[6]))
     redis.call('HSET', rc(c), 'awaiting', '1')
+    start_clocks(c, 7)
     return {'followup'}
   end
   return {'new', r[2] or ''}
