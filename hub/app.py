@@ -171,7 +171,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
 
     engine = app[K.ROUTING]
     router = Router(store, engine, metrics)
-    sender = Sender(store, app[K.CHANNELS], config.outbox, metrics)
+    sender = Sender(store, app[K.CHANNELS], config.outbox, metrics, owner=consumer)
 
     async def mirror(entry: Entry) -> None:
         conversation_id = entry[2].get(b"conv", b"").decode()
@@ -185,7 +185,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         StreamWorker("router", group(store.inbound_streams, storage_keys.ROUTER_GROUP),
                      router.handle, quarantine_entry),
         StreamWorker("sender", group(store.outbox_streams, storage_keys.SENDER_GROUP),
-                     sender.handle, quarantine_entry),
+                     sender.handle, quarantine_entry, concurrency=config.outbox.concurrency),
         StreamWorker("mirror", group([storage_keys.ROUTING_BASE + "events"],
                                      storage_keys.MIRROR_GROUP),
                      mirror, quarantine_entry),

@@ -56,6 +56,8 @@ class OutboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 300.0
     send_timeout_seconds: float = 15.0
+    # Replies in flight at once per hub process; a slow provider holds one slot, not a batch.
+    concurrency: int = 16
 
 
 class TokenSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -231,6 +233,7 @@ def _check_ranges(config: Config) -> None:
             "outbox.backoff_max_seconds: expected >= backoff_base_seconds",
         ),
         (config.outbox.send_timeout_seconds > 0, "outbox.send_timeout_seconds: expected > 0"),
+        (1 <= config.outbox.concurrency <= 1000, "outbox.concurrency: expected 1..1000"),
     ]
     for ok, message in checks:
         if not ok:

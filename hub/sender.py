@@ -1,7 +1,14 @@
 """The outbound half: outbox stream -> adapter.send -> sent, retried, or dead-lettered.
 
-A reply's provider id is stored before its outbox entry is acknowledged, and a redelivered entry
-for a reply already sent is skipped, so a crash never sends a reply twice where we can know.
+Exactly one process sends a reply at a time, whatever the number of hub processes: a reply
+moves from ``queued`` to ``sending`` under a lease in one atomic step (``claim_send.lua``), an
+entry whose reply another process is sending stays pending (``LeavePending``), and one already
+settled is acknowledged and skipped. The provider's id is stored before the outbox entry is
+acknowledged. The one remaining window is a process that dies after the provider accepted a
+reply and before that was recorded: once its lease runs out the reply is sent again, so sends are
+at-least-once exactly where the provider cannot deduplicate (the API channel passes
+``X-Inboxhub-Reply-Id`` so the receiving end can).
+
 Backoff is exponential with full jitter (spreads a burst of retries after an outage) and honours
 the provider's Retry-After when it gives one.
 """
@@ -20,12 +27,15 @@ from hub.channel_manager import ChannelManager
 from hub.config import OutboxSettings
 from hub.metrics import Metrics
 from hub.models import OutboundReply
+from hub.worker import LeavePending
 from storage.store import Store
 from storage.streams import Entry
 
 log = logging.getLogger(__name__)
 
 _DONE_STATES = {"sent", "delivered", "read", "failed"}
+# A lease outlives the longest send it covers, so it only expires when its holder is gone.
+_LEASE_MARGIN_SECONDS = 10.0
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -39,11 +49,13 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
 
 class Sender:
     def __init__(self, store: Store, channels: ChannelManager, settings: OutboxSettings,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, *, owner: str) -> None:
         self.store = store
         self.channels = channels
         self.settings = settings
         self.metrics = metrics
+        self.owner = owner
+        self.lease_seconds = settings.send_timeout_seconds + _LEASE_MARGIN_SECONDS
 
     async def handle(self, entry: Entry) -> None:
         _stream, _entry_id, fields = entry
@@ -55,7 +67,12 @@ class Sender:
         reply, state = loaded
         if state.get("status") in _DONE_STATES:
             return  # redelivered after a crash: already settled
-        attempts = int(state.get("attempts") or 0) + 1
+        verdict, attempts = await self.store.claim_send(
+            message_id, lease_seconds=self.lease_seconds, owner=self.owner)
+        if verdict == "busy":
+            raise LeavePending(message_id)
+        if verdict != "send":
+            return  # settled, or owned by the retry set until it is due
         adapter = self.channels.get(reply.channel_instance)
         if adapter is None:
             await self._give_up(reply, attempts, PermanentError(
@@ -64,7 +81,6 @@ class Sender:
         conversation = await self.store.get_conversation(reply.conversation_id)
         if conversation is not None:
             reply = msgspec.structs.replace(reply, last_inbound_at=conversation.last_inbound_at)
-        await self.store.mark_sending(message_id, attempts)
         try:
             provider_id = await asyncio.wait_for(
                 adapter.send(reply), timeout=self.settings.send_timeout_seconds

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
@@ -34,6 +34,9 @@ REPLY_KEY_TTL = 24 * 3600
 _inbound_encoder = msgspec.msgpack.Encoder()
 _inbound_decoder = msgspec.msgpack.Decoder(InboundMessage)
 _reply_decoder = msgspec.msgpack.Decoder(OutboundReply)
+
+
+SendVerdict = Literal["send", "busy", "done", "scheduled", "missing"]
 
 
 class IngestResult(msgspec.Struct, frozen=True):
@@ -285,34 +288,40 @@ class Store:
         fields = {_s(a) or "": _s(b) or "" for a, b in row.items() if a != b"data"}
         return _reply_decoder.decode(row[b"data"]), fields
 
-    async def mark_sending(self, message_id: str, attempts: int) -> None:
+    async def claim_send(self, message_id: str, *, lease_seconds: float,
+                         owner: str) -> tuple[SendVerdict, int]:
+        """Decide atomically whether this process sends the reply now (see claim_send.lua)."""
         k = self._require(message_id)
-        await self.redis.hset(
-            k.message(message_id),
-            mapping={"status": "sending", "attempts": attempts, "updated_at": repr(time.time())},
+        verdict, attempts = await self.scripts.claim_send(
+            keys=[k.message(message_id)], args=[repr(time.time()), lease_seconds, owner]
         )
+        return _s(verdict) or "missing", int(attempts)  # type: ignore[return-value]
 
     async def mark_sent(self, message_id: str, provider_message_id: str) -> None:
         """Record the provider id before the outbox entry is acknowledged (invariant 2)."""
         k = self._require(message_id)
-        await self.redis.hset(
-            k.message(message_id),
-            mapping={
-                "status": "sent",
-                "provider_message_id": provider_message_id,
-                "updated_at": repr(time.time()),
-            },
-        )
-        await self.redis.hdel(k.message(message_id), "error")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                k.message(message_id),
+                mapping={
+                    "status": "sent",
+                    "provider_message_id": provider_message_id,
+                    "updated_at": repr(time.time()),
+                },
+            )
+            pipe.hdel(k.message(message_id), "error", "lease_until", "lease_owner")
+            await pipe.execute()
 
     async def schedule_retry(self, message_id: str, due: float, attempts: int, error: str) -> None:
+        """Hand the reply to the retry set: until it is due, no outbox entry may send it."""
         k = self._require(message_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 k.message(message_id),
-                mapping={"status": "queued", "attempts": attempts, "error": error,
-                         "updated_at": repr(time.time())},
+                mapping={"status": "queued", "retry_pending": 1, "attempts": attempts,
+                         "error": error, "updated_at": repr(time.time())},
             )
+            pipe.hdel(k.message(message_id), "lease_until", "lease_owner")
             pipe.zadd(k.retry, {message_id: due})
             await pipe.execute()
 

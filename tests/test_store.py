@@ -141,7 +141,8 @@ async def test_release_retries_moves_more_than_8k_in_bounded_batches(store: Stor
     async with redis.pipeline(transaction=False) as pipe:
         for i in range(n):
             mid = f"{k.partition}.{i:020x}"
-            pipe.hset(k.message(mid), mapping={"conversation_id": r.conversation_id})
+            pipe.hset(k.message(mid), mapping={"conversation_id": r.conversation_id,
+                                               "status": "queued", "retry_pending": 1})
             pipe.zadd(k.retry, {mid: time.time() - 1})
         await pipe.execute()
     await redis.zadd(k.retry, {f"{k.partition}.{'f' * 20}": time.time() + 3600})

@@ -12,4 +12,5 @@ local entry = redis.call('XADD', KEYS[2], '*',
   'attempts', ARGV[5], 'failed_at', ARGV[6])
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[4], 'attempts', ARGV[5],
   'updated_at', ARGV[6], 'dlq_entry', entry)
+redis.call('HDEL', KEYS[1], 'lease_until', 'lease_owner', 'retry_pending')
 return entry

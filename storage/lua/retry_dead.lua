@@ -20,6 +20,6 @@ if fields[3] then
   redis.call('XDEL', KEYS[2], fields[3])
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', 0, 'updated_at', ARGV[2])
-redis.call('HDEL', KEYS[1], 'error', 'dlq_entry')
+redis.call('HDEL', KEYS[1], 'error', 'dlq_entry', 'retry_pending', 'lease_until', 'lease_owner')
 redis.call('XADD', KEYS[3], '*', 'msg', ARGV[1], 'conv', fields[2])
 return 1
