@@ -14,6 +14,7 @@ import msgspec
 
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.redis_connection import open_redis
+from routing.explain import describe, summary
 from storage import keys
 from storage.embedded import EmbeddedRedisError
 from storage.store import NotRetryable, Store, UnknownMessage
@@ -162,17 +163,18 @@ async def _routing_explain(store: Store, args: argparse.Namespace) -> int:
     log = [msgspec.json.decode(row) for row in
            reversed(await store.redis.lrange(f"{base}rc:{cid}:log", 0, -1))]
     if args.json:
-        print(msgspec.json.encode({"state": state, "log": log}).decode())
+        entries = [{**e, "text": describe(e, state)} for e in log]
+        print(msgspec.json.encode({"state": state, "summary": summary(state, log),
+                                   "log": entries}).decode())
         return 0
     print(f"conversation {cid}  channel={conversation.channel_instance}  "
           f"status={conversation.status}  assignee={conversation.assignee or '-'}")
     print(f"routing: queue={state.get('queue', '-')} step={state.get('step', '-')} "
           f"priority={state.get('priority', '-')} status={state.get('status', '-')}")
+    print(f"now: {summary(state, log)}")
     for entry in log:
-        when = _stamp(float(entry.pop("at", 0)))
-        event = entry.pop("event", "?")
-        detail = "  ".join(f"{k}={v}" for k, v in entry.items() if v not in (None, "", [], {}))
-        print(f"  {when}  {event:<11} {detail}")
+        when = _stamp(float(entry.get("at", 0)))
+        print(f"  {when}  {entry.get('event', '?'):<11} {describe(entry, state)}")
     return 0
 
 

@@ -18,12 +18,19 @@ _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class StepConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Requirements of one relaxation step; ``after_seconds`` counts from entering the queue."""
+    """Requirements of one relaxation step; ``after_seconds`` counts from entering the queue.
+
+    ``skip_when_unstaffed`` (TaskRouter's ``skip_if``) lets a conversation pass this step at
+    once when nobody online could serve it. It is opt-in: by default the step keeps the buyer
+    until the next step's ``after_seconds`` even when its agents are away, so a Spanish buyer
+    is not handed to an English-only overflow agent the moment the Spanish team steps out.
+    """
 
     after_seconds: float = 0.0
     languages: dict[str, Level] = {}
     markets: list[str] = []
     skills: dict[str, Level] = {}
+    skip_when_unstaffed: bool = False
 
 
 class QueueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -27,6 +27,7 @@ from routing.classify.market import MarketGuess, classify_market
 from routing.classify.skill import SkillClassifier
 from routing.config import DEFAULT_KINDS, AgentConfig, QueueConfig, RoutingConfig
 from routing.eligibility import agent_pools, pool_id
+from routing.explain import describe
 from routing.policy import RoutingDecision
 from routing.rules import Facts, choose_queue
 from storage import keys as storage_keys
@@ -193,6 +194,7 @@ class RoutingEngine:
             ",".join(repr(s.after_seconds) for s in queue.steps),
             kind, priority, conversation.contact_id,
             msgspec.json.encode(explain).decode(), "1" if replace else "",
+            ",".join("1" if s.skip_when_unstaffed else "0" for s in queue.steps),
         )
 
     async def _language(self, message: InboundMessage, corrected: Conversation | None) -> Any:
@@ -276,8 +278,11 @@ class RoutingEngine:
             await self.store.update_conversation(conversation.id, decision.fields)
 
     async def explain(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The decision log, oldest first; ``text`` says each entry in an operator's words."""
         rows = await self.redis.lrange(self._key("rc", conversation_id, "log"), 0, -1)
-        return [msgspec.json.decode(r) for r in reversed(rows)]
+        state = await self.routing_state(conversation_id)
+        entries = [msgspec.json.decode(r) for r in reversed(rows)]
+        return [{**e, "text": describe(e, state)} for e in entries]
 
     async def routing_state(self, conversation_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self._key("rc", conversation_id))
