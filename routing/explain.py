@@ -67,7 +67,7 @@ def describe(entry: Mapping[str, Any], state: Mapping[str, str] | None = None) -
         rule = entry.get("rule")
         chose = (f'rule "{rule}" chose queue "{entry.get("queue")}"' if rule
                  else f'no rule matched: default queue "{entry.get("queue")}"')
-        return f"classified: {', '.join(parts)}; {chose} (priority {entry.get('priority', 0)})"
+        return f"{', '.join(parts)}; {chose} (priority {entry.get('priority', 0)})"
     if event == "transferred":
         return f'transferred to queue "{entry.get("queue")}": routed again from its first step'
     if event == "skipped":
