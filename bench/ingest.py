@@ -40,7 +40,7 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret-\u00e9"
+SECRET = "bench-secret-\u00e9-0123"
 ADMIN = "bench-admin-token"
 CHANNEL = "bench"
 BUYERS = 500  # distinct senders: messages spread over this many conversations

@@ -14,11 +14,28 @@ import msgspec
 
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.redis_connection import open_redis
+from routing.explain import describe, summary
 from storage import keys
 from storage.embedded import EmbeddedRedisError
 from storage.store import NotRetryable, Store, UnknownMessage
 
 DEFAULT_CONFIG = os.environ.get("INBOXHUB_CONFIG", "config/example.toml")
+
+
+# Operator views that only read Redis: they run without the serve-time secrets (API tokens,
+# webhook secrets), so an operator can look at a broken hub from a shell that lacks them.
+_READ_ONLY = {("quarantine", "list"), ("dlq", "list"), ("routing", "explain")}
+
+
+def _limit(text: str) -> int:
+    """``--limit``: a positive number of entries (0 or less would silently show nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,16 +44,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="TOML config file (default: $INBOXHUB_CONFIG or %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the hub")
-    sub.add_parser("check", help="validate the config and exit")
+    sub.add_parser("check", help="run every check serve runs at start-up, start nothing")
     q = sub.add_parser("quarantine", help="inputs that could not be normalized")
     qs = q.add_subparsers(dest="action", required=True)
     ql = qs.add_parser("list")
-    ql.add_argument("--limit", type=int, default=50)
+    ql.add_argument("--limit", type=_limit, default=50)
     ql.add_argument("--json", action="store_true")
     d = sub.add_parser("dlq", help="replies that failed for good")
     ds = d.add_subparsers(dest="action", required=True)
     dl = ds.add_parser("list")
-    dl.add_argument("--limit", type=int, default=50)
+    dl.add_argument("--limit", type=_limit, default=50)
     dl.add_argument("--json", action="store_true")
     dr = ds.add_parser("retry")
     dr.add_argument("message_id")
@@ -65,8 +82,11 @@ async def _with_store(loaded: LoadedConfig, action: Callable[[Store], Awaitable[
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    read_only = (args.command, getattr(args, "action", None)) in _READ_ONLY
     try:
-        loaded = load_config(args.config)
+        # check and serve load the same way: channel settings, secrets, the routing engine's
+        # parts (language models, skill rules, calendars) are all built here.
+        loaded = load_config(args.config, read_only=read_only)
     except ConfigError as exc:
         print(f"inboxhub: config error: {exc}", file=sys.stderr)
         return 2
@@ -74,8 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.command == "check":
-        names = ", ".join(f"{c.name} ({c.type})" for c in loaded.config.channels) or "none"
-        print(f"{loaded.path}: OK — channels: {names}")
+        config = loaded.config
+        names = ", ".join(f"{c.name} ({c.type})" for c in config.channels) or "none"
+        routing = config.routing
+        print(f"{loaded.path}: OK — channels: {names}; routing: "
+              f"{len(routing.effective_queues())} queues, {len(routing.rules)} rules, "
+              f"{len(routing.agents)} agents, languages {', '.join(routing.languages)}")
         return 0
     try:
         if args.command == "serve":
@@ -162,17 +186,18 @@ async def _routing_explain(store: Store, args: argparse.Namespace) -> int:
     log = [msgspec.json.decode(row) for row in
            reversed(await store.redis.lrange(f"{base}rc:{cid}:log", 0, -1))]
     if args.json:
-        print(msgspec.json.encode({"state": state, "log": log}).decode())
+        entries = [{**e, "text": describe(e, state)} for e in log]
+        print(msgspec.json.encode({"state": state, "summary": summary(state, log),
+                                   "log": entries}).decode())
         return 0
     print(f"conversation {cid}  channel={conversation.channel_instance}  "
           f"status={conversation.status}  assignee={conversation.assignee or '-'}")
     print(f"routing: queue={state.get('queue', '-')} step={state.get('step', '-')} "
           f"priority={state.get('priority', '-')} status={state.get('status', '-')}")
+    print(f"now: {summary(state, log)}")
     for entry in log:
-        when = _stamp(float(entry.pop("at", 0)))
-        event = entry.pop("event", "?")
-        detail = "  ".join(f"{k}={v}" for k, v in entry.items() if v not in (None, "", [], {}))
-        print(f"  {when}  {event:<11} {detail}")
+        when = _stamp(float(entry.get("at", 0)))
+        print(f"  {when}  {entry.get('event', '?'):<11} {describe(entry, state)}")
     return 0
 
 

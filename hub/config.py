@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,13 +101,39 @@ class LoadedConfig(msgspec.Struct, frozen=True):
     channel_settings: dict[str, Any]
 
 
+class UnresolvedSecret(Secret):
+    """A secret reference a read-only command does not need: checked for form, never read.
+
+    Revealing it raises, so a config loaded for an operator view can never authenticate or
+    sign anything by accident (an empty value would match an empty token).
+    """
+
+    __slots__ = ()
+
+    def reveal(self) -> str:
+        raise RuntimeError(f"{self.source} was not resolved: the config was loaded read-only")
+
+    def reveal_bytes(self) -> bytes:
+        return self.reveal().encode()
+
+
 def _dec_hook(type_: type, obj: Any) -> Any:
     if type_ is Secret:
         return Secret.parse(obj)
     raise NotImplementedError(f"unsupported config type {type_!r}")
 
 
-def _interpolate(value: Any) -> Any:
+def _unresolved_hook(type_: type, obj: Any) -> Any:
+    if type_ is Secret:
+        kind, sep, name = obj.partition(":") if isinstance(obj, str) else ("", "", "")
+        if not sep or kind not in ("env", "file") or not name:
+            return Secret.parse(obj)  # raises the same error a full load gives
+        return UnresolvedSecret("", f"{kind}:{name}")
+    raise NotImplementedError(f"unsupported config type {type_!r}")
+
+
+def _interpolate(value: Any, where: str = "") -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}``; an unset variable names its key path."""
     if isinstance(value, str):
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
@@ -113,14 +141,48 @@ def _interpolate(value: Any) -> Any:
             if found:
                 return found
             if default is None:
-                raise ConfigError(f"environment variable {name} is not set (no default given)")
+                raise ConfigError(f"{where or '(top level)'}: environment variable {name} is "
+                                  f"not set (no default given)")
             return default
         return _ENV_PATTERN.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v) for k, v in value.items()}
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k))
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v) for v in value]
+        return [_interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+# Keys that are parsed by older configs or documented once but do nothing: rejected with the
+# reason rather than accepted and ignored (an operator who sets them expects an effect).
+_NOT_IMPLEMENTED: dict[tuple[str, ...], str] = {
+    ("routing", "mode"): "not implemented: routing always assigns (remove the key); to keep "
+                         "conversations in a queue without automatic assignment give agents "
+                         "weight = 0 (transfers only)",
+}
+_RULE_CONDITIONS_NOT_IMPLEMENTED: dict[str, str] = {
+    "tags": "not supported: contacts carry no tags, so the condition could never hold",
+    "min_order_value": "not supported: channels do not report an order value (only an "
+                       "order id), so the condition could never hold",
+}
+
+
+def _reject_not_implemented(data: Any) -> None:
+    if not isinstance(data, dict):
+        return
+    for path, reason in _NOT_IMPLEMENTED.items():
+        node: Any = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node:
+            raise ConfigError(f"{'.'.join(path)}: {reason}")
+    routing = data.get("routing")
+    rules = routing.get("rules") if isinstance(routing, dict) else None
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        when = rule.get("when") if isinstance(rule, dict) else None
+        for key, reason in _RULE_CONDITIONS_NOT_IMPLEMENTED.items():
+            if isinstance(when, dict) and key in when:
+                raise ConfigError(f"routing.rules[{i}].when.{key}: {reason}")
 
 
 def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
@@ -134,16 +196,24 @@ def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
     return f"{where}: {text}"
 
 
-def convert(data: Any, type_: type[Any], where: str) -> Any:
+def convert(data: Any, type_: type[Any], where: str,
+            hook: Callable[[type, Any], Any] = _dec_hook) -> Any:
     """Validate ``data`` into ``type_``; errors carry the key path under ``where``."""
     try:
-        return msgspec.convert(data, type_, dec_hook=_dec_hook, strict=False)
+        return msgspec.convert(data, type_, dec_hook=hook, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_describe(exc, where)) from None
 
 
-def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
-    """Read, interpolate and validate a config file, including every channel's settings."""
+def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> LoadedConfig:
+    """Read, interpolate and validate a config file: every check ``serve`` makes at start-up.
+
+    That includes each channel's settings and building the routing engine's parts (the
+    language identifier, skill rules, calendars), so ``inboxhub check`` accepts exactly what
+    ``serve`` accepts. ``read_only`` is for operator views that only read Redis (``quarantine
+    list``, ``dlq list``, ``routing explain``): secrets other than ``storage.redis_password``
+    are checked for form but not read, and the engine is not built.
+    """
     from channels.registry import ChannelRegistryError, load_adapter_class
 
     file = Path(path)
@@ -157,9 +227,14 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
         data = tomllib.loads(raw_text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    hook = _unresolved_hook if read_only else _dec_hook
     try:
         data = _interpolate(data)
-        config: Config = convert(data, Config, "")
+        _reject_not_implemented(data)
+        config: Config = convert(data, Config, "", hook)
+        if read_only:  # the views still connect to Redis: its password is resolved
+            config = msgspec.structs.replace(
+                config, storage=convert(data.get("storage", {}), StorageSettings, "storage"))
         channel_settings: dict[str, Any] = {}
         seen: set[str] = set()
         for i, channel in enumerate(config.channels):
@@ -176,16 +251,21 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
                 adapter_cls = load_adapter_class(channel.type)
             except ChannelRegistryError as exc:
                 raise ConfigError(f"{where}.type: {exc}") from None
-            channel_settings[channel.name] = convert(
-                channel.settings, adapter_cls.settings_type, f"{where}.settings"
-            )
+            settings = convert(channel.settings, adapter_cls.settings_type, f"{where}.settings",
+                               hook)
+            _check_channel_settings(settings, f"{where}.settings")
+            channel_settings[channel.name] = settings
         _check_ranges(config)
-        _check_routing(config.routing)
+        _check_redis_url(config.storage.redis_url)
+        _check_routing(config.routing, {c.name: c.type for c in config.channels},
+                       build=not read_only)
         for i, token in enumerate(config.api.tokens):
             if (token.token is None) == (token.token_sha256 is None):
                 raise ConfigError(
                     f"api.tokens[{i}]: expected exactly one of 'token' or 'token_sha256'"
                 )
+            if token.token is not None:
+                _check_secret_length(token.token, f"api.tokens[{i}].token")
             if token.token_sha256 is not None and not re.fullmatch(
                 r"[0-9a-f]{64}", token.token_sha256
             ):
@@ -195,26 +275,90 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
     return LoadedConfig(path=file, config=config, channel_settings=channel_settings)
 
 
-def _check_routing(routing: RoutingConfig) -> None:
-    """Everything routing builds at start-up, built once here so errors surface in ``check``."""
-    from routing.business_hours import parse_business_hours
+MIN_SECRET_LENGTH = 16
+# Setting names whose Secret authenticates requests (webhook signing secrets, bearer and
+# verify tokens): short ones can be guessed. Passwords for upstream accounts (SMTP, IMAP) are
+# the provider's business and are not judged here.
+_AUTH_SECRET = re.compile(r"(?:.*_)?(?:secret|token)")
+_URL_KEY = re.compile(r"(?:.*_)?url")
+
+
+def _check_secret_length(secret: Secret, where: str) -> None:
+    if isinstance(secret, UnresolvedSecret):
+        return
+    if len(secret.reveal()) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"{where}: {secret.source} is shorter than {MIN_SECRET_LENGTH} "
+                          f"characters; use a long random value (e.g. openssl rand -hex 32)")
+
+
+def _check_url(value: str, where: str, schemes: tuple[str, ...]) -> urllib.parse.SplitResult:
+    expected = f"expected a URL such as {schemes[0]}://host:port/path"
+    if any(char.isspace() for char in value):
+        raise ConfigError(f"{where}: malformed URL {value!r} (contains whitespace); {expected}")
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ConfigError(f"{where}: malformed URL {value!r}: scheme must be "
+                          f"{' or '.join(schemes)}; {expected}")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not 0..65535
+    except ValueError:
+        raise ConfigError(f"{where}: malformed URL {value!r}: bad port; {expected}") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{where}: credentials in a URL are refused: give secrets as "
+                          f"env:NAME or file:PATH settings")
+    return parts
+
+
+def _check_channel_settings(settings: Any, where: str) -> None:
+    """Checks every channel gets whatever its adapter: URLs well formed, auth secrets long."""
+    if not isinstance(settings, msgspec.Struct):
+        return
+    for name in settings.__struct_fields__:
+        value = getattr(settings, name)
+        if isinstance(value, Secret) and _AUTH_SECRET.fullmatch(name):
+            _check_secret_length(value, f"{where}.{name}")
+        elif isinstance(value, str) and _URL_KEY.fullmatch(name):
+            parts = _check_url(value, f"{where}.{name}", ("https", "http"))
+            if not parts.hostname:
+                raise ConfigError(f"{where}.{name}: malformed URL {value!r}: no host")
+
+
+def _check_redis_url(url: str | None) -> None:
+    if url is None:
+        return
+    where = "storage.redis_url"
+    if "@" in url:
+        raise ConfigError(
+            f"{where}: put the password in storage.redis_password "
+            "(env:NAME or file:PATH), not in the URL"
+        )
+    parts = _check_url(url, where, ("redis", "rediss", "unix"))
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"{where}: malformed URL {url!r}: expected unix:///path/to/socket")
+        return
+    if not parts.hostname:
+        raise ConfigError(f"{where}: malformed URL {url!r}: no host; expected "
+                          f"redis://host:6379/0")
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ConfigError(f"{where}: malformed URL {url!r}: the path must be a database "
+                          f"number such as /0")
+
+
+def _check_routing(routing: RoutingConfig, channels: dict[str, str], *, build: bool) -> None:
+    """Everything routing builds at start-up, built here so errors surface in ``check``."""
     from routing.classify.skill import SkillClassifier
+    from routing.runtime import build_parts, parse_calendars, skill_names
 
     try:
-        validate_routing(routing)
-        if routing.business_hours is not None:
-            parse_business_hours(msgspec.to_builtins(routing.business_hours),
-                                 "routing.business_hours")
-        for i, agent in enumerate(routing.agents):
-            if agent.working_hours is not None:
-                parse_business_hours({"timezone": agent.timezone,
-                                      "weekly": msgspec.to_builtins(agent.working_hours)},
-                                     f"routing.agents[{i}].working_hours")
-        if routing.skills is not None:
-            SkillClassifier.from_config(routing.skills, path="routing.skills")
-        unknown = [lang for lang in routing.languages if not re.fullmatch(r"[a-z]{2}", lang)]
-        if unknown:
-            raise ValueError(f"routing.languages: expected ISO 639-1 codes, got {unknown}")
+        skills = (SkillClassifier.from_config(routing.skills, path="routing.skills")
+                  if routing.skills is not None else SkillClassifier.default())
+        validate_routing(routing, channels=channels, skills=skill_names(skills))
+        if build:
+            build_parts(routing)
+        else:  # still cheap: calendars are parsed, only the language models are not loaded
+            parse_calendars(routing)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -238,8 +382,3 @@ def _check_ranges(config: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    if config.storage.redis_url is not None and "@" in config.storage.redis_url:
-        raise ConfigError(
-            "storage.redis_url: put the password in storage.redis_password "
-            "(env:NAME or file:PATH), not in the URL"
-        )

@@ -11,6 +11,7 @@ from aiohttp import web
 from hub import keys as K
 from hub.api import conversation_or_404, decode_body, error, json_response
 from hub.auth import ROLE_RANK, require_role
+from routing.codes import ISO_639_1
 from routing.config import AgentConfig, validate_routing
 from routing.engine import RoutingError
 
@@ -27,7 +28,15 @@ class TransferRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class LanguageRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A code outside routing.languages is kept (the buyer's language is a fact worth
+    recording) and routes to the default queue; a code that is no language is refused."""
+
     language: Annotated[str, msgspec.Meta(pattern="^[a-z]{2}$")]
+
+    def __post_init__(self) -> None:
+        if self.language not in ISO_639_1:
+            raise ValueError(f"unknown language {self.language!r}, expected an ISO 639-1 code "
+                             f"such as 'es' or 'pt'")
 
 
 @routes.get("/api/v1/agents")

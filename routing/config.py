@@ -8,9 +8,13 @@ range) with the key path in every message.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from collections.abc import Collection, Mapping
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+
+from routing.codes import ISO_639_1, ISO_3166_1_ALPHA_2, MARKET_HINTS
 
 Level = int  # proficiency 1..5
 
@@ -18,12 +22,19 @@ _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class StepConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Requirements of one relaxation step; ``after_seconds`` counts from entering the queue."""
+    """Requirements of one relaxation step; ``after_seconds`` counts from entering the queue.
+
+    ``skip_when_unstaffed`` (TaskRouter's ``skip_if``) lets a conversation pass this step at
+    once when nobody online could serve it. It is opt-in: by default the step keeps the buyer
+    until the next step's ``after_seconds`` even when its agents are away, so a Spanish buyer
+    is not handed to an English-only overflow agent the moment the Spanish team steps out.
+    """
 
     after_seconds: float = 0.0
     languages: dict[str, Level] = {}
     markets: list[str] = []
     skills: dict[str, Level] = {}
+    skip_when_unstaffed: bool = False
 
 
 class QueueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -39,8 +50,6 @@ class WhenConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     market: list[str] = []
     channel: list[str] = []
     skill: list[str] = []
-    tags: list[str] = []
-    min_order_value: float | None = None
 
 
 class RuleConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -103,7 +112,6 @@ class RoutingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sla: dict[str, SlaPolicy] = {}
     business_hours: BusinessHoursConfig | None = None
     skills: dict[str, Any] | None = None
-    mode: Literal["assign", "queue-only"] = "assign"
 
     def kind_of(self, channel_type: str) -> str:
         return self.channel_kinds.get(channel_type) or DEFAULT_KINDS.get(channel_type, "chat")
@@ -123,8 +131,23 @@ class RoutingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return queues
 
 
-def validate_routing(cfg: RoutingConfig, where: str = "routing") -> None:
-    """Cross-field checks; raises ValueError naming the key path."""
+def capacity_kinds(cfg: RoutingConfig) -> set[str]:
+    """Every kind ``kind_of`` can return: a capacity kind outside this set is never used."""
+    return set(DEFAULT_KINDS.values()) | set(cfg.channel_kinds.values()) | {"chat"}
+
+
+def validate_routing(cfg: RoutingConfig, where: str = "routing", *,
+                     channels: Mapping[str, str] | None = None,
+                     skills: Collection[str] | None = None) -> None:
+    """Cross-field checks; raises ValueError naming the key path and what was expected.
+
+    ``channels`` (configured channel name -> type) and ``skills`` (what the skill classifier
+    can produce) enable the checks that need them: rules on channels and skills, markets per
+    channel, SLA sections per channel type. Values that can never match are rejected, not
+    ignored: a rule that silently never fires misroutes every conversation it was meant for.
+    """
+    _language_list(cfg, where)
+    _codes_and_kinds(cfg, where, channels)
     names: set[str] = set()
     for i, q in enumerate(cfg.queues):
         at = f"{where}.queues[{i}]"
@@ -151,6 +174,7 @@ def validate_routing(cfg: RoutingConfig, where: str = "routing") -> None:
         if rule.queue not in known:
             raise ValueError(f"{where}.rules[{i}].queue: unknown queue {rule.queue!r} "
                              f"(declared: {', '.join(sorted(known))})")
+        _rule_values(cfg, rule, f"{where}.rules[{i}].when", channels, skills)
     seen: set[str] = set()
     for i, agent in enumerate(cfg.agents):
         at = f"{where}.agents[{i}]"
@@ -170,6 +194,109 @@ def validate_routing(cfg: RoutingConfig, where: str = "routing") -> None:
         raise ValueError(f"{where}.min_language_confidence: expected 0..1")
     if cfg.sticky_hours < 0 or cfg.reassign_after_no_reply_minutes < 0:
         raise ValueError(f"{where}: sticky_hours and reassign_after_no_reply_minutes must be >= 0")
+
+
+def _language_list(cfg: RoutingConfig, where: str) -> None:
+    if not cfg.languages:
+        raise ValueError(f"{where}.languages: expected at least one ISO 639-1 code")
+    for i, code in enumerate(cfg.languages):
+        if code not in ISO_639_1:
+            raise ValueError(f"{where}.languages[{i}]: unknown language {code!r}, expected a "
+                             f"lowercase ISO 639-1 code such as 'es' or 'pt'")
+    if cfg.default_language is not None and cfg.default_language not in cfg.languages:
+        raise ValueError(f"{where}.default_language: {cfg.default_language!r} is not one of "
+                         f"{where}.languages ({', '.join(cfg.languages)})")
+
+
+def _language_keys(levels: Mapping[str, int], at: str) -> None:
+    for code in levels:
+        if code not in ISO_639_1:
+            raise ValueError(f"{at}.{code}: unknown language {code!r}, expected a lowercase "
+                             f"ISO 639-1 code such as 'es'")
+
+
+def _markets(markets: list[str], at: str) -> None:
+    for i, market in enumerate(markets):
+        _market(market, f"{at}[{i}]")
+
+
+def _market(market: str, at: str) -> None:
+    if market.upper() in ISO_3166_1_ALPHA_2:
+        return
+    hint = MARKET_HINTS.get(market.upper())
+    also = f" (did you mean {hint!r}?)" if hint else ""
+    raise ValueError(f"{at}: unknown market {market!r}, expected an ISO 3166-1 alpha-2 country "
+                     f"code such as 'MX' or 'BR'{also}")
+
+
+def _timezone(name: str, at: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(f"{at}: unknown IANA time zone {name!r}, expected a name such as "
+                         f"'America/Mexico_City'") from None
+
+
+def _codes_and_kinds(cfg: RoutingConfig, where: str,
+                     channels: Mapping[str, str] | None) -> None:
+    """Languages, markets, time zones and capacity kinds wherever the config names them."""
+    kinds = capacity_kinds(cfg)
+    listed = ", ".join(sorted(kinds))
+    for i, q in enumerate(cfg.queues):
+        for j, step in enumerate(q.steps):
+            sat = f"{where}.queues[{i}].steps[{j}]"
+            _language_keys(step.languages, f"{sat}.languages")
+            _markets(step.markets, f"{sat}.markets")
+    for i, agent in enumerate(cfg.agents):
+        at = f"{where}.agents[{i}]"
+        _language_keys(agent.languages, f"{at}.languages")
+        _markets(agent.markets, f"{at}.markets")
+        _timezone(agent.timezone, f"{at}.timezone")
+        for kind in agent.capacity:
+            if kind not in kinds:
+                raise ValueError(f"{at}.capacity.{kind}: unknown capacity kind {kind!r}; "
+                                 f"channels produce: {listed}")
+    types = set(DEFAULT_KINDS) | set(cfg.channel_kinds)
+    if channels is not None:
+        types |= set(channels.values())
+        for name in cfg.channel_markets:
+            if name not in channels:
+                raise ValueError(f"{where}.channel_markets.{name}: no channel named {name!r} "
+                                 f"(channels: {', '.join(sorted(channels)) or 'none'})")
+    for name, market in cfg.channel_markets.items():
+        _market(market, f"{where}.channel_markets.{name}")
+    for kind in cfg.channel_kinds.values():
+        if not _ID.fullmatch(kind):
+            raise ValueError(f"{where}.channel_kinds: expected kinds of 1-64 of A-Z a-z 0-9 _ . -, "
+                             f"got {kind!r}")
+    for name in cfg.sla:
+        if name not in kinds and name not in types:
+            raise ValueError(f"{where}.sla.{name}: no capacity kind or channel type {name!r}; "
+                             f"expected a kind ({listed}) or a channel type "
+                             f"({', '.join(sorted(types))})")
+
+
+def _rule_values(cfg: RoutingConfig, rule: RuleConfig, at: str,
+                 channels: Mapping[str, str] | None, skills: Collection[str] | None) -> None:
+    """A value no conversation can carry makes the condition (and so the rule) never hold."""
+    w = rule.when
+    for i, code in enumerate(w.language):
+        if code not in cfg.languages:
+            raise ValueError(f"{at}.language[{i}]: {code!r} can never match: conversations "
+                             f"carry one of routing.languages ({', '.join(cfg.languages)})")
+    _markets(w.market, f"{at}.market")
+    if channels is not None:
+        known = set(channels) | set(channels.values())
+        for i, name in enumerate(w.channel):
+            if name not in known:
+                raise ValueError(f"{at}.channel[{i}]: {name!r} can never match: no channel has "
+                                 f"that name or type (names and types: "
+                                 f"{', '.join(sorted(known)) or 'none'})")
+    if skills is not None:
+        for i, skill in enumerate(w.skill):
+            if skill not in skills:
+                raise ValueError(f"{at}.skill[{i}]: {skill!r} can never match: the skill rules "
+                                 f"produce {', '.join(sorted(skills))}")
 
 
 def _levels(levels: dict[str, int], at: str) -> None:

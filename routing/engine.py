@@ -26,6 +26,7 @@ from routing.classify.market import MarketGuess, classify_market
 from routing.classify.skill import SkillClassifier
 from routing.config import DEFAULT_KINDS, AgentConfig, QueueConfig, RoutingConfig
 from routing.eligibility import agent_pools, pool_id
+from routing.explain import describe
 from routing.policy import RoutingDecision
 from routing.rules import Facts, choose_queue
 from storage import keys as storage_keys
@@ -76,18 +77,54 @@ class RoutingEngine:
 
     # -- configuration -----------------------------------------------------------------------
 
-    async def sync(self) -> None:
-        """Publish settings and (re)place every known agent in the pools of the current rules."""
+    async def sync(self) -> list[str]:
+        """Publish settings and (re)place every known agent in the pools of the current rules.
+
+        Each profile records where it came from (``origins``: "config" or "api"). The config
+        file owns its agents: one that is no longer in the file is taken offline (its open
+        conversations requeued) and removed. Agents created through the API are never touched
+        by a reload; a config entry with the id of an API agent takes it over. Returns the ids
+        removed.
+        """
         await self.redis.hset(self._key("settings"), mapping={
             "sticky_seconds": self.cfg.sticky_hours * 3600,
             "noreply_seconds": self.cfg.reassign_after_no_reply_minutes * 60,
             "requeue_boost": self.cfg.requeue_priority_boost,
             "sla_boost": self.cfg.sla_breach_priority_boost,
         })
+        in_file = {agent.id for agent in self.cfg.agents}
+        recorded = await self.redis.hgetall(self._key("origins"))
+        gone = sorted(k.decode() for k, v in recorded.items()
+                      if v == b"config" and k.decode() not in in_file)
         for agent in self.cfg.agents:
-            await self.redis.hset(self._key("profiles"), agent.id, msgspec.json.encode(agent))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(self._key("profiles"), agent.id, msgspec.json.encode(agent))
+                pipe.hset(self._key("origins"), agent.id, "config")
+                await pipe.execute()
+        for agent_id in gone:
+            await self._remove_config_agent(agent_id)
         for agent in await self.agents():
             await self._place(agent)
+        return gone
+
+    async def _remove_config_agent(self, agent_id: str) -> None:
+        """Offline first (the script requeues their work and drops them from every pool), then
+        forget them. The profile goes before the script call, so no status change through the
+        API can place them again in between."""
+        raw = await self.redis.hget(self._key("profiles"), agent_id)
+        await self.redis.hdel(self._key("profiles"), agent_id)
+        profile = (msgspec.json.decode(raw, type=AgentConfig) if raw is not None
+                   else AgentConfig(id=agent_id, capacity={}))
+        caps = ",".join(f"{k}={v}" for k, v in sorted(profile.capacity.items()))
+        requeued = await self.call("agent", agent_id, "offline", caps, "", profile.weight)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self._key("agent", agent_id), self._key("agent", agent_id, "pools"),
+                        self._key("agent", agent_id, "convs"))
+            for field_of in ("presence", "heartbeat", "origins"):
+                pipe.hdel(self._key(field_of), agent_id)
+            await pipe.execute()
+        log.info("agent %s removed from the config: %d conversations requeued",
+                 agent_id, len(requeued) // 2)
 
     async def agents(self) -> list[AgentConfig]:
         raw = await self.redis.hgetall(self._key("profiles"))
@@ -100,6 +137,8 @@ class RoutingEngine:
 
     async def put_agent(self, agent: AgentConfig) -> list[tuple[str, str]]:
         await self.redis.hset(self._key("profiles"), agent.id, msgspec.json.encode(agent))
+        # Created here: a reload leaves it alone. A config agent edited here stays the file's.
+        await self.redis.hsetnx(self._key("origins"), agent.id, "api")
         return await self._place(agent)
 
     async def set_status(self, agent_id: str, status: AgentStatus) -> list[tuple[str, str]]:
@@ -217,6 +256,7 @@ class RoutingEngine:
             ",".join(repr(s.after_seconds) for s in queue.steps),
             kind, priority, conversation.contact_id,
             msgspec.json.encode(explain).decode(), "1" if replace else "",
+            ",".join("1" if s.skip_when_unstaffed else "0" for s in queue.steps),
             marker, _MARKER_TTL, msgspec.json.encode(classification or {}).decode(),
             *clocks,
         )
@@ -305,8 +345,11 @@ class RoutingEngine:
             await self.store.update_conversation(conversation.id, decision.fields)
 
     async def explain(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The decision log, oldest first; ``text`` says each entry in an operator's words."""
         rows = await self.redis.lrange(self._key("rc", conversation_id, "log"), 0, -1)
-        return [msgspec.json.decode(r) for r in reversed(rows)]
+        state = await self.routing_state(conversation_id)
+        entries = [msgspec.json.decode(r) for r in reversed(rows)]
+        return [{**e, "text": describe(e, state)} for e in entries]
 
     async def routing_state(self, conversation_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self._key("rc", conversation_id))
@@ -433,7 +476,7 @@ async def reload_engine(engine: RoutingEngine, cfg: RoutingConfig) -> int:
     validate_routing(cfg)
     engine.cfg = cfg
     engine.queues = cfg.effective_queues()
-    await engine.sync()
+    removed = await engine.sync()
     live = {pool_id(q.name, i) for q in engine.queues for i in range(len(q.steps))}
     moved = 0
     async for key in engine.redis.scan_iter(match=engine.base + "pool:*:wait:*", count=500):
@@ -449,6 +492,7 @@ async def reload_engine(engine: RoutingEngine, cfg: RoutingConfig) -> int:
                 else cfg.default_queue
             await engine.transfer_to_queue(conversation, queue or cfg.default_queue)
             moved += 1
-    log.info("routing reloaded: %d queues, %d agents, %d conversations re-queued",
-             len(engine.queues), len(cfg.agents), moved)
+    log.info("routing reloaded: %d queues, %d config agents (%d removed), "
+             "%d conversations re-queued", len(engine.queues), len(cfg.agents), len(removed),
+             moved)
     return moved

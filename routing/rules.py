@@ -1,6 +1,8 @@
 """Ordered routing rules: the first rule whose conditions all hold picks the queue.
 
 No match means the default queue: a conversation is never dropped, whatever its language.
+Conditions exist only for facts routing really has (language, market, channel, skill); the
+config check rejects the ones it does not (``hub.config`` names them and says why).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ class Facts(msgspec.Struct, frozen=True):
     language: str | None = None
     market: str | None = None
     skill: str | None = None
-    tags: tuple[str, ...] = ()
-    order_value: float | None = None
 
 
 class RuleMatch(msgspec.Struct, frozen=True):
@@ -36,13 +36,7 @@ def _holds(rule: RuleConfig, facts: Facts) -> bool:
         return False
     if w.channel and not ({facts.channel, facts.channel_instance} & set(w.channel)):
         return False
-    if w.skill and facts.skill not in w.skill:
-        return False
-    if w.tags and not set(w.tags) & set(facts.tags):
-        return False
-    return w.min_order_value is None or (
-        facts.order_value is not None and facts.order_value >= w.min_order_value
-    )
+    return not (w.skill and facts.skill not in w.skill)
 
 
 def choose_queue(cfg: RoutingConfig, facts: Facts) -> RuleMatch:

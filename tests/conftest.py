@@ -33,7 +33,7 @@ from storage.embedded import EmbeddedRedisError, find_redis_server
 from storage.store import Store
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-TEST_SECRET = "test-secret-\u00e9"  # non-ASCII on purpose: signatures are over UTF-8 bytes
+TEST_SECRET = "test-secret-\u00e9-0123"  # non-ASCII on purpose: signatures are over UTF-8 bytes
 ADMIN_TOKEN = "test-admin-token"
 AGENT_TOKEN = "test-agent-token"
 

@@ -110,20 +110,39 @@ BAD_CONFIGS: list[tuple[str, tuple[str, str] | str, Sequence[str]]] = [
     ("port-out-of-range", ("port = 8080", "port = 70000"), ["hub.port", "1..65535"]),
     ("password-in-url", ("[storage]", '[storage]\nredis_url = "redis://u:pw@127.0.0.1:6379/0"'),
      ["storage.redis_url", "redis_password"]),
+    # Each of these passed check before and then crashed serve or silently misrouted.
+    ("language-lingua-lacks", "\n[routing]\nlanguages = [\"xx\"]\n",
+     ["routing.languages[0]", "unknown language 'xx'"]),
+    ("capacity-kind-typo", '\n[[routing.agents]]\nid = "a"\ncapacity = { chta = 4 }\n',
+     ["routing.agents[0].capacity.chta", "channels produce: chat, email"]),
+    ("rule-never-matches", '\n[[routing.rules]]\nname = "pt"\nqueue = "default"\n'
+                           'when = { language = ["portuguese"] }\n',
+     ["routing.rules[0].when.language[0]", "can never match"]),
+    ("redis-url-scheme", ("[storage]", '[storage]\nredis_url = "http://127.0.0.1:6379"'),
+     ["storage.redis_url", "scheme must be redis or rediss or unix"]),
+    ("outbound-url", ('outbound_url = "http://127.0.0.1:9/none"', 'outbound_url = "127.0.0.1"'),
+     ["channels[0].settings.outbound_url", "malformed URL"]),
+    ("unset-env", ('outbound_url = "http://127.0.0.1:9/none"', 'outbound_url = "${IH_NOPE_X}"'),
+     ["channels[0].settings.outbound_url", "IH_NOPE_X is not set"]),
+    ("short-webhook-secret", ('secret = "env:IH_TEST_SECRET"', 'secret = "env:IH_TEST_SHORT"'),
+     ["channels[0].settings.secret", "shorter than 16 characters"]),
+    ("routing-mode", "\n[routing]\nmode = \"queue-only\"\n", ["routing.mode", "not implemented"]),
 ]
 
 
 @pytest.mark.parametrize(("edit", "expected"), [(e, x) for _, e, x in BAD_CONFIGS],
                          ids=[case for case, _, _ in BAD_CONFIGS])
 def test_check_bad_config(tmp_path: Path, valid_text: str, capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch,
                           edit: tuple[str, str] | str, expected: Sequence[str]) -> None:
+    monkeypatch.setenv("IH_TEST_SHORT", "fifteen-chars-x")
     if isinstance(edit, str):
         text = valid_text + edit
     else:
         old, new = edit
         assert old in valid_text
         text = valid_text.replace(old, new, 1)
-        if "redis_url" in new:  # replace the test redis line rather than adding a second one
+        if "redis_url =" in new:  # replace the test redis line rather than adding a second one
             text = "\n".join(line for line in text.splitlines()
                              if not line.startswith('redis_url = "unix://'))
     path = tmp_path / "bad.toml"
@@ -296,3 +315,68 @@ async def test_dlq_retry_unknown_id(make_config: Any, store: Store,
     assert code == 1
     assert f"no message {message_id}" in err
     assert out == ""
+
+
+# -- read-only views without the serve-time secrets; limits --------------------------------------
+
+
+async def test_read_only_views_work_without_serve_secrets(
+    make_config: Any, store: Store, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An operator's shell often lacks the API tokens and webhook secrets: the views that only
+    read Redis still work; check and serve still refuse to run without them."""
+    loaded: LoadedConfig = make_config()
+    config = str(loaded.path)
+    async with running_hub(loaded) as client:
+        resp = await client.post("/webhooks/api/shop", **signed_post_args(
+            {"id": "ro-1", "sender": "buyer-ro", "text": "Hola, ¿dónde está mi pedido?"}))
+        assert resp.status == 200
+        async def routed() -> str | None:
+            conv = await conversation_of(client, "buyer-ro")
+            return str(conv["id"]) if conv["status"] == "queued" else None
+
+        cid = await eventually(routed)
+    for name in ("IH_TEST_SECRET", "IH_TEST_ADMIN", "IH_TEST_AGENT"):
+        monkeypatch.delenv(name)
+    code, out, err = await cli(capsys, "quarantine", "list", "--config", config)
+    assert code == 0 and "quarantine is empty" in out, err
+    code, out, err = await cli(capsys, "dlq", "list", "--json", "--config", config)
+    assert code == 0 and json.loads(out) == [], err
+    code, out, err = await cli(capsys, "routing", "explain", cid, "--config", config)
+    assert code == 0 and "classified" in out, err
+    code, out, err = await cli(capsys, "check", "--config", config)
+    assert code == 2 and "IH_TEST_ADMIN is not set" in err
+
+
+@pytest.mark.parametrize("command", [["quarantine", "list"], ["dlq", "list"]])
+@pytest.mark.parametrize("limit", ["0", "-3", "many"])
+def test_limit_must_be_positive(tmp_path: Path, valid_text: str,
+                                capsys: pytest.CaptureFixture[str], command: list[str],
+                                limit: str) -> None:
+    path = tmp_path / "good.toml"
+    path.write_text(valid_text)
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--limit", limit, "--config", str(path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "--limit" in err and "expected a positive integer" in err
+
+
+def test_check_example_config_with_the_readme_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's first command's secrets pass the length rule, its old ones do not."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    assert "INBOXHUB_ADMIN_TOKEN=dev-admin-token-1234" in readme
+    assert "INBOXHUB_DEMO_SECRET=dev-demo-secret-1234" in readme
+    example = root / "config" / "example.toml"
+    monkeypatch.setenv("INBOXHUB_ADMIN_TOKEN", "dev-admin-token-1234")
+    monkeypatch.setenv("INBOXHUB_DEMO_SECRET", "dev-demo-secret-1234")
+    code, out, err = run_check(capsys, example)
+    assert code == 0, err
+    assert "5 queues" in out and "4 rules" in out and "3 agents" in out
+    monkeypatch.setenv("INBOXHUB_DEMO_SECRET", "dev-demo-secret")
+    code, out, err = run_check(capsys, example)
+    assert code == 2 and "channels[0].settings.secret" in err and "16 characters" in err

@@ -35,8 +35,8 @@ def error_of(path: Path) -> str:
 
 
 def test_example_config_loads_with_documented_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INBOXHUB_ADMIN_TOKEN", "a")
-    monkeypatch.setenv("INBOXHUB_DEMO_SECRET", "s")
+    monkeypatch.setenv("INBOXHUB_ADMIN_TOKEN", "dev-admin-token-1234")
+    monkeypatch.setenv("INBOXHUB_DEMO_SECRET", "dev-demo-secret-1234")
     monkeypatch.setenv("INBOXHUB_PORT", "9123")
     monkeypatch.setenv("INBOXHUB_DATA", "/tmp/ihdata")
     monkeypatch.setenv("INBOXHUB_DEMO_OUTBOUND_URL", "http://127.0.0.1:7/r")
@@ -46,12 +46,13 @@ def test_example_config_loads_with_documented_env(monkeypatch: pytest.MonkeyPatc
     assert loaded.config.hub.host == "127.0.0.1" and loaded.config.storage.redis_url is None
     demo = loaded.channel_settings["demo"]
     assert isinstance(demo, ApiChannelSettings)
-    assert demo.secret.reveal() == "s" and demo.outbound_url == "http://127.0.0.1:7/r"
+    assert demo.secret.reveal() == "dev-demo-secret-1234"
+    assert demo.outbound_url == "http://127.0.0.1:7/r"
 
 
 def test_example_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INBOXHUB_ADMIN_TOKEN", "a")
-    monkeypatch.setenv("INBOXHUB_DEMO_SECRET", "s")
+    monkeypatch.setenv("INBOXHUB_ADMIN_TOKEN", "dev-admin-token-1234")
+    monkeypatch.setenv("INBOXHUB_DEMO_SECRET", "dev-demo-secret-1234")
     for name in ("INBOXHUB_PORT", "INBOXHUB_DATA", "INBOXHUB_DEMO_OUTBOUND_URL"):
         monkeypatch.delenv(name, raising=False)
     root = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_example_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_secret_never_shows_its_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IH_SECRET", "hunter2")
+    monkeypatch.setenv("IH_SECRET", "hunter2-hunter2-hunter2")
     loaded = load_config(write(tmp_path, CHANNEL))
     secret = loaded.channel_settings["demo"].secret
     assert "hunter2" not in repr(secret) and "hunter2" not in str(loaded)
@@ -68,10 +69,10 @@ def test_secret_never_shows_its_value(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_secret_from_file(tmp_path: Path) -> None:
-    (tmp_path / "s.txt").write_text("from-file\n")
+    (tmp_path / "s.txt").write_text("from-file-0123456789\n")
     text = CHANNEL.replace('"env:IH_SECRET"', f'"file:{tmp_path / "s.txt"}"')
     loaded = load_config(write(tmp_path, text))
-    assert loaded.channel_settings["demo"].secret.reveal() == "from-file"
+    assert loaded.channel_settings["demo"].secret.reveal() == "from-file-0123456789"
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,7 @@ def test_secret_from_file(tmp_path: Path) -> None:
          "channels[0].settings: Object missing required field `outbound_url`"),
         (CHANNEL + CHANNEL, "channels[1].name: duplicate channel name 'demo'"),
         (CHANNEL.replace('name = "demo"', 'name = "de mo/.."'), "channels[0].name"),
-        ('[hub]\nhost = "${IH_UNSET_VAR}"\n', "IH_UNSET_VAR is not set"),
+        ('[hub]\nhost = "${IH_UNSET_VAR}"\n', "hub.host: environment variable IH_UNSET_VAR is not"),
         ('[[api.tokens]]\nname = "x"\n', "api.tokens[0]: expected exactly one"),
         ('[[api.tokens]]\nname = "x"\ntoken_sha256 = "zz"\n', "api.tokens[0].token_sha256"),
         ('[[api.tokens]]\nname = "x"\nrole = "root"\ntoken_sha256 = "' + "a" * 64 + '"\n',
@@ -124,7 +125,7 @@ def test_errors_name_file_key_and_expectation(tmp_path: Path, monkeypatch: pytes
     if "IH_SECRET is not set" in expected:
         monkeypatch.delenv("IH_SECRET", raising=False)
     else:
-        monkeypatch.setenv("IH_SECRET", "s")
+        monkeypatch.setenv("IH_SECRET", "s" * 16)
     path = write(tmp_path, text)
     message = error_of(path)
     assert message.startswith(f"{path}: "), message
@@ -139,15 +140,15 @@ def test_missing_and_binary_files(tmp_path: Path) -> None:
 
 def test_token_index_accepts_plain_and_hashed(monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
-    monkeypatch.setenv("IH_TOK", "plain-token")
+    monkeypatch.setenv("IH_TOK", "plain-token-0123456")
     digest = hashlib.sha256(b"hashed-token").hexdigest()
     text = (f'[[api.tokens]]\nname = "a"\nrole = "admin"\ntoken = "env:IH_TOK"\n'
             f'[[api.tokens]]\nname = "b"\ntoken_sha256 = "{digest}"\n')
     index = TokenIndex(load_config(write(tmp_path, text)).config.api.tokens)
-    a, b = index.authenticate("plain-token"), index.authenticate("hashed-token")
+    a, b = index.authenticate("plain-token-0123456"), index.authenticate("hashed-token")
     assert a is not None and a.name == "a" and a.role == "admin"
     assert b is not None and b.name == "b" and b.role == "agent"
-    assert index.authenticate("") is None and index.authenticate("plain-token ") is None
+    assert index.authenticate("") is None and index.authenticate("plain-token-0123456 ") is None
 
 
 def test_secret_parse_rejects_non_strings() -> None:

@@ -13,9 +13,11 @@
 --                                  = (40 - rank) * 1e14 + load permille * 1e10 + idle_since
 --   pool:<p>:online          set   online eligible agents (supervisors' view)
 --   pool:<p>:serving:<kind>  set   online eligible agents with weight > 0 and <kind> capacity
---                                  > 0: a step with nobody serving is skipped
+--                                  > 0 (at capacity or not): a step with nobody serving is
+--                                  skipped only when its skip_when_unstaffed flag is set
 --   pool:<p>:wait:<kind>     zset  waiting conversations; score = -priority * 1e10 + enqueued_at
---   rc:<c>                   hash  routing state of a conversation (queue, pools, step, ...,
+--   rc:<c>                   hash  routing state of a conversation (queue, pools, delays,
+--                                  skips = per-step skip_when_unstaffed flags, step, ...,
 --                                  cls:<name> = its classification, mirrored to the record)
 --   rc:<c>:routed:<msg>      str   "this provider message was routed" (redelivery guard)
 --   rc:<c>:log               list  explain records (JSON, newest first, bounded)
@@ -178,13 +180,23 @@ local function assign_or_wait(c, exclude, reason)
   return {'waiting', pool, reason}
 end
 
--- Move to the first step at or after `step` whose pool has someone online (the last step,
--- the overflow, is always taken: nothing is ever dropped) and arm the next escalation timer.
+-- Move to `step` and arm the next escalation timer. A step nobody online can serve (its
+-- serving set is empty: away, offline and weight-0 agents do not count, agents at capacity do)
+-- is skipped at once only when the operator opted in for that step (skip_when_unstaffed);
+-- otherwise the conversation waits there until the next step's after_seconds, so agents being
+-- away never hand a buyer to an agent without their language early (the language floor). The
+-- last step, the overflow, is always taken: nothing is ever dropped.
 local function enter_step(c, step, why)
-  local r = redis.call('HMGET', rc(c), 'pools', 'delays', 'enqueued_at', 'pool', 'kind')
+  local r = redis.call('HMGET', rc(c), 'pools', 'delays', 'enqueued_at', 'pool', 'kind', 'skips')
   local pools = split(r[1], ',')
   local delays = split(r[2], ',')
+  local skips = split(r[6], ',')
   while step < #pools and redis.call('SCARD', serving(pools[step], r[5])) == 0 do
+    if skips[step] ~= '1' then
+      log(c, {event = 'held', step = step, pool = pools[step], why = 'nobody online',
+              next_after = tonumber(delays[step + 1])})
+      break
+    end
     log(c, {event = 'skipped', step = step, pool = pools[step], why = 'nobody online'})
     step = step + 1
   end
@@ -244,8 +256,8 @@ local function requeue(c, why, boost, exclude)
   redis.call('HSET', rc(c), 'priority', p, 'status', 'waiting')
   log(c, {event = 'requeued', why = why, from = prior or ''})
   event('requeued', c, prior, {why = why})
-  -- Re-enter the current step: skip it if nobody serves it any more, and re-arm the next
-  -- escalation (timers that fired while the conversation was assigned were discarded).
+  -- Re-enter the current step (skipped if nobody serves it any more and the step opts in),
+  -- and re-arm the next escalation (timers that fired while it was assigned were discarded).
   enter_step(c, tonumber(redis.call('HGET', rc(c), 'step')) or 1, 'requeue')
   return assign_or_wait(c, exclude, why), prior
 end
@@ -261,19 +273,20 @@ end
 --          [8] capacity kind, [9] priority, [10] contact ("" none), [11] explain JSON,
 --          [12] "1" = replace: take it from its agent or queue first (transfer to a queue,
 --          language correction) in this same atomic step, so a crash cannot lose it,
---          [13] provider message id whose "routed" marker this step sets ("" none),
---          [14] marker TTL seconds, [15] classification JSON ({"language": ..., "market": ...,
+--          [13] per-step skip_when_unstaffed flags "0,1,0" ("" = never skip),
+--          [14] provider message id whose "routed" marker this step sets ("" none),
+--          [15] marker TTL seconds, [16] classification JSON ({"language": ..., "market": ...,
 --          "skill": ..., "queue": ...}, kept as cls:<name> for the conversation record's
---          mirror), [16..] SLA clocks to start: "<clock>:<started>", deadline, ...
+--          mirror), [17..] SLA clocks to start: "<clock>:<started>", deadline, ...
 -- Setting the marker here, not in "inbound", is what makes a crash between classification and
 -- this step harmless: the redelivered entry is routed again instead of looking like a repeat.
 -- Returns {"assigned", agent, reason} | {"waiting", pool, reason}
 if cmd == 'enqueue' then
   local c, queue = ARGV[4], ARGV[5]
   local cur = redis.call('HMGET', rc(c), 'status', 'assignee', 'queue', 'pool', 'kind')
-  if ARGV[13] and ARGV[13] ~= '' then
-    local marker = rc(c) .. ':routed:' .. ARGV[13]
-    if redis.call('SET', marker, 1, 'NX', 'EX', tonumber(ARGV[14])) == false then
+  if ARGV[14] and ARGV[14] ~= '' then
+    local marker = rc(c) .. ':routed:' .. ARGV[14]
+    if redis.call('SET', marker, 1, 'NX', 'EX', tonumber(ARGV[15])) == false then
       -- Another router finished this very message first (a reclaimed entry raced its owner).
       if cur[1] == 'assigned' then return {'assigned', cur[2], 'existing'} end
       return {'waiting', cur[4] or '', 'existing'}
@@ -296,17 +309,17 @@ if cmd == 'enqueue' then
     return {'waiting', cur[4], 'existing'}
   end
   redis.call('HSET', rc(c), 'queue', queue, 'pools', ARGV[6], 'delays', ARGV[7],
-             'kind', ARGV[8], 'priority', ARGV[9], 'contact', ARGV[10],
+             'skips', ARGV[13] or '', 'kind', ARGV[8], 'priority', ARGV[9], 'contact', ARGV[10],
              'enqueued_at', tostring(now), 'status', 'routing', 'awaiting', '1')
   redis.call('HDEL', rc(c), 'pool')
-  if ARGV[15] and ARGV[15] ~= '' then
-    for name, value in pairs(cjson.decode(ARGV[15])) do
+  if ARGV[16] and ARGV[16] ~= '' then
+    for name, value in pairs(cjson.decode(ARGV[16])) do
       redis.call('HSET', rc(c), 'cls:' .. name, tostring(value))
     end
   end
   if cur[4] and cur[5] then redis.call('ZREM', waitset(cur[4], cur[5]), c) end
   redis.call('LPUSH', rc(c) .. ':log', ARGV[11])
-  start_clocks(c, 16)
+  start_clocks(c, 17)
   enter_step(c, 1, 'enqueue')
   local result = assign_or_wait(c, nil, 'best match')
   if prior and prior ~= result[2] then

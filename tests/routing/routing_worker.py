@@ -316,15 +316,18 @@ async def read_events(redis: Redis, base: str, after: str) -> list[tuple[str, di
 
 def replay_events(r: Replay, events: list[tuple[str, dict[str, str]]], kinds: dict[str, str],
                   caps: dict[tuple[str, str], int],
-                  on_assign: Any = None) -> list[str]:
+                  on_assign: Any = None, on_event: Any = None) -> list[str]:
     """Apply events to the replayed loads; every assignment must fit the agent's capacity.
 
     ``kinds`` maps conversation -> capacity kind, ``caps`` (agent, kind) -> capacity in force.
-    ``on_assign(conv, agent, fields, load)`` is called before the load is counted.
+    ``on_assign(conv, agent, fields, load)`` is called before the load is counted;
+    ``on_event(event id, fields)`` for every event, in stream (= decision) order.
     """
     bad = []
     for eid, f in events:
         r.last_id = eid
+        if on_event is not None:
+            bad.extend(on_event(eid, f))
         c, a, t = f.get("conv", ""), f.get("agent", ""), f.get("type")
         if t == "assigned":
             prior = r.owner.get(c)

@@ -14,6 +14,10 @@ Invariants, checked from Redis after every operation (``tests/routing/routing_wo
 * the availability and online indexes are exactly what the agents' state implies;
 * work conservation: no conversation waits in a pool that has an agent with room for its kind;
 * not stranded: a conversation waiting before its queue's last step has an escalation armed;
+* steps honour their time (language floor over time): a conversation is placed in (waits in or
+  is assigned from) step k of its queue only once step k's ``after_seconds`` passed (its
+  escalation timer fired) or every step before k that it passed opts into
+  ``skip_when_unstaffed``; agents being away or offline never move it on early;
 * language floor (formulation): a conversation identified as language L, in a queue whose
   first (ideal) step asks for L, is assigned (other than by manual transfer) to an agent without
   L only if, at that moment, no online agent speaking L with weight > 0, eligible for the pool
@@ -99,6 +103,7 @@ def queue_st(draw: Any, lang: str) -> QueueConfig:
             markets=draw(st.lists(st.sampled_from(MARKETS), unique=True, max_size=1)),
             skills=draw(st.dictionaries(st.sampled_from(SKILLS), st.integers(1, 3),
                                         max_size=1)),
+            skip_when_unstaffed=draw(st.booleans()),
         ))
     return QueueConfig(lang, priority=draw(st.integers(0, 3)), steps=steps)
 
@@ -150,6 +155,7 @@ def floor_scenario_st(draw: Any) -> dict[str, Any]:
         languages={"es": draw(st.integers(1, 3))},
         markets=draw(st.sampled_from(([], ["MX"]))),
         skills=draw(st.sampled_from(({}, {"refund": 1}, {"refund": 2}))),
+        skip_when_unstaffed=draw(st.booleans()),
     )
     rest = [StepConfig(after_seconds=(60.0, 300.0)[i]) for i in range(draw(st.integers(1, 2)))]
     es = QueueConfig("es", steps=[first, *rest])
@@ -215,6 +221,43 @@ class Floor:
                 f"while {witnesses} speaking {lang} had room in that pool"]
 
 
+class StepTiming:
+    """The step check, fed every event in decision order during the replay.
+
+    ``reached[c]`` is the furthest step the conversation's escalation timers took it to since it
+    was last enqueued (1 on enqueue); from there it may pass further steps only where they opt
+    into ``skip_when_unstaffed``. A ``waiting`` or ``assigned`` event from any later step means
+    it moved on before that step's ``after_seconds``.
+    """
+
+    def __init__(self, queues: dict[str, QueueConfig]) -> None:
+        self.queues = queues
+        self.reached: dict[str, int] = {}
+
+    def enqueued(self, c: str) -> None:
+        self.reached[c] = 1
+
+    def __call__(self, eid: str, f: dict[str, str]) -> list[str]:
+        c, t, pool = f.get("conv", ""), f.get("type"), f.get("pool", "")
+        name, _, number = pool.rpartition("#")
+        queue = self.queues.get(name)
+        if queue is None or not number:
+            return []
+        step = int(number)
+        if t == "escalated":
+            self.reached[c] = max(self.reached.get(c, 1), step)
+            return []
+        if t not in ("waiting", "assigned"):
+            return []
+        allowed = self.reached.get(c, 1)
+        while allowed < step and queue.steps[allowed - 1].skip_when_unstaffed:
+            allowed += 1
+        if step <= allowed:
+            return []
+        return [f"event {eid}: {c} {t} in {pool} but its timers only reached step "
+                f"{self.reached.get(c, 1)} and the steps in between do not skip when unstaffed"]
+
+
 async def run_scenario(socket: str, sc: dict[str, Any], checks: set[str]) -> list[str]:
     """Runs the operations, checking after each; returns the violations with the history."""
     queues = list(sc["queues"])
@@ -235,6 +278,7 @@ async def run_scenario(socket: str, sc: dict[str, Any], checks: set[str]) -> lis
             if up:
                 await engine.set_status(aid, "online")
         by_name = {q.name: q for q in engine.queues}
+        timing = StepTiming(by_name)
         convs: list[str] = []
         langs: dict[str, str] = {}
         lowered: set[tuple[str, str]] = set()
@@ -252,6 +296,7 @@ async def run_scenario(socket: str, sc: dict[str, Any], checks: set[str]) -> lis
                 msg = message(n, buyer, thread, lang, text, channel=channel, hint=hint)
                 cid, language, enqueued = await arrive(engine, store, msg)
                 if enqueued:
+                    timing.enqueued(cid)
                     if cid not in convs:
                         convs.append(cid)
                     if language:
@@ -274,6 +319,7 @@ async def run_scenario(socket: str, sc: dict[str, Any], checks: set[str]) -> lis
             elif name == "queue":
                 conversation = await store.get_conversation(convs[op[1] % len(convs)])
                 assert conversation is not None
+                timing.enqueued(conversation.id)
                 await engine.transfer_to_queue(conversation,
                                                engine.queues[op[2] % len(engine.queues)].name)
             elif name == "reply":
@@ -300,7 +346,7 @@ async def run_scenario(socket: str, sc: dict[str, Any], checks: set[str]) -> lis
             excluded = {f["conv"]: f.get("agent", "") for _, f in events
                         if f.get("type") == "requeued"}
             floor = Floor(post, by_name, langs, kinds, excluded) if "floor" in checks else None
-            bad = replay_events(replay, events, kinds, caps, floor)
+            bad = replay_events(replay, events, kinds, caps, floor, timing)
             bad += check_replay(replay, post)
             if "state" in checks:
                 bad += check_state(post, engine.queues, may_exceed=lowered)
@@ -360,7 +406,7 @@ def _shared_config() -> Any:
     ]
     queues = [
         QueueConfig("es", priority=1, steps=[
-            StepConfig(languages={"es": 3}, markets=["MX"]),
+            StepConfig(languages={"es": 3}, markets=["MX"], skip_when_unstaffed=True),
             StepConfig(after_seconds=60, languages={"es": 2}),
             StepConfig(after_seconds=300)]),
         QueueConfig("pt", steps=[StepConfig(languages={"pt": 3}),
@@ -463,9 +509,12 @@ def test_three_processes_one_killed(redis_server: Any, tmp_path: Path) -> None:
 # Marked xfail(strict=True): each turns into a failure (XPASS) once the product is fixed, so the
 # marker is removed together with the bug.
 
-ES_MX = QueueConfig("es", steps=[StepConfig(languages={"es": 3}, markets=["MX"]),
-                                 StepConfig(after_seconds=60)])
+ES_MX_SKIP = QueueConfig("es", steps=[
+    StepConfig(languages={"es": 3}, markets=["MX"], skip_when_unstaffed=True),
+    StepConfig(after_seconds=60)])
 ES = QueueConfig("es", steps=[StepConfig(languages={"es": 3}), StepConfig(after_seconds=60)])
+ES_SKIP = QueueConfig("es", steps=[StepConfig(languages={"es": 3}, skip_when_unstaffed=True),
+                                   StepConfig(after_seconds=60)])
 
 
 async def _engine(store: Store, agents: list[AgentConfig], queues: list[QueueConfig],
@@ -489,14 +538,16 @@ BUG_RANK = ("routing.lua agent_score / eligibility.rank: market (8) + skill (6+l
 
 async def test_floor_market_and_skill_never_outrank_the_language(store: Store) -> None:
     queue = QueueConfig("es", steps=[
-        StepConfig(languages={"es": 3}, markets=["MX"], skills={"refund": 1}),
+        StepConfig(languages={"es": 3}, markets=["MX"], skills={"refund": 1},
+                   skip_when_unstaffed=True),
         StepConfig(after_seconds=60)])
     engine = await _engine(store, [
         AgentConfig("lucia", languages={"es": 5}, capacity={"chat": 2}),
         AgentConfig("mike", languages={"en": 5}, markets=["MX"], skills={"refund": 5},
                     capacity={"chat": 2}),
     ], [queue], ["lucia", "mike"])
-    # Nobody meets step 1 (es + MX + refund): skipped to the overflow, where both are eligible.
+    # Nobody meets step 1 (es + MX + refund) and it opts in: skipped to the overflow, where
+    # both are eligible.
     cid, lang, _ = await arrive(engine, store, message(1, 1, 0, "es", 1, hint=2))
     assert lang == "es"
     assert await _assignee(engine, cid) == "lucia"
@@ -510,7 +561,7 @@ async def test_floor_a_weaker_speaker_beats_a_non_speaker(store: Store) -> None:
     engine = await _engine(store, [
         AgentConfig("a-emma", languages={"en": 5}, capacity={"chat": 2}),   # idle longest
         AgentConfig("pedro", languages={"es": 1}, capacity={"chat": 2}),
-    ], [ES], ["a-emma", "pedro"])
+    ], [ES_SKIP], ["a-emma", "pedro"])  # nobody meets es >= 3: straight to the overflow
     cid, lang, _ = await arrive(engine, store, message(1, 1, 0, "es", 0))
     assert lang == "es"
     assert await _assignee(engine, cid) == "pedro"
@@ -525,9 +576,9 @@ async def test_floor_sticky_never_overrides_the_language(store: Store) -> None:
     engine = await _engine(store, [
         AgentConfig("lucia", languages={"es": 5}, capacity={"chat": 2}),
         AgentConfig("mike", languages={"en": 5}, capacity={"chat": 2}),
-    ], [ES_MX], ["mike"])
+    ], [ES_MX_SKIP], ["mike"])
     first, _, _ = await arrive(engine, store, message(1, 1, 0, "es", 0))
-    assert await _assignee(engine, first) == "mike"       # no Spanish speaker online then
+    assert await _assignee(engine, first) == "mike"       # step 1 unstaffed and skipped
     await engine.release(first)
     await engine.set_status("lucia", "online")
     second, lang, _ = await arrive(engine, store, message(2, 1, 1, "es", 0))
@@ -563,7 +614,7 @@ async def test_step_nobody_can_serve_is_skipped(store: Store) -> None:
     engine = await _engine(store, [
         AgentConfig("lucia", languages={"es": 5}, capacity={"chat": 0, "email": 5}),
         AgentConfig("mike", languages={"en": 5}, capacity={"chat": 2}),
-    ], [ES], ["lucia", "mike"])
+    ], [ES_SKIP], ["lucia", "mike"])
     cid, _, _ = await arrive(engine, store, message(1, 1, 0, "es", 0))
     assert await _assignee(engine, cid) == "mike", await engine.routing_state(cid)
 

@@ -143,9 +143,12 @@ async def test_escalation_relaxes_step_by_step_then_overflows(make_engine: Build
     cid = await b.write("ana", refund, hints=ChannelHints(market="MX"))
     state = await engine.routing_state(cid)
     assert state["queue"] == "es-mx-refund" and state["status"] == "waiting"
-    # Nobody online: steps nobody could serve are skipped straight to the overflow step.
-    assert state["step"] == "4"
-    assert [e["step"] for e in await engine.explain(cid) if e["event"] == "skipped"] == [1, 2, 3]
+    # Nobody online: no step opts into skip_when_unstaffed, so the buyer is held in step 1
+    # (the language floor) instead of being passed straight to the overflow.
+    assert state["step"] == "1"
+    log = await engine.explain(cid)
+    assert [e["step"] for e in log if e["event"] == "held"] == [1]
+    assert not [e for e in log if e["event"] == "skipped"]
     await engine.release(cid, "closed")
 
     for a in ("maria", "carla", "pedro", "emma"):
@@ -182,9 +185,12 @@ async def test_overflow_takes_anyone_and_nothing_is_dropped(make_engine: Build,
     engine = await make_engine([agent("emma", {"en": 5}), agent("lucia", {"es": 5}, chat=1)])
     await engine.set_status("emma", "online")
     b = Buyers(store, engine)
-    # No Spanish speaker online at all: the step nobody can serve is skipped (TaskRouter's
-    # skip_if), so the buyer is not left waiting for someone who is not there.
+    # No Spanish speaker online at all: the step is not skipped (skip_when_unstaffed is off),
+    # the buyer waits for a Spanish speaker until the overflow step starts.
     cid = await b.write("ana", "Hola, ¿dónde está mi pedido?")
+    assert await b.assignee(cid) is None
+    t0 = float((await engine.routing_state(cid))["enqueued_at"])
+    await engine.fire_due_timers(now=t0 + 301)
     assert await b.assignee(cid) == "emma"
     # A Spanish speaker online but busy: the buyer waits for them until the step times out.
     await engine.set_status("lucia", "online")
