@@ -37,6 +37,12 @@ class HubSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # An online agent whose inbox sent no heartbeat for this long is treated as offline and
     # their conversations go back to the queue; 0 disables the check.
     agent_heartbeat_grace_seconds: float = 0.0
+    # Slow clients (hub/http_guard.py): a request head must arrive within header_timeout (also
+    # the idle limit of a kept-alive connection), a body within body_timeout; past
+    # max_connections open connections a new one gets a 503.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 512
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -231,6 +237,9 @@ def _check_ranges(config: Config) -> None:
             "outbox.backoff_max_seconds: expected >= backoff_base_seconds",
         ),
         (config.outbox.send_timeout_seconds > 0, "outbox.send_timeout_seconds: expected > 0"),
+        (config.hub.header_timeout_seconds > 0, "hub.header_timeout_seconds: expected > 0"),
+        (config.hub.body_timeout_seconds > 0, "hub.body_timeout_seconds: expected > 0"),
+        (config.hub.max_connections >= 1, "hub.max_connections: expected >= 1"),
     ]
     for ok, message in checks:
         if not ok:
