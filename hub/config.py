@@ -55,6 +55,9 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     socket_timeout_seconds: float = 10.0
     max_connections: int = 64
     pool_timeout_seconds: float = 5.0
+    # Quarantine bounds (storage/quarantine.py): the oldest entries go first past either.
+    quarantine_max_entries: int = 100_000
+    quarantine_max_bytes: int = 512 * 1024 * 1024
 
 
 class OutboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -240,6 +243,10 @@ def _check_ranges(config: Config) -> None:
         (config.hub.header_timeout_seconds > 0, "hub.header_timeout_seconds: expected > 0"),
         (config.hub.body_timeout_seconds > 0, "hub.body_timeout_seconds: expected > 0"),
         (config.hub.max_connections >= 1, "hub.max_connections: expected >= 1"),
+        (config.storage.quarantine_max_entries >= 1,
+         "storage.quarantine_max_entries: expected >= 1"),
+        (config.storage.quarantine_max_bytes >= 65536,
+         "storage.quarantine_max_bytes: expected >= 65536"),
     ]
     for ok, message in checks:
         if not ok:
