@@ -2,8 +2,9 @@
 
 Inbound: ``POST /webhooks/api/{instance}`` with a JSON body and
 ``X-Inboxhub-Signature: sha256=<hex HMAC-SHA256 of the raw body with the instance secret>``.
-Outbound: the reply is POSTed as JSON to the instance's ``outbound_url``, signed the same way,
-with ``X-Inboxhub-Reply-Id`` so the operator's endpoint can drop a resend of the same reply.
+Outbound: the reply is POSTed as JSON to the instance's ``outbound_url``, signed over the body,
+with ``X-Inboxhub-Reply-Id`` so the operator's endpoint can drop a resend of the same reply;
+redirects are not followed and the answer is read up to 64 KiB (``channels.http``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, ClassVar
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
+from channels import http
 from channels.base import Capabilities, WebhookAdapter
 from channels.errors import InvalidSignature, MalformedPayload
 from channels.signing import hmac_sha256_hex, verify_prefixed_hmac_sha256
@@ -138,13 +139,9 @@ class ApiChannel(WebhookAdapter):
             SIGNATURE_HEADER: "sha256=" + hmac_sha256_hex(self._key, body),
             REPLY_ID_HEADER: reply.reply_id,
         }
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
-        async with self.context.http.post(
-            self.settings.outbound_url, data=body, headers=headers, timeout=timeout
-        ) as resp:
-            payload = await resp.read()
-            resp.raise_for_status()
-        return _provider_id(payload) or reply.reply_id
+        answer = await http.post(self.context.http, self.settings.outbound_url, data=body,
+                                 headers=headers, timeout=self.settings.timeout_seconds)
+        return (None if answer.truncated else _provider_id(answer.body)) or reply.reply_id
 
 
 def _provider_id(payload: bytes) -> str | None:
