@@ -92,6 +92,7 @@ async def test_loose_directory_of_an_earlier_release_is_tightened(
     for name, mode in _modes(data).items():
         wanted = 0o700 if (data / name).is_dir() else 0o600
         assert mode == wanted, (name, oct(mode))
-    tightened = [r.getMessage() for r in caplog.records if "tightened permissions" in r.getMessage()]
+    tightened = [m for m in (r.getMessage() for r in caplog.records)
+                 if "tightened permissions" in m]
     assert any(m.endswith("from 755 to 700") and str(data) in m for m in tightened), tightened
     assert any("redis.log from 644 to 600" in m for m in tightened), tightened
