@@ -18,6 +18,7 @@ from aiohttp import web
 
 from channels.base import AdapterContext
 from hub import keys as K
+from hub.admin_api import routes as admin_routes
 from hub.api import routes
 from hub.auth import TokenIndex, make_auth_middleware
 from hub.channel_manager import ChannelManager
@@ -201,6 +202,7 @@ def build_app(
         app.cleanup_ctx.append(ctx)
     app.add_routes(routes)
     app.add_routes(routing_routes)
+    app.add_routes(admin_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)
