@@ -8,6 +8,7 @@ from aiohttp import web
 from hub import keys as K
 from hub.api import error, json_response
 from hub.auth import require_role
+from hub.erasure import UnknownContact, erase_contact
 from hub.replay import NotRetryable, UnknownEntry, retry_quarantined
 from storage.dead_letters import retry_all_dead_letters
 
@@ -36,3 +37,15 @@ async def retry_all_dlq(request: web.Request) -> web.Response:
     require_role(request, "supervisor")
     result = await retry_all_dead_letters(request.app[K.STORE])
     return json_response(result, 202)
+
+
+@routes.delete("/api/v1/contacts/{id}")
+async def erase(request: web.Request) -> web.Response:
+    """Erase a buyer: contact, conversations, messages; an audit entry without personal data."""
+    principal = require_role(request, "admin")
+    try:
+        report = await erase_contact(request.app[K.STORE], request.app[K.ROUTING],
+                                     request.match_info["id"], actor=principal.name)
+    except UnknownContact:
+        return error(404, "no such contact")
+    return json_response({"erased": report})

@@ -58,6 +58,9 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Quarantine bounds (storage/quarantine.py): the oldest entries go first past either.
     quarantine_max_entries: int = 100_000
     quarantine_max_bytes: int = 512 * 1024 * 1024
+    # Resolved conversations (and their messages) untouched for this many days are deleted by
+    # the retention sweep (storage/lifecycle.py); 0 keeps them forever.
+    resolved_retention_days: float = 0.0
 
 
 class OutboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -247,6 +250,8 @@ def _check_ranges(config: Config) -> None:
          "storage.quarantine_max_entries: expected >= 1"),
         (config.storage.quarantine_max_bytes >= 65536,
          "storage.quarantine_max_bytes: expected >= 65536"),
+        (config.storage.resolved_retention_days >= 0,
+         "storage.resolved_retention_days: expected >= 0 (0 keeps them forever)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -88,6 +88,11 @@ class PartitionKeys:
     def conversations(self) -> str:
         return self.base + "convs"
 
+    @property
+    def detached(self) -> str:
+        """Conversations being deleted -> their contact (storage/lifecycle.py)."""
+        return self.base + "detached"
+
     def seen(self, channel_instance: str, provider_message_id: str) -> str:
         return f"{self.base}seen:{channel_instance}\x00{provider_message_id}"
 
@@ -106,6 +111,10 @@ class PartitionKeys:
     def contact(self, contact_id: str) -> str:
         return f"{self.base}contact:{contact_id}"
 
+    def reply_keys_pattern(self, conversation_id: str) -> str:
+        """SCAN pattern of a conversation's reply idempotency keys (ids hold no glob chars)."""
+        return f"{self.base}replykey:{conversation_id}\x00*"
+
 
 QUARANTINE = f"{PREFIX}:{GLOBAL_TAG}:quarantine"
 # Sum of the 'size' fields of the quarantine's entries (storage/lua/quarantine.lua).
@@ -116,3 +125,30 @@ QUARANTINE_BYTES = f"{PREFIX}:{GLOBAL_TAG}:quarantine:bytes"
 ROUTING_BASE = f"{PREFIX}:{{r}}:"
 MIRROR_GROUP = "mirror"
 ROUTING_RELOAD_CHANNEL = f"{ROUTING_BASE}reload"
+ROUTING_EVENTS = f"{ROUTING_BASE}events"
+ROUTING_TIMERS = f"{ROUTING_BASE}timers"
+ROUTING_TIMERS_INFLIGHT = f"{ROUTING_BASE}timers:inflight"
+ROUTING_WAIT_PATTERN = f"{ROUTING_BASE}pool:*:wait:*"
+ROUTING_AGENT_CONVS_PATTERN = f"{ROUTING_BASE}agent:*:convs"
+
+
+def routing_state(conversation_id: str) -> str:
+    return f"{ROUTING_BASE}rc:{conversation_id}"
+
+
+def routing_log(conversation_id: str) -> str:
+    return f"{ROUTING_BASE}rc:{conversation_id}:log"
+
+
+def routing_markers_pattern(conversation_id: str) -> str:
+    """SCAN pattern of the router's per-message "already routed" markers."""
+    return f"{ROUTING_BASE}rc:{conversation_id}:routed:*"
+
+
+def sticky(contact_id: str) -> str:
+    return f"{ROUTING_BASE}sticky:{contact_id}"
+
+
+# Data lifecycle: the store's schema version and the audit trail of erasures (no personal data).
+SCHEMA_VERSION = f"{PREFIX}:{GLOBAL_TAG}:schema"
+AUDIT = f"{PREFIX}:{GLOBAL_TAG}:audit"

@@ -26,7 +26,7 @@ from hub.models import (
 from storage import keys
 from storage.keys import PartitionKeys
 from storage.quarantine import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, RAW_LIMIT, QuarantineLog
-from storage.scripts import Scripts
+from storage.scripts import Scripts, load_script
 
 QUARANTINE_RAW_LIMIT = RAW_LIMIT
 REPLY_KEY_TTL = 24 * 3600
@@ -86,6 +86,7 @@ class Store:
         self._parts = [PartitionKeys(p) for p in range(partitions)]
         self.quarantine_log = QuarantineLog(redis, max_entries=quarantine_max_entries,
                                             max_bytes=quarantine_max_bytes)
+        self._update_existing = load_script(redis, "update_existing")
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -217,11 +218,16 @@ class Store:
         merged = sorted((row for rows in per_part for row in rows), key=lambda r: -r[1])[:limit]
         return await self.get_conversations(_s(cid) or "" for cid, _ in merged)
 
-    async def update_conversation(self, conversation_id: str, fields: dict[str, str]) -> None:
+    async def update_conversation(self, conversation_id: str, fields: dict[str, str]) -> bool:
+        """Set fields; False (nothing written) when the conversation was deleted meanwhile."""
         k = self.keys_for(conversation_id)
         if k is None:
             raise UnknownConversation(conversation_id)
-        await self.redis.hset(k.conversation(conversation_id), mapping=fields)  # type: ignore[arg-type]
+        if not fields:
+            return True
+        args = [part for item in fields.items() for part in item]
+        return bool(await self._update_existing(keys=[k.conversation(conversation_id)],
+                                                args=args))
 
     async def get_messages(self, conversation_id: str, *, limit: int = 500) -> list[MessageView]:
         """Messages in per-conversation sequence order (invariant 3)."""
