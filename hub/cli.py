@@ -16,6 +16,7 @@ from hub.config import ConfigError, LoadedConfig, load_config
 from hub.redis_connection import open_redis
 from storage import keys
 from storage.embedded import EmbeddedRedisError
+from storage.schema import SchemaTooNew, ensure_schema
 from storage.store import NotRetryable, Store, UnknownMessage
 
 DEFAULT_CONFIG = os.environ.get("INBOXHUB_CONFIG", "config/example.toml")
@@ -62,6 +63,7 @@ def _stamp(t: float) -> str:
 async def _with_store(loaded: LoadedConfig, action: Callable[[Store], Awaitable[int]]) -> int:
     config = loaded.config
     async with open_redis(config) as (client, _owned):
+        await ensure_schema(client)  # refuses data of a newer release
         store = Store(client, partitions=config.storage.partitions,
                       quarantine_max_entries=config.storage.quarantine_max_entries,
                       quarantine_max_bytes=config.storage.quarantine_max_bytes)
@@ -109,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_with_store(loaded, _routing_reload))
         if args.command == "routing" and args.action == "explain":
             return asyncio.run(_with_store(loaded, lambda s: _routing_explain(s, args)))
-    except EmbeddedRedisError as exc:
+    except (EmbeddedRedisError, SchemaTooNew) as exc:
         print(f"inboxhub: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
