@@ -58,7 +58,6 @@ async def test_head_sent_one_byte_at_a_time_is_cut_off(make_config: Any) -> None
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40 + b"\r\n\r\n"
         answer = asyncio.create_task(_read_all(reader, 8))
-        started = asyncio.get_running_loop().time()
         sent = 0
         with contextlib.suppress(ConnectionError):
             while sent < len(head) and not answer.done():
@@ -67,11 +66,10 @@ async def test_head_sent_one_byte_at_a_time_is_cut_off(make_config: Any) -> None
                 sent += 1
                 await asyncio.sleep(0.1)
         got = await answer
-        elapsed = asyncio.get_running_loop().time() - started
         writer.close()
         assert got.startswith(b"HTTP/1.1 408"), got[:80]
-        assert sent < len(head), "the whole head got through one byte at a time"
-        assert elapsed < 5.0
+        # 84 bytes at 10 per second would take 8.4 s: cut at the 1 s deadline instead.
+        assert sent < len(head) // 2, "the head got through one byte at a time"
 
 
 async def test_idle_connection_that_never_speaks_is_closed(make_config: Any) -> None:
