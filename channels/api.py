@@ -2,21 +2,28 @@
 
 Inbound: ``POST /webhooks/api/{instance}`` with a JSON body and
 ``X-Inboxhub-Signature: sha256=<hex HMAC-SHA256 of the raw body with the instance secret>``.
-Outbound: the reply is POSTed as JSON to the instance's ``outbound_url``, signed the same way,
-with ``X-Inboxhub-Reply-Id`` so the operator's endpoint can drop a resend of the same reply.
+With the optional ``X-Inboxhub-Timestamp: <UNIX seconds>`` header the signature covers
+``<timestamp>.<raw body>`` instead (as Stripe and Slack sign), so the header cannot be swapped,
+and a request older than ``max_timestamp_age_seconds`` (or as far in the future) is refused: a
+captured request cannot be replayed after the dedupe window has forgotten its id.
+``require_timestamp = true`` refuses requests without the header.
+Outbound: the reply is POSTed as JSON to the instance's ``outbound_url``, signed over the body,
+with ``X-Inboxhub-Reply-Id`` so the operator's endpoint can drop a resend of the same reply;
+redirects are not followed and the answer is read up to 64 KiB (``channels.http``).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, ClassVar
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
+from channels import http
 from channels.base import Capabilities, WebhookAdapter
 from channels.errors import InvalidSignature, MalformedPayload
 from channels.signing import hmac_sha256_hex, verify_prefixed_hmac_sha256
@@ -24,7 +31,9 @@ from hub.models import ChannelHints, InboundMessage, OutboundReply
 from hub.secrets import Secret
 
 SIGNATURE_HEADER = "X-Inboxhub-Signature"
+TIMESTAMP_HEADER = "X-Inboxhub-Timestamp"
 REPLY_ID_HEADER = "X-Inboxhub-Reply-Id"
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 Handle = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 ShortText = Annotated[str, msgspec.Meta(max_length=256)]
@@ -39,6 +48,10 @@ class ApiChannelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     timeout_seconds: float = 10.0
     default_market: str | None = None
     default_language: str | None = None
+    # Replay protection (X-Inboxhub-Timestamp): optional unless required; the window applies
+    # both ways, as clock skew.
+    require_timestamp: bool = False
+    max_timestamp_age_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
 
 
 class ApiInbound(msgspec.Struct, frozen=True):
@@ -80,8 +93,25 @@ class ApiChannel(WebhookAdapter):
         header = request.headers.get(SIGNATURE_HEADER)
         if header is None:
             raise InvalidSignature(f"missing {SIGNATURE_HEADER} header")
-        if not verify_prefixed_hmac_sha256(self._key, body, header):
-            raise InvalidSignature(f"{SIGNATURE_HEADER} does not match the body")
+        stamp = request.headers.get(TIMESTAMP_HEADER)
+        if stamp is None:
+            if self.settings.require_timestamp:
+                raise InvalidSignature(f"missing {TIMESTAMP_HEADER} header (this channel "
+                                       "requires it)")
+            if not verify_prefixed_hmac_sha256(self._key, body, header):
+                raise InvalidSignature(f"{SIGNATURE_HEADER} does not match the body")
+            return
+        if not _TIMESTAMP.fullmatch(stamp):
+            raise InvalidSignature(f"{TIMESTAMP_HEADER} must be UNIX seconds (ASCII digits)")
+        if not verify_prefixed_hmac_sha256(self._key, stamp.encode() + b"." + body, header):
+            raise InvalidSignature(f"{SIGNATURE_HEADER} does not match the timestamp and body "
+                                   f"(with {TIMESTAMP_HEADER}, sign '<timestamp>.<body>')")
+        age = time.time() - int(stamp)
+        limit = self.settings.max_timestamp_age_seconds
+        if abs(age) > limit:
+            when = "old" if age > 0 else "in the future"
+            raise InvalidSignature(f"{TIMESTAMP_HEADER} is {abs(age):.0f} s {when}; this "
+                                   f"channel accepts {limit:g} s")
 
     def parse(self, request: web.Request, body: bytes) -> Sequence[InboundMessage]:
         try:
@@ -138,13 +168,9 @@ class ApiChannel(WebhookAdapter):
             SIGNATURE_HEADER: "sha256=" + hmac_sha256_hex(self._key, body),
             REPLY_ID_HEADER: reply.reply_id,
         }
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
-        async with self.context.http.post(
-            self.settings.outbound_url, data=body, headers=headers, timeout=timeout
-        ) as resp:
-            payload = await resp.read()
-            resp.raise_for_status()
-        return _provider_id(payload) or reply.reply_id
+        answer = await http.post(self.context.http, self.settings.outbound_url, data=body,
+                                 headers=headers, timeout=self.settings.timeout_seconds)
+        return (None if answer.truncated else _provider_id(answer.body)) or reply.reply_id
 
 
 def _provider_id(payload: bytes) -> str | None:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, ClassVar, Protocol, final
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, cast, final
 
 import aiohttp
 import msgspec
@@ -62,7 +62,10 @@ class IngestCallback(Protocol):
 
 
 class QuarantineCallback(Protocol):
-    def __call__(self, channel_instance: str, raw: bytes, error: str) -> Awaitable[str]: ...
+    """Keeps an authentic but unusable body; ``headers`` are those ``parse`` needs to retry."""
+
+    def __call__(self, channel_instance: str, raw: bytes, error: str, *,
+                 headers: Mapping[str, str] | None = None) -> Awaitable[str]: ...
 
 
 class Capabilities(msgspec.Struct, frozen=True):
@@ -206,10 +209,24 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+class StoredRequest:
+    """What ``parse`` sees when a quarantined body is parsed again: the kept headers only."""
+
+    method = "POST"
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self.headers: Mapping[str, str] = dict(headers)
+        self.query: Mapping[str, str] = {}
+
+
 class WebhookAdapter(ChannelAdapter):
     """An adapter fed by provider POSTs: size limit, verify, parse, store, then acknowledge."""
 
     webhook_methods: ClassVar[frozenset[str]] = frozenset({"POST"})
+    # Request headers ``parse`` reads (e.g. an event-type header): kept with a quarantined body
+    # so ``inboxhub quarantine retry`` can parse it again after a fix. ``parse`` must read no
+    # other part of the request, or the adapter overrides ``reparse``.
+    replay_headers: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def verify(self, request: web.Request, body: bytes) -> None:
@@ -222,6 +239,26 @@ class WebhookAdapter(ChannelAdapter):
     async def handle_get(self, request: web.Request) -> web.StreamResponse:
         """Provider verification handshakes (Meta hub.challenge, eBay challenge_code)."""
         raise web.HTTPMethodNotAllowed(request.method, sorted(self.webhook_methods))
+
+    def reparse(self, body: bytes, headers: Mapping[str, str]) -> Sequence[InboundMessage]:
+        """Parse a body that was verified on arrival and quarantined (operator's retry)."""
+        return self.parse_or_explain(cast(web.Request, StoredRequest(headers)), body)
+
+    @final
+    def parse_or_explain(self, request: web.Request, body: bytes) -> Sequence[InboundMessage]:
+        """``parse``, with every failure a ``MalformedPayload``: an authentic body that trips
+        the parser (msgspec's RecursionError on 5,000 nested arrays, a bug in an adapter) is
+        kept in quarantine with a reason and answered 400, never a 500 that loses it."""
+        try:
+            return self.parse(request, body)
+        except MalformedPayload:
+            raise
+        except RecursionError:
+            raise MalformedPayload("body is nested too deeply to parse") from None
+        except Exception as exc:
+            raise MalformedPayload(
+                f"body could not be parsed ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
 
     def accepted(self, outcomes: Sequence[IngestOutcome]) -> web.StreamResponse:
         """The acknowledgement the provider expects once everything is stored."""
@@ -245,9 +282,13 @@ class WebhookAdapter(ChannelAdapter):
         except InboundError as exc:
             return self.rejected(exc)
         try:
-            messages = self.parse(request, body)
+            messages = self.parse_or_explain(request, body)
         except MalformedPayload as exc:
-            await self.context.quarantine(self.instance, body, exc.reason)
+            try:
+                await self._quarantine(request, body, exc.reason)
+            except Exception:
+                # Not kept means not answered for good: the provider will deliver it again.
+                return web.json_response({"error": "temporarily unable to store"}, status=503)
             return self.rejected(exc)
         outcomes: list[IngestOutcome] = []
         try:
@@ -257,6 +298,14 @@ class WebhookAdapter(ChannelAdapter):
             # Not stored means not acknowledged: the provider will deliver it again.
             return web.json_response({"error": "temporarily unable to store"}, status=503)
         return self.accepted(outcomes)
+
+
+    async def _quarantine(self, request: web.Request, body: bytes, reason: str) -> str:
+        if not self.replay_headers:
+            return await self.context.quarantine(self.instance, body, reason)
+        headers = {name: request.headers[name] for name in self.replay_headers
+                   if name in request.headers}
+        return await self.context.quarantine(self.instance, body, reason, headers=headers)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

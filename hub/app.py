@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from channels.base import AdapterContext
 from hub import keys as K
+from hub.admin_api import routes as admin_routes
 from hub.api import routes
 from hub.auth import TokenIndex, make_auth_middleware
 from hub.channel_manager import ChannelManager
@@ -27,7 +29,7 @@ from hub.crashpoints import crash_point
 from hub.health import routes as health_routes
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
-from hub.redis_connection import open_redis
+from hub.redis_connection import durability_warnings, open_redis
 from hub.router import Router
 from hub.routing_api import routes as routing_routes
 from hub.sender import RetryRelease, Sender
@@ -37,6 +39,8 @@ from hub.worker import StreamWorker
 from routing.engine import reload_engine
 from routing.runtime import build_engine
 from storage import keys as storage_keys
+from storage.lifecycle import purge_expired
+from storage.schema import ensure_schema
 from storage.store import Store
 from storage.streams import Entry, StreamGroup, consumer_name
 
@@ -50,8 +54,15 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_redis(config) as (client, _embedded):
         app[K.REDIS] = client
         app[K.STORE] = Store(client, partitions=config.storage.partitions,
-                             dedupe_ttl=config.storage.dedupe_ttl_seconds)
+                             dedupe_ttl=config.storage.dedupe_ttl_seconds,
+                             quarantine_max_entries=config.storage.quarantine_max_entries,
+                             quarantine_max_bytes=config.storage.quarantine_max_bytes)
         await client.ping()
+        # Refuses data written by a newer release (SchemaTooNew) before anything touches it.
+        await ensure_schema(client)
+        if config.storage.redis_url:
+            for warning in await durability_warnings(client):
+                log.warning("%s", warning)
         yield
 
 
@@ -113,6 +124,28 @@ async def reload_routing(app: web.Application) -> int:
     engine.identifier, engine.skills = fresh.identifier, fresh.skills
     engine.team_calendar = fresh.team_calendar
     return await reload_engine(engine, loaded.config.routing)
+
+
+class RetentionSweep:
+    """Deletes resolved conversations past ``storage.resolved_retention_days``: a pass every
+    15 minutes (more often for a retention shorter than an hour), and again a second later
+    while passes still find conversations to delete."""
+
+    EVERY_SECONDS = 900.0
+
+    def __init__(self, store: Store, retention_seconds: float) -> None:
+        self.store = store
+        self.retention_seconds = retention_seconds
+        self.every = min(self.EVERY_SECONDS, max(retention_seconds / 4, 1.0))
+        self._next = 0.0
+
+    async def iteration(self) -> bool:
+        if self.retention_seconds <= 0 or time.monotonic() < self._next:
+            return False
+        deleted = await purge_expired(self.store, time.time(),
+                                      retention_seconds=self.retention_seconds)
+        self._next = time.monotonic() + (1.0 if deleted else self.every)
+        return False
 
 
 class ReloadListener:
@@ -194,6 +227,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         supervisor.loop(worker.name, worker.iteration, idle_seconds=0,
                         prepare=worker.prepare, on_stop=worker.drain)
     supervisor.loop("retry-release", RetryRelease(store).iteration, idle_seconds=0.1)
+    retention = RetentionSweep(store, config.storage.resolved_retention_days * 86400)
+    supervisor.loop("retention", retention.iteration, idle_seconds=1.0)
     grace = config.hub.agent_heartbeat_grace_seconds
     supervisor.loop("routing-timers", lambda: engine.tick_timers(heartbeat_grace=grace),
                     idle_seconds=0.1)
@@ -232,6 +267,7 @@ def build_app(
     app.add_routes(health_routes)
     app.add_routes(routes)
     app.add_routes(routing_routes)
+    app.add_routes(admin_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

@@ -17,6 +17,7 @@ from hub.redis_connection import open_redis
 from routing.explain import describe, summary
 from storage import keys
 from storage.embedded import EmbeddedRedisError
+from storage.schema import SchemaTooNew, ensure_schema
 from storage.store import NotRetryable, Store, UnknownMessage
 
 DEFAULT_CONFIG = os.environ.get("INBOXHUB_CONFIG", "config/example.toml")
@@ -50,13 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     ql = qs.add_parser("list")
     ql.add_argument("--limit", type=_limit, default=50)
     ql.add_argument("--json", action="store_true")
+    qr = qs.add_parser("retry", help="parse a quarantined input again (after a fix or upgrade)")
+    qr.add_argument("entry_id")
     d = sub.add_parser("dlq", help="replies that failed for good")
     ds = d.add_subparsers(dest="action", required=True)
     dl = ds.add_parser("list")
     dl.add_argument("--limit", type=_limit, default=50)
     dl.add_argument("--json", action="store_true")
     dr = ds.add_parser("retry")
-    dr.add_argument("message_id")
+    dr.add_argument("message_id", nargs="?")
+    dr.add_argument("--all", action="store_true", help="every dead-lettered reply")
     r = sub.add_parser("routing", help="routing operations")
     rs = r.add_subparsers(dest="action", required=True)
     rr = rs.add_parser("reload", help="validate the config and make every hub reload routing")
@@ -64,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     re_.add_argument("conversation_id")
     re_.add_argument("--json", action="store_true")
     # Accept --config after the subcommand too (inboxhub check --config FILE).
-    for p in (sub.choices["serve"], sub.choices["check"], ql, dl, dr, rr, re_):
+    for p in (sub.choices["serve"], sub.choices["check"], ql, qr, dl, dr, rr, re_):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -76,7 +80,10 @@ def _stamp(t: float) -> str:
 async def _with_store(loaded: LoadedConfig, action: Callable[[Store], Awaitable[int]]) -> int:
     config = loaded.config
     async with open_redis(config) as (client, _owned):
-        store = Store(client, partitions=config.storage.partitions)
+        await ensure_schema(client)  # refuses data of a newer release
+        store = Store(client, partitions=config.storage.partitions,
+                      quarantine_max_entries=config.storage.quarantine_max_entries,
+                      quarantine_max_bytes=config.storage.quarantine_max_bytes)
         return await action(store)
 
 
@@ -107,17 +114,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(serve(loaded))
             return 0
+        if args.command == "quarantine" and args.action == "retry":
+            from hub.cli_lifecycle import quarantine_retry
+
+            return asyncio.run(_with_store(loaded, lambda s: quarantine_retry(s, loaded, args)))
         if args.command == "quarantine":
             return asyncio.run(_with_store(loaded, lambda s: _quarantine_list(s, args)))
         if args.command == "dlq" and args.action == "list":
             return asyncio.run(_with_store(loaded, lambda s: _dlq_list(s, args)))
+        if args.command == "dlq" and args.action == "retry" and args.all:
+            from hub.cli_lifecycle import dlq_retry_all
+
+            return asyncio.run(_with_store(loaded, dlq_retry_all))
         if args.command == "dlq" and args.action == "retry":
+            if not args.message_id:
+                print("inboxhub: dlq retry needs a MESSAGE_ID or --all", file=sys.stderr)
+                return 2
             return asyncio.run(_with_store(loaded, lambda s: _dlq_retry(s, args.message_id)))
         if args.command == "routing" and args.action == "reload":
             return asyncio.run(_with_store(loaded, _routing_reload))
         if args.command == "routing" and args.action == "explain":
             return asyncio.run(_with_store(loaded, lambda s: _routing_explain(s, args)))
-    except EmbeddedRedisError as exc:
+    except (EmbeddedRedisError, SchemaTooNew) as exc:
         print(f"inboxhub: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

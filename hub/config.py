@@ -39,6 +39,12 @@ class HubSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # An online agent whose inbox sent no heartbeat for this long is treated as offline and
     # their conversations go back to the queue; 0 disables the check.
     agent_heartbeat_grace_seconds: float = 0.0
+    # Slow clients (hub/http_guard.py): a request head must arrive within header_timeout (also
+    # the idle limit of a kept-alive connection), a body within body_timeout; past
+    # max_connections open connections a new one gets a 503.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 512
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -51,6 +57,12 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     socket_timeout_seconds: float = 10.0
     max_connections: int = 64
     pool_timeout_seconds: float = 5.0
+    # Quarantine bounds (storage/quarantine.py): the oldest entries go first past either.
+    quarantine_max_entries: int = 100_000
+    quarantine_max_bytes: int = 512 * 1024 * 1024
+    # Resolved conversations (and their messages) untouched for this many days are deleted by
+    # the retention sweep (storage/lifecycle.py); 0 keeps them forever.
+    resolved_retention_days: float = 0.0
 
 
 class OutboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -378,6 +390,15 @@ def _check_ranges(config: Config) -> None:
         ),
         (config.outbox.send_timeout_seconds > 0, "outbox.send_timeout_seconds: expected > 0"),
         (1 <= config.outbox.concurrency <= 1000, "outbox.concurrency: expected 1..1000"),
+        (config.hub.header_timeout_seconds > 0, "hub.header_timeout_seconds: expected > 0"),
+        (config.hub.body_timeout_seconds > 0, "hub.body_timeout_seconds: expected > 0"),
+        (config.hub.max_connections >= 1, "hub.max_connections: expected >= 1"),
+        (config.storage.quarantine_max_entries >= 1,
+         "storage.quarantine_max_entries: expected >= 1"),
+        (config.storage.quarantine_max_bytes >= 65536,
+         "storage.quarantine_max_bytes: expected >= 65536"),
+        (config.storage.resolved_retention_days >= 0,
+         "storage.resolved_retention_days: expected >= 0 (0 keeps them forever)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from hub.metrics import Metrics
 from hub.models import InboundMessage
@@ -32,8 +33,9 @@ class Ingestor:
         self.metrics.ingested.labels(message.channel_instance, outcome).inc()
         return result
 
-    async def quarantine(self, channel_instance: str, raw: bytes, error: str) -> str:
-        entry = await self.store.quarantine(channel_instance, raw, error)
+    async def quarantine(self, channel_instance: str, raw: bytes, error: str, *,
+                         headers: Mapping[str, str] | None = None) -> str:
+        entry = await self.store.quarantine(channel_instance, raw, error, headers=headers)
         self.metrics.quarantined.labels(channel_instance).inc()
         log.warning("quarantined input from %s as %s: %s", channel_instance, entry, error[:200])
         return entry

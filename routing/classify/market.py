@@ -99,7 +99,8 @@ _AMAZON: Final[dict[str, str]] = {
     "com.sg": "SG",
     "cn": "CN",
 }
-_AMAZON_RELAY = re.compile(r"@marketplace\.amazon\.([a-z.]+)$")
+_RELAY_DOMAIN = "marketplace.amazon."
+_RELAY_SUFFIX = re.compile(r"[a-z.]+")
 _AMAZON_SITE = re.compile(r"^(?:https?://)?(?:www\.|sellercentral\.)?amazon\.([a-z.]+?)/?$")
 _EBAY_SITE = re.compile(r"^EBAY_(?:MOTORS_)?(?:([A-Z]{2})(?=[A-Z]{2}$))?([A-Z]{2})$")
 _DOMAIN_SITE = re.compile(r"^(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2})/?$")
@@ -111,6 +112,12 @@ _GENERIC_CCTLDS: Final = frozenset(
     {"ai", "co", "io", "me", "tv", "fm", "gg", "ly", "to", "ws", "cc", "sh", "so", "st", "vc", "la"}
 )
 _REGIONS: Final = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+# Evidence longer than this is not a site id, an address or a phone number (RFC 5321 caps an
+# address at 254 characters): it is ignored unread, so a hostile 1 MB "e-mail" costs nothing.
+_MAX_SITE: Final = 256
+_MAX_EMAIL: Final = 320
+_MAX_PHONE: Final = 64
 
 
 def market_language(market: str | None) -> str | None:
@@ -155,11 +162,14 @@ def _from_site(site: str) -> MarketGuess | None:
 
 
 def _from_amazon_relay(email: str) -> MarketGuess | None:
-    relay = _AMAZON_RELAY.search(email.strip().lower())
-    if relay is None:
+    _, at, domain = email.strip().lower().rpartition("@")
+    if not at or not domain.startswith(_RELAY_DOMAIN):
         return None
-    country = _amazon_country(relay.group(1))
-    return _guess(country, "amazon_domain", f"amazon.{relay.group(1)}") if country else None
+    suffix = domain[len(_RELAY_DOMAIN):]
+    if not _RELAY_SUFFIX.fullmatch(suffix):
+        return None
+    country = _amazon_country(suffix)
+    return _guess(country, "amazon_domain", f"amazon.{suffix}") if country else None
 
 
 def _from_phone(phone: str | None, phone_country: str | None) -> MarketGuess | None:
@@ -207,6 +217,10 @@ def _from_email(email: str) -> MarketGuess | None:
     return _guess(found[0], "email_cctld", found[1]) if found else None
 
 
+def _bounded(value: str | None, limit: int) -> str | None:
+    return value if value is not None and len(value) <= limit else None
+
+
 def classify_market(
     *,
     marketplace_site: str | None = None,
@@ -216,6 +230,11 @@ def classify_market(
     channel_default: str | None = None,
 ) -> MarketGuess:
     """Decide the market from the strongest evidence present; never raises."""
+    marketplace_site = _bounded(marketplace_site, _MAX_SITE)
+    sender_email = _bounded(sender_email, _MAX_EMAIL)
+    phone = _bounded(phone, _MAX_PHONE)
+    phone_country = _bounded(phone_country, _MAX_PHONE)
+    channel_default = _bounded(channel_default, _MAX_SITE)
     guess: MarketGuess | None = None
     if marketplace_site:
         guess = _from_site(marketplace_site)
