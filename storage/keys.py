@@ -88,6 +88,10 @@ class PartitionKeys:
     def conversation(self, conversation_id: str) -> str:
         return f"{self.base}conv:{conversation_id}"
 
+    def index(self, field: str, value: str) -> str:
+        """Set of conversations whose ``field`` is ``value`` (layout in lua/conversations.lua)."""
+        return f"{self.base}idx:{field}:{value}"
+
     def conversation_messages(self, conversation_id: str) -> str:
         return f"{self.base}conv:{conversation_id}:msgs"
 
@@ -105,3 +109,13 @@ QUARANTINE = f"{PREFIX}:{GLOBAL_TAG}:quarantine"
 ROUTING_BASE = f"{PREFIX}:{{r}}:"
 MIRROR_GROUP = "mirror"
 ROUTING_RELOAD_CHANNEL = f"{ROUTING_BASE}reload"
+
+
+def routing_conversation(conversation_id: str) -> str:
+    """``rc:<c>``: a conversation's routing state (status, assignee, pool, ...)."""
+    return f"{ROUTING_BASE}rc:{conversation_id}"
+
+
+def routing_agent_pools(agent_id: str) -> str:
+    """``agent:<a>:pools``: the pools (queue steps) an agent is eligible for -> rank."""
+    return f"{ROUTING_BASE}agent:{agent_id}:pools"

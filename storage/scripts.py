@@ -29,3 +29,4 @@ class Scripts:
         self.release_retries: AsyncScript = redis.register_script(_source("release_retries"))
         self.retry_dead: AsyncScript = redis.register_script(_source("retry_dead"))
         self.dead_letter: AsyncScript = redis.register_script(_source("dead_letter"))
+        self.conversations: AsyncScript = redis.register_script(_source("conversations"))

@@ -46,6 +46,62 @@ class IngestResult(msgspec.Struct, frozen=True):
     new_conversation: bool
 
 
+class Position(msgspec.Struct, frozen=True):
+    """A place in the conversation list: the activity score as Redis gave it, and the id.
+
+    Rows come in (score, id) descending order, so a page that ends at a Position is continued
+    exactly even when many conversations share a timestamp. An empty id means "everything at
+    that score is already past" (the ``before`` timestamp of the old API).
+    """
+
+    score: str
+    id: str = ""
+
+
+class ConversationFilter(msgspec.Struct, frozen=True):
+    """AND across fields, OR among the values of one field; empty = any. ``channel`` matches
+    the channel type or the channel instance name."""
+
+    status: tuple[str, ...] = ()
+    channel: tuple[str, ...] = ()
+    language: tuple[str, ...] = ()
+    market: tuple[str, ...] = ()
+    assignee: tuple[str, ...] = ()
+    queue: tuple[str, ...] = ()
+
+    def groups(self) -> list[list[tuple[str, str]]]:
+        out: list[list[tuple[str, str]]] = []
+        for name in ("status", "channel", "language", "market", "assignee", "queue"):
+            values: tuple[str, ...] = getattr(self, name)
+            if values:
+                out.append([(name, v) for v in values])
+        return out
+
+
+class Visibility(msgspec.Struct, frozen=True):
+    """What an agent may see: assigned to ``agent``, or waiting in one of ``pools``."""
+
+    agent: str
+    pools: tuple[str, ...] = ()
+
+    def group(self) -> list[tuple[str, str]]:
+        return [("assignee", self.agent), *(("pool", p) for p in self.pools)]
+
+
+class ConversationPage(msgspec.Struct, frozen=True):
+    """One page; ``next`` continues it (None: this was the last page). ``plans`` says how
+    each partition answered (see lua/conversations.lua), for tests and diagnostics."""
+
+    conversations: list[Conversation]
+    next: Position | None
+    plans: tuple[str, ...] = ()
+
+
+class MessagePage(msgspec.Struct, frozen=True):
+    messages: list[MessageView]
+    next_seq: int | None
+
+
 class UnknownConversation(LookupError):
     """The id names no conversation (or is not one of our ids)."""
 
@@ -139,6 +195,10 @@ class Store:
             ],
         )
         mid, cid, seq, dup, new = result
+        if new and not dup:
+            # Index the new record (status "new", its channel) now rather than when the router
+            # writes its decision; safe to lose in a crash: every later update reindexes.
+            await self._conversations(k, "reindex", _s(cid) or "")
         return IngestResult(
             message_id=_s(mid) or "",
             conversation_id=_s(cid) or "",
@@ -204,20 +264,68 @@ class Store:
         self, *, limit: int = 50, before: float | None = None
     ) -> list[Conversation]:
         """Most recently active first, merged across partitions."""
-        top = "+inf" if before is None else f"({before}"
+        after = None if before is None else Position(repr(float(before)))
+        return (await self.page_conversations(limit=limit, after=after)).conversations
+
+    async def page_conversations(
+        self, *, limit: int = 50, after: Position | None = None,
+        filters: ConversationFilter | None = None, visibility: Visibility | None = None,
+        small_driver: int = 2000, min_scan: int = 1024,
+    ) -> ConversationPage:
+        """A full page of the conversations matching ``filters`` (and ``visibility``), most
+        recently active first, after ``after``: filtered inside Redis, so a page is short
+        only when it is the last one. The thresholds choose the plan (lua/conversations.lua);
+        tests lower them to drive every plan with little data."""
+        groups = (filters or ConversationFilter()).groups()
+        if visibility is not None:
+            groups.append(visibility.group())
+        spec = msgspec.json.encode(groups)
         async with self.redis.pipeline(transaction=False) as pipe:
             for k in self._parts:
-                pipe.zrevrangebyscore(k.conversations, top, "-inf", start=0, num=limit,
-                                      withscores=True)
-            per_part: list[list[tuple[bytes, float]]] = await pipe.execute()
-        merged = sorted((row for rows in per_part for row in rows), key=lambda r: -r[1])[:limit]
-        return await self.get_conversations(_s(cid) or "" for cid, _ in merged)
+                await self.scripts.conversations(
+                    keys=[k.conversations],
+                    args=[k.base, "page", after.score if after else "", after.id if after else "",
+                          limit + 1, spec, small_driver, min_scan],
+                    client=pipe,
+                )
+            replies: list[list[bytes]] = await pipe.execute()
+        rows: list[tuple[float, str, str]] = []
+        plans: list[str] = []
+        for reply in replies:
+            plans.append(_s(reply[0]) or "")
+            for i in range(1, len(reply), 2):
+                score = _s(reply[i + 1]) or "0"
+                rows.append((float(score), _s(reply[i]) or "", score))
+        rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        conversations = await self.get_conversations(cid for _, cid, _ in rows)
+        next_position = Position(rows[-1][2], rows[-1][1]) if more and rows else None
+        return ConversationPage(conversations, next_position, tuple(plans))
 
     async def update_conversation(self, conversation_id: str, fields: dict[str, str]) -> None:
+        """Write fields of an existing record and its filter indexes in one atomic step."""
         k = self.keys_for(conversation_id)
         if k is None:
             raise UnknownConversation(conversation_id)
-        await self.redis.hset(k.conversation(conversation_id), mapping=fields)  # type: ignore[arg-type]
+        flat = [part for item in fields.items() for part in item]
+        try:
+            await self._conversations(k, "update", conversation_id, *flat)
+        except ResponseError as exc:
+            if "NOCONV" in str(exc):
+                raise UnknownConversation(conversation_id) from None
+            raise
+
+    async def reindex_conversation(self, conversation_id: str) -> bool:
+        """Recompute a record's filter-index memberships from its fields (self-healing)."""
+        k = self.keys_for(conversation_id)
+        if k is None:
+            raise UnknownConversation(conversation_id)
+        return bool(await self._conversations(k, "reindex", conversation_id))
+
+    async def _conversations(self, k: PartitionKeys, command: str, *args: Any) -> Any:
+        return await self.scripts.conversations(keys=[k.conversations],
+                                                args=[k.base, command, *args])
 
     async def get_messages(self, conversation_id: str, *, limit: int = 500) -> list[MessageView]:
         """Messages in per-conversation sequence order (invariant 3)."""
@@ -231,6 +339,32 @@ class Store:
             rows: list[dict[bytes, bytes]] = await pipe.execute()
         pairs = zip(ids, rows, strict=True)
         return [_message_view(_s(mid) or "", row) for mid, row in pairs if row]
+
+    async def page_messages(self, conversation_id: str, *, limit: int = 100,
+                            after_seq: int | None = None,
+                            descending: bool = False) -> MessagePage:
+        """Messages in sequence order (or newest first), ``limit`` at a time after
+        ``after_seq``: keyset paging on the per-conversation sequence, so a page costs the
+        same on the first and on the ten-thousandth message."""
+        k = self.keys_for(conversation_id)
+        if k is None:
+            raise UnknownConversation(conversation_id)
+        key = k.conversation_messages(conversation_id)
+        if descending:
+            top = "+inf" if after_seq is None else f"({after_seq}"
+            ids = await self.redis.zrevrangebyscore(key, top, "-inf", start=0, num=limit + 1)
+        else:
+            bottom = "-inf" if after_seq is None else f"({after_seq}"
+            ids = await self.redis.zrangebyscore(key, bottom, "+inf", start=0, num=limit + 1)
+        more = len(ids) > limit
+        ids = ids[:limit]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mid in ids:
+                pipe.hgetall(k.message(_s(mid) or ""))
+            rows: list[dict[bytes, bytes]] = await pipe.execute()
+        views = [_message_view(_s(mid) or "", row)
+                 for mid, row in zip(ids, rows, strict=True) if row]
+        return MessagePage(views, views[-1].seq if more and views else None)
 
     async def get_message(self, message_id: str) -> MessageView | None:
         k = self.keys_for(message_id)
