@@ -144,6 +144,23 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
     return out
 
 
+def _plain_tuples(node: Any) -> Any:
+    """A fixed-size tuple of one type (``[conversation, agent]``) as an array of that type
+    with its length: the same constraint, in the form every OpenAPI tool reads (some
+    mishandle ``prefixItems`` with ``items: false``)."""
+    if isinstance(node, list):
+        return [_plain_tuples(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _plain_tuples(v) for k, v in node.items()}
+    prefix = out.get("prefixItems")
+    if isinstance(prefix, list) and prefix and all(p == prefix[0] for p in prefix) \
+            and out.get("items") is False:
+        del out["prefixItems"]
+        out["items"] = prefix[0]
+    return out
+
+
 _cache: dict[tuple[tuple[str, str, int], ...], dict[str, Any]] = {}
 
 
@@ -170,7 +187,7 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
                  "description": "Agent, supervisor and operator API of the inboxhub hub. "
                                 "Every error body is {\"error\": {\"code\", \"message\"}}."},
         "components": {
-            "schemas": components,
+            "schemas": _plain_tuples(components),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": dict(sorted(paths.items())),
