@@ -7,6 +7,7 @@ mutable delivery fields, so a status change never rewrites the payload.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -322,6 +323,31 @@ class Store:
         if k is None:
             raise UnknownConversation(conversation_id)
         return bool(await self._conversations(k, "reindex", conversation_id))
+
+    async def backfill_indexes(self, batch: int = 500) -> int:
+        """Index records written before the filter indexes existed (idempotent; run once
+        after an upgrade): each record's waiting pool is read from its routing state, then
+        one atomic update per record writes it and reindexes. Returns the records seen."""
+        seen = 0
+        for k in self._parts:
+            start = 0
+            while True:
+                ids = [_s(c) or "" for c in
+                       await self.redis.zrange(k.conversations, start, start + batch - 1)]
+                if not ids:
+                    break
+                start += batch
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for cid in ids:
+                        pipe.hmget(keys.routing_conversation(cid), "status", "pool")
+                    states = await pipe.execute()
+                for cid, (status, pool) in zip(ids, states, strict=True):
+                    waiting = status == b"waiting" and pool
+                    with contextlib.suppress(UnknownConversation):
+                        await self.update_conversation(
+                            cid, {"pool": _s(pool) or ""} if waiting else {})
+                seen += len(ids)
+        return seen
 
     async def _conversations(self, k: PartitionKeys, command: str, *args: Any) -> Any:
         return await self.scripts.conversations(keys=[k.conversations],

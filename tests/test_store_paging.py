@@ -179,3 +179,26 @@ async def test_update_of_a_missing_record_writes_nothing(store: Store) -> None:
     k = store.keys_for(ghost)
     assert k is not None
     assert not await store.redis.exists(k.conversation(ghost), k.index("status", "queued"))
+
+
+async def test_backfill_indexes_records_written_before_the_indexes(store: Store) -> None:
+    """An upgrade: records without `_idx` (and without the mirrored pool) become findable."""
+    from storage import keys
+
+    cids = [(await store.ingest(message(i))).conversation_id for i in range(3)]
+    for cid in cids:  # what a record written by the previous release looks like
+        k = store.keys_for(cid)
+        assert k is not None
+        await store.redis.hset(k.conversation(cid), mapping={"status": "queued",
+                                                             "queue": "es"})
+        await store.redis.hdel(k.conversation(cid), "_idx")
+        await store.redis.delete(k.index("status", "new"))
+    await store.redis.hset(keys.routing_conversation(cids[0]),
+                           mapping={"status": "waiting", "pool": "es#1"})
+    page = await store.page_conversations(filters=ConversationFilter(status=("queued",)))
+    assert page.conversations == []
+    assert await store.backfill_indexes(batch=2) == 3
+    page = await store.page_conversations(filters=ConversationFilter(status=("queued",)))
+    assert {c.id for c in page.conversations} == set(cids)
+    page = await store.page_conversations(visibility=Visibility("ana", ("es#1",)))
+    assert [c.id for c in page.conversations] == [cids[0]]
