@@ -290,17 +290,21 @@ class Store:
                     client=pipe,
                 )
             replies: list[list[bytes]] = await pipe.execute()
-        rows: list[tuple[float, str, str]] = []
+        rows: list[tuple[float, str, str, Any, Any, Any]] = []
         plans: list[str] = []
         for reply in replies:
             plans.append(_s(reply[0]) or "")
-            for i in range(1, len(reply), 2):
+            for i in range(1, len(reply), 5):
                 score = _s(reply[i + 1]) or "0"
-                rows.append((float(score), _s(reply[i]) or "", score))
+                raw, handle, name = reply[i + 2], reply[i + 3], reply[i + 4]
+                rows.append((float(score), _s(reply[i]) or "", score, raw, handle, name))
         rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
         more = len(rows) > limit
         rows = rows[:limit]
-        conversations = await self.get_conversations(cid for _, cid, _ in rows)
+        conversations = [
+            _conversation(dict(zip(raw[0::2], raw[1::2], strict=True)), [handle, name])
+            for _, _, _, raw, handle, name in rows if raw
+        ]
         next_position = Position(rows[-1][2], rows[-1][1]) if more and rows else None
         return ConversationPage(conversations, next_position, tuple(plans))
 

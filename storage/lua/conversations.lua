@@ -26,13 +26,14 @@
 --       means waiting in that pool, field "channel" matches type or instance.
 --       Order: activity descending, then id descending (byte order, like Redis's own), so a
 --       page boundary is exact even when many conversations share a timestamp.
---       Returns {plan, id, score, id, score, ...} with at most `limit` entries after the cursor.
+--       Returns {plan, id, score, record (HGETALL), contact handle, contact name, ...} for at
+--       most `limit` rows after the cursor: a page is one round trip.
 --
--- Plans (all exact): "all" walks the activity zset; "driver" reads the smallest group whole
--- (at most `small` members) and sorts it; "scan" walks the activity zset checking each entry
--- for at most max(min budget, size of the smallest group / 8) entries, then "scan+intersect"
--- finishes from ZINTERSTORE(activity, smallest group) into a temporary key deleted before the
--- script returns. Work is bounded by the smallest group, never by the partition's size.
+-- Plans (all exact, all read-only): "all" walks the activity zset; "driver" takes the
+-- smallest group (at most `small` members) intersected with the activity zset by ZINTER, in
+-- order; "scan" walks the activity zset checking each entry, for at most max(min budget,
+-- size of the smallest group / 8) entries, then "scan+intersect" finishes from ZINTER where
+-- the scan stopped. Work is bounded by the smallest group, never by the partition's size.
 
 local base = ARGV[1]
 local cmd = ARGV[2]
@@ -131,15 +132,41 @@ local function comes_after(score, id, s, i)
   return bytes_lt(id, i)
 end
 
+-- Each predicate's index key and the record fields that verify it, computed once.
+local needed, seen_field = {}, {}
+local function need(name)
+  if not seen_field[name] then seen_field[name] = true needed[#needed + 1] = name end
+end
+for _, group in ipairs(groups) do
+  for _, pred in ipairs(group) do
+    pred.key = index_key(pred[1] .. ':' .. pred[2])
+    if pred[1] == 'channel' then need('channel') need('channel_instance')
+    elseif pred[1] == 'pool' then need('status') need('pool')
+    else need(pred[1]) end
+  end
+end
+
 local function holds(f, field, value)
   if field == 'channel' then return f.channel == value or f.channel_instance == value end
   if field == 'pool' then return f.status == 'queued' and f.pool == value end
   return f[field] == value
 end
 
+-- In every group's index, then confirmed by the record itself (an index may lag a write
+-- that bypassed it; the record never does).
 local function matches(c)
   if #groups == 0 then return true end
-  local f = read_fields(c)
+  for _, group in ipairs(groups) do
+    local any = false
+    for _, pred in ipairs(group) do
+      if redis.call('SISMEMBER', pred.key, c) == 1 then any = true break end
+    end
+    if not any then return false end
+  end
+  local r = redis.call('HMGET', conv_key(c), unpack(needed))
+  local f = {}
+  for i, name in ipairs(needed) do f[name] = r[i] or '' end
+  if f.status == '' then f.status = 'new' end
   for _, group in ipairs(groups) do
     local any = false
     for _, pred in ipairs(group) do
@@ -151,6 +178,26 @@ local function matches(c)
 end
 
 local found = {}
+-- The reply carries each row's record and contact, so a page is one round trip.
+local function finish(plan)
+  local out = {plan}
+  for j = 1, #found, 2 do
+    local c = found[j]
+    local raw = redis.call('HGETALL', conv_key(c))
+    local contact_id = ''
+    for k = 1, #raw, 2 do
+      if raw[k] == 'contact_id' then contact_id = raw[k + 1] break end
+    end
+    local contact = redis.call('HMGET', base .. 'contact:' .. contact_id, 'handle', 'name')
+    out[#out + 1] = c
+    out[#out + 1] = found[j + 1]
+    out[#out + 1] = raw
+    out[#out + 1] = contact[1]
+    out[#out + 1] = contact[2]
+  end
+  return out
+end
+
 local function take(id, score_text)
   found[#found + 1] = id
   found[#found + 1] = score_text
@@ -194,32 +241,27 @@ end
 
 if #groups == 0 then
   walk(CONVS, cursor_text, cursor_id, nil, take)
-  return {'all', unpack(found)}
+  return finish('all')
 end
 
 -- The smallest group drives: the fewest candidates to look at.
 local driver, driver_size = nil, nil
 for _, group in ipairs(groups) do
   local size = 0
-  for _, pred in ipairs(group) do
-    size = size + redis.call('SCARD', index_key(pred[1] .. ':' .. pred[2]))
-  end
+  for _, pred in ipairs(group) do size = size + redis.call('SCARD', pred.key) end
   if driver_size == nil or size < driver_size then driver, driver_size = group, size end
 end
 
-if driver_size <= small then
-  local seen, rows = {}, {}
+-- The driver group's members with their activity, in list order, from just after (s, i):
+-- ZINTER does the intersection and the ordering in C, read-only.
+local function intersect_from(s_text, id)
+  local rows, seen = {}, {}
   for _, pred in ipairs(driver) do
-    for _, c in ipairs(redis.call('SMEMBERS', index_key(pred[1] .. ':' .. pred[2]))) do
-      if not seen[c] then
-        seen[c] = true
-        local score_text = redis.call('ZSCORE', CONVS, c)
-        if score_text then
-          local score = tonumber(score_text)
-          if comes_after(score, c, cursor_score, cursor_id) and matches(c) then
-            rows[#rows + 1] = {c, score, score_text}
-          end
-        end
+    local got = redis.call('ZINTER', 2, CONVS, pred.key, 'WEIGHTS', 1, 0, 'WITHSCORES')
+    for j = 1, #got, 2 do
+      if not seen[got[j]] then
+        seen[got[j]] = true
+        rows[#rows + 1] = {got[j], tonumber(got[j + 1]), got[j + 1]}
       end
     end
   end
@@ -227,25 +269,23 @@ if driver_size <= small then
     if a[2] ~= b[2] then return a[2] > b[2] end
     return bytes_lt(b[1], a[1])
   end)
-  for j = 1, math.min(limit, #rows) do take(rows[j][1], rows[j][3]) end
-  return {'driver', unpack(found)}
+  local s = nil
+  if s_text ~= '' then s = tonumber(s_text) end
+  for _, row in ipairs(rows) do
+    if comes_after(row[2], row[1], s, id) and matches(row[1]) and not take(row[1], row[3]) then
+      return
+    end
+  end
+end
+
+if driver_size <= small then
+  intersect_from(cursor_text, cursor_id)
+  return finish('driver')
 end
 
 local budget = math.max(min_budget, math.floor(driver_size / 8))
 local outcome, last_s, last_id = walk(CONVS, cursor_text, cursor_id, budget, take)
-if outcome ~= 'budget' then return {'scan', unpack(found)} end
-
--- Sparse among many: finish from the intersection, in C, from where the scan stopped.
-local tmp = base .. 'tmp:page'
-local source = index_key(driver[1][1] .. ':' .. driver[1][2])
-if #driver > 1 then
-  local union = {'SUNIONSTORE', tmp .. ':union'}
-  for _, pred in ipairs(driver) do union[#union + 1] = index_key(pred[1] .. ':' .. pred[2]) end
-  redis.call(unpack(union))
-  source = tmp .. ':union'
-end
-redis.call('ZINTERSTORE', tmp, 2, CONVS, source, 'WEIGHTS', 1, 0)
-redis.call('DEL', tmp .. ':union')
-walk(tmp, last_s, last_id, nil, take)
-redis.call('DEL', tmp)
-return {'scan+intersect', unpack(found)}
+if outcome ~= 'budget' then return finish('scan') end
+-- Sparse among many: finish from the intersection, from where the scan stopped.
+intersect_from(last_s, last_id)
+return finish('scan+intersect')
