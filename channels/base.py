@@ -32,6 +32,7 @@ from channels.errors import (
     AuthError,
     ChannelError,
     InboundError,
+    InvalidSignature,
     MalformedPayload,
     PayloadTooLarge,
     PermanentError,
@@ -268,14 +269,14 @@ class WebhookAdapter(ChannelAdapter):
         )
 
     def rejected(self, error: InboundError) -> web.StreamResponse:
-        return web.json_response({"error": error.reason}, status=error.status)
+        return error_json(error.status, inbound_error_code(error), error.reason)
 
     @final
     async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET":
             return await self.handle_get(request)
         if self._ingest is None:
-            return web.json_response({"error": "channel not started"}, status=503)
+            return error_json(503, "unavailable", "channel not started")
         try:
             body = await read_body(request, self.context.max_body_bytes)
             self.verify(request, body)
@@ -288,7 +289,7 @@ class WebhookAdapter(ChannelAdapter):
                 await self._quarantine(request, body, exc.reason)
             except Exception:
                 # Not kept means not answered for good: the provider will deliver it again.
-                return web.json_response({"error": "temporarily unable to store"}, status=503)
+                return error_json(503, "unavailable", "temporarily unable to store")
             return self.rejected(exc)
         outcomes: list[IngestOutcome] = []
         try:
@@ -296,9 +297,8 @@ class WebhookAdapter(ChannelAdapter):
                 outcomes.append(await self.ingest(message))
         except Exception:
             # Not stored means not acknowledged: the provider will deliver it again.
-            return web.json_response({"error": "temporarily unable to store"}, status=503)
+            return error_json(503, "unavailable", "temporarily unable to store")
         return self.accepted(outcomes)
-
 
     async def _quarantine(self, request: web.Request, body: bytes, reason: str) -> str:
         if not self.replay_headers:
@@ -306,6 +306,21 @@ class WebhookAdapter(ChannelAdapter):
         headers = {name: request.headers[name] for name in self.replay_headers
                    if name in request.headers}
         return await self.context.quarantine(self.instance, body, reason, headers=headers)
+
+
+def error_json(status: int, code: str, message: str) -> web.Response:
+    """The hub's one error shape, ``{"error": {"code", "message"}}``, for webhook answers."""
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def inbound_error_code(error: InboundError) -> str:
+    if isinstance(error, InvalidSignature):
+        return "invalid_signature"
+    if isinstance(error, PayloadTooLarge):
+        return "payload_too_large"
+    if isinstance(error, MalformedPayload):
+        return "malformed_payload"
+    return "bad_request"
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

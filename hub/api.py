@@ -1,25 +1,59 @@
-"""The agent-facing REST API (``/api/v1``); health, readiness and metrics are in ``hub.health``."""
+"""The agent-facing REST API (``/api/v1``); health, readiness and metrics are in ``hub.health``.
+
+Every handler states its contract with ``@operation`` (hub/openapi.py builds the published
+document from them), reads its query through a ``Query`` (hub/query.py: strict, 400 on bad
+input), answers with Structs (hub/views.py) and raises ``ApiError`` for the one error shape.
+What an agent may see and do is decided in hub/scope.py.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+import phonenumbers
 from aiohttp import web
 
 from channels.errors import ReplyRejected
 from hub import keys as K
-from hub.auth import require_role
-from hub.models import Conversation, OutboundReply
-from hub.openapi import build_openapi
+from hub import query as q
+from hub.auth import PRINCIPAL, Principal, require_role
+from hub.errors import ApiError
+from hub.models import Conversation, ConversationDetail, OutboundReply
+from hub.openapi import build_openapi, operation
+from hub.paging import (
+    conversation_cursor,
+    conversation_position,
+    message_cursor,
+    message_position,
+)
+from hub.scope import Gate, visibility
+from hub.views import (
+    ConversationList,
+    DeadLetterList,
+    MessageList,
+    QuarantineList,
+    ReplyAccepted,
+    RetryQueued,
+)
+from routing.config import RoutingConfig
 from storage import keys as storage_keys
-from storage.store import NotRetryable, UnknownConversation, UnknownMessage
+from storage.store import (
+    ConversationFilter,
+    NotRetryable,
+    Position,
+    UnknownConversation,
+    UnknownMessage,
+)
 
 routes = web.RouteTableDef()
 
 
 class ReplyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``author`` is optional and, when given, must be the caller: a reply is always
+    authored by the token's principal. ``client_key`` = ``Idempotency-Key``."""
+
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
     author: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     client_key: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
@@ -28,19 +62,17 @@ class ReplyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _encoder = msgspec.json.Encoder()
 T = TypeVar("T")
 
+CID = {"id": "conversation id"}
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "a retried request with the same key returns the first reply (24 h)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[!-~]+$"},
+}
+
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(data), status=status,
                         content_type="application/json")
-
-
-def error(status: int, message: str) -> web.Response:
-    return json_response({"error": message}, status)
-
-
-def _http_error(kind: type[web.HTTPException], message: str) -> web.HTTPException:
-    return kind(text=_encoder.encode({"error": message}).decode(),
-                content_type="application/json")
 
 
 def decode_body(body: bytes, type_: type[T]) -> T:
@@ -48,74 +80,220 @@ def decode_body(body: bytes, type_: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=type_)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise _http_error(web.HTTPBadRequest, f"invalid request: {exc}") from None
+        raise ApiError(400, f"invalid request: {exc}", "invalid_body") from None
 
 
-async def conversation_or_404(request: web.Request) -> Conversation:
+def principal_of(request: web.Request) -> Principal:
+    principal: Principal = request[PRINCIPAL]
+    return principal
+
+
+def gate(request: web.Request) -> Gate:
+    return Gate(request.app[K.STORE].redis, principal_of(request),
+                request.app[K.CONFIG].config.api.agent_scope)
+
+
+async def conversation_or_404(request: web.Request, *,
+                              access: Literal["read", "act"] = "read") -> Conversation:
+    """The conversation named in the path, if it exists and the caller may see it (reads:
+    404 otherwise, like an unknown id) or act on it (actions: 403)."""
     conversation = await request.app[K.STORE].get_conversation(request.match_info["id"])
     if conversation is None:
-        raise _http_error(web.HTTPNotFound, "no such conversation")
+        raise ApiError(404, "no such conversation")
+    checks = gate(request)
+    if access == "read":
+        await checks.read(conversation.id)
+    else:
+        await checks.act(conversation.id)
     return conversation
 
 
 @routes.get("/api/v1/openapi.json")
+@operation("This document (OpenAPI 3.1)", {200: dict}, role=None, tag="meta")
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(build_openapi())
+    return json_response(build_openapi(request.app))
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(text=f'{{"error": "{name} must be an integer"}}',
-                                 content_type="application/json") from None
-    if not low <= value <= high:
-        raise web.HTTPBadRequest(text=f'{{"error": "{name} must be in {low}..{high}"}}',
-                                 content_type="application/json")
-    return value
+LIST_QUERY = q.Query((
+    q.integer("limit", "page size", 1, 200, 50),
+    q.text("cursor", "the next_cursor of the previous page", 512),
+    q.timestamp("before", "only conversations last active before this UNIX time (the older "
+                          "way to page; cannot be combined with cursor)"),
+    q.value_list("status", "conversation status", "(new|queued|assigned|resolved)"),
+    q.value_list("channel", "channel type (api, telegram, ...) or channel instance name",
+                 "[A-Za-z0-9_-]{1,64}"),
+    q.value_list("language", "ISO 639-1 language of routing.languages", "[A-Za-z]{2}",
+                 fold=str.lower),
+    q.value_list("market", "ISO 3166-1 alpha-2 market", "[A-Za-z]{2}", fold=str.upper),
+    q.value_list("assignee", "agent id", "[A-Za-z0-9_.-]{1,64}"),
+    q.value_list("queue", "routing queue name", "[A-Za-z0-9_.-]{1,64}"),
+    q.boolean("mine", "only conversations assigned to the caller"),
+))
+
+
+def _known(what: str, values: tuple[str, ...], known: set[str]) -> tuple[str, ...]:
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        listed = ", ".join(sorted(known)[:30]) or "none configured"
+        raise ApiError(400, f"{what}: unknown value {unknown[0]!r} (known: {listed})",
+                       "unknown_filter_value")
+    return values
+
+
+def _markets(cfg: RoutingConfig) -> set[str]:
+    """ISO regions plus every market the routing config names."""
+    known = set(phonenumbers.SUPPORTED_REGIONS) | set(cfg.channel_markets.values())
+    known.update(m.upper() for a in cfg.agents for m in a.markets)
+    known.update(m.upper() for queue in cfg.queues for step in queue.steps for m in step.markets)
+    return known
+
+
+class NothingMatches(Exception):
+    """The filters contradict each other (``mine=true`` with someone else's ``assignee``)."""
+
+
+async def _filters(request: web.Request, query: dict[str, Any]) -> ConversationFilter:
+    """Filter values checked against what this hub knows: a typo is a 400, not a silently
+    empty list."""
+    config = request.app[K.CONFIG].config
+    engine = request.app[K.ROUTING]
+    channels = {c.name for c in config.channels} | {c.type for c in config.channels}
+    assignees: tuple[str, ...] = query.get("assignee", ())
+    if assignees:
+        _known("assignee", assignees, {a.id for a in await engine.agents()})
+    if query.get("mine"):
+        me = principal_of(request).name
+        if assignees and me not in assignees:
+            raise NothingMatches
+        assignees = (me,)
+    return ConversationFilter(
+        status=query.get("status", ()),
+        channel=_known("channel", query.get("channel", ()), channels),
+        language=_known("language", query.get("language", ()), set(engine.cfg.languages)),
+        market=_known("market", query.get("market", ()), _markets(engine.cfg)),
+        assignee=assignees,
+        queue=_known("queue", query.get("queue", ()), {x.name for x in engine.queues}),
+    )
 
 
 @routes.get("/api/v1/conversations")
+@operation(
+    "Conversations, most recently active first",
+    {200: ConversationList},
+    description="Keyset-paged: pass next_cursor back as cursor. Filters are applied inside "
+                "Redis before the page is cut, so a page is short only when it is the last. "
+                "An agent sees what api.agent_scope allows (their own, and with \"pools\" "
+                "those waiting in queues they are eligible for).",
+    query=LIST_QUERY,
+)
 async def list_conversations(request: web.Request) -> web.Response:
-    require_role(request, "agent")
-    limit = _int_param(request, "limit", 50, 1, 200)
-    status = request.query.get("status")
-    channel = request.query.get("channel")
-    before_raw = request.query.get("before")
+    principal = require_role(request, "agent")
+    query = LIST_QUERY.parse(request)
+    if "cursor" in query and "before" in query:
+        raise ApiError(400, "give cursor or before, not both", "invalid_parameter")
+    after: Position | None = None
+    if "cursor" in query:
+        after = conversation_position(query["cursor"])
+    elif "before" in query:
+        after = Position(repr(query["before"]))
     try:
-        before = float(before_raw) if before_raw is not None else None
-    except ValueError:
-        return error(400, "before must be a UNIX timestamp")
+        filters = await _filters(request, query)
+    except NothingMatches:
+        return json_response(ConversationList([], None))
     store = request.app[K.STORE]
-    filtered = bool(status or channel)
-    rows = await store.list_conversations(limit=limit * 4 if filtered else limit, before=before)
-    if status:
-        rows = [c for c in rows if c.status == status]
-    if channel:
-        rows = [c for c in rows if channel in (c.channel, c.channel_instance)]
-    return json_response({"conversations": rows[:limit]})
+    seen_by = await visibility(store.redis, principal,
+                               request.app[K.CONFIG].config.api.agent_scope)
+    page = await store.page_conversations(limit=query.get("limit", 50), after=after,
+                                          filters=filters, visibility=seen_by)
+    return json_response(ConversationList(page.conversations, conversation_cursor(page.next)))
+
+
+def _messages_query(default: int) -> q.Query:
+    return q.Query((
+        q.integer("limit", "messages per page", 1, 500, default),
+        q.text("cursor", "the next_cursor of the previous page", 512),
+        q.choice("order", "asc: oldest first (default); desc: newest first", ("asc", "desc")),
+    ))
+
+
+DETAIL_QUERY = _messages_query(500)
+MESSAGES_QUERY = _messages_query(100)
+
+
+async def _message_page(request: web.Request, conversation: Conversation,
+                        query: dict[str, Any], default: int) -> tuple[Any, str | None]:
+    order = query.get("order", "asc")
+    after = (message_position(query["cursor"], conversation.id, order)
+             if "cursor" in query else None)
+    page = await request.app[K.STORE].page_messages(
+        conversation.id, limit=query.get("limit", default), after_seq=after,
+        descending=order == "desc")
+    return page.messages, message_cursor(conversation.id, page.next_seq, order)
 
 
 @routes.get("/api/v1/conversations/{id}")
+@operation(
+    "A conversation with its first page of messages",
+    {200: ConversationDetail, 404: None},
+    description="messages are in sequence order (order=desc: newest first); next_cursor "
+                "continues them here or at .../messages.",
+    query=DETAIL_QUERY, path_params=CID,
+)
 async def get_conversation(request: web.Request) -> web.Response:
     require_role(request, "agent")
+    query = DETAIL_QUERY.parse(request)
     conversation = await conversation_or_404(request)
-    messages = await request.app[K.STORE].get_messages(conversation.id)
-    return json_response({"conversation": conversation, "messages": messages})
+    messages, cursor = await _message_page(request, conversation, query, 500)
+    return json_response(ConversationDetail(conversation, messages, cursor))
+
+
+@routes.get("/api/v1/conversations/{id}/messages")
+@operation(
+    "A conversation's messages, paged",
+    {200: MessageList, 404: None},
+    description="Keyset-paged on the per-conversation sequence: the 10,000th message costs "
+                "what the first does.",
+    query=MESSAGES_QUERY, path_params=CID,
+)
+async def list_messages(request: web.Request) -> web.Response:
+    require_role(request, "agent")
+    query = MESSAGES_QUERY.parse(request)
+    conversation = await conversation_or_404(request)
+    messages, cursor = await _message_page(request, conversation, query, 100)
+    return json_response(MessageList(messages, cursor))
+
+
+def _idempotency_key(request: web.Request, body_key: str | None) -> str | None:
+    header = request.headers.get("Idempotency-Key")
+    if header is not None and (not 1 <= len(header) <= 128
+                               or not all("!" <= ch <= "~" for ch in header)):
+        raise ApiError(400, "Idempotency-Key: expected 1..128 printable ASCII characters",
+                       "invalid_header")
+    return body_key or header
 
 
 @routes.post("/api/v1/conversations/{id}/replies")
+@operation(
+    "Reply through the conversation's channel",
+    {202: ReplyAccepted, 200: ReplyAccepted, 403: None, 404: None, 409: None, 422: None},
+    description="202 queued for sending; 200 when the idempotency key was seen (the first "
+                "reply is returned). The author is always the caller. 422: over the "
+                "channel's length limit or outside its reply window.",
+    body=ReplyRequest, headers=(IDEMPOTENCY_HEADER,), path_params=CID,
+)
 async def post_reply(request: web.Request) -> web.Response:
     principal = require_role(request, "agent")
     store = request.app[K.STORE]
     req = decode_body(await request.read(), ReplyRequest)
-    conversation = await conversation_or_404(request)
+    client_key = _idempotency_key(request, req.client_key)
+    if req.author is not None and req.author != principal.name:
+        raise ApiError(403, f"a reply is authored by the caller ({principal.name}); author "
+                            "may not name anyone else", "author_mismatch")
+    conversation = await conversation_or_404(request, access="act")
     adapter = request.app[K.CHANNELS].get(conversation.channel_instance)
     if adapter is None:
-        return error(409, f"channel instance {conversation.channel_instance} is not configured")
+        raise ApiError(409, f"channel instance {conversation.channel_instance} is not "
+                            "configured", "channel_unavailable")
     reply_id = storage_keys.new_id(int(conversation.id.split(".", 1)[0]))
     reply = OutboundReply(
         reply_id=reply_id,
@@ -125,46 +303,57 @@ async def post_reply(request: web.Request) -> web.Response:
         thread_id=conversation.thread_id,
         recipient_handle=conversation.contact_handle,
         text=req.text,
-        author=req.author or principal.name,
+        author=principal.name,
         in_reply_to=conversation.last_inbound_provider_id,
         last_inbound_at=conversation.last_inbound_at,
     )
     try:
         adapter.check_reply(reply, now=time.time())
     except ReplyRejected as exc:
-        return error(422, str(exc))
-    client_key = req.client_key or request.headers.get("Idempotency-Key")
+        raise ApiError(422, str(exc), "reply_rejected") from None
     try:
         message_id, duplicate = await store.enqueue_reply(reply, client_key=client_key)
     except UnknownConversation:
-        return error(404, "no such conversation")
+        raise ApiError(404, "no such conversation") from None
     if not duplicate:
         await request.app[K.ROUTING].agent_replied(conversation.id)
     view = await store.get_message(message_id)
-    return json_response({"message": view, "duplicate": duplicate}, 200 if duplicate else 202)
+    if view is None:
+        raise ApiError(409, "the reply for this idempotency key is gone", "conflict")
+    return json_response(ReplyAccepted(view, duplicate), 200 if duplicate else 202)
+
+
+OPERATOR_QUERY = q.Query((q.integer("limit", "entries, newest first", 1, 1000, 100),))
 
 
 @routes.get("/api/v1/quarantine")
+@operation("Inputs that could not be normalized", {200: QuarantineList}, role="supervisor",
+           tag="operations", query=OPERATOR_QUERY)
 async def list_quarantine(request: web.Request) -> web.Response:
     require_role(request, "supervisor")
-    limit = _int_param(request, "limit", 100, 1, 1000)
-    return json_response({"entries": await request.app[K.STORE].list_quarantine(limit)})
+    limit = OPERATOR_QUERY.parse(request).get("limit", 100)
+    return json_response(QuarantineList(await request.app[K.STORE].list_quarantine(limit)))
 
 
 @routes.get("/api/v1/dlq")
+@operation("Replies that failed for good", {200: DeadLetterList}, role="supervisor",
+           tag="operations", query=OPERATOR_QUERY)
 async def list_dlq(request: web.Request) -> web.Response:
     require_role(request, "supervisor")
-    limit = _int_param(request, "limit", 100, 1, 1000)
-    return json_response({"entries": await request.app[K.STORE].list_dead_letters(limit)})
+    limit = OPERATOR_QUERY.parse(request).get("limit", 100)
+    return json_response(DeadLetterList(await request.app[K.STORE].list_dead_letters(limit)))
 
 
 @routes.post("/api/v1/dlq/{message_id}/retry")
+@operation("Send a failed reply again", {202: RetryQueued, 404: None, 409: None},
+           role="supervisor", tag="operations", path_params={"message_id": "message id"})
 async def retry_dlq(request: web.Request) -> web.Response:
     require_role(request, "supervisor")
     try:
         await request.app[K.STORE].retry_dead_letter(request.match_info["message_id"])
     except UnknownMessage:
-        return error(404, "no such message")
+        raise ApiError(404, "no such message") from None
     except NotRetryable:
-        return error(409, "only a failed outbound reply can be retried")
-    return json_response({"status": "queued"}, 202)
+        raise ApiError(409, "only a failed outbound reply can be retried",
+                       "not_retryable") from None
+    return json_response(RetryQueued("queued"), 202)

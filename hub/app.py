@@ -59,7 +59,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
                              quarantine_max_bytes=config.storage.quarantine_max_bytes)
         await client.ping()
         # Refuses data written by a newer release (SchemaTooNew) before anything touches it.
-        await ensure_schema(client)
+        await ensure_schema(client, partitions=config.storage.partitions)
         if config.storage.redis_url:
             for warning in await durability_warnings(client):
                 log.warning("%s", warning)

@@ -12,13 +12,21 @@ import msgspec
 from aiohttp import web
 
 from hub.config import TokenSettings
+from hub.errors import ApiError, error_response, shape_errors
 
 ROLE_RANK = {"agent": 1, "supervisor": 2, "admin": 3}
+UNAUTHENTICATED_PATHS = frozenset({"/api/v1/openapi.json"})
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="inboxhub"'}
 
 
 class Principal(msgspec.Struct, frozen=True):
+    """Who a request acts as; for an agent token ``name`` is the agent id in routing."""
+
     name: str
     role: str
+
+    def at_least(self, role: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
 
 
 class TokenIndex:
@@ -51,31 +59,29 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def require_role(request: web.Request, role: str) -> Principal:
     principal: Principal | None = request.get(PRINCIPAL)
     if principal is None:
-        raise web.HTTPUnauthorized(
-            text='{"error": "missing or invalid bearer token"}',
-            content_type="application/json",
-            headers={"WWW-Authenticate": 'Bearer realm="inboxhub"'},
-        )
-    if ROLE_RANK[principal.role] < ROLE_RANK[role]:
-        raise web.HTTPForbidden(
-            text=f'{{"error": "requires role {role}"}}', content_type="application/json"
-        )
+        raise ApiError(401, "missing or invalid bearer token", headers=_CHALLENGE)
+    if not principal.at_least(role):
+        raise ApiError(403, f"requires role {role}")
     return principal
 
 
 def make_auth_middleware(index: TokenIndex) -> Any:
-    @web.middleware
-    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
+    """The front door of every request: errors leave in one shape (``hub.errors``), and
+    everything under ``/api/`` but the OpenAPI document needs a valid bearer token."""
+
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/") and request.path not in UNAUTHENTICATED_PATHS:
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             principal = index.authenticate(token.strip()) if scheme.lower() == "bearer" else None
             if principal is None:
-                return web.json_response(
-                    {"error": "missing or invalid bearer token"}, status=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="inboxhub"'},
-                )
+                return error_response(401, "missing or invalid bearer token",
+                                      headers=_CHALLENGE)
             request[PRINCIPAL] = principal
         return await handler(request)
 
-    return auth_middleware
+    @web.middleware
+    async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await shape_errors(request, lambda r: authenticate(r, handler))
+
+    return front_door

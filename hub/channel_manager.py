@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from channels.base import AdapterContext, ChannelAdapter, IngestCallback
+from channels.base import AdapterContext, ChannelAdapter, IngestCallback, error_json
 from channels.registry import load_adapter_class
 from hub.config import LoadedConfig
 
@@ -43,7 +43,11 @@ class ChannelManager:
         """``/webhooks/{type}/{instance}``: unknown or mismatched instances are a plain 404."""
         adapter = self.adapters.get(request.match_info["instance"])
         if adapter is None or adapter.type_name != request.match_info["type"]:
-            return web.json_response({"error": "no such channel instance"}, status=404)
+            return error_json(404, "not_found", "no such channel instance")
         if request.method not in adapter.webhook_methods:
-            return web.json_response({"error": "method not allowed"}, status=405)
+            allowed = ", ".join(sorted(adapter.webhook_methods))
+            response = error_json(405, "method_not_allowed",
+                                  f"method {request.method} is not allowed here; use {allowed}")
+            response.headers["Allow"] = allowed
+            return response
         return await adapter.handle_webhook(request)

@@ -80,7 +80,7 @@ def _stamp(t: float) -> str:
 async def _with_store(loaded: LoadedConfig, action: Callable[[Store], Awaitable[int]]) -> int:
     config = loaded.config
     async with open_redis(config) as (client, _owned):
-        await ensure_schema(client)  # refuses data of a newer release
+        await ensure_schema(client, partitions=config.storage.partitions)  # refuses newer data
         store = Store(client, partitions=config.storage.partitions,
                       quarantine_max_entries=config.storage.quarantine_max_entries,
                       quarantine_max_bytes=config.storage.quarantine_max_bytes)

@@ -83,6 +83,10 @@ class TokenSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tokens: list[TokenSettings] = []
+    # What an agent token sees and acts on (hub/scope.py): "own" = conversations assigned to
+    # them; "pools" = also those waiting in queues they are eligible for; "all" = everything.
+    # Supervisors and admins always see everything.
+    agent_scope: Literal["own", "pools", "all"] = "pools"
 
 
 class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -30,14 +30,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _HEAD_END = b"\r\n\r\n"
 
 
-def _canned(status: str, message: str, extra: str = "") -> bytes:
-    body = json.dumps({"error": message}).encode()
+def _canned(status: str, code: str, message: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
     return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n").encode() + body
 
 
-_TOO_MANY = _canned("503 Service Unavailable", "too many open connections", "Retry-After: 1\r\n")
-_HEAD_TIMEOUT = _canned("408 Request Timeout", "request head not received in time")
+_TOO_MANY = _canned("503 Service Unavailable", "unavailable", "too many open connections",
+                    "Retry-After: 1\r\n")
+_HEAD_TIMEOUT = _canned("408 Request Timeout", "request_timeout",
+                        "request head not received in time")
 
 
 class ConnectionGuard:
@@ -145,8 +147,9 @@ def body_deadline(seconds: float) -> Any:
             if request.content.is_eof():
                 raise  # the handler's own timeout, not ours
             log.warning("request body not received within %.1fs; connection closed", seconds)
-            response = web.json_response({"error": "request body not received in time"},
-                                         status=408)
+            response = web.json_response(
+                {"error": {"code": "request_timeout",
+                           "message": "request body not received in time"}}, status=408)
             response.force_close()
             await response.prepare(request)
             await response.write_eof()

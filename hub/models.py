@@ -164,10 +164,12 @@ class Conversation(msgspec.Struct, frozen=True):
 
 
 class ConversationDetail(msgspec.Struct, frozen=True):
-    """A conversation with its messages in sequence order."""
+    """A conversation with a page of its messages in sequence order; ``next_cursor``
+    continues the messages (null: there are no more)."""
 
     conversation: Conversation
     messages: list[MessageView]
+    next_cursor: str | None = None
 
 
 class QuarantineEntry(msgspec.Struct, frozen=True, omit_defaults=True):

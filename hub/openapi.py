@@ -1,118 +1,236 @@
-"""The published OpenAPI 3.1 document; schemas come from the msgspec Structs themselves so
-the document cannot drift from what the API actually returns."""
+"""The published OpenAPI 3.1 document, generated from the app's route table.
+
+Every handler states its contract with ``@operation`` (role, query parameters, body, responses
+as Structs); routes whose handlers live elsewhere (health, webhooks) are described with
+``document``. ``build_openapi(app)`` walks the router, so a route without a description is
+visible (``undocumented(app)``, asserted empty by tests/test_openapi.py), and schemas come from
+the same msgspec Structs the handlers encode and decode, so the document cannot drift from
+what the API does.
+"""
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import msgspec
+from aiohttp import web
 
-from hub.models import Conversation, DeadLetter, MessageView, QuarantineEntry
+from hub.errors import ErrorBody
+from hub.query import Query
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+TEXT = "text/plain"
+_STATUS_TEXT = {
+    200: "OK", 202: "Accepted", 400: "Invalid request (the message names the problem)",
+    401: "Missing or invalid bearer token", 403: "The principal may not do this",
+    404: "Not found (or not visible to this principal)", 405: "Method not allowed",
+    409: "Conflicts with the conversation's current state", 413: "Body too large",
+    422: "Understood but cannot be done", 503: "Unavailable; retry",
+}
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(frozen=True)
+class Operation:
+    """One method on one path. ``responses`` maps a status to the Struct its body is
+    (``None`` = the error body; ``TEXT`` = plain text)."""
+
+    summary: str
+    responses: Mapping[int, Any]
+    role: str | None = "agent"
+    description: str = ""
+    tag: str = "conversations"
+    query: Query | None = None
+    body: Any = None
+    headers: tuple[dict[str, Any], ...] = ()
+    path_params: Mapping[str, str] = field(default_factory=dict)
 
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+_BY_HANDLER: dict[Any, Operation] = {}
+_BY_ROUTE: dict[tuple[str, str], Operation] = {}
 
 
-_ERROR = _json({"$ref": "#/components/schemas/Error"}, "Error")
+def operation(summary: str, responses: Mapping[int, Any], **kwargs: Any) -> Callable[[F], F]:
+    """Describe the handler below; the route table decorator stays the outermost."""
+
+    def register(handler: F) -> F:
+        _BY_HANDLER[handler] = Operation(summary, responses, **kwargs)
+        return handler
+
+    return register
 
 
-@cache
-def build_openapi() -> dict[str, Any]:
-    from hub.api import ReplyRequest
+def document(method: str, path: str, op: Operation) -> None:
+    """Describe a route whose handler is registered elsewhere (health, webhooks)."""
+    _BY_ROUTE[(method.upper(), path)] = op
 
-    (_refs, components) = msgspec.json.schema_components(
-        [Conversation, MessageView, QuarantineEntry, DeadLetter, ReplyRequest],
-        ref_template="#/components/schemas/{name}",
-    )
-    components["Error"] = {"type": "object", "properties": {"error": {"type": "string"}},
-                           "required": ["error"]}
-    secured: list[dict[str, list[str]]] = [{"bearer": []}]
-    cid = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-    return {
+
+def _route_operations(app: web.Application) -> list[tuple[str, str, Operation | None]]:
+    out: list[tuple[str, str, Operation | None]] = []
+    for route in app.router.routes():
+        if route.method == "HEAD" or route.resource is None:
+            continue
+        path = route.resource.canonical
+        if route.method == "*":
+            methods = sorted(m for (m, p) in _BY_ROUTE if p == path) or ["*"]
+        else:
+            methods = [route.method]
+        for method in methods:
+            op = _BY_HANDLER.get(route.handler) or _BY_ROUTE.get((method, path))
+            out.append((method, path, op))
+    return out
+
+
+def undocumented(app: web.Application) -> list[str]:
+    return [f"{m} {p}" for m, p, op in _route_operations(app) if op is None]
+
+
+def _path_params(path: str, op: Operation) -> list[dict[str, Any]]:
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    return [{"name": n, "in": "path", "required": True,
+             "description": op.path_params.get(n, ""), "schema": {"type": "string",
+                                                                  "minLength": 1}}
+            for n in names]
+
+
+def _ref(t: Any) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{t.__name__}"}
+
+
+def _response(status: int, body: Any) -> dict[str, Any]:
+    described: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Answer")}
+    if body is TEXT:
+        described["content"] = {TEXT: {"schema": {"type": "string"}}}
+    elif body is dict:
+        described["content"] = {"application/json": {"schema": {"type": "object"}}}
+    else:
+        schema = _ref(ErrorBody) if body is None else _ref(body)
+        described["content"] = {"application/json": {"schema": schema}}
+    return described
+
+
+def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
+    responses: dict[int, Any] = dict(op.responses)
+    if op.role is not None:
+        responses.setdefault(401, None)
+        if op.role != "agent":
+            responses.setdefault(403, None)
+    if op.query is not None:
+        responses.setdefault(400, None)
+    if op.body is not None:
+        responses.setdefault(400, None)
+        responses.setdefault(413, None)
+    out: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": f"{method.lower()}_{path.strip('/').replace('/', '_')}"
+                       .replace("{", "").replace("}", "").replace(".", "_"),
+        "tags": [op.tag],
+        "parameters": [*_path_params(path, op), *(op.query.openapi() if op.query else []),
+                       *op.headers],
+        "responses": {str(s): _response(s, b) for s, b in sorted(responses.items())},
+    }
+    if op.description:
+        out["description"] = op.description
+    if op.role is not None:
+        out["security"] = [{"bearer": []}]
+        out["x-minimum-role"] = op.role
+    else:
+        out["security"] = []
+    if op.body is not None:
+        out["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": _ref(op.body)}}}
+    return out
+
+
+def _plain_tuples(node: Any) -> Any:
+    """A fixed-size tuple of one type (``[conversation, agent]``) as an array of that type
+    with its length: the same constraint, in the form every OpenAPI tool reads (some
+    mishandle ``prefixItems`` with ``items: false``)."""
+    if isinstance(node, list):
+        return [_plain_tuples(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _plain_tuples(v) for k, v in node.items()}
+    prefix = out.get("prefixItems")
+    if isinstance(prefix, list) and prefix and all(p == prefix[0] for p in prefix) \
+            and out.get("items") is False:
+        del out["prefixItems"]
+        out["items"] = prefix[0]
+    return out
+
+
+_cache: dict[tuple[tuple[str, str, int], ...], dict[str, Any]] = {}
+
+
+def build_openapi(app: web.Application) -> dict[str, Any]:
+    found = _route_operations(app)
+    signature = tuple((m, p, id(op)) for m, p, op in found)
+    cached = _cache.get(signature)
+    if cached is not None:
+        return cached
+    paths: dict[str, dict[str, Any]] = {}
+    types: set[Any] = {ErrorBody}
+    for method, path, op in found:
+        if op is None:
+            continue
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
+        types.update(t for t in op.responses.values() if t not in (None, TEXT, dict))
+        if op.body is not None:
+            types.add(op.body)
+    _refs, components = msgspec.json.schema_components(
+        sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}")
+    document_ = {
         "openapi": "3.1.0",
-        "info": {"title": "inboxhub API", "version": "1"},
+        "info": {"title": "inboxhub API", "version": "1",
+                 "description": "Agent, supervisor and operator API of the inboxhub hub. "
+                                "Every error body is {\"error\": {\"code\", \"message\"}}."},
         "components": {
-            "schemas": components,
+            "schemas": _plain_tuples(components),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "paths": {
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json({})}}},
-            "/readyz": {"get": {"summary": "Readiness (Redis reachable)",
-                                "responses": {"200": _json({}), "503": _json({})}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics",
-                                 "responses": {"200": {"description": "text exposition"}}}},
-            "/api/v1/conversations": {"get": {
-                "summary": "Conversations, most recently active first",
-                "security": secured,
-                "parameters": [
-                    {"name": "limit", "in": "query", "schema": {"type": "integer",
-                                                                "minimum": 1, "maximum": 200}},
-                    {"name": "status", "in": "query", "schema": {"type": "string"}},
-                    {"name": "channel", "in": "query", "schema": {"type": "string"}},
-                    {"name": "before", "in": "query", "schema": {"type": "number"}},
-                ],
-                "responses": {"200": _json({"type": "object", "properties": {
-                    "conversations": {"type": "array", "items": _ref("Conversation")}}}),
-                    "400": _ERROR, "401": _ERROR},
-            }},
-            "/api/v1/conversations/{id}": {"get": {
-                "summary": "A conversation with its messages in order",
-                "security": secured, "parameters": [cid],
-                "responses": {"200": _json({"type": "object", "properties": {
-                    "conversation": _ref("Conversation"),
-                    "messages": {"type": "array", "items": _ref("MessageView")}}}),
-                    "401": _ERROR, "404": _ERROR},
-            }},
-            "/api/v1/conversations/{id}/replies": {"post": {
-                "summary": "Reply through the conversation's channel",
-                "security": secured, "parameters": [
-                    cid, {"name": "Idempotency-Key", "in": "header",
-                          "schema": {"type": "string"}}],
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": _ref("ReplyRequest")}}},
-                "responses": {
-                    "202": _json({"type": "object", "properties": {
-                        "message": _ref("MessageView"), "duplicate": {"type": "boolean"}}},
-                        "Queued for sending"),
-                    "200": _json({"type": "object"}, "Same idempotency key: the first reply"),
-                    "400": _ERROR, "401": _ERROR, "404": _ERROR, "409": _ERROR, "422": _ERROR},
-            }},
-            "/api/v1/quarantine": {"get": {
-                "summary": "Inputs that could not be normalized (supervisor)",
-                "security": secured,
-                "responses": {"200": _json({"type": "object", "properties": {
-                    "entries": {"type": "array", "items": _ref("QuarantineEntry")}}}),
-                    "401": _ERROR, "403": _ERROR},
-            }},
-            "/api/v1/dlq": {"get": {
-                "summary": "Replies that failed for good (supervisor)",
-                "security": secured,
-                "responses": {"200": _json({"type": "object", "properties": {
-                    "entries": {"type": "array", "items": _ref("DeadLetter")}}}),
-                    "401": _ERROR, "403": _ERROR},
-            }},
-            "/api/v1/dlq/{message_id}/retry": {"post": {
-                "summary": "Send a failed reply again (supervisor)",
-                "security": secured,
-                "parameters": [{"name": "message_id", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"202": _json({}), "401": _ERROR, "403": _ERROR,
-                              "404": _ERROR, "409": _ERROR},
-            }},
-            "/webhooks/{type}/{instance}": {"post": {
-                "summary": "Inbound provider traffic for one channel instance",
-                "parameters": [
-                    {"name": "type", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "instance", "in": "path", "required": True,
-                     "schema": {"type": "string"}}],
-                "responses": {"200": _json({}), "400": _ERROR, "401": _ERROR, "404": _ERROR,
-                              "413": _ERROR, "503": _ERROR},
-            }},
-        },
+        "paths": dict(sorted(paths.items())),
     }
+    _cache[signature] = document_
+    return document_
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    """``problems`` names what is wrong when not ready: ``redis`` (the error reaching it) and
+    every background loop that is backing off or crashed (its status and last error)."""
+
+    status: str
+    redis: str | None = None
+    problems: dict[str, str] | None = None
+
+
+def _document_outside_routes() -> None:
+    """Routes whose handlers live outside the API modules (health, webhooks)."""
+    from hub.views import WebhookAccepted
+
+    document("GET", "/healthz", Operation("Liveness", {200: Health}, role=None, tag="meta"))
+    document("GET", "/readyz", Operation(
+        "Readiness: Redis reachable and every background loop running",
+        {200: Readiness, 503: Readiness}, role=None, tag="meta"))
+    document("GET", "/metrics", Operation("Prometheus metrics (text exposition)", {200: TEXT},
+                                          role=None, tag="meta"))
+    instance = {"type": "channel type (api, ...)", "instance": "channel instance name"}
+    document("POST", "/webhooks/{type}/{instance}", Operation(
+        "Inbound provider traffic for one channel instance",
+        {200: WebhookAccepted, 400: None, 401: None, 404: None, 405: None, 413: None,
+         503: None},
+        role=None, tag="webhooks", path_params=instance,
+        description="Verified over the raw body before anything is parsed; acknowledged only "
+                    "once stored. 400 malformed (kept in quarantine), 401 bad signature, "
+                    "413 over hub.max_body_bytes, 503 not stored (retry)."))
+    document("GET", "/webhooks/{type}/{instance}", Operation(
+        "Provider verification handshake (channels that have one)",
+        {200: TEXT, 404: None, 405: None}, role=None, tag="webhooks", path_params=instance))
+
+
+_document_outside_routes()

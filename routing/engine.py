@@ -12,6 +12,7 @@ it through the ``events`` stream (``mirror_event``), so the API shows the curren
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,32 @@ _MARKER_TTL = 7 * 86400
 
 class RoutingError(Exception):
     """A routing request that cannot be honoured (unknown agent, agent full, ...)."""
+
+
+class TransferRefused(RoutingError):
+    """A transfer to an agent that routing will not make; ``code`` names the reason
+    (unknown_agent, language_floor, not_routed, resolved, not_assigned_to_you,
+    agent_offline, agent_full)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def language_gaps(agent: AgentConfig, queue: QueueConfig | None,
+                  language: str | None) -> list[str]:
+    """What the agent lacks for a transfer: every language the first (ideal) step of the
+    conversation's queue requires, at its level, and the buyer's own language at some level.
+
+    The stricter of the two readings of "the language floor": the queue's levels alone say
+    nothing in a queue without language steps (the default queue), and "speaks it" alone
+    would let a level-1 speaker take a queue the operator set to level 4.
+    """
+    needs: dict[str, int] = dict(queue.steps[0].languages) if queue and queue.steps else {}
+    if language:
+        needs[language] = max(needs.get(language, 1), 1)
+    return [f"{lang} at level {level}" for lang, level in sorted(needs.items())
+            if agent.languages.get(lang, 0) < level]
 
 
 class RoutingEngine:
@@ -312,16 +339,49 @@ class RoutingEngine:
     async def release(self, conversation_id: str, status: str = "closed") -> list[tuple[str, str]]:
         return _pairs(await self.call("release", conversation_id, status))
 
-    async def transfer_to_agent(self, conversation_id: str, agent_id: str) -> None:
+    async def transfer_to_agent(self, conversation_id: str, agent_id: str, *,
+                                conversation: Conversation | None = None,
+                                only_from: str | None = None) -> None:
+        """Hand a conversation to one agent, in one atomic step.
+
+        The target must exist, be online with room for the conversation's kind (weight 0 is
+        fine: that is what weight 0 is for) and meet the language floor (``language_gaps``).
+        A resolved conversation is never revived. ``only_from`` makes the transfer conditional
+        on the current assignee, checked inside the step (an agent hands over only their own).
+        """
+        target = await self.agent(agent_id)
+        if target is None:
+            raise TransferRefused("unknown_agent", f"no agent {agent_id!r}")
+        if conversation is None:
+            conversation = await self.store.get_conversation(conversation_id)
+        raw_queue, raw_status = await self.redis.hmget(self._key("rc", conversation_id),
+                                                       "queue", "status")
+        if raw_status and raw_status not in (b"assigned", b"waiting"):
+            # Said before judging the target; the atomic step checks it again.
+            raise TransferRefused("resolved", "conversation is resolved; a transfer does not "
+                                              "reopen it")
+        queue = None
+        if raw_queue:
+            with contextlib.suppress(KeyError):
+                queue = self.cfg.queue(raw_queue.decode())
+        gaps = language_gaps(target, queue, conversation.language if conversation else None)
+        if gaps:
+            raise TransferRefused("language_floor",
+                                  f"agent {agent_id} does not meet the language floor: "
+                                  f"needs {', '.join(gaps)}")
         try:
-            await self.call("transfer_agent", conversation_id, agent_id)
+            await self.call("transfer_agent", conversation_id, agent_id, only_from or "")
         except ResponseError as exc:
-            reason = {"NOCONV": "conversation has not been routed",
-                      "OFFLINE": f"agent {agent_id} is not online",
-                      "FULL": f"agent {agent_id} has no free capacity"}
-            for code, text in reason.items():
+            reason = {"NOCONV": ("not_routed", "conversation has not been routed"),
+                      "CLOSED": ("resolved", "conversation is resolved; a transfer does not "
+                                             "reopen it"),
+                      "NOTYOURS": ("not_assigned_to_you",
+                                   f"conversation is no longer assigned to {only_from}"),
+                      "OFFLINE": ("agent_offline", f"agent {agent_id} is not online"),
+                      "FULL": ("agent_full", f"agent {agent_id} has no free capacity")}
+            for code, (name, text) in reason.items():
                 if code in str(exc):
-                    raise RoutingError(text) from None
+                    raise TransferRefused(name, text) from None
             raise
 
     async def transfer_to_queue(self, conversation: Conversation, queue_name: str) -> None:
@@ -440,16 +500,17 @@ class RoutingEngine:
         record the router could not finish (a crash right after the enqueue step).
         """
         state = await self.redis.hmget(self._key("rc", conversation_id),
-                                       "status", "assignee", "queue", *_MIRRORED)
+                                       "status", "assignee", "queue", "pool", *_MIRRORED)
         status = state[0].decode() if state[0] else None
         mapped = {"assigned": "assigned", "waiting": "queued", "routing": "queued",
                   "closed": "resolved"}.get(status or "")
         if mapped is None:
             return
-        fields = {"status": mapped, "assignee": state[1].decode() if state[1] else ""}
+        fields = {"status": mapped, "assignee": state[1].decode() if state[1] else "",
+                  "pool": state[3].decode() if state[3] and status == "waiting" else ""}
         if state[2]:
             fields["queue"] = state[2].decode()
-        for name, value in zip(_MIRRORED, state[3:], strict=True):
+        for name, value in zip(_MIRRORED, state[4:], strict=True):
             if value is not None:
                 fields[name.removeprefix("cls:")] = value.decode()
         # Routing state exists only for conversations the router saw, so the record exists.

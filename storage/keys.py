@@ -102,6 +102,10 @@ class PartitionKeys:
     def conversation(self, conversation_id: str) -> str:
         return f"{self.base}conv:{conversation_id}"
 
+    def index(self, field: str, value: str) -> str:
+        """Set of conversations whose ``field`` is ``value`` (layout in lua/conversations.lua)."""
+        return f"{self.base}idx:{field}:{value}"
+
     def conversation_messages(self, conversation_id: str) -> str:
         return f"{self.base}conv:{conversation_id}:msgs"
 
@@ -152,3 +156,13 @@ def sticky(contact_id: str) -> str:
 # Data lifecycle: the store's schema version and the audit trail of erasures (no personal data).
 SCHEMA_VERSION = f"{PREFIX}:{GLOBAL_TAG}:schema"
 AUDIT = f"{PREFIX}:{GLOBAL_TAG}:audit"
+
+
+def routing_conversation(conversation_id: str) -> str:
+    """``rc:<c>``: a conversation's routing state (status, assignee, pool, ...)."""
+    return f"{ROUTING_BASE}rc:{conversation_id}"
+
+
+def routing_agent_pools(agent_id: str) -> str:
+    """``agent:<a>:pools``: the pools (queue steps) an agent is eligible for -> rank."""
+    return f"{ROUTING_BASE}agent:{agent_id}:pools"

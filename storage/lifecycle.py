@@ -10,6 +10,8 @@ partition ``ih:{pN}:``                     how it is removed
 ========================================  ======================================================
 ``conv:<c>``                               deleted (first, atomically with the thread field:
                                            ``detach_conversation.lua``)
+``idx:<field>:<value>`` members ``<c>``    removed in that same step (the record's ``_idx``
+                                           field lists them; see ``conversations.lua``)
 ``threads`` field ``<instance>\\0<thread>``  deleted in the same atomic step
 ``detached`` field ``<c>`` -> contact       set by that step, deleted last
 ``conv:<c>:msgs``                          deleted (last but one: it lists the messages)
@@ -212,7 +214,7 @@ async def detach(store: Store, fp: ConversationFootprint, *, only_resolved_befor
         keys=[k.conversation(fp.conversation_id), k.threads, k.detached],
         args=[fp.thread_field, fp.conversation_id,
               "resolved" if only_resolved_before is not None else "",
-              repr(only_resolved_before or 0.0)],
+              repr(only_resolved_before or 0.0), k.base],
     ))
 
 

@@ -2,9 +2,12 @@
 
 Version 1 is the first release's layout (commit b90baeb), which wrote no version key.
 Version 2 adds the quarantine's byte counter (``storage/lua/quarantine.lua``); upgrading
-computes it from the entries present. A store written by a newer release than this one (a
-version we do not know) is refused with a clear error: running old code on data it does not
-understand could corrupt it. An empty database is simply stamped with the current version.
+computes it from the entries present. Version 3 adds the conversations' filter indexes
+(``storage/lua/conversations.lua``); upgrading indexes every record already stored, so
+filtered and agent-scoped lists find conversations written by an earlier release. A store
+written by a newer release than this one (a version we do not know) is refused with a clear
+error: running old code on data it does not understand could corrupt it. An empty database
+is simply stamped with the current version.
 
 Each upgrade is idempotent, so hub processes starting together may all run it.
 """
@@ -12,7 +15,6 @@ Each upgrade is idempotent, so hub processes starting together may all run it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -21,7 +23,7 @@ from storage import keys
 
 log = logging.getLogger(__name__)
 
-CURRENT = 2
+CURRENT = 3
 
 
 class SchemaTooNew(RuntimeError):
@@ -42,8 +44,21 @@ async def _quarantine_byte_counter(redis: Any) -> None:
     await redis.set(keys.QUARANTINE_BYTES, total)
 
 
-# UPGRADES[n] takes a store from version n to n + 1.
-UPGRADES: dict[int, Callable[[Any], Awaitable[None]]] = {1: _quarantine_byte_counter}
+async def _filter_indexes(redis: Any, partitions: int) -> None:
+    from storage.store import Store
+
+    seen = await Store(redis, partitions=partitions).backfill_indexes()
+    log.info("indexed %d stored conversation(s) for filtered lists", seen)
+
+
+async def _upgrade(version: int, redis: Any, partitions: int) -> None:
+    """Take a store from ``version`` to ``version + 1``."""
+    if version == 1:
+        await _quarantine_byte_counter(redis)
+    elif version == 2:
+        await _filter_indexes(redis, partitions)
+    else:  # pragma: no cover - CURRENT and this list move together
+        raise AssertionError(f"no upgrade from schema version {version}")
 
 
 async def stored_version(redis: Redis) -> int | None:
@@ -59,8 +74,11 @@ async def stored_version(redis: Redis) -> int | None:
     return None
 
 
-async def ensure_schema(redis: Redis) -> int:
-    """Check the stored version and upgrade it to ``CURRENT``; returns the version found."""
+async def ensure_schema(redis: Redis, *, partitions: int = 1) -> int:
+    """Check the stored version and upgrade it to ``CURRENT``; returns the version found.
+
+    ``partitions`` is the store's (``storage.partitions``): upgrades that walk conversations
+    must visit every partition."""
     found = await stored_version(redis)
     if found is not None and found > CURRENT:
         raise SchemaTooNew(
@@ -71,7 +89,7 @@ async def ensure_schema(redis: Redis) -> int:
     version = found if found is not None else CURRENT
     while version < CURRENT:
         log.info("upgrading stored data from schema version %d to %d", version, version + 1)
-        await UPGRADES[version](redis)
+        await _upgrade(version, redis, partitions)
         version += 1
         await redis.set(keys.SCHEMA_VERSION, version)
     if found is None:

@@ -30,3 +30,4 @@ class Scripts:
         self.retry_dead: AsyncScript = redis.register_script(_source("retry_dead"))
         self.dead_letter: AsyncScript = redis.register_script(_source("dead_letter"))
         self.claim_send: AsyncScript = redis.register_script(_source("claim_send"))
+        self.conversations: AsyncScript = redis.register_script(_source("conversations"))

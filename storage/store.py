@@ -7,6 +7,7 @@ mutable delivery fields, so a status change never rewrites the payload.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from hub.models import (
 from storage import keys
 from storage.keys import PartitionKeys
 from storage.quarantine import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, RAW_LIMIT, QuarantineLog
-from storage.scripts import Scripts, load_script
+from storage.scripts import Scripts
 
 QUARANTINE_RAW_LIMIT = RAW_LIMIT
 REPLY_KEY_TTL = 24 * 3600
@@ -47,6 +48,62 @@ class IngestResult(msgspec.Struct, frozen=True):
     seq: int
     duplicate: bool
     new_conversation: bool
+
+
+class Position(msgspec.Struct, frozen=True):
+    """A place in the conversation list: the activity score as Redis gave it, and the id.
+
+    Rows come in (score, id) descending order, so a page that ends at a Position is continued
+    exactly even when many conversations share a timestamp. An empty id means "everything at
+    that score is already past" (the ``before`` timestamp of the old API).
+    """
+
+    score: str
+    id: str = ""
+
+
+class ConversationFilter(msgspec.Struct, frozen=True):
+    """AND across fields, OR among the values of one field; empty = any. ``channel`` matches
+    the channel type or the channel instance name."""
+
+    status: tuple[str, ...] = ()
+    channel: tuple[str, ...] = ()
+    language: tuple[str, ...] = ()
+    market: tuple[str, ...] = ()
+    assignee: tuple[str, ...] = ()
+    queue: tuple[str, ...] = ()
+
+    def groups(self) -> list[list[tuple[str, str]]]:
+        out: list[list[tuple[str, str]]] = []
+        for name in ("status", "channel", "language", "market", "assignee", "queue"):
+            values: tuple[str, ...] = getattr(self, name)
+            if values:
+                out.append([(name, v) for v in values])
+        return out
+
+
+class Visibility(msgspec.Struct, frozen=True):
+    """What an agent may see: assigned to ``agent``, or waiting in one of ``pools``."""
+
+    agent: str
+    pools: tuple[str, ...] = ()
+
+    def group(self) -> list[tuple[str, str]]:
+        return [("assignee", self.agent), *(("pool", p) for p in self.pools)]
+
+
+class ConversationPage(msgspec.Struct, frozen=True):
+    """One page; ``next`` continues it (None: this was the last page). ``plans`` says how
+    each partition answered (see lua/conversations.lua), for tests and diagnostics."""
+
+    conversations: list[Conversation]
+    next: Position | None
+    plans: tuple[str, ...] = ()
+
+
+class MessagePage(msgspec.Struct, frozen=True):
+    messages: list[MessageView]
+    next_seq: int | None
 
 
 class UnknownConversation(LookupError):
@@ -89,7 +146,6 @@ class Store:
         self._parts = [PartitionKeys(p) for p in range(partitions)]
         self.quarantine_log = QuarantineLog(redis, max_entries=quarantine_max_entries,
                                             max_bytes=quarantine_max_bytes)
-        self._update_existing = load_script(redis, "update_existing")
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -212,25 +268,102 @@ class Store:
         self, *, limit: int = 50, before: float | None = None
     ) -> list[Conversation]:
         """Most recently active first, merged across partitions."""
-        top = "+inf" if before is None else f"({before}"
+        after = None if before is None else Position(repr(float(before)))
+        return (await self.page_conversations(limit=limit, after=after)).conversations
+
+    async def page_conversations(
+        self, *, limit: int = 50, after: Position | None = None,
+        filters: ConversationFilter | None = None, visibility: Visibility | None = None,
+        small_driver: int = 2000, min_scan: int = 1024,
+    ) -> ConversationPage:
+        """A full page of the conversations matching ``filters`` (and ``visibility``), most
+        recently active first, after ``after``: filtered inside Redis, so a page is short
+        only when it is the last one. The thresholds choose the plan (lua/conversations.lua);
+        tests lower them to drive every plan with little data."""
+        groups = (filters or ConversationFilter()).groups()
+        if visibility is not None:
+            groups.append(visibility.group())
+        spec = msgspec.json.encode(groups)
         async with self.redis.pipeline(transaction=False) as pipe:
             for k in self._parts:
-                pipe.zrevrangebyscore(k.conversations, top, "-inf", start=0, num=limit,
-                                      withscores=True)
-            per_part: list[list[tuple[bytes, float]]] = await pipe.execute()
-        merged = sorted((row for rows in per_part for row in rows), key=lambda r: -r[1])[:limit]
-        return await self.get_conversations(_s(cid) or "" for cid, _ in merged)
+                await self.scripts.conversations(
+                    keys=[k.conversations],
+                    args=[k.base, "page", after.score if after else "", after.id if after else "",
+                          limit + 1, spec, small_driver, min_scan],
+                    client=pipe,
+                )
+            replies: list[list[bytes]] = await pipe.execute()
+        rows: list[tuple[float, str, str, Any, Any, Any]] = []
+        plans: list[str] = []
+        for reply in replies:
+            plans.append(_s(reply[0]) or "")
+            for i in range(1, len(reply), 5):
+                score = _s(reply[i + 1]) or "0"
+                raw, handle, name = reply[i + 2], reply[i + 3], reply[i + 4]
+                rows.append((float(score), _s(reply[i]) or "", score, raw, handle, name))
+        rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        conversations = [
+            _conversation(dict(zip(raw[0::2], raw[1::2], strict=True)), [handle, name])
+            for _, _, _, raw, handle, name in rows if raw
+        ]
+        next_position = Position(rows[-1][2], rows[-1][1]) if more and rows else None
+        return ConversationPage(conversations, next_position, tuple(plans))
 
     async def update_conversation(self, conversation_id: str, fields: dict[str, str]) -> bool:
-        """Set fields; False (nothing written) when the conversation was deleted meanwhile."""
+        """Write fields of an existing record and its filter indexes in one atomic step.
+
+        False, and nothing written, when the record is gone (erased, or past retention): a
+        late routing event must not bring back a record that was deleted.
+        """
         k = self.keys_for(conversation_id)
         if k is None:
             raise UnknownConversation(conversation_id)
-        if not fields:
-            return True
-        args = [part for item in fields.items() for part in item]
-        return bool(await self._update_existing(keys=[k.conversation(conversation_id)],
-                                                args=args))
+        flat = [part for item in fields.items() for part in item]
+        try:
+            await self._conversations(k, "update", conversation_id, *flat)
+        except ResponseError as exc:
+            if "NOCONV" in str(exc):
+                return False
+            raise
+        return True
+
+    async def reindex_conversation(self, conversation_id: str) -> bool:
+        """Recompute a record's filter-index memberships from its fields (self-healing)."""
+        k = self.keys_for(conversation_id)
+        if k is None:
+            raise UnknownConversation(conversation_id)
+        return bool(await self._conversations(k, "reindex", conversation_id))
+
+    async def backfill_indexes(self, batch: int = 500) -> int:
+        """Index records written before the filter indexes existed (idempotent; run once
+        after an upgrade): each record's waiting pool is read from its routing state, then
+        one atomic update per record writes it and reindexes. Returns the records seen."""
+        seen = 0
+        for k in self._parts:
+            start = 0
+            while True:
+                ids = [_s(c) or "" for c in
+                       await self.redis.zrange(k.conversations, start, start + batch - 1)]
+                if not ids:
+                    break
+                start += batch
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for cid in ids:
+                        pipe.hmget(keys.routing_conversation(cid), "status", "pool")
+                    states = await pipe.execute()
+                for cid, (status, pool) in zip(ids, states, strict=True):
+                    waiting = status == b"waiting" and pool
+                    with contextlib.suppress(UnknownConversation):
+                        await self.update_conversation(
+                            cid, {"pool": _s(pool) or ""} if waiting else {})
+                seen += len(ids)
+        return seen
+
+    async def _conversations(self, k: PartitionKeys, command: str, *args: Any) -> Any:
+        return await self.scripts.conversations(keys=[k.conversations],
+                                                args=[k.base, command, *args])
 
     async def get_messages(self, conversation_id: str, *, limit: int = 500) -> list[MessageView]:
         """Messages in per-conversation sequence order (invariant 3)."""
@@ -244,6 +377,32 @@ class Store:
             rows: list[dict[bytes, bytes]] = await pipe.execute()
         pairs = zip(ids, rows, strict=True)
         return [_message_view(_s(mid) or "", row) for mid, row in pairs if row]
+
+    async def page_messages(self, conversation_id: str, *, limit: int = 100,
+                            after_seq: int | None = None,
+                            descending: bool = False) -> MessagePage:
+        """Messages in sequence order (or newest first), ``limit`` at a time after
+        ``after_seq``: keyset paging on the per-conversation sequence, so a page costs the
+        same on the first and on the ten-thousandth message."""
+        k = self.keys_for(conversation_id)
+        if k is None:
+            raise UnknownConversation(conversation_id)
+        key = k.conversation_messages(conversation_id)
+        if descending:
+            top = "+inf" if after_seq is None else f"({after_seq}"
+            ids = await self.redis.zrevrangebyscore(key, top, "-inf", start=0, num=limit + 1)
+        else:
+            bottom = "-inf" if after_seq is None else f"({after_seq}"
+            ids = await self.redis.zrangebyscore(key, bottom, "+inf", start=0, num=limit + 1)
+        more = len(ids) > limit
+        ids = ids[:limit]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mid in ids:
+                pipe.hgetall(k.message(_s(mid) or ""))
+            rows: list[dict[bytes, bytes]] = await pipe.execute()
+        views = [_message_view(_s(mid) or "", row)
+                 for mid, row in zip(ids, rows, strict=True) if row]
+        return MessagePage(views, views[-1].seq if more and views else None)
 
     async def get_message(self, message_id: str) -> MessageView | None:
         k = self.keys_for(message_id)

@@ -215,7 +215,7 @@ async def test_quarantine_list_shows_malformed_signed_post(
         resp = await client.post("/webhooks/api/shop", data=body,
                                  headers={"X-Inboxhub-Signature": sign(body)})
         assert resp.status == 400
-        assert "sender" in (await resp.json())["error"]
+        assert "sender" in (await resp.json())["error"]["message"]
 
         code, out, err = await cli(capsys, "quarantine", "list", "--config", config)
         assert code == 0, err

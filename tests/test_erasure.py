@@ -102,7 +102,11 @@ async def test_nothing_of_the_buyer_is_left(make_config: Any, store: Store,
 
         async def ana_conversations() -> list[dict[str, Any]]:
             convs = [c for c in await _conversations(client) if c["contact_handle"] == HANDLE]
-            return convs if len(convs) == 2 and all(c["queue"] for c in convs) else []
+            # The assignee reaches the record through the routing events' mirror, a moment
+            # after the queue.
+            ready = len(convs) == 2 and all(c["queue"] for c in convs) and \
+                any(c["assignee"] == "ana.agent" for c in convs)
+            return convs if ready else []
 
         ana = await eventually(ana_conversations)
         contact_id = ana[0]["contact_id"]

@@ -41,7 +41,7 @@ async def test_deeply_nested_signed_body_is_quarantined_with_400(
     async with running_hub(make_config()) as client:
         r = await client.post(URL, data=body, headers={"X-Inboxhub-Signature": sign(body)})
         assert r.status == 400, await r.text()
-        assert "nested too deeply" in (await r.json())["error"]
+        assert "nested too deeply" in (await r.json())["error"]["message"]
         r = await client.get("/api/v1/quarantine", headers=auth(ADMIN_TOKEN))
         entries = (await r.json())["entries"]
         assert len(entries) == 1
@@ -92,7 +92,7 @@ async def test_unexpected_parser_error_is_quarantined_not_500(
         r = await http.post(server.make_url(URL), data=body,
                             headers={"X-Inboxhub-Signature": sign(body)})
         assert r.status == 400
-        reason = (await r.json())["error"]
+        reason = (await r.json())["error"]["message"]
     assert "could not be parsed (KeyError" in reason
     [entry] = await store.list_quarantine()
     assert entry.raw.encode() == body and entry.error == reason

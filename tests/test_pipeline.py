@@ -29,7 +29,10 @@ async def _conversations(client: Any, **params: Any) -> list[dict[str, Any]]:
 
 async def test_message_to_reply_round_trip(make_config: Any, redis: Redis) -> None:
     async with OperatorEndpoint() as operator:
-        loaded = make_config(outbound_url=operator.url)
+        # ana.agent serves the default queue (offline): with the default agent_scope "pools"
+        # she may answer what waits there.
+        loaded = make_config(outbound_url=operator.url,
+                             extra='[[routing.agents]]\nid = "ana.agent"\n')
         async with running_hub(loaded) as client:
             payload = {"id": "ml-1", "sender": "buyer-1", "name": "Ana",
                        "text": "Hola, ¿dónde está mi pedido?", "language": "es-MX",
@@ -202,7 +205,7 @@ async def test_reply_validation_and_idempotency(make_config: Any) -> None:
             url = f"/api/v1/conversations/{conv['id']}/replies"
             h = auth(ADMIN_TOKEN)
             r = await client.post(url, json={"text": "x" * 21}, headers=h)
-            assert r.status == 422 and "20" in (await r.json())["error"]
+            assert r.status == 422 and "20" in (await r.json())["error"]["message"]
             for bad in (b"{", b'{"text": 5}', b'{"text": ""}', b'{"txt": "a"}', b"[]"):
                 r = await client.post(url, data=bad, headers=h)
                 assert r.status == 400, bad

@@ -55,7 +55,7 @@ async def test_api_retry_fails_again_then_succeeds_after_the_fix(make_config: An
         r = await client.post(f"/api/v1/quarantine/{entry_id}/retry", headers=auth(ADMIN_TOKEN))
         assert r.status == 422
         data = await r.json()
-        assert "longer than this channel accepts" in data["error"]
+        assert "longer than this channel accepts" in data["error"]["message"]
         kept_as = data["result"]["kept_as"]
         [entry] = await store.list_quarantine()
         assert entry.id == kept_as != entry_id and entry.raw.encode() == _body()
@@ -94,11 +94,11 @@ async def test_truncated_and_non_webhook_entries_are_not_retried(make_config: An
     async with running_hub(make_config(channel_extra="max_text_length = 100000")) as client:
         r = await client.post(f"/api/v1/quarantine/{entry_id}/retry", headers=auth(ADMIN_TOKEN))
         assert r.status == 409
-        assert "kept cut" in (await r.json())["error"]
+        assert "kept cut" in (await r.json())["error"]["message"]
         r = await client.post(f"/api/v1/quarantine/{stream_entry}/retry",
                               headers=auth(ADMIN_TOKEN))
         assert r.status == 409
-        assert "no configured channel instance" in (await r.json())["error"]
+        assert "no configured channel instance" in (await r.json())["error"]["message"]
     assert len(await store.list_quarantine()) == 2  # nothing lost
 
 

@@ -89,10 +89,13 @@ async def test_assignment_visible_through_api(make_config: Any) -> None:
         for bad in ({}, {"agent": "a", "queue": "b"}, {"queue": "missing"}):
             r = await client.post(f"/api/v1/conversations/{conv['id']}/transfer", json=bad,
                                   headers=auth(ADMIN_TOKEN))
-            assert r.status in (400, 409), bad
+            assert r.status in (400, 422), bad
 
         r = await client.post(f"/api/v1/conversations/{conv['id']}/resolve",
                               headers=auth(AGENT_TOKEN))
+        assert r.status == 403, "it is bruno's now: ana may not resolve it"
+        r = await client.post(f"/api/v1/conversations/{conv['id']}/resolve",
+                              headers=auth(ADMIN_TOKEN))
         assert r.status == 200
         assert (await _conv(client, conv["id"]))["status"] == "resolved"
         r = await client.get("/api/v1/agents", headers=auth(ADMIN_TOKEN))

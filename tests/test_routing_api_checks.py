@@ -43,7 +43,7 @@ async def test_language_correction_refuses_unknown_codes(make_config: Any) -> No
             r = await client.post(url, json={"language": bad}, headers=auth(ADMIN_TOKEN))
             assert r.status == 400, bad
         r = await client.post(url, json={"language": "xx"}, headers=auth(ADMIN_TOKEN))
-        assert "unknown language 'xx'" in (await r.json())["error"]
+        assert "unknown language 'xx'" in (await r.json())["error"]["message"]
         # A real language the team does not route is recorded and goes to the default queue.
         r = await client.post(url, json={"language": "ja"}, headers=auth(ADMIN_TOKEN))
         assert r.status == 200, await r.text()
@@ -61,7 +61,7 @@ async def test_put_agent_refuses_what_routing_cannot_use(make_config: Any) -> No
         for body, fragment in cases:
             r = await client.put("/api/v1/agents/x", json=body, headers=auth(ADMIN_TOKEN))
             assert r.status == 400, body
-            assert fragment in (await r.json())["error"], body
+            assert fragment in (await r.json())["error"]["message"], body
 
 
 async def test_reload_removes_file_agents_only(make_config: Any) -> None:

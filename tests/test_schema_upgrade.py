@@ -46,6 +46,12 @@ async def test_previous_release_data_loads_through_the_api(release1_dir: Path) -
         lucia = convs["lucia@example.com.mx"]
         assert lucia["contact_name"] == "Lucía" and lucia["message_count"] == 3
         assert convs["joao@example.com.br"]["status"] == "resolved"
+        # Upgraded records are in the filter indexes (schema 3): filtered lists find them.
+        r = await client.get("/api/v1/conversations?status=resolved", headers=auth(ADMIN_TOKEN))
+        assert [c["contact_handle"] for c in (await r.json())["conversations"]] == [
+            "joao@example.com.br"]
+        r = await client.get("/api/v1/conversations?channel=shop", headers=auth(ADMIN_TOKEN))
+        assert len((await r.json())["conversations"]) == 2
         r = await client.get(f"/api/v1/conversations/{lucia['id']}", headers=auth(ADMIN_TOKEN))
         messages = (await r.json())["messages"]
         assert [(m["direction"], m["text"]) for m in messages] == [

@@ -9,7 +9,9 @@
 --                            is deleted (a pass finishing a crashed one still knows the contact)
 -- ARGV[1] thread field "<instance>\0<thread id>"   ARGV[2] conversation id
 -- ARGV[3] "resolved" = only if resolved and last active before ARGV[4]; "" = unconditionally
--- ARGV[4] cutoff (unix seconds)
+-- ARGV[4] cutoff (unix seconds)   ARGV[5] partition key base "ih:{pN}:" (filter index names)
+-- The record leaves its filter indexes (idx:<field>:<value>, listed in its `_idx` field; see
+-- conversations.lua) in the same step, so no index names it once it is gone.
 -- Returns 1 when detached (or already gone), 0 when the conversation must be kept.
 
 if ARGV[3] == 'resolved' then
@@ -21,7 +23,12 @@ end
 if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
-local contact = redis.call('HGET', KEYS[1], 'contact_id')
-if contact then redis.call('HSET', KEYS[3], ARGV[2], contact) end
+local f = redis.call('HMGET', KEYS[1], 'contact_id', '_idx')
+if f[1] then redis.call('HSET', KEYS[3], ARGV[2], f[1]) end
+if f[2] then
+  for suffix in string.gmatch(f[2], '[^\n]+') do
+    redis.call('SREM', ARGV[5] .. 'idx:' .. suffix, ARGV[2])
+  end
+end
 redis.call('DEL', KEYS[1])
 return 1

@@ -4,7 +4,10 @@
 -- conversation's next sequence number, append the message and XADD it to the inbound stream:
 -- all or nothing, so a crash can never leave a stored message that routing will not see.
 -- Keys built inside the script all carry the partition's hash tag (ARGV[1]) and so live in the
--- same cluster slot as the declared KEYS.
+-- same cluster slot as the declared KEYS. A new conversation enters its filter indexes
+-- (idx:status:new, idx:channel:<type>, idx:channel:<instance>, recorded in its `_idx` field;
+-- see conversations.lua) in this same step, and a resolved one the buyer reopens moves from
+-- idx:status:resolved to idx:status:new.
 --
 -- KEYS[1] seen key       ih:{pN}:seen:<instance>\0<provider id>  (string, TTL = dedupe window)
 -- KEYS[2] threads        ih:{pN}:threads   hash  <instance>\0<thread>  -> conversation id
@@ -48,13 +51,25 @@ if not conv_id then
   new_conv = 1
   conv_key = base .. 'conv:' .. conv_id
   redis.call('HSET', KEYS[2], ARGV[5], conv_id)
+  local memberships = {'status:new', 'channel:' .. ARGV[10]}
+  if ARGV[11] ~= ARGV[10] then memberships[#memberships + 1] = 'channel:' .. ARGV[11] end
+  for _, suffix in ipairs(memberships) do redis.call('SADD', base .. 'idx:' .. suffix, conv_id) end
   redis.call('HSET', conv_key,
     'id', conv_id, 'channel', ARGV[10], 'channel_instance', ARGV[11], 'thread_id', ARGV[12],
-    'contact_id', contact_id, 'status', 'new', 'created_at', now, 'seq', 0, 'message_count', 0)
+    'contact_id', contact_id, 'status', 'new', 'created_at', now, 'seq', 0, 'message_count', 0,
+    '_idx', table.concat(memberships, '\n'))
 else
   conv_key = base .. 'conv:' .. conv_id
-  if redis.call('HGET', conv_key, 'status') == 'resolved' then
+  local f = redis.call('HMGET', conv_key, 'status', '_idx')
+  if f[1] == 'resolved' then
     redis.call('HSET', conv_key, 'status', 'new')
+    -- The buyer wrote again: the record moves from the "resolved" to the "new" index.
+    if f[2] then
+      redis.call('SREM', base .. 'idx:status:resolved', conv_id)
+      redis.call('SADD', base .. 'idx:status:new', conv_id)
+      local moved = string.gsub(f[2], 'status:resolved', 'status:new', 1)
+      redis.call('HSET', conv_key, '_idx', moved)
+    end
   end
 end
 

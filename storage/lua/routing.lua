@@ -393,14 +393,22 @@ elseif cmd == 'release' then
   if a and kind then drain(a, kind, out) end
   return out
 
--- transfer_agent: ARGV[4] conv, [5] target agent. Errors: NOCONV, OFFLINE, FULL.
+-- transfer_agent: ARGV[4] conv, [5] target agent, [6] required current assignee ("" = any,
+-- a supervisor's transfer; an agent may hand over only what is still theirs).
+-- Errors: NOCONV (never routed), CLOSED (resolved: a transfer never revives it), NOTYOURS,
+-- OFFLINE, FULL. The target's weight is not checked: weight 0 means "transfers only".
 elseif cmd == 'transfer_agent' then
-  local c, target = ARGV[4], ARGV[5]
-  local kind = redis.call('HGET', rc(c), 'kind')
+  local c, target, owner = ARGV[4], ARGV[5], ARGV[6] or ''
+  local cur = redis.call('HMGET', rc(c), 'kind', 'status', 'assignee')
+  local kind = cur[1]
   if not kind then return redis.error_reply('NOCONV') end
+  if cur[2] ~= 'assigned' and cur[2] ~= 'waiting' then return redis.error_reply('CLOSED') end
+  if owner ~= '' and (cur[2] ~= 'assigned' or cur[3] ~= owner) then
+    return redis.error_reply('NOTYOURS')
+  end
   local f = redis.call('HMGET', agent_key(target), 'status', 'cap:' .. kind, 'load:' .. kind)
   if f[1] ~= 'online' then return redis.error_reply('OFFLINE') end
-  if redis.call('HGET', rc(c), 'assignee') == target then return {'assigned', target} end
+  if cur[3] == target then return {'assigned', target} end
   if (tonumber(f[3]) or 0) >= (tonumber(f[2]) or 0) then return redis.error_reply('FULL') end
   local prior = unassign(c)
   local pool = redis.call('HGET', rc(c), 'pool')

@@ -50,7 +50,7 @@ async def test_stale_or_future_stamp_is_refused(make_config: Any, name: str, off
         stamp = str(int(time.time()) + offset)
         r = await client.post(URL, data=_body(), headers=_stamped(_body(), stamp))
         assert r.status == 401, name
-        assert reason in (await r.json())["error"]
+        assert reason in (await r.json())["error"]["message"]
         assert await _stored(client) == 0
 
 
@@ -61,7 +61,7 @@ async def test_the_stamp_cannot_be_swapped_or_dropped(make_config: Any) -> None:
         # Swap in a fresh timestamp, keep the captured signature.
         swapped = {**captured, "X-Inboxhub-Timestamp": str(int(time.time()))}
         r = await client.post(URL, data=_body(), headers=swapped)
-        assert r.status == 401 and "timestamp and body" in (await r.json())["error"]
+        assert r.status == 401 and "timestamp and body" in (await r.json())["error"]["message"]
         # Drop the header: the signature was not made over the body alone.
         r = await client.post(URL, data=_body(),
                               headers={"X-Inboxhub-Signature": captured["X-Inboxhub-Signature"]})
@@ -73,7 +73,7 @@ async def test_the_stamp_cannot_be_swapped_or_dropped(make_config: Any) -> None:
         for bad in ["", "12.5", "\u0661\u0662", "-5", "1" * 20, "now"]:
             r = await client.post(URL, data=_body(), headers=_stamped(_body(), bad))
             assert r.status == 401, bad
-            assert "UNIX seconds" in (await r.json())["error"]
+            assert "UNIX seconds" in (await r.json())["error"]["message"]
         assert await _stored(client) == 0
 
 
@@ -84,10 +84,10 @@ async def test_unstamped_signature_still_works_unless_required(make_config: Any)
     async with running_hub(make_config(channel_extra="require_timestamp = true\n"
                                                      "max_timestamp_age_seconds = 60")) as client:
         r = await client.post(URL, data=_body(2), headers={"X-Inboxhub-Signature": sign(_body(2))})
-        assert r.status == 401 and "requires it" in (await r.json())["error"]
+        assert r.status == 401 and "requires it" in (await r.json())["error"]["message"]
         r = await client.post(URL, data=_body(2),
                               headers=_stamped(_body(2), str(int(time.time()) - 120)))
-        assert r.status == 401 and "accepts 60 s" in (await r.json())["error"]
+        assert r.status == 401 and "accepts 60 s" in (await r.json())["error"]["message"]
         r = await client.post(URL, data=_body(2),
                               headers=_stamped(_body(2), str(int(time.time()) - 30)))
         assert r.status == 200

@@ -70,7 +70,8 @@ async def test_bad_signatures_are_401_and_not_stored(make_config: Any, name: str
     async with running_hub(make_config()) as client:
         status, data = await _post(client, GOOD, signature)
         assert status == 401, name
-        assert "X-Inboxhub-Signature" in data["error"]
+        assert data["error"]["code"] == "invalid_signature"
+        assert "X-Inboxhub-Signature" in data["error"]["message"]
         await _nothing_stored(client)
         assert await _quarantine(client) == [], "unauthenticated input must not be kept"
 
@@ -103,11 +104,12 @@ async def test_malformed_bodies_are_400_quarantined_not_stored(
     async with running_hub(make_config()) as client:
         status, data = await _post(client, body)
         assert status == 400, (name, data)
-        assert reason in data["error"], (name, data)
+        assert data["error"]["code"] == "malformed_payload", (name, data)
+        assert reason in data["error"]["message"], (name, data)
         await _nothing_stored(client)
         entries = await _quarantine(client)
         assert len(entries) == 1 and entries[0]["channel_instance"] == "shop"
-        assert entries[0]["error"] == data["error"]
+        assert entries[0]["error"] == data["error"]["message"]
         # the server is still up and accepts good input right after
         status, _ = await _post(client, GOOD)
         assert status == 200
@@ -119,7 +121,7 @@ async def test_oversized_body_is_413(make_config: Any) -> None:
         r = await client.post(URL, data=io.BytesIO(big),
                               headers={"X-Inboxhub-Signature": sign(big),
                                        "Content-Length": str(len(big))})
-        assert r.status == 413 and "limit" in (await r.json())["error"]
+        assert r.status == 413 and "limit" in (await r.json())["error"]["message"]
 
         async def chunks() -> Any:  # no Content-Length: the limit still holds while streaming
             for _ in range(40):
