@@ -55,7 +55,9 @@ def fold_of(key: str) -> int:
 
 
 def _counts(exclude_fold: int | None) -> dict[str, collections.Counter[str]]:
-    counts: dict[str, collections.Counter[str]] = {lang: collections.Counter() for lang in LANGUAGES}
+    counts: dict[str, collections.Counter[str]] = {
+        lang: collections.Counter() for lang in LANGUAGES
+    }
     kinds: dict[str, int] = {}
 
     def add(lang: str, word: str, weight: float) -> None:
@@ -67,7 +69,9 @@ def _counts(exclude_fold: int | None) -> dict[str, collections.Counter[str]]:
                 kinds[feature] = order
 
     def keep(key: str) -> bool:
-        return corpus.half_of(key) == "tuning" and (exclude_fold is None or fold_of(key) != exclude_fold)
+        if corpus.half_of(key) != "tuning":
+            return False
+        return exclude_fold is None or fold_of(key) != exclude_fold
 
     words: dict[str, set[str]] = {}
     for name, (lang, _) in corpus.WORDLISTS.items():
@@ -111,10 +115,13 @@ def _table(counts: dict[str, collections.Counter[str]]) -> list[str]:
     versions = corpus.source_versions()
     lines = [
         "# Derived by bench/derive_langid_tables.py from the tuning half of:",
-        *(f"#   {name} {versions[name]} ({kind}), {licence}" for name, kind, licence in corpus.SOURCES),
-        "# Values: tenths of a nat by which log P(feature | language) is below the best language's.",
+        *(f"#   {name} {versions[name]} ({kind}), {licence}"
+          for name, kind, licence in corpus.SOURCES),
+        "# Values: tenths of a nat by which log P(feature | language)"
+        " is below the best language's.",
         f"# Rows within {PRUNE} tenths of their kind's unseen default everywhere are left out.",
-        f"# cap {CAP} words/language, mass {MASS:g}/source, smoothing {SMOOTHING}, min mass {MIN_MASS}",
+        f"# cap {CAP} words/language, mass {MASS:g}/source, smoothing {SMOOTHING},"
+        f" min mass {MIN_MASS}",
         "#languages\t" + "\t".join(LANGUAGES),
     ]
     defaults = {order: relative([logp(0.0, lang, order) for lang in LANGUAGES]) for order in orders}
@@ -138,7 +145,9 @@ def derive(exclude_fold: int | None = None) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.derive_langid_tables", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.derive_langid_tables", description=__doc__
+    )
     parser.add_argument("--check", action="store_true", help="compare with the committed table")
     parser.add_argument("--exclude-fold", type=int, choices=(0, 1), help="leave one fold out")
     parser.add_argument("--out", type=Path, default=OUT)

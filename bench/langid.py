@@ -19,7 +19,6 @@ several languages ("pedido") are scored apart, any of their languages counting a
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import sys
 import time

@@ -225,9 +225,8 @@ def acceptable(text: str, language: str) -> frozenset[str]:
     short = word_count(text) <= 2
     words = [w.lower() for w in tokens(text)]
     for lang, texts in _catalog_texts_by_language().items():
-        if folded in texts:
-            found.add(lang)
-        elif short and words and lang != "zh" and all(w in lexicon(lang) for w in words):
+        spelled = short and words and lang != "zh" and all(w in lexicon(lang) for w in words)
+        if folded in texts or spelled:
             found.add(lang)
     return frozenset(found)
 

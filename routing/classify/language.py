@@ -258,7 +258,8 @@ class LanguageIdentifier:
         an ISO 3166-1 country ("BR", "MX") whose storefront language is a weaker prior.
         """
         scores, marker = self._text_evidence(_prepare(text))
-        candidates = tuple((code, round(score, 4)) for code, score in scores[:_CANDIDATES] if score)
+        rounded = ((code, round(score, 4)) for code, score in scores[:_CANDIDATES])
+        candidates = tuple((code, score) for code, score in rounded if score > 0.0)
         hinted = self._configured(language_from_hint(hint))
         local = self._configured(market_language(market)) if market else None
         if len(self._codes) == 1:

@@ -1,4 +1,4 @@
-"""Word and spelling evidence that settles the near-ties of short messages, Spanish vs Portuguese first.
+"""Word and spelling evidence for the near-ties of short messages, Spanish vs Portuguese first.
 
 lingua is trained on news sentences; on one to five words its errors are mostly es<->pt (and
 es<->it): "Tipo de informe", "Atributos de Linea", "obrigado", "devolução". This step adds a
