@@ -354,12 +354,14 @@ def test_an_unambiguous_marker_is_never_outvoted_by_a_hint(
     text = " ".join(words)
     marked = _MARKED_LANGUAGE[marker]
     alone = ident.identify(text)
+    without_hint = ident.identify(text, market=market)
     fused = ident.identify(text, hint, market=market)
     if language_from_hint(hint) != marked:
-        # A hint (or market) naming another language changes nothing.
-        assert fused.language == alone.language, (text, hint, market)
+        # A hint naming another language changes nothing, whatever the market.
+        assert fused.language == without_hint.language, (text, hint, market)
     if alone.language == marked:
-        assert fused.language == marked
+        # Neither a hint nor a market can take a marked text away from its language.
+        assert fused.language == marked, (text, hint, market)
 
 
 def test_prepare_reads_hostile_input_in_one_pass() -> None:
