@@ -27,8 +27,9 @@ DEFAULT_MIN_CONFIDENCE: Final = 0.45
 # Decision rule. The text decides whenever it carries evidence; a hint multiplies its language's
 # odds by _HINT_FACTOR, so it wins a near-tie (top less than 3x the hinted language) and nothing
 # more; the storefront's market is a weaker prior still (an English-speaking buyer on
-# amazon.com.mx stays English). Both factors were chosen on the tuning half (bench/langid.py
-# --half tuning), weighing a right hint, the usual case, against a wrong one.
+# amazon.com.mx stays English). Both factors were set by judgement, not searched, and checked on
+# the tuning half only (bench/langid.py --half tuning): a right hint lifts es/pt one-two-word
+# accuracy by 3-4 points, a wrong one costs about 5, and neither moves 6+-word texts.
 _HINT_FACTOR: Final = 3.0
 _MARKET_FACTOR: Final = 1.5
 
