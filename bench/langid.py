@@ -1,59 +1,66 @@
-"""Language identification benchmark: accuracy, es<->pt confusion, speed and memory.
+"""Language identification benchmark: the product against bare lingua, on both halves.
 
-    python -m bench.langid            # every candidate, each in a fresh process
-    python -m bench.langid --only inboxhub
+    python -m bench.langid                    # both halves, table + targets
+    python -m bench.langid --half tuning      # the only half weights may be chosen on
+    python -m bench.langid --json
 
-Evaluation data: lingua's published test set (bench/data/README.md), never sentences written
-for this project. Each candidate runs in its own interpreter so the memory figure is the RSS the
-classifier adds (imports plus models), not what an earlier candidate left behind.
+Texts: bench/langid_corpus.py (Django and django-oscar translation catalogs, Debian word lists,
+read from where their packages install them; sources, versions and licences are printed). The
+baseline is lingua high-accuracy restricted to the same seven languages, built in the same
+process and run on the same texts: its top language, with no hint, never abstaining unless it
+returns nothing.
+
+Per language and length (words: 1-2, 3-5, 6-12, 13+ "sentences"), over texts spelled in one
+language only: accuracy with abstentions counted as errors (text only, right hint, wrong hint:
+es<->pt swapped, es for the others), abstentions, es<->pt confusions. Texts spelled the same in
+several languages ("pedido") are scored apart, any of their languages counting as right.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Final
 
 import msgspec
 
-DATA: Final = Path(__file__).parent / "data"
-LANGS: Final = ("es", "pt", "en", "fr", "de", "it")
-# The candidate set the product is configured with in this run: the six measured languages plus
-# Chinese, which inboxhub must always be able to serve.
-CONFIGURED: Final = (*LANGS, "zh")
-KINDS: Final = ("sentences", "word-pairs")
-PRODUCT: Final = "inboxhub"
+from bench import langid_corpus as corpus
+
+CONFIGURED: Final = corpus.LANGUAGES
+WRONG_HINT: Final = {"es": "pt", "pt": "es"}
 
 
-class LangResult(msgspec.Struct):
-    total: int
-    correct: int
-    es_pt_confusions: int = 0
-    # Product only: the text decision cleared the threshold / was right when it did.
-    confident: int = 0
-    confident_correct: int = 0
-    # Product only: the full decision when the channel hint is right / names the other of es, pt.
-    with_right_hint: int = 0
-    with_wrong_hint: int = 0
+class Row(msgspec.Struct):
+    total: int = 0
+    bare: int = 0
+    text: int = 0
+    abstained: int = 0
+    right_hint: int = 0
+    wrong_hint: int = 0
+    bare_es_pt: int = 0
+    text_es_pt: int = 0
+    low_confidence: int = 0
+    low_confidence_right: int = 0
+
+
+class HalfReport(msgspec.Struct):
+    half: str
+    rows: dict[str, dict[str, Row]]  # language -> bucket -> row (texts of one language)
+    shared: dict[str, dict[str, Row]]  # the same for texts spelled in several languages
+    p50_ms: float
+    p99_ms: float
+    bare_p50_ms: float
+    bare_p99_ms: float
 
 
 class Report(msgspec.Struct):
-    name: str
-    description: str
+    sources: dict[str, str]
     build_seconds: float
     rss_mb: float
-    texts_per_second: float
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    results: dict[str, dict[str, LangResult]]
-    min_confidence: float | None = None
-    languages: tuple[str, ...] = CONFIGURED
+    hostile_ms: dict[str, float]
+    halves: list[HalfReport]
 
 
 def _rss_mb() -> float:
@@ -62,241 +69,177 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _load() -> dict[str, dict[str, list[str]]]:
-    return {
-        kind: {
-            lang: [line for line in (DATA / kind / f"{lang}.txt").read_text().splitlines() if line]
-            for lang in LANGS
-        }
-        for kind in KINDS
-    }
+def _pct(part: int, whole: int) -> float:
+    return 100.0 * part / whole if whole else float("nan")
 
 
-Detect = Callable[[str], str | None]
+def run(halves: tuple[str, ...]) -> Report:
+    sources = corpus.source_versions()
+    texts = {half: corpus.items(half) for half in halves}
 
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
-def _build(name: str) -> tuple[str, Detect, object]:
-    """Import and build one candidate; returns its description, detect function and object."""
-    if name.startswith(PRODUCT):
-        from routing.classify.language import LanguageIdentifier
-
-        langs = ("es", "pt", "en") if name.endswith("-es-pt-en") else CONFIGURED
-        ident = LanguageIdentifier(langs)
-
-        def product(text: str) -> str | None:
-            candidates = ident.identify(text).candidates
-            return candidates[0][0] if candidates else None
-
-        desc = f"routing.classify LanguageIdentifier (lingua high accuracy) on {','.join(langs)}"
-        return desc, product, ident
-    if name.startswith("lingua"):
-        from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
-
-        languages = [Language.from_iso_code_639_1(IsoCode639_1.from_str(c)) for c in CONFIGURED]
-        builder = LanguageDetectorBuilder.from_languages(*languages)
-        builder = builder.with_preloaded_language_models()
-        if name == "lingua-low":
-            builder = builder.with_low_accuracy_mode()
-        detector = builder.build()
-
-        def lingua(text: str) -> str | None:
-            found = detector.detect_language_of(text)
-            return found.iso_code_639_1.name.lower() if found is not None else None
-
-        mode = "low" if name == "lingua-low" else "high"
-        return f"lingua {mode} accuracy, restricted to {','.join(CONFIGURED)}", lingua, detector
-    if name == "py3langid":
-        from py3langid.langid import MODEL_FILE
-        from py3langid.langid import LanguageIdentifier as Py3LangId
-
-        identifier = Py3LangId.from_model_file(MODEL_FILE, norm_probs=True)
-        identifier.set_languages(list(CONFIGURED))
-
-        def py3langid(text: str) -> str | None:
-            return str(identifier.classify(text)[0])
-
-        return f"py3langid, restricted to {','.join(CONFIGURED)}", py3langid, identifier
-    raise SystemExit(f"unknown candidate {name!r}")
-
-
-def run_one(name: str) -> Report:
-    data = _load()
-    rss_before = _rss_mb()
-    started = time.perf_counter()
-    description, detect, built = _build(name)
-    build_seconds = time.perf_counter() - started
-    detect("warm up")
-    rss = _rss_mb() - rss_before
-
-    latencies: list[float] = []
-    results: dict[str, dict[str, LangResult]] = {}
-    for kind, by_lang in data.items():
-        results[kind] = {}
-        for lang, texts in by_lang.items():
-            result = LangResult(total=len(texts), correct=0)
-            for text in texts:
-                t0 = time.perf_counter()
-                guess = detect(text)
-                latencies.append(time.perf_counter() - t0)
-                result.correct += guess == lang
-                result.es_pt_confusions += {lang, guess} == {"es", "pt"}
-            results[kind][lang] = result
-
-    min_confidence = None
-    if name.startswith(PRODUCT):
-        min_confidence = _fusion(built, data, results)
-    huge = "Olá, cadê meu pedido? " * 50_000
-    t0 = time.perf_counter()
-    detect(huge)
-    max_ms = max(max(latencies), time.perf_counter() - t0) * 1e3
-
-    latencies.sort()
-    return Report(
-        name=name,
-        description=description,
-        build_seconds=round(build_seconds, 2),
-        rss_mb=round(rss, 1),
-        texts_per_second=round(len(latencies) / sum(latencies)),
-        p50_ms=round(latencies[len(latencies) // 2] * 1e3, 3),
-        p99_ms=round(latencies[int(len(latencies) * 0.99)] * 1e3, 3),
-        max_ms=round(max_ms, 3),
-        results=results,
-        min_confidence=min_confidence,
-        languages=("es", "pt", "en") if name.endswith("-es-pt-en") else CONFIGURED,
-    )
-
-
-def _fusion(
-    built: object,
-    data: dict[str, dict[str, list[str]]],
-    results: dict[str, dict[str, LangResult]],
-) -> float:
-    """Measure the product's full decision: threshold, and fusion with right and wrong hints."""
     from routing.classify.language import LanguageIdentifier
 
-    assert isinstance(built, LanguageIdentifier)
-    for kind, by_lang in data.items():
-        for lang, texts in by_lang.items():
-            result = results[kind][lang]
-            wrong = {"es": "pt", "pt": "es"}.get(lang, "es")
-            for text in texts:
-                bare = built.identify(text)
-                if bare.source == "text":
-                    result.confident += 1
-                    result.confident_correct += bare.language == lang
-                result.with_right_hint += built.identify(text, lang).language == lang
-                result.with_wrong_hint += built.identify(text, wrong).language == lang
-    return built.min_confidence
-
-
-def _pct(part: int, whole: int) -> str:
-    return f"{100 * part / whole:5.1f}%" if whole else "    - "
-
-
-def print_report(reports: list[Report]) -> None:
-    print("Language identification on lingua's published test data (bench/data/README.md)")
-    counts = {k: sum(r.total for r in reports[0].results[k].values()) for k in KINDS}
-    print(f"texts: {counts['sentences']} sentences, {counts['word-pairs']} two-word phrases\n")
-    header = "  ".join(f"{lang:>6}" for lang in LANGS)
-    for report in reports:
-        for row in report.results.values():
-            for lang in LANGS:
-                if lang not in report.languages:
-                    row[lang] = LangResult(total=0, correct=0)
-        chosen = "   <- used by inboxhub" if report.name == PRODUCT else ""
-        print(f"== {report.name}: {report.description}{chosen}")
-        print(f"   {'':24}{header}   es<->pt")
-        for kind in KINDS:
-            row = report.results[kind]
-            cells = "  ".join(_pct(row[lang].correct, row[lang].total) for lang in LANGS)
-            confusions = row["es"].es_pt_confusions + row["pt"].es_pt_confusions
-            print(f"   {'accuracy ' + kind:24}{cells}   {confusions:>4}")
-        print(
-            f"   speed: {report.texts_per_second:.0f} texts/s, p50 {report.p50_ms} ms, "
-            f"p99 {report.p99_ms} ms, max {report.max_ms} ms (incl. a 1 MB message); "
-            f"memory +{report.rss_mb} MB RSS; build {report.build_seconds} s"
+    rss_before = _rss_mb()
+    started = time.perf_counter()
+    product = LanguageIdentifier(CONFIGURED)
+    build_seconds = time.perf_counter() - started
+    product.identify("warm up")
+    rss = _rss_mb() - rss_before
+    bare = (
+        LanguageDetectorBuilder.from_languages(
+            *(Language.from_iso_code_639_1(IsoCode639_1.from_str(c)) for c in CONFIGURED)
         )
-        if report.min_confidence is not None:
-            print(f"   product decision (min_confidence {report.min_confidence}):")
-            for kind in KINDS:
-                row = report.results[kind]
-                cov = "  ".join(_pct(row[lang].confident, row[lang].total) for lang in LANGS)
-                prec = "  ".join(
-                    _pct(row[lang].confident_correct, row[lang].confident) for lang in LANGS
-                )
-                right = "  ".join(
-                    _pct(row[lang].with_right_hint, row[lang].total) for lang in LANGS
-                )
-                wrong = "  ".join(
-                    _pct(row[lang].with_wrong_hint, row[lang].total) for lang in LANGS
-                )
-                print(f"   {kind + ' text decides':24}{cov}")
-                print(f"   {'  ...and is right':24}{prec}")
-                print(f"   {'  with the right hint':24}{right}")
-                print(f"   {'  with a wrong hint':24}{wrong}")
-        print()
-    product = next((r for r in reports if r.name == PRODUCT), None)
-    if product is not None:
-        _print_targets(product)
+        .with_preloaded_language_models()
+        .build()
+    )
+
+    def lingua(text: str) -> str | None:
+        found = bare.detect_language_of(text)
+        return found.iso_code_639_1.name.lower() if found is not None else None
+
+    hostile = {
+        "1 MB without spaces": "a" * 1_000_000,
+        "1 MB a@a@a@": "a@" * 500_000,
+        "1 MB letters and digits": "a1" * 500_000,
+        "1 MB of a buyer's sentence": "Olá, cadê meu pedido? " * 45_455,
+    }
+    hostile_ms = {}
+    for name, text in hostile.items():
+        t0 = time.perf_counter()
+        product.identify(text)
+        hostile_ms[name] = round((time.perf_counter() - t0) * 1e3, 3)
+
+    reports = []
+    for half, items in texts.items():
+        rows: dict[str, dict[str, Row]] = {
+            lang: {b: Row() for b in corpus.BUCKETS} for lang in CONFIGURED
+        }
+        shared: dict[str, dict[str, Row]] = {
+            lang: {b: Row() for b in corpus.BUCKETS} for lang in CONFIGURED
+        }
+        latencies: list[float] = []
+        bare_latencies: list[float] = []
+        for item in items:
+            row = (shared if item.shared else rows)[item.language][item.bucket]
+            ok = item.acceptable
+            t0 = time.perf_counter()
+            baseline = lingua(item.text)
+            t1 = time.perf_counter()
+            guess = product.identify(item.text)
+            latencies.append(time.perf_counter() - t1)
+            bare_latencies.append(t1 - t0)
+            right = product.identify(item.text, item.language).language
+            wrong = product.identify(item.text, WRONG_HINT.get(item.language, "es")).language
+            row.total += 1
+            row.bare += baseline in ok
+            row.text += guess.language in ok
+            row.abstained += guess.language is None
+            row.right_hint += right in ok
+            row.wrong_hint += wrong in ok
+            row.bare_es_pt += baseline not in ok and {baseline, item.language} == {"es", "pt"}
+            row.text_es_pt += guess.language not in ok and {guess.language, item.language} == {
+                "es",
+                "pt",
+            }
+            row.low_confidence += guess.low_confidence
+            row.low_confidence_right += guess.low_confidence and guess.language in ok
+        latencies.sort()
+        bare_latencies.sort()
+        reports.append(
+            HalfReport(
+                half=half,
+                rows=rows,
+                shared=shared,
+                p50_ms=round(latencies[len(latencies) // 2] * 1e3, 3),
+                p99_ms=round(latencies[int(len(latencies) * 0.99)] * 1e3, 3),
+                bare_p50_ms=round(bare_latencies[len(bare_latencies) // 2] * 1e3, 3),
+                bare_p99_ms=round(bare_latencies[int(len(bare_latencies) * 0.99)] * 1e3, 3),
+            )
+        )
+    return Report(sources, round(build_seconds, 2), round(rss, 1), hostile_ms, reports)
 
 
-def _print_targets(report: Report) -> None:
-    sent, pairs = report.results["sentences"], report.results["word-pairs"]
-    sent_confusion = sent["es"].es_pt_confusions + sent["pt"].es_pt_confusions
-    sent_total = sent["es"].total + sent["pt"].total
-    checks = [
-        (
-            "es, pt >= 97% on sentences (text only)",
-            min(sent[lang].correct / sent[lang].total for lang in ("es", "pt")) >= 0.97,
-        ),
-        (
-            "es, pt >= 90% on two-word phrases (text only)",
-            min(pairs[lang].correct / pairs[lang].total for lang in ("es", "pt")) >= 0.90,
-        ),
-        (
-            "es, pt >= 90% on two-word phrases (with the channel hint)",
-            min(pairs[lang].with_right_hint / pairs[lang].total for lang in ("es", "pt")) >= 0.90,
-        ),
-        (
-            f"es<->pt confusion <= 1% on sentences ({sent_confusion}/{sent_total})",
-            sent_confusion <= 0.01 * sent_total,
-        ),
-        (f"p99 <= 1 ms per message ({report.p99_ms} ms)", report.p99_ms <= 1.0),
-        (f"memory <= 300 MB ({report.rss_mb} MB)", report.rss_mb <= 300),
+def targets(half: HalfReport) -> list[tuple[str, bool]]:
+    """The issue's targets on one half (seven languages configured, text only)."""
+    checks: list[tuple[str, bool]] = []
+    for lang in ("es", "pt"):
+        by = half.rows[lang]
+        mid = Row(
+            total=by["3-5"].total + by["6-12"].total, text=by["3-5"].text + by["6-12"].text
+        )
+        acc = _pct(mid.text, mid.total)
+        checks.append((f"{lang} >= 97% on 3-12 words ({acc:.1f}%)", acc >= 97.0))
+        short = _pct(by["1-2"].text, by["1-2"].total)
+        checks.append((f"{lang} >= 90% on 1-2 words ({short:.1f}%)", short >= 90.0))
+    sentences = [half.rows[lang]["13+"] for lang in ("es", "pt")]
+    confusions = sum(r.text_es_pt for r in sentences)
+    total = sum(r.total for r in sentences)
+    checks.append(
+        (f"es<->pt confusion <= 1% on sentences ({confusions}/{total})", confusions <= 0.01 * total)
+    )
+    below = [
+        f"{lang} {bucket}"
+        for table in (half.rows, half.shared)
+        for lang, by in table.items()
+        for bucket, row in by.items()
+        if row.total and row.text < row.bare
     ]
-    print("Targets (ROUTING.md) for the product configuration:")
-    for label, ok in checks:
-        print(f"   {'PASS' if ok else 'MISS'}  {label}")
+    checks.append((f"never below bare lingua on any row ({', '.join(below) or 'none'})", not below))
+    checks.append((f"p99 <= 1 ms per message ({half.p99_ms} ms)", half.p99_ms <= 1.0))
+    return checks
 
 
-CANDIDATES: Final = (PRODUCT, f"{PRODUCT}-es-pt-en", "lingua-high", "lingua-low", "py3langid")
+def print_report(report: Report) -> None:
+    print("Language identification: inboxhub vs bare lingua (high accuracy), both restricted to")
+    print(f"{', '.join(CONFIGURED)}. Sources (installed):")
+    for name, kind, licence in corpus.SOURCES:
+        print(f"   {name} {report.sources[name]} ({kind}): {licence}")
+    print(
+        f"inboxhub identifier: build {report.build_seconds} s, +{report.rss_mb} MB RSS "
+        f"(lingua models + lexical table); 1 MB hostile messages: "
+        + ", ".join(f"{k} {v} ms" for k, v in report.hostile_ms.items())
+    )
+    for half in report.halves:
+        print(f"\n== {half.half} half: p50 {half.p50_ms} ms, p99 {half.p99_ms} ms per message "
+              f"(bare lingua p50 {half.bare_p50_ms}, p99 {half.bare_p99_ms})")
+        print("   lang words     n   lingua  inboxhub abstain  right-hint wrong-hint  "
+              "es<->pt (lingua/ours)  low-conf (right)")
+        for title, table in (("", half.rows), ("shared ", half.shared)):
+            for lang in CONFIGURED:
+                for bucket in corpus.BUCKETS:
+                    row = table[lang][bucket]
+                    if not row.total:
+                        continue
+                    marker = " <" if row.text < row.bare else ""
+                    print(
+                        f"   {title + lang:9} {bucket:>5} {row.total:5} "
+                        f"{_pct(row.bare, row.total):7.1f}% {_pct(row.text, row.total):7.1f}%"
+                        f" {row.abstained:6}  {_pct(row.right_hint, row.total):8.1f}% "
+                        f"{_pct(row.wrong_hint, row.total):8.1f}%   {row.bare_es_pt:5} / "
+                        f"{row.text_es_pt:<5}        {row.low_confidence:5} "
+                        f"({row.low_confidence_right}){marker}"
+                    )
+        print("   targets:")
+        for label, ok in targets(half):
+            print(f"      {'PASS' if ok else 'MISS'}  {label}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.langid", description=__doc__)
-    parser.add_argument("--only", choices=CANDIDATES, help="run one candidate in this process")
+    parser.add_argument("--half", choices=(*corpus.HALVES, "both"), default="both")
     parser.add_argument("--json", action="store_true", help="print the raw report as JSON")
     args = parser.parse_args(argv)
-    if args.only:
-        report = run_one(args.only)
-        if args.json:
-            sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
-        else:
-            print_report([report])
-        return
-    reports = []
-    for name in CANDIDATES:
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.langid", "--only", name, "--json"],
-            check=True,
-            capture_output=True,
-            cwd=Path(__file__).parent.parent,
-        ).stdout
-        reports.append(msgspec.json.decode(out, type=Report))
+    halves = corpus.HALVES if args.half == "both" else (args.half,)
+    try:
+        report = run(halves)
+    except corpus.MissingSource as missing:
+        raise SystemExit(f"bench.langid: missing source: {missing}") from None
     if args.json:
-        sys.stdout.buffer.write(msgspec.json.encode(reports) + b"\n")
+        sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
     else:
-        print_report(reports)
+        print_report(report)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,11 @@ class Conversation(msgspec.Struct, frozen=True):
     last_inbound_at: float | None
     message_count: int
     last_inbound_provider_id: str | None = None
+    # How sure routing was of the language (0..1), and whether that is below
+    # routing.min_language_confidence: the inbox offers a one-click correction then.
+    language_confidence: float | None = None
+    language_low_confidence: bool = False
+    skill: str | None = None
 
 
 class ConversationDetail(msgspec.Struct, frozen=True):

@@ -99,7 +99,7 @@ class RoutingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     languages: list[str] = msgspec.field(
         default_factory=lambda: ["es", "pt", "en", "fr", "de", "it", "zh"])
     default_language: str | None = None
-    min_language_confidence: float = 0.45
+    min_language_confidence: float = 0.6
     sticky_hours: float = 72.0
     reassign_after_no_reply_minutes: float = 0.0
     requeue_priority_boost: int = 1

@@ -240,13 +240,15 @@ class RoutingEngine:
             "event": "classified", "at": time.time(),
             "language": language.language, "language_confidence": language.confidence,
             "language_source": language.source, "language_candidates": language.candidates,
+            "language_low_confidence": language.low_confidence,
             "market": market.market, "market_source": market.source,
             "market_evidence": market.evidence, "skill": skill.skill, "skill_rule": skill.rule,
             "skill_keyword": skill.matched, "rule": match.rule, "queue": match.queue,
             "priority": match.priority,
         }
         fields = {"queue": match.queue, "skill": skill.skill or "",
-                  "language_confidence": repr(language.confidence)}
+                  "language_confidence": repr(language.confidence),
+                  "language_low_confidence": "1" if language.low_confidence else ""}
         if language.language:
             fields["language"] = language.language
         if market.market:
@@ -268,8 +270,8 @@ class RoutingEngine:
                   corrected_language: str | None) -> tuple[Any, MarketGuess, Any]:
         """Language, market and skill: CPU work (lingua, regexes, phone parsing) that runs in a
         worker thread, never on the event loop."""
-        language = self._language(message, corrected_language)
-        market = self._market(conversation, message)
+        market = self._market(conversation, message)  # a weak prior for the language
+        language = self._language(message, corrected_language, market.market)
         skill = self.skills.classify(message.text, language.language)
         return language, market, skill
 
@@ -288,7 +290,8 @@ class RoutingEngine:
             *clocks,
         )
 
-    def _language(self, message: InboundMessage, corrected_language: str | None) -> Any:
+    def _language(self, message: InboundMessage, corrected_language: str | None,
+                  market: str | None = None) -> Any:
         from routing.classify.language import LanguageGuess
 
         if corrected_language:
@@ -296,7 +299,7 @@ class RoutingEngine:
         if self.identifier is None:
             return LanguageGuess(message.hints.language, 0.5 if message.hints.language else 0.0,
                                  "hint" if message.hints.language else "none", ())
-        return self.identifier.identify(message.text, message.hints.language)
+        return self.identifier.identify(message.text, message.hints.language, market=market)
 
     def _market(self, conversation: Conversation, message: InboundMessage) -> MarketGuess:
         hints = message.hints
@@ -517,7 +520,8 @@ class RoutingEngine:
         await self.store.update_conversation(conversation_id, fields)
 
 
-_MIRRORED = ("cls:language", "cls:market", "cls:skill", "cls:language_confidence")
+_MIRRORED = ("cls:language", "cls:market", "cls:skill", "cls:language_confidence",
+             "cls:language_low_confidence")
 
 
 def _pairs(flat: Sequence[Any]) -> list[tuple[str, str]]:

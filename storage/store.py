@@ -606,6 +606,9 @@ def _conversation(raw: dict[bytes, bytes], contact: list[Any]) -> Conversation:
         last_inbound_at=_f(raw.get(b"last_inbound_at")),
         last_inbound_provider_id=get("last_inbound_provider_id"),
         message_count=int(raw.get(b"message_count", b"0")),
+        language_confidence=_f(raw.get(b"language_confidence")),
+        language_low_confidence=raw.get(b"language_low_confidence") == b"1",
+        skill=get("skill"),
     )
 
 
