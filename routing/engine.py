@@ -279,6 +279,20 @@ class RoutingEngine:
                        priority: int, explain: dict[str, Any], *, replace: bool,
                        marker: str = "", classification: dict[str, str] | None = None,
                        clocks: Sequence[str] = ()) -> Any:
+        try:
+            return await self._enqueue_call(conversation, queue, kind, priority, explain,
+                                            replace=replace, marker=marker,
+                                            classification=classification, clocks=clocks)
+        except ResponseError as exc:
+            if "CLOSED" in str(exc):
+                raise TransferRefused("resolved", "conversation is resolved; a transfer does "
+                                                  "not reopen it") from None
+            raise
+
+    async def _enqueue_call(self, conversation: Conversation, queue: QueueConfig, kind: str,
+                            priority: int, explain: dict[str, Any], *, replace: bool,
+                            marker: str, classification: dict[str, str] | None,
+                            clocks: Sequence[str]) -> Any:
         return await self.call(
             "enqueue", conversation.id, queue.name,
             ",".join(pool_id(queue.name, i) for i in range(len(queue.steps))),
@@ -403,7 +417,12 @@ class RoutingEngine:
         await self.redis.hset(self._key("rc", conversation.id), "language_by", "agent")
         await self.store.update_conversation(conversation.id, {"language": language})
         corrected = msgspec.structs.replace(conversation, language=language)
-        decision = await self.route(corrected, message, replace=True)
+        try:
+            decision = await self.route(corrected, message, replace=True)
+        except TransferRefused as exc:
+            if exc.code != "resolved":
+                raise
+            return  # recorded; a resolved conversation is routed by the buyer's next message
         if decision.fields:
             await self.store.update_conversation(conversation.id, decision.fields)
 

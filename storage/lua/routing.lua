@@ -272,7 +272,8 @@ end
 -- enqueue: ARGV[4] conv, [5] queue, [6] pool ids "q#1,q#2", [7] step delays "0,120,600",
 --          [8] capacity kind, [9] priority, [10] contact ("" none), [11] explain JSON,
 --          [12] "1" = replace: take it from its agent or queue first (transfer to a queue,
---          language correction) in this same atomic step, so a crash cannot lose it,
+--          language correction) in this same atomic step, so a crash cannot lose it;
+--          error CLOSED for a resolved conversation,
 --          [13] per-step skip_when_unstaffed flags "0,1,0" ("" = never skip),
 --          [14] provider message id whose "routed" marker this step sets ("" none),
 --          [15] marker TTL seconds, [16] classification JSON ({"language": ..., "market": ...,
@@ -284,6 +285,11 @@ end
 if cmd == 'enqueue' then
   local c, queue = ARGV[4], ARGV[5]
   local cur = redis.call('HMGET', rc(c), 'status', 'assignee', 'queue', 'pool', 'kind')
+  if ARGV[12] == '1' and cur[1] == 'closed' then
+    -- A transfer or a correction never reopens a resolved conversation (only the buyer's
+    -- next message does), even when the resolve raced the caller's own check.
+    return redis.error_reply('CLOSED')
+  end
   if ARGV[14] and ARGV[14] ~= '' then
     local marker = rc(c) .. ':routed:' .. ARGV[14]
     if redis.call('SET', marker, 1, 'NX', 'EX', tonumber(ARGV[15])) == false then

@@ -409,8 +409,12 @@ async def work(socket: str, cfg: RoutingConfig, seed: int, seconds: float, *,
             elif roll < 0.97 and queue_transfers:
                 conversation = await store.get_conversation(rng.choice(mine))
                 if conversation is not None:
-                    await engine.transfer_to_queue(conversation, rng.choice(engine.queues).name)
-                    counts["queue_transfers"] += 1
+                    try:
+                        await engine.transfer_to_queue(conversation,
+                                                       rng.choice(engine.queues).name)
+                        counts["queue_transfers"] += 1
+                    except RoutingError:  # resolved meanwhile: a transfer never reopens it
+                        counts["transfers_refused"] += 1
             else:
                 fake += 3600
                 counts["timers"] += await engine.fire_due_timers(now=fake)

@@ -319,9 +319,13 @@ async def run_scenario(socket: str, sc: dict[str, Any], checks: set[str]) -> lis
             elif name == "queue":
                 conversation = await store.get_conversation(convs[op[1] % len(convs)])
                 assert conversation is not None
-                timing.enqueued(conversation.id)
-                await engine.transfer_to_queue(conversation,
-                                               engine.queues[op[2] % len(engine.queues)].name)
+                try:
+                    await engine.transfer_to_queue(conversation,
+                                                   engine.queues[op[2] % len(engine.queues)].name)
+                except RoutingError as exc:  # resolved: a transfer never reopens it
+                    note = f"refused: {exc}"
+                else:
+                    timing.enqueued(conversation.id)
             elif name == "reply":
                 await engine.agent_replied(convs[op[1] % len(convs)])
             elif name == "capacity":

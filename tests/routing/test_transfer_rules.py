@@ -76,3 +76,24 @@ def test_language_gaps_is_the_stricter_rule() -> None:
     assert language_gaps(lu, None, "pt") == ["pt at level 1"]
     assert language_gaps(lu, QueueConfig("default", steps=[StepConfig()]), "en") == []
     assert language_gaps(lu, QueueConfig("d", steps=[StepConfig()]), None) == []
+
+
+async def test_a_queue_transfer_or_correction_never_reopens_a_resolved_conversation(
+        store: Store) -> None:
+    """Inside the enqueue step itself: the API's own check can lose a race with a resolve."""
+    engine = await _engine(store)
+    cid = await _arrive(store, engine, 3)
+    await engine.release(cid)  # resolved after the caller looked
+    conversation = await store.get_conversation(cid)
+    assert conversation is not None
+    with pytest.raises(TransferRefused) as refused:
+        await engine.transfer_to_queue(conversation, "es")
+    assert refused.value.code == "resolved"
+    message = await store.load_inbound((await store.get_messages(cid))[0].id)
+    assert message is not None
+    await engine.correct_language(conversation, "pt", message)  # recorded, not re-routed
+    state = await engine.routing_state(cid)
+    assert state["status"] == "closed" and "assignee" not in state
+    assert (await store.get_conversation(cid)).language == "pt"  # type: ignore[union-attr]
+    for agent in ("ana", "zoe"):
+        assert (await engine.agent_state(agent))["conversations"] == []
