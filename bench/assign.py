@@ -42,7 +42,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from hub.models import InboundMessage
+from channels.models import InboundMessage
 from routing.classify.skill import SkillClassifier
 from routing.config import (
     AgentConfig,
@@ -107,13 +107,13 @@ def enqueue_args(cid: str, queue: QueueConfig) -> list[Any]:
 
 async def add_agents(engine: RoutingEngine, start: int, stop: int) -> None:
     for lo in range(start, stop, BATCH):
-        async with engine.redis.pipeline(transaction=False) as pipe:
+        async with engine.state.redis.pipeline(transaction=False) as pipe:
             for i in range(lo, min(stop, lo + BATCH)):
                 a = agent(i)
                 pools = ",".join(f"{p}={r}" for p, r in sorted(agent_pools(a, engine.queues)
                                                                 .items()))
-                await engine.script(keys=[engine.base + "events"],
-                                    args=[engine.base, "agent", repr(time.time()), a.id,
+                await engine.state.script(keys=[engine.state.base + "events"],
+                                    args=[engine.state.base, "agent", repr(time.time()), a.id,
                                           "online", "chat=50,email=20", pools, 1],
                                     client=pipe)
             await pipe.execute()
@@ -122,10 +122,10 @@ async def add_agents(engine: RoutingEngine, start: int, stop: int) -> None:
 async def add_waiting(engine: RoutingEngine, n: int) -> None:
     nobody = engine.cfg.queue("nobody")
     for lo in range(0, n, BATCH):
-        async with engine.redis.pipeline(transaction=False) as pipe:
+        async with engine.state.redis.pipeline(transaction=False) as pipe:
             for i in range(lo, min(n, lo + BATCH)):
-                await engine.script(keys=[engine.base + "events"],
-                                    args=[engine.base, "enqueue", repr(time.time()),
+                await engine.state.script(keys=[engine.state.base + "events"],
+                                    args=[engine.state.base, "enqueue", repr(time.time()),
                                           *enqueue_args(f"w{i}", nobody)],
                                     client=pipe)
             results = await pipe.execute()
@@ -142,7 +142,7 @@ async def client_latency(engine: RoutingEngine, tag: str, samples: int
     """PING and the three decisions, interleaved on one connection; 200 warm-up rounds."""
     es, nobody = engine.cfg.queue("es"), engine.cfg.queue("nobody")
     out: dict[str, list[float]] = {"ping": [], "assign": [], "release": [], "wait": []}
-    redis = engine.redis
+    redis = engine.state.redis
     clock = time.perf_counter
     gc.disable()
     try:
@@ -204,7 +204,7 @@ async def evalsha_stats(redis: Redis) -> tuple[int, float]:
 
 async def server_time(engine: RoutingEngine, tag: str, samples: int) -> dict[str, Any]:
     """Time inside Redis per call: commandstats mean, SLOWLOG (0 µs threshold) p50/p99."""
-    redis = engine.redis
+    redis = engine.state.redis
     es, nobody = engine.cfg.queue("es"), engine.cfg.queue("nobody")
     old = await redis.config_get("slowlog-*")
     await redis.config_set("slowlog-max-len", str(4 * samples + 100))
@@ -296,7 +296,7 @@ async def bench(args: argparse.Namespace) -> int:
         engine = engine_for(redis, cfg, identifier)
         t0 = time.monotonic()
         await add_waiting(engine, WAITING)
-        waiting = await redis.zcard(engine.base + "pool:nobody#1:wait:chat")
+        waiting = await redis.zcard(engine.state.base + "pool:nobody#1:wait:chat")
         print(f"setup: {waiting:,} waiting conversations enqueued in "
               f"{time.monotonic() - t0:.1f} s; redis-server {server.pid}, AOF everysec, "
               f"unix socket", flush=True)
@@ -317,7 +317,8 @@ async def bench(args: argparse.Namespace) -> int:
             inside = await server_time(engine, tag, min(args.samples, 2000))
             rows.append((n, lat, route, inside))
             p = lat["ping"]
-            print(f"\n{n:,} agents, {await redis.zcard(engine.base + 'pool:nobody#1:wait:chat'):,}"
+            waiting = await redis.zcard(engine.state.base + "pool:nobody#1:wait:chat")
+            print(f"\n{n:,} agents, {waiting:,}"
                   f" waiting; client side, µs (p50 / p99), {args.samples} samples each, ratio "
                   f"to PING:", flush=True)
             print(f"  PING             {fmt(pct(p, .5))} / {fmt(pct(p, .99))}")

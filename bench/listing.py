@@ -27,7 +27,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from hub.models import InboundMessage
+from channels.models import InboundMessage
 from storage.embedded import find_redis_server
 from storage.store import ConversationFilter, Position, Store, Visibility
 

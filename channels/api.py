@@ -26,9 +26,9 @@ from aiohttp import web
 from channels import http
 from channels.base import Capabilities, WebhookAdapter
 from channels.errors import InvalidSignature, MalformedPayload
+from channels.models import ChannelHints, InboundMessage, OutboundReply
+from channels.secrets import Secret
 from channels.signing import hmac_sha256_hex, verify_prefixed_hmac_sha256
-from hub.models import ChannelHints, InboundMessage, OutboundReply
-from hub.secrets import Secret
 
 SIGNATURE_HEADER = "X-Inboxhub-Signature"
 TIMESTAMP_HEADER = "X-Inboxhub-Timestamp"

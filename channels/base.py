@@ -40,7 +40,7 @@ from channels.errors import (
     ReplyRejected,
     RetryableError,
 )
-from hub.models import InboundMessage, OutboundReply
+from channels.models import InboundMessage, OutboundReply
 
 
 class IngestOutcome(Protocol):

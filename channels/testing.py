@@ -8,8 +8,10 @@ A channel's test module subclasses ``ChannelConformance`` and supplies two thing
   endpoint for sends. It receives ``ingest_gate`` (the kit's ingest callback) and must start
   the adapter with it.
 
-The test module must also provide a ``store`` fixture (a ``storage.store.Store`` on a real,
-empty Redis); inboxhub's ``tests/conftest.py`` shows one.
+The kit stores what the adapter ingests in a ``kit_store`` fixture (a ``KitStore``). By default
+it is ``MemoryKitStore``, so a plugin author runs the kit with nothing but pytest; inboxhub's
+own channels override the fixture with the real Redis-backed store (``storage.kit.StoreKit``,
+see ``tests/channels/conftest.py``).
 
 Every test in the battery runs for every adapter: normalization, dedupe on redelivery,
 acknowledge-only-after-store, send, error mapping to retryable/permanent, length limit and the
@@ -25,10 +27,9 @@ from typing import Any, Literal, Protocol
 import msgspec
 import pytest
 
-from channels.base import ChannelAdapter
+from channels.base import ChannelAdapter, IngestOutcome
 from channels.errors import AuthError, PermanentError, RateLimited, ReplyRejected, RetryableError
-from hub.models import InboundMessage, OutboundReply
-from storage.store import IngestResult, Store
+from channels.models import InboundMessage, OutboundReply
 
 FailureKind = Literal["retryable", "rate_limited", "permanent", "auth"]
 
@@ -69,16 +70,87 @@ class ConformanceHarness(Protocol):
         ...
 
 
-class IngestGate:
-    """The kit's ingest callback: stores through the real Store, or fails when closed."""
+class KitConversation(msgspec.Struct, frozen=True):
+    """What the kit needs to know about a stored conversation."""
 
-    def __init__(self, store: Store) -> None:
+    id: str
+    thread_id: str
+    contact_handle: str
+    last_inbound_at: float | None
+    provider_message_ids: tuple[str, ...]
+
+
+class KitStore(Protocol):
+    """Where the kit's ingest puts messages: the hub's store, or ``MemoryKitStore``."""
+
+    async def ingest(self, message: InboundMessage) -> IngestOutcome: ...
+
+    async def inbound(self, message_id: str) -> InboundMessage | None: ...
+
+    async def conversation(self, conversation_id: str) -> KitConversation | None: ...
+
+
+class MemoryOutcome(msgspec.Struct, frozen=True):
+    message_id: str
+    conversation_id: str
+    duplicate: bool
+
+
+class MemoryKitStore:
+    """An in-memory store with the hub's ingest semantics: one message per
+    ``(channel instance, provider message id)``, one conversation per ``(instance, thread)``."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], MemoryOutcome] = {}
+        self._threads: dict[tuple[str, str], str] = {}
+        self._messages: dict[str, InboundMessage] = {}
+        self._conversations: dict[str, list[str]] = {}
+        self._next = 0
+
+    def _id(self, kind: str) -> str:
+        self._next += 1
+        return f"{kind}-{self._next}"
+
+    async def ingest(self, message: InboundMessage) -> IngestOutcome:
+        key = (message.channel_instance, message.provider_message_id)
+        if key in self._seen:
+            return msgspec.structs.replace(self._seen[key], duplicate=True)
+        if not message.received_at:
+            message = msgspec.structs.replace(message, received_at=time.time())
+        thread = (message.channel_instance, message.thread_id)
+        conversation_id = self._threads.setdefault(thread, self._id("conversation"))
+        message_id = self._id("message")
+        self._messages[message_id] = message
+        self._conversations.setdefault(conversation_id, []).append(message_id)
+        outcome = MemoryOutcome(message_id, conversation_id, duplicate=False)
+        self._seen[key] = outcome
+        return outcome
+
+    async def inbound(self, message_id: str) -> InboundMessage | None:
+        return self._messages.get(message_id)
+
+    async def conversation(self, conversation_id: str) -> KitConversation | None:
+        ids = self._conversations.get(conversation_id)
+        if not ids:
+            return None
+        messages = [self._messages[i] for i in ids]
+        return KitConversation(
+            id=conversation_id, thread_id=messages[0].thread_id,
+            contact_handle=messages[0].sender_handle,
+            last_inbound_at=messages[-1].received_at,
+            provider_message_ids=tuple(m.provider_message_id for m in messages))
+
+
+class IngestGate:
+    """The kit's ingest callback: stores through the kit's store, or fails when closed."""
+
+    def __init__(self, store: KitStore) -> None:
         self.store = store
         self.open = True
-        self.results: list[IngestResult] = []
+        self.results: list[IngestOutcome] = []
         self.refused = 0
 
-    async def __call__(self, message: InboundMessage) -> IngestResult:
+    async def __call__(self, message: InboundMessage) -> IngestOutcome:
         if not self.open:
             self.refused += 1
             raise ConnectionError("store unavailable (closed by the conformance kit)")
@@ -99,8 +171,13 @@ class ChannelConformance:
         yield  # pragma: no cover
 
     @pytest.fixture
-    def ingest_gate(self, store: Store) -> IngestGate:
-        return IngestGate(store)
+    def kit_store(self) -> KitStore:
+        """Override to run the kit on a real store (inboxhub's channels do)."""
+        return MemoryKitStore()
+
+    @pytest.fixture
+    def ingest_gate(self, kit_store: KitStore) -> IngestGate:
+        return IngestGate(kit_store)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -110,7 +187,7 @@ class ChannelConformance:
         if not gate.results:
             assert await harness.deliver(case), "first delivery was not acknowledged"
         result = gate.results[0]
-        conversation = await gate.store.get_conversation(result.conversation_id)
+        conversation = await gate.store.conversation(result.conversation_id)
         assert conversation is not None
         return OutboundReply(
             reply_id=f"kit-{time.time_ns()}",
@@ -135,7 +212,7 @@ class ChannelConformance:
             before = len(ingest_gate.results)
             assert await harness.deliver(case), f"{case.name}: not acknowledged"
             assert len(ingest_gate.results) == before + 1, f"{case.name}: not ingested once"
-            stored = await ingest_gate.store.load_inbound(ingest_gate.results[-1].message_id)
+            stored = await ingest_gate.store.inbound(ingest_gate.results[-1].message_id)
             assert stored is not None, f"{case.name}: not in the store"
             assert stored.channel_type == harness.adapter.type_name
             assert stored.channel_instance == harness.adapter.instance
@@ -157,8 +234,9 @@ class ChannelConformance:
         assert not first.duplicate
         assert repeats and all(r.duplicate for r in repeats)
         assert {r.message_id for r in ingest_gate.results} == {first.message_id}
-        messages = await ingest_gate.store.get_messages(first.conversation_id)
-        assert [m.provider_message_id for m in messages] == [case.provider_message_id]
+        conversation = await ingest_gate.store.conversation(first.conversation_id)
+        assert conversation is not None
+        assert conversation.provider_message_ids == (case.provider_message_id,)
 
     async def test_acknowledges_only_after_store(
         self, harness: ConformanceHarness, ingest_gate: IngestGate

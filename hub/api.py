@@ -16,11 +16,11 @@ import phonenumbers
 from aiohttp import web
 
 from channels.errors import ReplyRejected
+from channels.models import OutboundReply
 from hub import keys as K
 from hub import query as q
 from hub.auth import PRINCIPAL, Principal, require_role
 from hub.errors import ApiError
-from hub.models import Conversation, ConversationDetail, OutboundReply
 from hub.openapi import build_openapi, operation
 from hub.paging import (
     conversation_cursor,
@@ -30,6 +30,7 @@ from hub.paging import (
 )
 from hub.scope import Gate, visibility
 from hub.views import (
+    ConversationDetail,
     ConversationList,
     DeadLetterList,
     MessageList,
@@ -39,6 +40,7 @@ from hub.views import (
 )
 from routing.config import RoutingConfig
 from storage import keys as storage_keys
+from storage.records import Conversation
 from storage.store import (
     ConversationFilter,
     NotRetryable,
@@ -89,7 +91,7 @@ def principal_of(request: web.Request) -> Principal:
 
 
 def gate(request: web.Request) -> Gate:
-    return Gate(request.app[K.STORE].redis, principal_of(request),
+    return Gate(request.app[K.ROUTING].state, principal_of(request),
                 request.app[K.CONFIG].config.api.agent_scope)
 
 
@@ -201,7 +203,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     except NothingMatches:
         return json_response(ConversationList([], None))
     store = request.app[K.STORE]
-    seen_by = await visibility(store.redis, principal,
+    seen_by = await visibility(request.app[K.ROUTING].state, principal,
                                request.app[K.CONFIG].config.api.agent_scope)
     page = await store.page_conversations(limit=query.get("limit", 50), after=after,
                                           filters=filters, visibility=seen_by)

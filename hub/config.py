@@ -3,7 +3,7 @@
 Errors name the file, the key path and what was expected (``config.toml: hub.port: Expected
 `int`, got `str```). Plain values may use ``${NAME}`` or ``${NAME:-default}`` to read the
 environment (ports, URLs, paths); secrets must be ``env:NAME`` or ``file:PATH`` (see
-``hub.secrets``). Each channel's ``settings`` table is validated by its adapter's own schema.
+``channels.secrets``). Each channel's ``settings`` table is validated by its adapter's own schema.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from hub.secrets import Secret
+from channels.secrets import Secret
 from routing.config import RoutingConfig, validate_routing
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -6,8 +6,8 @@ import logging
 import time
 from collections.abc import Mapping
 
+from channels.models import InboundMessage
 from hub.metrics import Metrics
-from hub.models import InboundMessage
 from storage.store import IngestResult, Store
 
 log = logging.getLogger(__name__)

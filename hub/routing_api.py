@@ -12,7 +12,6 @@ from hub import keys as K
 from hub.api import conversation_or_404, decode_body, gate, json_response
 from hub.auth import require_role
 from hub.errors import ApiError
-from hub.models import MessageView
 from hub.openapi import operation
 from hub.views import (
     AgentEntry,
@@ -31,6 +30,7 @@ from hub.views import (
 from routing.codes import ISO_639_1
 from routing.config import AgentConfig, validate_routing
 from routing.engine import RoutingError, TransferRefused
+from storage.records import MessageView
 from storage.store import Store
 
 routes = web.RouteTableDef()

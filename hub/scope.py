@@ -12,13 +12,13 @@ conversation records, which the mirror keeps in step with it within milliseconds
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from hub.auth import Principal
 from hub.errors import ApiError
-from storage import keys as storage_keys
+from storage.routing_store import RoutingStore
 from storage.store import Visibility
 
 AgentScope = Literal["own", "pools", "all"]
@@ -33,23 +33,10 @@ class RoutingFacts(msgspec.Struct, frozen=True):
     agent_pools: frozenset[str]
 
 
-def _text(value: bytes | None) -> str | None:
-    return value.decode() if value else None
-
-
-async def routing_facts(redis: Any, conversation_id: str, agent_id: str) -> RoutingFacts:
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hmget(storage_keys.routing_conversation(conversation_id),
-                   "status", "assignee", "pool")
-        pipe.hkeys(storage_keys.routing_agent_pools(agent_id))
-        (status, assignee, pool), pools = await pipe.execute()
-    return RoutingFacts(_text(status), _text(assignee), _text(pool),
-                        frozenset(p.decode() for p in pools))
-
-
-async def agent_pools(redis: Any, agent_id: str) -> tuple[str, ...]:
-    return tuple(sorted(p.decode() for p in
-                        await redis.hkeys(storage_keys.routing_agent_pools(agent_id))))
+async def routing_facts(state: RoutingStore, conversation_id: str,
+                        agent_id: str) -> RoutingFacts:
+    (status, assignee, pool), pools = await state.scope_facts(conversation_id, agent_id)
+    return RoutingFacts(status, assignee, pool, pools)
 
 
 def unlimited(principal: Principal, scope: AgentScope) -> bool:
@@ -70,24 +57,25 @@ def owns(principal: Principal, facts: RoutingFacts) -> bool:
     return facts.status == "assigned" and facts.assignee == principal.name
 
 
-async def visibility(redis: Any, principal: Principal, scope: AgentScope) -> Visibility | None:
+async def visibility(state: RoutingStore, principal: Principal,
+                     scope: AgentScope) -> Visibility | None:
     """The list filter for this principal; None = everything."""
     if unlimited(principal, scope):
         return None
-    pools = await agent_pools(redis, principal.name) if scope == "pools" else ()
+    pools = await state.agent_pool_ids(principal.name) if scope == "pools" else ()
     return Visibility(principal.name, pools)
 
 
 class Gate:
     """Scope checks for one request; raises the 404/403 the API answers with."""
 
-    def __init__(self, redis: Any, principal: Principal, scope: AgentScope) -> None:
-        self.redis = redis
+    def __init__(self, state: RoutingStore, principal: Principal, scope: AgentScope) -> None:
+        self.state = state
         self.principal = principal
         self.scope = scope
 
     async def facts(self, conversation_id: str) -> RoutingFacts:
-        return await routing_facts(self.redis, conversation_id, self.principal.name)
+        return await routing_facts(self.state, conversation_id, self.principal.name)
 
     async def read(self, conversation_id: str) -> None:
         if unlimited(self.principal, self.scope):

@@ -23,10 +23,10 @@ import time
 import msgspec
 
 from channels.errors import ChannelError, PermanentError, RetryableError
+from channels.models import OutboundReply
 from hub.channel_manager import ChannelManager
 from hub.config import OutboxSettings
 from hub.metrics import Metrics
-from hub.models import OutboundReply
 from hub.worker import LeavePending
 from storage.store import Store
 from storage.streams import Entry

@@ -1,5 +1,5 @@
 """What the API answers, as Structs: every response body is one of these (or a record from
-``hub.models``), encoded by msgspec and published from the same types in the OpenAPI document.
+``storage.records``), encoded by msgspec and published from the same types in the OpenAPI document.
 
 Routing keeps its state as Redis hash strings (``"cap:chat": "4"``); the converters here turn
 them into typed fields once, at the edge, so clients get numbers, booleans and maps.
@@ -11,10 +11,19 @@ from typing import Any, Literal
 
 import msgspec
 
-from hub.models import Conversation, DeadLetter, MessageView, QuarantineEntry
 from routing.config import AgentConfig
+from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
 
 Presence = Literal["online", "away", "offline"]
+
+
+class ConversationDetail(msgspec.Struct, frozen=True):
+    """A conversation with a page of its messages in sequence order; ``next_cursor``
+    continues the messages (null: there are no more)."""
+
+    conversation: Conversation
+    messages: list[MessageView]
+    next_cursor: str | None = None
 
 
 class ConversationList(msgspec.Struct, frozen=True):

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
-from hub.models import Conversation, InboundMessage
+from channels.models import InboundMessage
 from routing.business_hours import BusinessHours, Calendar
 from routing.classify.market import MarketGuess, classify_market
 from routing.classify.skill import SkillClassifier
@@ -30,8 +30,8 @@ from routing.eligibility import agent_pools, pool_id
 from routing.explain import describe
 from routing.policy import RoutingDecision
 from routing.rules import Facts, choose_queue
-from storage import keys as storage_keys
-from storage.scripts import load_script
+from storage.records import Conversation
+from storage.routing_store import RoutingStore
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,10 @@ class RoutingEngine:
         # Fault-injection hook between the steps of a decision (the hub's crash tests).
         self.checkpoint: Callable[[str], None] = checkpoint or (lambda _point: None)
         self._next_presence_check = 0.0
-        self.redis: Any = store.redis
+        self.state = RoutingStore(store.redis)
         self.cfg = cfg
         self.identifier = identifier
         self.skills = skills
-        self.base = storage_keys.ROUTING_BASE
-        self.script = load_script(store.redis, "routing")
         self.team_calendar = Calendar(business_hours or BusinessHours.always())
         self.always = Calendar(BusinessHours.always())
         self.queues = cfg.effective_queues()
@@ -94,13 +92,8 @@ class RoutingEngine:
     # -- plumbing ----------------------------------------------------------------------------
 
     async def call(self, command: str, *args: Any, now: float | None = None) -> Any:
-        return await self.script(
-            keys=[self.base + "events"],
-            args=[self.base, command, repr(time.time() if now is None else now), *args],
-        )
-
-    def _key(self, *parts: str) -> str:
-        return self.base + ":".join(parts)
+        """One atomic routing decision (a command of ``storage/lua/routing.lua``)."""
+        return await self.state.decide(command, *args, now=now)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -113,21 +106,18 @@ class RoutingEngine:
         by a reload; a config entry with the id of an API agent takes it over. Returns the ids
         removed.
         """
-        await self.redis.hset(self._key("settings"), mapping={
+        await self.state.write_settings({
             "sticky_seconds": self.cfg.sticky_hours * 3600,
             "noreply_seconds": self.cfg.reassign_after_no_reply_minutes * 60,
             "requeue_boost": self.cfg.requeue_priority_boost,
             "sla_boost": self.cfg.sla_breach_priority_boost,
         })
         in_file = {agent.id for agent in self.cfg.agents}
-        recorded = await self.redis.hgetall(self._key("origins"))
-        gone = sorted(k.decode() for k, v in recorded.items()
-                      if v == b"config" and k.decode() not in in_file)
+        recorded = await self.state.origins()
+        gone = sorted(a for a, origin in recorded.items()
+                      if origin == "config" and a not in in_file)
         for agent in self.cfg.agents:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(self._key("profiles"), agent.id, msgspec.json.encode(agent))
-                pipe.hset(self._key("origins"), agent.id, "config")
-                await pipe.execute()
+            await self.state.put_profile(agent.id, msgspec.json.encode(agent), origin="config")
         for agent_id in gone:
             await self._remove_config_agent(agent_id)
         for agent in await self.agents():
@@ -138,34 +128,28 @@ class RoutingEngine:
         """Offline first (the script requeues their work and drops them from every pool), then
         forget them. The profile goes before the script call, so no status change through the
         API can place them again in between."""
-        raw = await self.redis.hget(self._key("profiles"), agent_id)
-        await self.redis.hdel(self._key("profiles"), agent_id)
+        raw = await self.state.take_profile(agent_id)
         profile = (msgspec.json.decode(raw, type=AgentConfig) if raw is not None
                    else AgentConfig(id=agent_id, capacity={}))
         caps = ",".join(f"{k}={v}" for k, v in sorted(profile.capacity.items()))
         requeued = await self.call("agent", agent_id, "offline", caps, "", profile.weight)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(self._key("agent", agent_id), self._key("agent", agent_id, "pools"),
-                        self._key("agent", agent_id, "convs"))
-            for field_of in ("presence", "heartbeat", "origins"):
-                pipe.hdel(self._key(field_of), agent_id)
-            await pipe.execute()
+        await self.state.forget_agent(agent_id)
         log.info("agent %s removed from the config: %d conversations requeued",
                  agent_id, len(requeued) // 2)
 
     async def agents(self) -> list[AgentConfig]:
-        raw = await self.redis.hgetall(self._key("profiles"))
+        raw = await self.state.profiles()
         agents = [msgspec.json.decode(v, type=AgentConfig) for v in raw.values()]
         return sorted(agents, key=lambda a: a.id)
 
     async def agent(self, agent_id: str) -> AgentConfig | None:
-        raw = await self.redis.hget(self._key("profiles"), agent_id)
+        raw = await self.state.profile(agent_id)
         return None if raw is None else msgspec.json.decode(raw, type=AgentConfig)
 
     async def put_agent(self, agent: AgentConfig) -> list[tuple[str, str]]:
-        await self.redis.hset(self._key("profiles"), agent.id, msgspec.json.encode(agent))
         # Created here: a reload leaves it alone. A config agent edited here stays the file's.
-        await self.redis.hsetnx(self._key("origins"), agent.id, "api")
+        await self.state.put_profile(agent.id, msgspec.json.encode(agent), origin="api",
+                                     keep_origin=True)
         return await self._place(agent)
 
     async def set_status(self, agent_id: str, status: AgentStatus) -> list[tuple[str, str]]:
@@ -175,20 +159,16 @@ class RoutingEngine:
         if agent is None:
             raise RoutingError(f"no agent {agent_id!r}")
         now = time.time()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self._key("presence"), agent_id, status)
-            pipe.hset(self._key("heartbeat"), agent_id, repr(now))
-            await pipe.execute()
+        await self.state.set_presence(agent_id, status, now)
         # Apply the status asked for, not a re-read of presence another process may have
         # changed in between; check_presence reconciles the rare cross-process race.
         return await self._place_as(agent, self.effective_status(agent, status, now), now)
 
     async def heartbeat(self, agent_id: str) -> None:
-        await self.redis.hset(self._key("heartbeat"), agent_id, repr(time.time()))
+        await self.state.heartbeat(agent_id, time.time())
 
     async def desired_status(self, agent_id: str) -> AgentStatus:
-        raw = await self.redis.hget(self._key("presence"), agent_id)
-        return raw.decode() if raw else "offline"
+        return await self.state.presence(agent_id) or "offline"
 
     def effective_status(self, agent: AgentConfig, desired: AgentStatus, now: float) -> str:
         """Online only inside the agent's working hours: end of shift hands work back."""
@@ -371,16 +351,16 @@ class RoutingEngine:
             raise TransferRefused("unknown_agent", f"no agent {agent_id!r}")
         if conversation is None:
             conversation = await self.store.get_conversation(conversation_id)
-        raw_queue, raw_status = await self.redis.hmget(self._key("rc", conversation_id),
-                                                       "queue", "status")
-        if raw_status and raw_status not in (b"assigned", b"waiting"):
+        raw_queue, raw_status = await self.state.conversation_fields(conversation_id,
+                                                                     ("queue", "status"))
+        if raw_status and raw_status not in ("assigned", "waiting"):
             # Said before judging the target; the atomic step checks it again.
             raise TransferRefused("resolved", "conversation is resolved; a transfer does not "
                                               "reopen it")
         queue = None
         if raw_queue:
             with contextlib.suppress(KeyError):
-                queue = self.cfg.queue(raw_queue.decode())
+                queue = self.cfg.queue(raw_queue)
         gaps = language_gaps(target, queue, conversation.language if conversation else None)
         if gaps:
             raise TransferRefused("language_floor",
@@ -414,7 +394,7 @@ class RoutingEngine:
     async def correct_language(self, conversation: Conversation, language: str,
                                message: InboundMessage) -> None:
         """An agent's correction wins over identification and routes the conversation again."""
-        await self.redis.hset(self._key("rc", conversation.id), "language_by", "agent")
+        await self.state.set_conversation_field(conversation.id, "language_by", "agent")
         await self.store.update_conversation(conversation.id, {"language": language})
         corrected = msgspec.structs.replace(conversation, language=language)
         try:
@@ -428,14 +408,13 @@ class RoutingEngine:
 
     async def explain(self, conversation_id: str) -> list[dict[str, Any]]:
         """The decision log, oldest first; ``text`` says each entry in an operator's words."""
-        rows = await self.redis.lrange(self._key("rc", conversation_id, "log"), 0, -1)
+        rows = await self.state.decision_log(conversation_id)
         state = await self.routing_state(conversation_id)
         entries = [msgspec.json.decode(r) for r in reversed(rows)]
         return [{**e, "text": describe(e, state)} for e in entries]
 
     async def routing_state(self, conversation_id: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(self._key("rc", conversation_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return await self.state.conversation_state(conversation_id)
 
     async def queue_stats(self) -> list[dict[str, Any]]:
         out = []
@@ -443,20 +422,15 @@ class RoutingEngine:
         for queue in self.queues:
             for i, _step in enumerate(queue.steps):
                 p = pool_id(queue.name, i)
-                waiting = {k: int(await self.redis.zcard(self._key("pool", p, "wait", k)))
-                           for k in kinds}
-                available = {k: int(await self.redis.zcard(self._key("pool", p, "avail", k)))
-                             for k in kinds}
-                online = int(await self.redis.scard(self._key("pool", p, "online")))
+                waiting, available, online = await self.state.pool_counts(p, kinds)
                 out.append({"queue": queue.name, "step": i + 1, "pool": p, "waiting": waiting,
                             "available_agents": available, "online_agents": online})
         return out
 
     async def agent_state(self, agent_id: str) -> dict[str, Any]:
-        raw = await self.redis.hgetall(self._key("agent", agent_id))
-        convs = await self.redis.smembers(self._key("agent", agent_id, "convs"))
-        state = {k.decode(): v.decode() for k, v in raw.items()}
-        state["conversations"] = sorted(c.decode() for c in convs)
+        record, convs = await self.state.agent_record(agent_id)
+        state: dict[str, Any] = dict(record)
+        state["conversations"] = convs
         state["desired_status"] = await self.desired_status(agent_id)
         return state
 
@@ -493,16 +467,15 @@ class RoutingEngine:
                              now: float | None = None) -> None:
         """End of shift and lost heartbeats take an agent offline (their work is requeued)."""
         now = time.time() if now is None else now
-        beats = await self.redis.hgetall(self._key("heartbeat"))
+        beats = await self.state.heartbeats()
         for agent in await self.agents():
             desired = await self.desired_status(agent.id)
             effective = self.effective_status(agent, desired, now)
-            seen = beats.get(agent.id.encode())
+            seen = beats.get(agent.id)
             if heartbeat_grace > 0 and effective == "online" and seen is not None \
-                    and now - float(seen) > heartbeat_grace:
+                    and now - seen > heartbeat_grace:
                 effective = "offline"
-            current = await self.redis.hget(self._key("agent", agent.id), "status")
-            if (current.decode() if current else "offline") != effective:
+            if (await self.state.placed_status(agent.id) or "offline") != effective:
                 log.info("agent %s is now %s", agent.id, effective)
                 await self._place_as(agent, effective, now)
 
@@ -521,20 +494,20 @@ class RoutingEngine:
         The classification travels too: the router writes it at once, and this copy repairs a
         record the router could not finish (a crash right after the enqueue step).
         """
-        state = await self.redis.hmget(self._key("rc", conversation_id),
-                                       "status", "assignee", "queue", "pool", *_MIRRORED)
-        status = state[0].decode() if state[0] else None
+        state = await self.state.conversation_fields(
+            conversation_id, ("status", "assignee", "queue", "pool", *_MIRRORED))
+        status = state[0]
         mapped = {"assigned": "assigned", "waiting": "queued", "routing": "queued",
                   "closed": "resolved"}.get(status or "")
         if mapped is None:
             return
-        fields = {"status": mapped, "assignee": state[1].decode() if state[1] else "",
-                  "pool": state[3].decode() if state[3] and status == "waiting" else ""}
+        fields = {"status": mapped, "assignee": state[1] or "",
+                  "pool": state[3] if state[3] and status == "waiting" else ""}
         if state[2]:
-            fields["queue"] = state[2].decode()
+            fields["queue"] = state[2]
         for name, value in zip(_MIRRORED, state[4:], strict=True):
             if value is not None:
-                fields[name.removeprefix("cls:")] = value.decode()
+                fields[name.removeprefix("cls:")] = value
         # Routing state exists only for conversations the router saw, so the record exists.
         await self.store.update_conversation(conversation_id, fields)
 
@@ -563,13 +536,10 @@ async def reload_engine(engine: RoutingEngine, cfg: RoutingConfig) -> int:
     removed = await engine.sync()
     live = {pool_id(q.name, i) for q in engine.queues for i in range(len(q.steps))}
     moved = 0
-    async for key in engine.redis.scan_iter(match=engine.base + "pool:*:wait:*", count=500):
-        pool = key.decode()[len(engine.base) + len("pool:"):].rsplit(":wait:", 1)[0]
-        if pool in live:
-            continue
-        for cid in await engine.redis.zrange(key, 0, -1):
-            conversation = await engine.store.get_conversation(cid.decode())
-            await engine.redis.zrem(key, cid)
+    stale = {pool async for pool in engine.state.waiting_pools()} - live
+    for pool in sorted(stale):
+        for cid in await engine.state.take_waiting(pool):
+            conversation = await engine.store.get_conversation(cid)
             if conversation is None:
                 continue
             queue = conversation.queue if conversation.queue in {q.name for q in engine.queues} \

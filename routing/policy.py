@@ -12,7 +12,8 @@ from typing import Protocol
 
 import msgspec
 
-from hub.models import Conversation, InboundMessage
+from channels.models import InboundMessage
+from storage.records import Conversation
 
 
 class RoutingDecision(msgspec.Struct, frozen=True):

@@ -157,12 +157,3 @@ def sticky(contact_id: str) -> str:
 SCHEMA_VERSION = f"{PREFIX}:{GLOBAL_TAG}:schema"
 AUDIT = f"{PREFIX}:{GLOBAL_TAG}:audit"
 
-
-def routing_conversation(conversation_id: str) -> str:
-    """``rc:<c>``: a conversation's routing state (status, assignee, pool, ...)."""
-    return f"{ROUTING_BASE}rc:{conversation_id}"
-
-
-def routing_agent_pools(agent_id: str) -> str:
-    """``agent:<a>:pools``: the pools (queue steps) an agent is eligible for -> rank."""
-    return f"{ROUTING_BASE}agent:{agent_id}:pools"

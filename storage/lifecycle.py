@@ -53,7 +53,7 @@ from typing import Any
 
 import msgspec
 
-from hub.models import InboundMessage
+from channels.models import InboundMessage
 from storage import keys
 from storage.keys import PartitionKeys
 from storage.scripts import load_script

@@ -16,17 +16,11 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from hub.models import (
-    Conversation,
-    DeadLetter,
-    InboundMessage,
-    MessageView,
-    OutboundReply,
-    QuarantineEntry,
-)
+from channels.models import InboundMessage, OutboundReply
 from storage import keys
 from storage.keys import PartitionKeys
 from storage.quarantine import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, RAW_LIMIT, QuarantineLog
+from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
 from storage.scripts import Scripts
 
 QUARANTINE_RAW_LIMIT = RAW_LIMIT
@@ -351,7 +345,7 @@ class Store:
                 start += batch
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for cid in ids:
-                        pipe.hmget(keys.routing_conversation(cid), "status", "pool")
+                        pipe.hmget(keys.routing_state(cid), "status", "pool")
                     states = await pipe.execute()
                 for cid, (status, pool) in zip(ids, states, strict=True):
                     waiting = status == b"waiting" and pool

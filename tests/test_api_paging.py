@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hub.models import InboundMessage
+from channels.models import InboundMessage
 from storage.store import Store
 from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN
 from tests.helpers import auth, running_hub

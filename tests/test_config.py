@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from channels.api import ApiChannelSettings
+from channels.secrets import Secret
 from hub.auth import TokenIndex
 from hub.config import ConfigError, load_config
-from hub.secrets import Secret
 
 CHANNEL = """
 [[channels]]

@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from hub.models import InboundMessage
+from channels.models import InboundMessage
 from storage.embedded import EmbeddedRedis
 from storage.store import IngestResult, Store
 from tests.conftest import write_config

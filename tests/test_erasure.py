@@ -187,8 +187,8 @@ async def test_nothing_of_the_buyer_is_left(make_config: Any, store: Store,
 
 async def test_an_interrupted_erasure_is_finished_by_the_next(store: Store,
                                                               redis: Redis) -> None:
+    from channels.models import InboundMessage
     from hub.erasure import erase_contact
-    from hub.models import InboundMessage
     from routing.classify.skill import SkillClassifier
     from routing.config import RoutingConfig
     from routing.engine import RoutingEngine

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from hub.models import InboundMessage, OutboundReply
+from channels.models import InboundMessage, OutboundReply
 from storage import keys
 from storage.store import Store
 from tests.conftest import ADMIN_TOKEN, RedisServer

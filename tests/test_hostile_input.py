@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestServer
 
 from channels.api import ApiChannel, ApiChannelSettings
 from channels.base import AdapterContext
-from hub.models import InboundMessage
-from hub.secrets import Secret
+from channels.models import InboundMessage
+from channels.secrets import Secret
 from storage.keys import is_stream_id, partition_from_id
 from storage.store import Store
 from tests.conftest import ADMIN_TOKEN, TEST_SECRET

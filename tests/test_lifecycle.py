@@ -90,7 +90,7 @@ async def test_retention_deletes_old_resolved_conversations_only(make_config: An
 
 async def test_retention_finishes_a_pass_that_crashed_half_way(store: Store,
                                                                redis: Redis) -> None:
-    from hub.models import InboundMessage
+    from channels.models import InboundMessage
 
     result = await store.ingest(InboundMessage(
         channel_type="api", channel_instance="shop", provider_message_id="x1", thread_id="x",

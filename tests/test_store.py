@@ -9,7 +9,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from hub.models import InboundMessage, OutboundReply
+from channels.models import InboundMessage, OutboundReply
 from storage import keys
 from storage.store import (
     QUARANTINE_RAW_LIMIT,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from hub.models import InboundMessage
+from channels.models import InboundMessage
 from storage.store import ConversationFilter, Position, Store, Visibility
 
 STATUSES = ("new", "queued", "assigned", "resolved")
@@ -190,7 +190,7 @@ async def test_backfill_indexes_records_written_before_the_indexes(store: Store)
                                                              "queue": "es"})
         await store.redis.hdel(k.conversation(cid), "_idx")
         await store.redis.delete(k.index("status", "new"))
-    await store.redis.hset(keys.routing_conversation(cids[0]),
+    await store.redis.hset(keys.routing_state(cids[0]),
                            mapping={"status": "waiting", "pool": "es#1"})
     page = await store.page_conversations(filters=ConversationFilter(status=("queued",)))
     assert page.conversations == []

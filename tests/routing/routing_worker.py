@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from hub.models import ChannelHints, InboundMessage
+from channels.models import ChannelHints, InboundMessage
 from routing.config import AgentConfig, QueueConfig, RoutingConfig
 from routing.eligibility import agent_pools, pool_id
 from routing.engine import RoutingEngine, RoutingError
@@ -126,7 +126,7 @@ class Snapshot:
 
 
 async def snapshot(redis: Redis, engine: RoutingEngine) -> Snapshot:
-    base = engine.base
+    base = engine.state.base
     profiles = {a.id: a for a in await engine.agents()}
     ids = sorted(profiles)
     queue_pools = {q.name: [pool_id(q.name, i) for i in range(len(q.steps))]

@@ -286,7 +286,7 @@ async def run_scenario(socket: str, sc: dict[str, Any], checks: set[str]) -> lis
         history: list[str] = []
         prev = await snapshot(redis, engine)
         replay = Replay.of(prev, "0-0")
-        events = await read_events(redis, engine.base, "0-0")
+        events = await read_events(redis, engine.state.base, "0-0")
         replay.last_id = events[-1][0] if events else "0-0"
         for n, op in enumerate(sc["ops"]):
             name = op[0]
@@ -344,7 +344,7 @@ async def run_scenario(socket: str, sc: dict[str, Any], checks: set[str]) -> lis
                 note = f"fired {fired}"
             history.append(f"{n}: {op} {note}")
             post = await snapshot(redis, engine)
-            events = await read_events(redis, engine.base, replay.last_id)
+            events = await read_events(redis, engine.state.base, replay.last_id)
             kinds = {c: h["kind"] for c, h in post.rc.items()}
             caps = {(a, k): post.cap(a, k) for a in post.agents for k in KINDS}
             excluded = {f["conv"]: f.get("agent", "") for _, f in events
@@ -452,7 +452,7 @@ async def _final_checks(socket: str, cfg: Any) -> tuple[list[str], dict[str, int
         # Replay every decision from the empty state: capacities never changed in this test,
         # so each assignment is checked against capacity at the moment it was made.
         replay = Replay()
-        events = await read_events(redis, engine.base, "0-0")
+        events = await read_events(redis, engine.state.base, "0-0")
         kinds = {c: h["kind"] for c, h in post.rc.items()}
         caps = {(a, k): post.cap(a, k) for a in post.agents for k in KINDS}
         bad += replay_events(replay, events, kinds, caps)
@@ -465,7 +465,7 @@ async def _final_checks(socket: str, cfg: Any) -> tuple[list[str], dict[str, int
         # Not an invariant (check_presence heals it), reported: set_status reads the presence
         # it just wrote and applies it in a second call, so two processes can apply in the
         # opposite order of their writes, and the victim may die between the two.
-        presence = await redis.hgetall(engine.base + "presence")
+        presence = await redis.hgetall(engine.state.base + "presence")
         stats["stranded (BUG_STRANDED)"] = len(check_not_stranded(post))
         stats["presence_mismatch"] = sum(
             1 for a, h in post.agents.items()

@@ -8,7 +8,7 @@ import asyncio
 import msgspec
 import pytest
 
-from hub.models import InboundMessage
+from channels.models import InboundMessage
 from routing.config import (
     AgentConfig,
     QueueConfig,
@@ -95,7 +95,7 @@ async def test_api_agent_survives_reloads_and_config_edits_stay_the_files(store:
 async def test_profiles_without_a_recorded_origin_are_kept(store: Store) -> None:
     """Profiles stored before origins were recorded cannot be told apart: never deleted."""
     engine = await asyncio.to_thread(build_engine, store, config([LUCIA]))
-    await store.redis.hset(engine.base + "profiles", "legacy",
+    await store.redis.hset(engine.state.base + "profiles", "legacy",
                            msgspec.json.encode(AgentConfig("legacy", capacity={"chat": 1})))
     await engine.sync()
     await reload_engine(engine, config([]))

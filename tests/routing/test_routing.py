@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from hub.models import ChannelHints, InboundMessage
+from channels.models import ChannelHints, InboundMessage
 from routing.config import (
     AgentConfig,
     QueueConfig,

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from redis.exceptions import ResponseError
 
-from hub.models import InboundMessage
+from channels.models import InboundMessage
 from routing.config import AgentConfig, QueueConfig, RoutingConfig, RuleConfig, StepConfig
 from routing.config import WhenConfig as When
 from routing.engine import RoutingEngine, TransferRefused, language_gaps

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hub.models import InboundMessage
+from channels.models import InboundMessage
 from routing.config import (
     AgentConfig,
     QueueConfig,

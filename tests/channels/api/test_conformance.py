@@ -1,4 +1,5 @@
-"""The API channel runs the conformance kit twice: without and with a reply window."""
+"""The API channel runs the conformance kit: on real Redis without and with a reply window, and
+on the kit's in-memory store, as a plugin author without Redis would."""
 
 from __future__ import annotations
 
@@ -13,14 +14,18 @@ from aiohttp.test_utils import TestServer
 
 from channels.api import ApiChannel, ApiChannelSettings
 from channels.base import AdapterContext
+from channels.secrets import Secret
 from channels.testing import (
     ChannelConformance,
     FailureKind,
     InboundCase,
     IngestGate,
+    KitStore,
+    MemoryKitStore,
     SentRecord,
 )
-from hub.secrets import Secret
+from storage.kit import StoreKit
+from storage.store import Store
 from tests.conftest import TEST_SECRET
 from tests.helpers import sign
 
@@ -61,6 +66,10 @@ class ApiHarness:
 
 class TestApiChannelConformance(ChannelConformance):
     window: float | None = None
+
+    @pytest.fixture
+    def kit_store(self, store: Store) -> KitStore:
+        return StoreKit(store)  # the hub's own atomic ingest on real Redis
 
     def inbound_cases(self) -> list[InboundCase]:
         return [
@@ -134,3 +143,11 @@ class TestApiChannelConformance(ChannelConformance):
 
 class TestApiChannelWithWindowConformance(TestApiChannelConformance):
     window = 24 * 3600.0
+
+
+class TestApiChannelOnTheKitsMemoryStore(TestApiChannelConformance):
+    """What a plugin author runs: the same battery with no Redis at all."""
+
+    @pytest.fixture
+    def kit_store(self) -> KitStore:
+        return MemoryKitStore()

@@ -18,8 +18,8 @@ from channels.api import ApiChannel, ApiChannelSettings
 from channels.base import AdapterContext
 from channels.errors import PermanentError, RetryableError
 from channels.http import MAX_RESPONSE_BYTES
-from hub.models import OutboundReply
-from hub.secrets import Secret
+from channels.models import OutboundReply
+from channels.secrets import Secret
 from tests.conftest import TEST_SECRET
 
 BUYER_TEXT = "Olá Ana, seu pedido 4711 sai hoje para Rua das Flores 12"

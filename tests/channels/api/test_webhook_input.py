@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from channels.api import ApiChannel, ApiChannelSettings
 from channels.base import AdapterContext
 from channels.errors import MalformedPayload
-from hub.secrets import Secret
+from channels.secrets import Secret
 from tests.conftest import ADMIN_TOKEN, TEST_SECRET
 from tests.helpers import auth, running_hub, sign
 

@@ -1,0 +1,80 @@
+"""The normalized contract types: what every channel adapter produces and consumes.
+
+Adapters produce ``InboundMessage`` and receive ``OutboundReply``; everything above the channel
+layer (storage, routing, the hub) reads them. These types are the plugin author's whole data
+vocabulary, so they live in ``channels/`` and import nothing of the service: a plugin depends on
+this package only. All are frozen msgspec Structs (msgpack in Redis, JSON on the API).
+
+Times are UNIX seconds (float, UTC). Mutable facts (status, assignee, delivery) live in the store
+next to the frozen payload, never inside it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Attachment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A file attached to a message; the bytes live elsewhere (``storage_ref``)."""
+
+    name: str
+    content_type: str
+    size: int
+    storage_ref: str | None = None
+
+
+class ChannelHints(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the channel knows about the buyer before any text is read.
+
+    Routing fuses these with text classification: a Telegram ``language_code``, a Mercado Libre
+    site such as ``MLB``, an Amazon relay domain, a phone's country.
+    """
+
+    language: str | None = None
+    market: str | None = None
+    marketplace_site: str | None = None
+    phone_country: str | None = None
+    order_id: str | None = None
+
+
+class InboundMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One buyer message as an adapter normalized it.
+
+    ``(channel_instance, provider_message_id)`` is the idempotency key; ``thread_id`` groups
+    messages into a conversation (email thread, chat id, Mercado Libre pack).
+    """
+
+    channel_type: str
+    channel_instance: str
+    provider_message_id: str
+    thread_id: str
+    sender_handle: str
+    text: str
+    sender_name: str | None = None
+    html: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    sent_at: float | None = None
+    received_at: float = 0.0
+    hints: ChannelHints = ChannelHints()
+    raw_ref: str | None = None
+
+
+class OutboundReply(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An agent's reply on its way to the provider.
+
+    ``reply_id`` is ours and stable across retries so a provider that supports idempotency (or an
+    operator's endpoint) can drop a resend. ``last_inbound_at`` lets an adapter enforce its reply
+    window without reading the store.
+    """
+
+    reply_id: str
+    conversation_id: str
+    channel_type: str
+    channel_instance: str
+    thread_id: str
+    recipient_handle: str
+    text: str
+    author: str | None = None
+    in_reply_to: str | None = None
+    last_inbound_at: float | None = None
+    attachments: tuple[Attachment, ...] = ()

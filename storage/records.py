@@ -1,0 +1,89 @@
+"""Stored records as the hub reads them back: conversations, message views, quarantine and
+dead-letter entries. They are the store's vocabulary (built from Redis hashes and streams in
+``storage/store.py``) and what the API returns; the contract types they embed come from
+``channels.models``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from channels.models import Attachment
+
+Direction = Literal["in", "out"]
+DeliveryState = Literal["received", "queued", "sending", "sent", "delivered", "read", "failed"]
+ConversationStatus = Literal["new", "queued", "assigned", "resolved"]
+
+
+class MessageView(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A stored message as the API shows it: payload plus its delivery facts."""
+
+    id: str
+    conversation_id: str
+    seq: int
+    direction: Direction
+    channel: str
+    channel_instance: str
+    text: str
+    status: DeliveryState
+    created_at: float
+    sender_handle: str | None = None
+    sender_name: str | None = None
+    author: str | None = None
+    provider_message_id: str | None = None
+    sent_at: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+
+class Conversation(msgspec.Struct, frozen=True):
+    """A thread with one buyer on one channel instance."""
+
+    id: str
+    channel: str
+    channel_instance: str
+    thread_id: str
+    contact_id: str
+    contact_handle: str
+    contact_name: str | None
+    status: ConversationStatus
+    language: str | None
+    market: str | None
+    assignee: str | None
+    queue: str | None
+    created_at: float
+    updated_at: float
+    last_inbound_at: float | None
+    message_count: int
+    last_inbound_provider_id: str | None = None
+    # How sure routing was of the language (0..1), and whether that is below
+    # routing.min_language_confidence: the inbox offers a one-click correction then.
+    language_confidence: float | None = None
+    language_low_confidence: bool = False
+    skill: str | None = None
+
+
+class QuarantineEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Raw input we could not normalize, kept so that nothing is lost."""
+
+    id: str
+    channel_instance: str
+    error: str
+    received_at: float
+    raw: str
+    raw_truncated: bool = False
+
+
+class DeadLetter(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A reply that exhausted its attempts; ``inboxhub dlq retry`` sends it again."""
+
+    id: str
+    message_id: str
+    conversation_id: str
+    channel_instance: str
+    error: str
+    attempts: int
+    failed_at: float
