@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, cast, final
@@ -40,7 +41,15 @@ from channels.errors import (
     ReplyRejected,
     RetryableError,
 )
-from channels.models import InboundMessage, OutboundReply
+from channels.models import DeliveryUpdate, InboundMessage, OutboundReply
+from channels.services.attachments import AttachmentStore
+from channels.services.cursors import CursorStore
+from channels.services.fetches import FetchQueue
+from channels.services.leases import LeaseManager
+from channels.services.limits import RateLimit, RateLimiter
+from channels.services.receipts import DeliveryIndex
+from channels.services.tokens import TokenStore
+from channels.supervisor import Supervisor
 
 
 class IngestOutcome(Protocol):
@@ -69,23 +78,52 @@ class QuarantineCallback(Protocol):
                  headers: Mapping[str, str] | None = None) -> Awaitable[str]: ...
 
 
+class ReplyWindow(msgspec.Struct, frozen=True):
+    """An extended reply window that needs something on the reply: Messenger's ``HUMAN_AGENT``
+    tag allows a human's reply for 7 days after the buyer's last message."""
+
+    seconds: float
+    tag: str
+
+
 class Capabilities(msgspec.Struct, frozen=True):
     """Facts about a channel that the hub, the inbox UI and the kit rely on.
 
     ``reply_window_seconds``: free-form replies are allowed only this long after the buyer's
-    last message (WhatsApp/Messenger 24 h); ``None`` means no window.
+    last message (WhatsApp/Messenger 24 h, eBay 90 days); ``None`` means no window.
+    ``extended_windows``: longer windows a reply may use by carrying their tag.
+    ``can_initiate``: the seller may write first, outside any window (email yes; WhatsApp only
+    with a template, Mercado Libre only with a reason template). ``templates``: approved
+    templates are how a reply goes out when free text is not allowed.
+    ``attachment_types``: MIME allow-list for attachments (empty: any the channel takes).
+    ``rate_limits``: what the provider allows; the hub's shared limiter enforces them before
+    every send. ``delivery_receipts``: the provider reports delivered/read/failed.
     """
 
     max_text_length: int
     reply_window_seconds: float | None = None
+    extended_windows: tuple[ReplyWindow, ...] = ()
+    can_initiate: bool = True
+    templates: bool = False
     attachments: bool = False
     max_attachment_bytes: int = 0
+    max_attachments: int = 0
+    attachment_types: tuple[str, ...] = ()
     threading: bool = False
     html: bool = False
+    rate_limits: tuple[RateLimit, ...] = ()
+    delivery_receipts: bool = False
 
 
 class AdapterContext:
-    """Shared resources the app creates once and injects; an adapter never builds its own."""
+    """Shared resources the app creates once and injects; an adapter never builds its own.
+
+    ``http`` is the hub's one client session; ``loops`` runs an adapter's background loops
+    under the hub's supervisor (``channels.supervisor``); ``public_url`` is the hub's address
+    as providers see it (behind a reverse proxy ``request.url`` is not what Twilio and Shopee
+    signed). The services (``channels.services``) are None where the hub does not offer them:
+    an adapter that needs one says so at start-up.
+    """
 
     def __init__(
         self,
@@ -94,11 +132,29 @@ class AdapterContext:
         quarantine: QuarantineCallback,
         spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
         max_body_bytes: int = 1024 * 1024,
+        public_url: str | None = None,
+        loops: Supervisor | None = None,
+        cursors: CursorStore | None = None,
+        leases: LeaseManager | None = None,
+        tokens: TokenStore | None = None,
+        limiter: RateLimiter | None = None,
+        attachments: AttachmentStore | None = None,
+        deliveries: DeliveryIndex | None = None,
+        fetches: FetchQueue | None = None,
     ) -> None:
         self.http = http
         self.quarantine = quarantine
         self.spawn = spawn
         self.max_body_bytes = max_body_bytes
+        self.public_url = public_url
+        self.loops = loops
+        self.cursors = cursors
+        self.leases = leases
+        self.tokens = tokens
+        self.limiter = limiter
+        self.attachments = attachments
+        self.deliveries = deliveries
+        self.fetches = fetches
 
 
 class ChannelAdapter(abc.ABC):
@@ -220,38 +276,56 @@ class StoredRequest:
         self.query: Mapping[str, str] = {}
 
 
+Parsed = InboundMessage | DeliveryUpdate
+"""What ``parse`` (and a poller) yields: buyer messages and receipts for our own messages."""
+
+
 class WebhookAdapter(ChannelAdapter):
-    """An adapter fed by provider POSTs: size limit, verify, parse, store, then acknowledge."""
+    """An adapter fed by provider POSTs: size limit, verify, parse, store, then acknowledge.
+
+    ``verify`` and ``parse`` may be coroutines (eBay fetches a public key by ``kid``, cached).
+    ``parse`` returns messages and delivery updates; messages are ingested, updates applied
+    through ``context.deliveries``, and only then is the provider answered (``accepted``: JSON
+    by default; an adapter returns what its provider expects, e.g. empty TwiML). A provider
+    that posts to more than one URL per instance (Twilio's ``StatusCallback``) is served under
+    ``/webhooks/{type}/{instance}/{path}`` for each path in ``subpaths``; ``parse`` reads
+    ``request.match_info.get("path", "")``.
+    """
 
     webhook_methods: ClassVar[frozenset[str]] = frozenset({"POST"})
+    subpaths: ClassVar[frozenset[str]] = frozenset()
     # Request headers ``parse`` reads (e.g. an event-type header): kept with a quarantined body
     # so ``inboxhub quarantine retry`` can parse it again after a fix. ``parse`` must read no
     # other part of the request, or the adapter overrides ``reparse``.
     replay_headers: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
-    def verify(self, request: web.Request, body: bytes) -> None:
+    def verify(self, request: web.Request, body: bytes) -> Awaitable[None] | None:
         """Raise ``InvalidSignature`` unless the raw body is authentic (constant-time)."""
 
     @abc.abstractmethod
-    def parse(self, request: web.Request, body: bytes) -> Sequence[InboundMessage]:
+    def parse(self, request: web.Request,
+              body: bytes) -> Sequence[Parsed] | Awaitable[Sequence[Parsed]]:
         """Normalize an authentic body; raise ``MalformedPayload`` with a reason if unusable."""
 
     async def handle_get(self, request: web.Request) -> web.StreamResponse:
         """Provider verification handshakes (Meta hub.challenge, eBay challenge_code)."""
         raise web.HTTPMethodNotAllowed(request.method, sorted(self.webhook_methods))
 
-    def reparse(self, body: bytes, headers: Mapping[str, str]) -> Sequence[InboundMessage]:
+    async def reparse(self, body: bytes, headers: Mapping[str, str]) -> Sequence[Parsed]:
         """Parse a body that was verified on arrival and quarantined (operator's retry)."""
-        return self.parse_or_explain(cast(web.Request, StoredRequest(headers)), body)
+        return await self.parse_or_explain(cast(web.Request, StoredRequest(headers)), body)
 
     @final
-    def parse_or_explain(self, request: web.Request, body: bytes) -> Sequence[InboundMessage]:
+    async def parse_or_explain(self, request: web.Request, body: bytes) -> Sequence[Parsed]:
         """``parse``, with every failure a ``MalformedPayload``: an authentic body that trips
         the parser (msgspec's RecursionError on 5,000 nested arrays, a bug in an adapter) is
         kept in quarantine with a reason and answered 400, never a 500 that loses it."""
         try:
-            return self.parse(request, body)
+            parsed = self.parse(request, body)
+            if inspect.isawaitable(parsed):
+                parsed = await parsed
+            return parsed
         except MalformedPayload:
             raise
         except RecursionError:
@@ -260,6 +334,13 @@ class WebhookAdapter(ChannelAdapter):
             raise MalformedPayload(
                 f"body could not be parsed ({type(exc).__name__}: {str(exc)[:200]})"
             ) from None
+
+    async def apply_delivery(self, update: DeliveryUpdate) -> None:
+        """Hand a receipt to the hub's delivery index (raises if it could not be recorded, so
+        the provider delivers it again)."""
+        if self.context.deliveries is None:
+            raise RuntimeError("this hub records no delivery receipts")
+        await self.context.deliveries.apply(update)
 
     def accepted(self, outcomes: Sequence[IngestOutcome]) -> web.StreamResponse:
         """The acknowledgement the provider expects once everything is stored."""
@@ -279,11 +360,13 @@ class WebhookAdapter(ChannelAdapter):
             return error_json(503, "unavailable", "channel not started")
         try:
             body = await read_body(request, self.context.max_body_bytes)
-            self.verify(request, body)
+            verified = self.verify(request, body)
+            if inspect.isawaitable(verified):
+                await verified
         except InboundError as exc:
             return self.rejected(exc)
         try:
-            messages = self.parse_or_explain(request, body)
+            parsed = await self.parse_or_explain(request, body)
         except MalformedPayload as exc:
             try:
                 await self._quarantine(request, body, exc.reason)
@@ -293,8 +376,11 @@ class WebhookAdapter(ChannelAdapter):
             return self.rejected(exc)
         outcomes: list[IngestOutcome] = []
         try:
-            for message in messages:
-                outcomes.append(await self.ingest(message))
+            for item in parsed:
+                if isinstance(item, DeliveryUpdate):
+                    await self.apply_delivery(item)
+                else:
+                    outcomes.append(await self.ingest(item))
         except Exception:
             # Not stored means not acknowledged: the provider will deliver it again.
             return error_json(503, "unavailable", "temporarily unable to store")

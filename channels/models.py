@@ -11,7 +11,11 @@ next to the frozen payload, never inside it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
+
+DeliveryState = Literal["sent", "delivered", "read", "failed"]
 
 
 class Attachment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -78,3 +82,31 @@ class OutboundReply(msgspec.Struct, frozen=True, omit_defaults=True):
     in_reply_to: str | None = None
     last_inbound_at: float | None = None
     attachments: tuple[Attachment, ...] = ()
+    # An approved template (the channel's free-form window is closed, or the seller writes
+    # first); when set, ``text`` is what the inbox showed the agent, not what is sent.
+    template: TemplateRef | None = None
+
+
+class TemplateRef(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An approved message template (WhatsApp, Mercado Libre reason templates, Lazada template
+    ids): what a reply carries when free text is not allowed."""
+
+    name: str
+    language: str | None = None
+    parameters: tuple[str, ...] = ()
+
+
+class DeliveryUpdate(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the provider says became of one of our outbound messages (Twilio StatusCallback,
+    WhatsApp ``statuses[]``, Messenger delivery and read events).
+
+    Applied monotonically through the provider id (a late ``delivered`` never overwrites
+    ``read``); ``failed`` carries the provider's code and words in ``error``. A webhook's
+    ``parse`` (or a poller) returns these beside inbound messages.
+    """
+
+    channel_instance: str
+    provider_message_id: str
+    state: DeliveryState
+    at: float | None = None
+    error: str | None = None

@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from channels.base import AdapterContext
+from channels.supervisor import Supervisor, TaskHealth
 from hub import keys as K
 from hub.admin_api import routes as admin_routes
 from hub.api import routes
@@ -33,7 +34,6 @@ from hub.redis_connection import durability_warnings, open_redis
 from hub.router import Router
 from hub.routing_api import routes as routing_routes
 from hub.sender import RetryRelease, Sender
-from hub.supervisor import Supervisor, TaskHealth
 from hub.tasks import TaskOwner
 from hub.worker import StreamWorker
 from routing.engine import reload_engine
@@ -273,6 +273,8 @@ def build_app(
         return await request.app[K.CHANNELS].webhook(request)
 
     app.router.add_route("*", "/webhooks/{type}/{instance}", webhook)
+    # A second URL of the same instance (Twilio's StatusCallback): WebhookAdapter.subpaths.
+    app.router.add_route("*", "/webhooks/{type}/{instance}/{path}", webhook)
     return app
 
 

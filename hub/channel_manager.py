@@ -40,10 +40,14 @@ class ChannelManager:
                 log.exception("channel %s failed to stop cleanly", name)
 
     async def webhook(self, request: web.Request) -> web.StreamResponse:
-        """``/webhooks/{type}/{instance}``: unknown or mismatched instances are a plain 404."""
+        """``/webhooks/{type}/{instance}[/{path}]``: unknown or mismatched instances, and paths
+        the adapter does not serve, are a plain 404."""
         adapter = self.adapters.get(request.match_info["instance"])
         if adapter is None or adapter.type_name != request.match_info["type"]:
             return error_json(404, "not_found", "no such channel instance")
+        path = request.match_info.get("path")
+        if path is not None and path not in getattr(adapter, "subpaths", frozenset()):
+            return error_json(404, "not_found", f"channel instance has no webhook path {path!r}")
         if request.method not in adapter.webhook_methods:
             allowed = ", ".join(sorted(adapter.webhook_methods))
             response = error_json(405, "method_not_allowed",

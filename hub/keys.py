@@ -7,12 +7,12 @@ import asyncio
 from aiohttp import web
 from redis.asyncio import Redis
 
+from channels.supervisor import TaskHealth
 from hub.auth import TokenIndex
 from hub.channel_manager import ChannelManager
 from hub.config import LoadedConfig
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
-from hub.supervisor import TaskHealth
 from routing.engine import RoutingEngine
 from storage.store import Store
 

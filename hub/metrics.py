@@ -53,3 +53,11 @@ class Metrics:
             "inboxhub_stream_backlog", "Entries waiting or in flight per work stream",
             ["stream"], registry=self.registry,
         )
+
+    # -- channels.supervisor.LoopMetrics -----------------------------------------------------
+
+    def loop_up(self, name: str, up: bool) -> None:
+        self.task_up.labels(name).set(1 if up else 0)
+
+    def loop_restarted(self, name: str, reason: str) -> None:
+        self.task_restarts.labels(name, reason).inc()

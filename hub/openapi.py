@@ -233,4 +233,15 @@ def _document_outside_routes() -> None:
         {200: TEXT, 404: None, 405: None}, role=None, tag="webhooks", path_params=instance))
 
 
+    sub = {**instance, "path": "a second webhook URL of the instance (e.g. Twilio's "
+                               "status callback), as the channel documents"}
+    document("POST", "/webhooks/{type}/{instance}/{path}", Operation(
+        "Inbound provider traffic on a channel's second URL (delivery status callbacks)",
+        {200: WebhookAccepted, 400: None, 401: None, 404: None, 405: None, 413: None,
+         503: None},
+        role=None, tag="webhooks", path_params=sub,
+        description="Like the main webhook; 404 for a path the channel does not serve."))
+    document("GET", "/webhooks/{type}/{instance}/{path}", Operation(
+        "Provider verification handshake on a channel's second URL",
+        {200: TEXT, 404: None, 405: None}, role=None, tag="webhooks", path_params=sub))
 _document_outside_routes()

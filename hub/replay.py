@@ -17,6 +17,7 @@ import msgspec
 
 from channels.base import ChannelAdapter, IngestCallback, WebhookAdapter
 from channels.errors import MalformedPayload
+from channels.models import DeliveryUpdate
 from storage.quarantine import RAW_LIMIT, QuarantineLog, UnknownEntry
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,18 @@ async def retry_quarantined(quarantine: QuarantineLog, adapters: Mapping[str, Ch
     if not isinstance(adapter, WebhookAdapter):
         raise NotRetryable(f"channel instance {entry.channel_instance!r} is not fed by webhooks")
     try:
-        messages = adapter.reparse(entry.raw, entry.headers)
+        parsed = await adapter.reparse(entry.raw, entry.headers)
     except MalformedPayload as exc:
         kept_as = await quarantine.replace(entry, exc.reason)
         log.info("quarantine retry of %s failed again; kept as %s", entry_id, kept_as)
         return RetryResult(entry_id=entry_id, outcome="failed", error=exc.reason,
                            kept_as=kept_as)
-    outcomes = [await ingest(message) for message in messages]
+    outcomes = []
+    for item in parsed:
+        if isinstance(item, DeliveryUpdate):
+            await adapter.apply_delivery(item)
+        else:
+            outcomes.append(await ingest(item))
     await quarantine.remove(entry_id)
     log.info("quarantine entry %s parsed again: %d message(s) stored", entry_id, len(outcomes))
     return RetryResult(

@@ -2,7 +2,7 @@
 cancelled and awaited on shutdown, and a task that dies with an error is logged, not lost.
 
 For one-shot tasks (a SIGHUP reload, a channel's own helpers); long-running loops are
-``hub.supervisor.Supervisor`` loops, which survive the errors that would end these."""
+``channels.supervisor.Supervisor`` loops, which survive the errors that would end these."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from hub.supervisor import CRASH_MARK
+from channels.supervisor import CRASH_MARK
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A consumer-group worker: read, handle, acknowledge each entry as it finishes.
 
-One worker per process per stream family, run as a supervised loop (``hub.supervisor``): one
+One worker per process per stream family, run as a supervised loop (``channels.supervisor``): one
 ``iteration`` reads as many entries as there are free slots and starts them; it never waits for
 a batch to finish, so one slow provider call holds only its own slot. Each entry is
 acknowledged the moment its handler returns (acknowledgements that finish together share one
@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
+from channels.supervisor import describe
 from hub.crashpoints import crash_point
-from hub.supervisor import describe
 from storage.streams import Entry, StreamGroup
 
 log = logging.getLogger(__name__)

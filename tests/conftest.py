@@ -27,8 +27,8 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
+from channels.supervisor import CRASH_MARK
 from hub.config import LoadedConfig, load_config
-from hub.supervisor import CRASH_MARK
 from storage.embedded import EmbeddedRedisError, find_redis_server
 from storage.store import Store
 
@@ -210,7 +210,7 @@ async def _no_leftover_tasks() -> AsyncIterator[None]:
 
 
 class _CrashRecorder(logging.Handler):
-    """Collects the log records a crashed hub-owned task emits (``hub.supervisor.CRASH_MARK``)."""
+    """Collects the log records of crashed hub-owned tasks (``channels.supervisor.CRASH_MARK``)."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)

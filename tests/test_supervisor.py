@@ -21,8 +21,8 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
+from channels.supervisor import CRASH_MARK, Backoff, Supervisor, TaskHealth
 from hub.metrics import Metrics
-from hub.supervisor import CRASH_MARK, Backoff, Supervisor, TaskHealth
 
 FAST = Backoff(base=0.001, cap=0.005)
 
@@ -85,13 +85,13 @@ async def test_an_outage_is_logged_once_and_its_end_once(caplog: pytest.LogCaptu
     health = TaskHealth()
     supervisor = Supervisor("t", health, backoff=FAST)
     body = Script([RedisConnectionError("down")] * 25)
-    caplog.set_level(logging.INFO, logger="hub.supervisor")
+    caplog.set_level(logging.INFO, logger="channels.supervisor")
     supervisor.loop("quiet", body, idle_seconds=0.001)
     try:
         await until(lambda: body.successes >= 1)
     finally:
         await supervisor.cancel_all()
-    lines = [r for r in caplog.records if r.name == "hub.supervisor"]
+    lines = [r for r in caplog.records if r.name == "channels.supervisor"]
     assert [r.levelname for r in lines] == ["WARNING", "INFO"], [r.getMessage() for r in lines]
     assert "recovered after 25 failed attempts" in lines[1].getMessage()
 

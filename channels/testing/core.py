@@ -1,4 +1,4 @@
-"""Conformance kit: the behavioural tests every channel adapter must pass.
+"""The core battery of the conformance kit: what every channel adapter must pass.
 
 A channel's test module subclasses ``ChannelConformance`` and supplies two things:
 

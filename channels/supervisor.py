@@ -17,6 +17,9 @@ calls again and again. Whatever an iteration raises, the loop goes on:
 
 ``TaskHealth`` is what ``/readyz`` and ``/metrics`` read: a loop that is backing off or has
 crashed makes the hub not ready, by name.
+
+It lives in ``channels/`` (the bottom layer) because polling adapters run their loops with it
+too: one supervised loop for the whole hub, not one per adapter.
 """
 
 from __future__ import annotations
@@ -27,12 +30,10 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 import msgspec
 from redis.exceptions import RedisError, ResponseError
-
-from hub.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ Iteration = Callable[[], Awaitable[bool]]
 Hook = Callable[[], Awaitable[None]]
 
 
+class LoopMetrics(Protocol):
+    """Where loop health is exported (the hub's Prometheus metrics)."""
+
+    def loop_up(self, name: str, up: bool) -> None: ...
+
+    def loop_restarted(self, name: str, reason: str) -> None: ...
+
+
 class LoopHealth(msgspec.Struct):
     """What one supervised loop is doing now; mutable, owned by its supervisor."""
 
@@ -62,7 +71,7 @@ class LoopHealth(msgspec.Struct):
 class TaskHealth:
     """Every supervised loop of the process, by name, for readiness and metrics."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: LoopMetrics | None = None) -> None:
         self._loops: dict[str, LoopHealth] = {}
         self._metrics = metrics
 
@@ -72,7 +81,7 @@ class TaskHealth:
         state = LoopHealth(name)
         self._loops[name] = state
         if self._metrics is not None:
-            self._metrics.task_up.labels(name).set(1)
+            self._metrics.loop_up(name, True)
         return state
 
     def set_status(self, state: LoopHealth, status: LoopStatus, error: str | None = None) -> None:
@@ -82,12 +91,12 @@ class TaskHealth:
         if error is not None:
             state.last_error = error
         if self._metrics is not None:
-            self._metrics.task_up.labels(state.name).set(0 if status in _UNHEALTHY else 1)
+            self._metrics.loop_up(state.name, status not in _UNHEALTHY)
 
     def restarted(self, state: LoopHealth, reason: str) -> None:
         state.restarts += 1
         if self._metrics is not None:
-            self._metrics.task_restarts.labels(state.name, reason).inc()
+            self._metrics.loop_restarted(state.name, reason)
 
     def unhealthy(self) -> dict[str, LoopHealth]:
         """Loops that are backing off or crashed, by name (empty when all is well)."""
