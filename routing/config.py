@@ -106,6 +106,10 @@ class RoutingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sla_breach_priority_boost: int = 5
     channel_kinds: dict[str, str] = {}
     channel_markets: dict[str, str] = {}
+    # A label groups channel instances for SLAs and rules: the email instance that receives
+    # Amazon's buyer-seller relay is an "email" channel but carries Amazon's 24-hour duty,
+    # e.g. channel_labels = { amazon-es = "amazon" } with [routing.sla.amazon].
+    channel_labels: dict[str, str] = {}
     queues: list[QueueConfig] = []
     rules: list[RuleConfig] = []
     agents: list[AgentConfig] = []
@@ -269,11 +273,23 @@ def _codes_and_kinds(cfg: RoutingConfig, where: str,
         if not _ID.fullmatch(kind):
             raise ValueError(f"{where}.channel_kinds: expected kinds of 1-64 of A-Z a-z 0-9 _ . -, "
                              f"got {kind!r}")
+    labels = set(cfg.channel_labels.values())
+    for name, label in cfg.channel_labels.items():
+        if channels is not None and name not in channels:
+            raise ValueError(f"{where}.channel_labels.{name}: no channel named {name!r} "
+                             f"(channels: {', '.join(sorted(channels)) or 'none'})")
+        if not _ID.fullmatch(label):
+            raise ValueError(f"{where}.channel_labels.{name}: expected a label of 1-64 of "
+                             f"A-Z a-z 0-9 _ . -, got {label!r}")
+    instances = set(channels) if channels is not None else set()
     for name in cfg.sla:
-        if name not in kinds and name not in types:
-            raise ValueError(f"{where}.sla.{name}: no capacity kind or channel type {name!r}; "
-                             f"expected a kind ({listed}) or a channel type "
-                             f"({', '.join(sorted(types))})")
+        if name not in kinds | types | labels | instances and not (
+                channels is None and name in cfg.channel_labels):
+            raise ValueError(f"{where}.sla.{name}: no channel instance, label, channel type or "
+                             f"capacity kind {name!r}; expected an instance "
+                             f"({', '.join(sorted(instances)) or 'none'}), a label of "
+                             f"routing.channel_labels ({', '.join(sorted(labels)) or 'none'}), a "
+                             f"type ({', '.join(sorted(types))}) or a kind ({listed})")
 
 
 def _rule_values(cfg: RoutingConfig, rule: RuleConfig, at: str,
@@ -286,11 +302,11 @@ def _rule_values(cfg: RoutingConfig, rule: RuleConfig, at: str,
                              f"carry one of routing.languages ({', '.join(cfg.languages)})")
     _markets(w.market, f"{at}.market")
     if channels is not None:
-        known = set(channels) | set(channels.values())
+        known = set(channels) | set(channels.values()) | set(cfg.channel_labels.values())
         for i, name in enumerate(w.channel):
             if name not in known:
                 raise ValueError(f"{at}.channel[{i}]: {name!r} can never match: no channel has "
-                                 f"that name or type (names and types: "
+                                 f"that name, type or label (names, types and labels: "
                                  f"{', '.join(sorted(known)) or 'none'})")
     if skills is not None:
         for i, skill in enumerate(w.skill):

@@ -25,7 +25,7 @@ from channels.models import InboundMessage
 from routing.business_hours import BusinessHours, Calendar
 from routing.classify.market import MarketGuess, classify_market
 from routing.classify.skill import SkillClassifier
-from routing.config import DEFAULT_KINDS, AgentConfig, QueueConfig, RoutingConfig
+from routing.config import DEFAULT_KINDS, AgentConfig, QueueConfig, RoutingConfig, SlaPolicy
 from routing.eligibility import agent_pools, pool_id
 from routing.explain import describe
 from routing.policy import RoutingDecision
@@ -201,7 +201,7 @@ class RoutingEngine:
             marker = message.provider_message_id
             # One round trip: redelivered entry? open conversation? (routing.lua "inbound")
             state = await self.call("inbound", conversation.id, marker, _MARKER_TTL,
-                                    *self._clock_args(("next",), kind, conversation.channel))
+                                    *self._clock_args(("next",), kind, conversation))
             verdict = state[0].decode()
             if verdict in ("dup", "followup"):
                 return RoutingDecision(fields={})
@@ -213,6 +213,7 @@ class RoutingEngine:
             self._classify, conversation, message,
             conversation.language if corrected else None)
         facts = Facts(channel=conversation.channel, channel_instance=conversation.channel_instance,
+                      channel_label=self.cfg.channel_labels.get(conversation.channel_instance),
                       language=language.language, market=market.market, skill=skill.skill)
         match = choose_queue(self.cfg, facts)
         queue = self.cfg.queue(match.queue)
@@ -237,7 +238,7 @@ class RoutingEngine:
         result = await self._enqueue(
             conversation, queue, kind, match.priority, explain, replace=replace,
             marker=marker, classification=fields,
-            clocks=self._clock_args(("first", "resolution"), kind, conversation.channel))
+            clocks=self._clock_args(("first", "resolution"), kind, conversation))
         self.checkpoint("router:after-enqueue")
         outcome = result[0].decode()
         return RoutingDecision(
@@ -308,13 +309,15 @@ class RoutingEngine:
             channel_default=self.cfg.channel_markets.get(conversation.channel_instance),
         )
 
-    def _clock_args(self, clocks: Sequence[str], kind: str, channel: str | None) -> list[str]:
+    def _clock_args(self, clocks: Sequence[str], kind: str,
+                    conversation: Conversation) -> list[str]:
         """``"<clock>:<started>"`` tokens and deadlines for the clocks that apply, as script
         arguments: started in the same atomic step as the event that starts them.
 
-        A channel type's own policy (``[routing.sla.amazon]``) wins over its kind's.
+        The most specific policy wins: the channel instance's (``[routing.sla.amazon-es]``),
+        its label's (``channel_labels``), its type's, then its capacity kind's.
         """
-        policy = (self.cfg.sla.get(channel) if channel else None) or self.cfg.sla.get(kind)
+        policy = self.sla_policy(conversation.channel_instance, conversation.channel, kind)
         if policy is None:
             return []
         now = time.time()
@@ -327,6 +330,12 @@ class RoutingEngine:
             if minutes > 0:
                 out += [f"{clock}:{now!r}", repr(calendar.add(now, minutes * 60))]
         return out
+
+    def sla_policy(self, instance: str, channel_type: str, kind: str) -> SlaPolicy | None:
+        for key in (instance, self.cfg.channel_labels.get(instance), channel_type, kind):
+            if key is not None and key in self.cfg.sla:
+                return self.cfg.sla[key]
+        return None
 
     # -- agent actions -----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ class Facts(msgspec.Struct, frozen=True):
 
     channel: str
     channel_instance: str
+    channel_label: str | None = None
     language: str | None = None
     market: str | None = None
     skill: str | None = None
@@ -34,7 +35,8 @@ def _holds(rule: RuleConfig, facts: Facts) -> bool:
         return False
     if w.market and (facts.market or "").upper() not in {m.upper() for m in w.market}:
         return False
-    if w.channel and not ({facts.channel, facts.channel_instance} & set(w.channel)):
+    if w.channel and not ({facts.channel, facts.channel_instance, facts.channel_label}
+                          & set(w.channel)):
         return False
     return not (w.skill and facts.skill not in w.skill)
 

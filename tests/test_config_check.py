@@ -83,7 +83,7 @@ CASES: list[tuple[str, str, str]] = [
      "routing.agents[0].capacity.chta: unknown capacity kind 'chta'; channels produce: chat, "
      "email"),
     ("sla-unknown-kind", ROUTING + "[routing.sla.chta]\nfirst_response_minutes = 5\n",
-     "routing.sla.chta: no capacity kind or channel type 'chta'; expected a kind (chat, email)"),
+     "routing.sla.chta: no channel instance, label, channel type or capacity kind 'chta'"),
     ("channel-markets-no-channel", '[routing]\nchannel_markets = { shop = "MX" }\n',
      "routing.channel_markets.shop: no channel named 'shop' (channels: demo)"),
     ("channel-markets-not-iso", '[routing]\nchannel_markets = { demo = "Mexico" }\n',
