@@ -11,9 +11,10 @@ Two shapes of inbound exist:
 
 * webhook adapters subclass ``WebhookAdapter`` and implement ``verify`` and ``parse``; the hub
   mounts them at ``/webhooks/{type}/{instance}``;
-* polling adapters (IMAP, Telegram getUpdates, marketplaces) override ``start``/``stop`` and
-  run their loop in ``context.spawn``; they advance their provider cursor only after ``ingest``
-  returned for every message before it.
+* polling adapters (IMAP, Telegram getUpdates, marketplaces) subclass
+  ``channels.polling.PollingAdapter`` and implement ``poll``; its supervised loop holds the
+  account's lease and advances the cursor only after ``ingest`` returned for every message
+  before it.
 """
 
 from __future__ import annotations
@@ -187,6 +188,13 @@ class ChannelAdapter(abc.ABC):
             raise RuntimeError(f"channel {self.instance} is not started")
         return self._ingest
 
+    async def apply_delivery(self, update: DeliveryUpdate) -> None:
+        """Hand a receipt to the hub's delivery index (raises if it could not be recorded, so
+        the provider delivers it again)."""
+        if self.context.deliveries is None:
+            raise RuntimeError("this hub records no delivery receipts")
+        await self.context.deliveries.apply(update)
+
     # -- inbound (webhooks) ----------------------------------------------------------------
 
     async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
@@ -334,13 +342,6 @@ class WebhookAdapter(ChannelAdapter):
             raise MalformedPayload(
                 f"body could not be parsed ({type(exc).__name__}: {str(exc)[:200]})"
             ) from None
-
-    async def apply_delivery(self, update: DeliveryUpdate) -> None:
-        """Hand a receipt to the hub's delivery index (raises if it could not be recorded, so
-        the provider delivers it again)."""
-        if self.context.deliveries is None:
-            raise RuntimeError("this hub records no delivery receipts")
-        await self.context.deliveries.apply(update)
 
     def accepted(self, outcomes: Sequence[IngestOutcome]) -> web.StreamResponse:
         """The acknowledgement the provider expects once everything is stored."""

@@ -11,6 +11,10 @@ calls again and again. Whatever an iteration raises, the loop goes on:
   is why no loop catches those itself.
 * ``NOGROUP`` (a stream or its consumer group was deleted under us) runs the loop's ``prepare``
   hook again, which recreates the groups, and carries on at once.
+* ``channels.errors.ChannelError`` from a poller (the provider is down, throttles us, or refuses
+  our credentials) backs off the same way: a ``RetryableError`` waits at least its
+  ``retry_after``; a ``PermanentError`` such as ``AuthError`` (only an operator can fix it) waits
+  the backoff cap each time, so a bad token never turns into a tight retry loop.
 * Anything else is a bug: logged with its traceback and marked as a crash (the test suite fails a
   test during which that happens), then retried with the same backoff so that one bad iteration
   never silences a loop for good.
@@ -34,6 +38,8 @@ from typing import Final, Literal, Protocol
 
 import msgspec
 from redis.exceptions import RedisError, ResponseError
+
+from channels.errors import ChannelError, PermanentError, RetryableError
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +122,16 @@ class Backoff(msgspec.Struct, frozen=True):
         ceiling = min(self.cap, self.base * 2 ** max(failures - 1, 0))
         return random.uniform(ceiling / 2, ceiling)
 
+    def after(self, exc: BaseException, failures: int) -> float:
+        """The wait after ``exc``: a provider's Retry-After is a floor; a permanent error
+        waits the cap."""
+        if isinstance(exc, PermanentError):
+            return random.uniform(self.cap / 2, self.cap)
+        delay = self.delay(failures)
+        if isinstance(exc, RetryableError) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        return delay
+
 
 def describe(exc: BaseException) -> str:
     """An error for a log line or a health record: the class and the message, no payloads."""
@@ -141,6 +157,15 @@ class Supervisor:
         self.stop = stop or asyncio.Event()
         self.backoff = backoff or Backoff()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._children: list[Supervisor] = []
+
+    def child(self, owner: str) -> Supervisor:
+        """A supervisor for one component's loops (a polling channel), with its own stop
+        signal so the component stops alone; same health registry and backoff, and cancelled
+        by this one's ``cancel_all`` should the component not have stopped it."""
+        child = Supervisor(owner, self.health, backoff=self.backoff)
+        self._children.append(child)
+        return child
 
     def loop(
         self,
@@ -195,8 +220,9 @@ class Supervisor:
                         if failures > 1:  # recreating did not help at once: do not spin
                             await self._pause(self.backoff.delay(failures))
                         continue
-                    if isinstance(exc, RedisError | OSError):
-                        self.health.restarted(state, "redis")
+                    if isinstance(exc, RedisError | OSError | ChannelError):
+                        self.health.restarted(
+                            state, "provider" if isinstance(exc, ChannelError) else "redis")
                         if state.status != "backing_off":
                             log.warning("%s: %s; retrying with backoff until it recovers",
                                         state.name, describe(exc))
@@ -207,7 +233,7 @@ class Supervisor:
                             log.error("background task %s crashed; restarting it", state.name,
                                       exc_info=exc, extra={CRASH_MARK: state.name})
                         self.health.set_status(state, "crashed", describe(exc))
-                    await self._pause(self.backoff.delay(failures))
+                    await self._pause(self.backoff.after(exc, failures))
                     continue
                 if failures:
                     log.info("%s recovered after %d failed attempts (%.1f s)", state.name,
@@ -246,6 +272,8 @@ class Supervisor:
 
     async def cancel_all(self) -> None:
         self.stop.set()
+        for child in self._children:
+            await child.cancel_all()
         tasks = set(self._tasks)
         for task in tasks:
             task.cancel()

@@ -39,6 +39,8 @@ from hub.worker import StreamWorker
 from routing.engine import reload_engine
 from routing.runtime import build_engine
 from storage import keys as storage_keys
+from storage.cursors import RedisCursorStore
+from storage.leases import RedisLeaseManager
 from storage.lifecycle import purge_expired
 from storage.schema import ensure_schema
 from storage.store import Store
@@ -71,6 +73,9 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
     ingestor = Ingestor(app[K.STORE], app[K.METRICS])
     app[K.INGESTOR] = ingestor
     owner = TaskOwner("channels")
+    # Pollers' loops (one per polled account) report in /readyz like the workers'.
+    loops = Supervisor("channels", app[K.HEALTH])
+    redis = app[K.REDIS]
     async with aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=30, connect=10),
         headers={"User-Agent": "inboxhub/0.1"},
@@ -78,14 +83,20 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
         context = AdapterContext(
             http=http, quarantine=ingestor.quarantine, spawn=owner.spawn,
             max_body_bytes=loaded.config.hub.max_body_bytes,
+            loops=loops, cursors=RedisCursorStore(redis),
+            leases=RedisLeaseManager(redis, owner=consumer_name()),
         )
         manager = ChannelManager(loaded, context)
         app[K.CHANNELS] = manager
-        await manager.start_all(ingestor)
         try:
+            await manager.start_all(ingestor)  # inside: a failed start still stops the rest
             yield
         finally:
+            # Adapters first: pollers store the batch in hand and release their leases.
             await manager.stop_all()
+            loops.stop.set()
+            await loops.wait(loaded.config.hub.shutdown_timeout_seconds)
+            await loops.cancel_all()
             await owner.cancel_all()
 
 

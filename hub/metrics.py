@@ -42,7 +42,8 @@ class Metrics:
         )
         self.task_restarts = Counter(
             "inboxhub_task_restarts", "Background loop restarts after a failure, by reason "
-            "(redis: Redis or network error; nogroup: consumer group recreated; crash: a bug)",
+            "(redis: Redis or network error; provider: a poller's provider failed; "
+            "nogroup: consumer group recreated; crash: a bug)",
             ["task", "reason"], registry=self.registry,
         )
         self.task_up = Gauge(

@@ -157,3 +157,24 @@ def sticky(contact_id: str) -> str:
 SCHEMA_VERSION = f"{PREFIX}:{GLOBAL_TAG}:schema"
 AUDIT = f"{PREFIX}:{GLOBAL_TAG}:audit"
 
+
+# Leases (storage/leases.py) and poll cursors (storage/cursors.py). A lease and whatever it
+# guards share the hash tag ``{<lease name>}``, so the fenced cursor write is one single-slot
+# script on Redis Cluster too. The fence counter never expires: fences stay strictly
+# increasing across grants for as long as the data lives.
+
+
+def lease(name: str) -> str:
+    """Hash ``fence``, ``owner``; expires with the lease's TTL."""
+    return f"{PREFIX}:{{{name}}}:lease"
+
+
+def lease_fence(name: str) -> str:
+    """Counter of grants of the lease ``name``: the last fence handed out."""
+    return f"{PREFIX}:{{{name}}}:fence"
+
+
+def cursor(lease_name: str) -> str:
+    """Hash ``value``, ``fence`` (of the writer), ``at``: the checkpoint of one polled account,
+    under the lease that guards it (``channels.services.cursors.cursor_lease_name``)."""
+    return f"{PREFIX}:{{{lease_name}}}:cursor"
