@@ -21,13 +21,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import inspect
+import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, cast, final
 
 import aiohttp
 import msgspec
 from aiohttp import web
+from multidict import MultiDict
 
 from channels.errors import (
     AuthError,
@@ -343,7 +346,22 @@ class WebhookAdapter(ChannelAdapter):
         await self.context.deliveries.apply(update)
 
     def accepted(self, outcomes: Sequence[IngestOutcome]) -> web.StreamResponse:
-        """The acknowledgement the provider expects once everything is stored."""
+        """The acknowledgement the provider expects once everything is stored.
+
+        Called only after every message was ingested and every receipt recorded, so whatever
+        it returns means "durable". The default is JSON naming the stored ids. A provider
+        that expects something else overrides it: Twilio wants TwiML (an empty
+        ``<Response/>`` sends no automatic reply), Shopee an empty 2xx::
+
+            def accepted(self, outcomes):
+                return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+            def accepted(self, outcomes):
+                return web.Response(status=204)
+
+        ``rejected`` is the same hook for refusals (401/400/413), for a provider that wants
+        a particular error body.
+        """
         return web.json_response(
             {"stored": [o.message_id for o in outcomes],
              "duplicates": sum(1 for o in outcomes if o.duplicate)}
@@ -351,6 +369,36 @@ class WebhookAdapter(ChannelAdapter):
 
     def rejected(self, error: InboundError) -> web.StreamResponse:
         return error_json(error.status, inbound_error_code(error), error.reason)
+
+    # -- helpers for providers that sign URLs or post forms ---------------------------------
+
+    def signed_urls(self, request: web.Request) -> tuple[str, ...]:
+        """The URL the provider requested (and signed), as it may have written it.
+
+        Behind a reverse proxy ``request.url`` is the proxy's upstream address, not what
+        Twilio or Shopee signed; with ``hub.public_url`` (``context.public_url``) set, the URL
+        is that base plus the request's raw path and query exactly as sent. The first entry is
+        the URL as requested; the others are the same URL with its default port added or
+        removed (``:443`` for https, ``:80`` for http), because Twilio is inconsistent about
+        ports and its own validator accepts either (CHANNELS.md §3). A non-default port is
+        never toggled.
+        """
+        return url_variants(public_request_url(request, self.context.public_url))
+
+    def form(self, request: web.Request, body: bytes, *,
+             max_fields: int = 1000) -> MultiDict[str]:
+        """An ``application/x-www-form-urlencoded`` body (Twilio) parsed from the raw bytes:
+        repeated keys kept in order, UTF-8 only, malformed input refused with the reason
+        (``MalformedPayload``: a 400; raised from ``verify`` it is not quarantined)."""
+        content_type = request.headers.get("Content-Type", "")
+        mime, _, params = content_type.partition(";")
+        if mime.strip().lower() != FORM_CONTENT_TYPE:
+            raise MalformedPayload(f"expected Content-Type {FORM_CONTENT_TYPE}, got "
+                                   f"{mime.strip()[:100] or 'none'}")
+        charset = _charset(params)
+        if charset not in (None, "utf-8", "utf8"):
+            raise MalformedPayload(f"form charset {charset[:40]!r} is not supported; use UTF-8")
+        return parse_form(body, max_fields=max_fields)
 
     @final
     async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
@@ -392,6 +440,75 @@ class WebhookAdapter(ChannelAdapter):
         headers = {name: request.headers[name] for name in self.replay_headers
                    if name in request.headers}
         return await self.context.quarantine(self.instance, body, reason, headers=headers)
+
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def _charset(params: str) -> str | None:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def parse_form(body: bytes, *, max_fields: int = 1000) -> MultiDict[str]:
+    """Strict form decoding: ASCII on the wire, well-formed ``%XX`` escapes that decode to
+    UTF-8, ``+`` as space, at most ``max_fields`` fields, every repeated key kept.
+
+    ``urllib.parse.parse_qsl`` alone is lenient: it passes ``%zz`` through and replaces bad
+    UTF-8 silently, so two different bodies could verify as the same parameters.
+    """
+    if not body:
+        return MultiDict()
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedPayload("form body is not ASCII (non-ASCII must be %-escaped)") from None
+    if _BAD_ESCAPE.search(body):
+        raise MalformedPayload("form body has a malformed %-escape")
+    if text.count("&") + 1 > max_fields:
+        raise MalformedPayload(f"form body has more than {max_fields} fields")
+    try:
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True,
+                                       encoding="utf-8", errors="strict",
+                                       max_num_fields=max_fields)
+    except UnicodeDecodeError:
+        raise MalformedPayload("form body escapes do not decode to UTF-8") from None
+    except ValueError as exc:
+        raise MalformedPayload(f"form body is malformed: {str(exc)[:100]}") from None
+    return MultiDict(pairs)
+
+
+def public_request_url(request: web.Request, public_url: str | None) -> str:
+    """``public_url`` (the hub's address as providers see it; a path in it is a prefix the
+    proxy strips) plus the raw path and query as requested; without it, ``request.url``'s
+    own scheme and host."""
+    base = public_url.rstrip("/") if public_url else f"{request.scheme}://{request.host}"
+    return base + request.raw_path
+
+
+def url_variants(url: str) -> tuple[str, ...]:
+    """``url`` first, then with its default port added, or removed when it is given."""
+    parts = urllib.parse.urlsplit(url)
+    default = _DEFAULT_PORTS.get(parts.scheme)
+    if default is None or parts.hostname is None:
+        return (url,)
+    try:
+        port = parts.port
+    except ValueError:
+        return (url,)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if port is None:
+        other = parts._replace(netloc=f"{host}:{default}")
+    elif port == default:
+        other = parts._replace(netloc=host.rsplit(":", 1)[0])
+    else:
+        return (url,)
+    return (url, urllib.parse.urlunsplit(other))
 
 
 def error_json(status: int, code: str, message: str) -> web.Response:

@@ -78,6 +78,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
         context = AdapterContext(
             http=http, quarantine=ingestor.quarantine, spawn=owner.spawn,
             max_body_bytes=loaded.config.hub.max_body_bytes,
+            public_url=loaded.config.hub.public_url,
         )
         manager = ChannelManager(loaded, context)
         app[K.CHANNELS] = manager

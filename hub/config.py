@@ -45,6 +45,10 @@ class HubSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     max_connections: int = 512
+    # The hub's address as providers see it (https://hub.example.com, or with the path prefix
+    # a reverse proxy strips): Twilio and Shopee sign the URL they called, which behind a
+    # proxy is not request.url. Adapters get it as AdapterContext.public_url.
+    public_url: str | None = None
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -272,6 +276,7 @@ def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Loa
             _check_channel_settings(settings, f"{where}.settings")
             channel_settings[channel.name] = settings
         _check_ranges(config)
+        _check_public_url(config.hub.public_url)
         _check_redis_url(config.storage.redis_url)
         _check_routing(config.routing, {c.name: c.type for c in config.channels},
                        build=not read_only)
@@ -337,6 +342,18 @@ def _check_channel_settings(settings: Any, where: str) -> None:
             parts = _check_url(value, f"{where}.{name}", ("https", "http"))
             if not parts.hostname:
                 raise ConfigError(f"{where}.{name}: malformed URL {value!r}: no host")
+
+
+def _check_public_url(url: str | None) -> None:
+    if url is None:
+        return
+    where = "hub.public_url"
+    parts = _check_url(url, where, ("https", "http"))
+    if not parts.hostname:
+        raise ConfigError(f"{where}: malformed URL {url!r}: no host")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigError(f"{where}: {url!r} must not carry a query or fragment; give the "
+                          "address providers call, e.g. https://hub.example.com")
 
 
 def _check_redis_url(url: str | None) -> None:
