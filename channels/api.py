@@ -24,11 +24,12 @@ import msgspec
 from aiohttp import web
 
 from channels import http
-from channels.base import Capabilities, WebhookAdapter
+from channels.base import Capabilities, ReplyWindow, WebhookAdapter
 from channels.errors import InvalidSignature, MalformedPayload
 from channels.models import ChannelHints, InboundMessage, OutboundReply
 from channels.secrets import Secret
 from channels.signing import hmac_sha256_hex, verify_prefixed_hmac_sha256
+from channels.windows import TemplateSpec
 
 SIGNATURE_HEADER = "X-Inboxhub-Signature"
 TIMESTAMP_HEADER = "X-Inboxhub-Timestamp"
@@ -52,6 +53,23 @@ class ApiChannelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     # both ways, as clock skew.
     require_timestamp: bool = False
     max_timestamp_age_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    # Templates the operator's system can send when the reply window is closed (forwarded as
+    # "template": {name, language, parameters}); none: the channel takes no templates. Longer
+    # windows a reply may use by carrying their tag (forwarded as "tag").
+    templates: tuple[TemplateSpec, ...] = ()
+    extended_windows: tuple[ReplyWindow, ...] = ()
+
+    def __post_init__(self) -> None:
+        window = self.reply_window_seconds
+        if self.extended_windows and window is None:
+            raise ValueError("extended_windows need a reply_window_seconds to extend")
+        for w in self.extended_windows:
+            if window is not None and w.seconds <= window:
+                raise ValueError(f"extended window {w.tag!r} must be longer than "
+                                 f"reply_window_seconds ({window:g})")
+        seen = [(t.name, t.language) for t in self.templates]
+        if len(seen) != len(set(seen)):
+            raise ValueError("templates: a name and language appear twice")
 
 
 class ApiInbound(msgspec.Struct, frozen=True):
@@ -86,6 +104,12 @@ class ApiChannel(WebhookAdapter):
             max_text_length=self.settings.max_text_length,
             reply_window_seconds=self.settings.reply_window_seconds,
             threading=True,
+            extended_windows=self.settings.extended_windows,
+            # With a reply window the operator's system sets the rules of a messaging
+            # platform: writing first takes a template, as it does there.
+            can_initiate=self.settings.reply_window_seconds is None,
+            templates=bool(self.settings.templates),
+            approved_templates=self.settings.templates,
         )
         self._key = self.settings.secret.reveal_bytes()
 
@@ -151,18 +175,23 @@ class ApiChannel(WebhookAdapter):
         ]
 
     async def deliver(self, reply: OutboundReply) -> str:
-        body = _json_encoder.encode(
-            {
-                "reply_id": reply.reply_id,
-                "conversation_id": reply.conversation_id,
-                "channel_instance": reply.channel_instance,
-                "thread": reply.thread_id,
-                "recipient": reply.recipient_handle,
-                "text": reply.text,
-                "author": reply.author,
-                "in_reply_to": reply.in_reply_to,
-            }
-        )
+        payload: dict[str, object] = {
+            "reply_id": reply.reply_id,
+            "conversation_id": reply.conversation_id,
+            "channel_instance": reply.channel_instance,
+            "thread": reply.thread_id,
+            "recipient": reply.recipient_handle,
+            "text": reply.text,
+            "author": reply.author,
+            "in_reply_to": reply.in_reply_to,
+        }
+        if reply.template is not None:
+            payload["template"] = {"name": reply.template.name,
+                                   "language": reply.template.language,
+                                   "parameters": list(reply.template.parameters)}
+        if reply.tag is not None:
+            payload["tag"] = reply.tag
+        body = _json_encoder.encode(payload)
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: "sha256=" + hmac_sha256_hex(self._key, body),

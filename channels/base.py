@@ -53,6 +53,13 @@ from channels.services.limits import RateLimit, RateLimiter
 from channels.services.receipts import DeliveryIndex
 from channels.services.tokens import TokenStore
 from channels.supervisor import Supervisor
+from channels.windows import (
+    TemplateSpec,
+    WindowState,
+    check_template,
+    check_window,
+    window_state,
+)
 
 
 class IngestOutcome(Protocol):
@@ -116,6 +123,7 @@ class Capabilities(msgspec.Struct, frozen=True):
     html: bool = False
     rate_limits: tuple[RateLimit, ...] = ()
     delivery_receipts: bool = False
+    approved_templates: tuple[TemplateSpec, ...] = ()
 
 
 class AdapterContext:
@@ -209,25 +217,29 @@ class ChannelAdapter(abc.ABC):
             raise self.map_error(exc) from exc
 
     def check_reply(self, reply: OutboundReply, *, now: float) -> None:
-        """Reject what the provider would refuse, before spending a request on it."""
+        """Reject what the provider would refuse, before spending a request on it.
+
+        Free text goes inside the reply window; outside it only within an extended window
+        whose tag the reply carries; otherwise only an approved template (checked against
+        ``approved_templates``), and a refusal says which of these the agent can use.
+        """
         caps = self.capabilities
-        if not reply.text.strip() and not reply.attachments:
+        if reply.template is not None:
+            check_template(caps, reply.template, self.type_name)
+        elif not reply.text.strip() and not reply.attachments:
             raise ReplyRejected("reply is empty")
-        if len(reply.text) > caps.max_text_length:
+        elif len(reply.text) > caps.max_text_length:
             raise ReplyRejected(
                 f"reply is {len(reply.text)} characters; {self.type_name} allows "
                 f"{caps.max_text_length}"
             )
         if reply.attachments and not caps.attachments:
             raise ReplyRejected(f"{self.type_name} does not accept attachments")
-        window = caps.reply_window_seconds
-        if window is not None and (
-            reply.last_inbound_at is None or now - reply.last_inbound_at > window
-        ):
-            raise ReplyRejected(
-                f"the {self.type_name} reply window of {window / 3600:g} h since the buyer's "
-                "last message has closed"
-            )
+        check_window(caps, reply, now, self.type_name)
+
+    def reply_window(self, last_inbound_at: float | None, now: float) -> WindowState:
+        """What a reply may be now (the same rules ``check_reply`` enforces), for the inbox."""
+        return window_state(self.capabilities, last_inbound_at, now)
 
     @abc.abstractmethod
     async def deliver(self, reply: OutboundReply) -> str:

@@ -85,6 +85,9 @@ class OutboundReply(msgspec.Struct, frozen=True, omit_defaults=True):
     # An approved template (the channel's free-form window is closed, or the seller writes
     # first); when set, ``text`` is what the inbox showed the agent, not what is sent.
     template: TemplateRef | None = None
+    # A tag that opens one of the channel's extended windows (Messenger's HUMAN_AGENT: a
+    # human's reply up to 7 days after the buyer's last message); see Capabilities.
+    tag: str | None = None
 
 
 class TemplateRef(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -13,7 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from channels.api import ApiChannel, ApiChannelSettings
-from channels.base import AdapterContext
+from channels.base import AdapterContext, ReplyWindow
+from channels.models import TemplateRef
 from channels.secrets import Secret
 from channels.testing import (
     ChannelConformance,
@@ -24,6 +25,8 @@ from channels.testing import (
     MemoryKitStore,
     SentRecord,
 )
+from channels.testing.windows import WindowBattery
+from channels.windows import TemplateSpec
 from storage.kit import StoreKit
 from storage.store import Store
 from tests.conftest import TEST_SECRET
@@ -48,6 +51,7 @@ class ApiHarness:
         self.session = session
         self.records: list[SentRecord] = []
         self.failures: list[tuple[int, dict[str, str]]] = []
+        self.templates: list[TemplateRef | None] = []
 
     async def deliver(self, case: InboundCase) -> bool:
         body = json.dumps(case.payload).encode()
@@ -63,9 +67,14 @@ class ApiHarness:
     def fail_next_send(self, kind: FailureKind) -> None:
         self.failures.append(FAILURES[kind])
 
+    def sent_templates(self) -> list[TemplateRef | None]:
+        return list(self.templates)
 
-class TestApiChannelConformance(ChannelConformance):
+
+class TestApiChannelConformance(ChannelConformance, WindowBattery):
     window: float | None = None
+    templates: tuple[TemplateSpec, ...] = ()
+    extended: tuple[ReplyWindow, ...] = ()
 
     @pytest.fixture
     def kit_store(self, store: Store) -> KitStore:
@@ -103,6 +112,9 @@ class TestApiChannelConformance(ChannelConformance):
             data = json.loads(body)
             h.records.append(SentRecord(recipient=data["recipient"], text=data["text"],
                                         thread_id=data["thread"]))
+            template = data.get("template")
+            h.templates.append(None if template is None else TemplateRef(
+                template["name"], template["language"], tuple(template["parameters"])))
             return web.json_response({"id": f"op-{len(h.records)}"})
 
         operator_app = web.Application()
@@ -114,6 +126,7 @@ class TestApiChannelConformance(ChannelConformance):
             secret=Secret(TEST_SECRET, "test"),
             outbound_url=str(operator_server.make_url("/replies")),
             max_text_length=500, reply_window_seconds=self.window, timeout_seconds=2,
+            templates=self.templates, extended_windows=self.extended,
         )
 
         async def quarantine(instance: str, raw: bytes, error: str) -> str:
@@ -142,7 +155,15 @@ class TestApiChannelConformance(ChannelConformance):
 
 
 class TestApiChannelWithWindowConformance(TestApiChannelConformance):
+    """A messaging-platform-like setup: 24 h window, a 7-day HUMAN_AGENT tag, templates."""
+
     window = 24 * 3600.0
+    extended = (ReplyWindow(7 * 86400.0, "HUMAN_AGENT"),)
+    templates = (
+        TemplateSpec("order_update", "es", ("nombre", "pedido"),
+                     "Hola {{1}}, su pedido {{2}} salió hoy."),
+        TemplateSpec("order_update", "pt_BR", ("nome", "pedido")),
+    )
 
 
 class TestApiChannelOnTheKitsMemoryStore(TestApiChannelConformance):
