@@ -32,6 +32,7 @@ import msgspec
 from aiohttp import web
 from multidict import MultiDict
 
+from channels.attachments import AttachmentPolicy, AttachmentRefused, safe_name
 from channels.errors import (
     AuthError,
     ChannelError,
@@ -44,7 +45,7 @@ from channels.errors import (
     ReplyRejected,
     RetryableError,
 )
-from channels.models import DeliveryUpdate, InboundMessage, OutboundReply
+from channels.models import Attachment, DeliveryUpdate, InboundMessage, OutboundReply
 from channels.services.attachments import AttachmentStore
 from channels.services.cursors import CursorStore
 from channels.services.fetches import FetchQueue
@@ -105,7 +106,10 @@ class Capabilities(msgspec.Struct, frozen=True):
     ``can_initiate``: the seller may write first, outside any window (email yes; WhatsApp only
     with a template, Mercado Libre only with a reason template). ``templates``: approved
     templates are how a reply goes out when free text is not allowed.
-    ``attachment_types``: MIME allow-list for attachments (empty: any the channel takes).
+    ``attachment_types``: MIME allow-list for attachments (empty: any the channel takes;
+    ``image/*`` a family), judged on the sniffed type (``channels.attachments``); settings
+    named ``max_attachment_bytes``, ``max_attachments``, ``attachment_types`` and the hub's
+    cap narrow them (``ChannelAdapter.attachment_policy``).
     ``rate_limits``: what the provider allows; the hub's shared limiter enforces them before
     every send. ``delivery_receipts``: the provider reports delivered/read/failed.
     """
@@ -133,7 +137,8 @@ class AdapterContext:
     under the hub's supervisor (``channels.supervisor``); ``public_url`` is the hub's address
     as providers see it (behind a reverse proxy ``request.url`` is not what Twilio and Shopee
     signed). The services (``channels.services``) are None where the hub does not offer them:
-    an adapter that needs one says so at start-up.
+    an adapter that needs one says so at start-up. ``max_attachment_bytes`` is the hub's cap
+    on any one attachment (``attachments.max_bytes``), over every channel's own limit.
     """
 
     def __init__(
@@ -152,6 +157,7 @@ class AdapterContext:
         attachments: AttachmentStore | None = None,
         deliveries: DeliveryIndex | None = None,
         fetches: FetchQueue | None = None,
+        max_attachment_bytes: int | None = None,
     ) -> None:
         self.http = http
         self.quarantine = quarantine
@@ -166,6 +172,7 @@ class AdapterContext:
         self.attachments = attachments
         self.deliveries = deliveries
         self.fetches = fetches
+        self.max_attachment_bytes = max_attachment_bytes
 
 
 class ChannelAdapter(abc.ABC):
@@ -233,9 +240,63 @@ class ChannelAdapter(abc.ABC):
                 f"reply is {len(reply.text)} characters; {self.type_name} allows "
                 f"{caps.max_text_length}"
             )
-        if reply.attachments and not caps.attachments:
-            raise ReplyRejected(f"{self.type_name} does not accept attachments")
+        if reply.attachments:
+            self._check_outbound_attachments(reply.attachments)
         check_window(caps, reply, now, self.type_name)
+
+    @property
+    def attachment_policy(self) -> AttachmentPolicy:
+        """The capabilities' attachment limits, narrowed by the channel's settings (fields
+        ``max_attachment_bytes``, ``max_attachments``, ``attachment_types``, where its settings
+        have them) and by the hub's cap; never widened."""
+        caps = self.capabilities
+        policy = AttachmentPolicy(
+            max_bytes=caps.max_attachment_bytes if caps.attachments else 0,
+            max_count=caps.max_attachments if caps.attachments else 0,
+            types=caps.attachment_types)
+        types = getattr(self.settings, "attachment_types", None)
+        policy = policy.narrowed(
+            max_bytes=getattr(self.settings, "max_attachment_bytes", None),
+            max_count=getattr(self.settings, "max_attachments", None),
+            types=tuple(types) if types is not None else None)
+        return policy.narrowed(max_bytes=self.context.max_attachment_bytes)
+
+    def _check_outbound_attachments(self, attachments: Sequence[Attachment]) -> None:
+        if not self.capabilities.attachments:
+            raise ReplyRejected(f"{self.type_name} does not accept attachments")
+        policy = self.attachment_policy
+        try:
+            policy.check_count(len(attachments))
+        except AttachmentRefused as exc:
+            raise ReplyRejected(exc.reason) from None
+        for item in attachments:
+            if item.storage_ref is None:
+                raise ReplyRejected(f"attachment {item.name!r} has no stored file")
+            if item.size > policy.max_bytes:
+                raise ReplyRejected(f"attachment {item.name!r} is {item.size} bytes; "
+                                    f"{self.type_name} allows {policy.max_bytes}")
+            if not policy.allows_type(item.content_type):
+                raise ReplyRejected(f"attachment {item.name!r} is {item.content_type}; "
+                                    f"{self.type_name} takes {', '.join(policy.types)}")
+
+    async def store_attachment(self, data: bytes, *, name: str) -> Attachment:
+        """Check an inbound file against ``attachment_policy`` and store it; the returned
+        ``Attachment`` (sniffed type, safe name) goes on the ``InboundMessage``. Raises
+        ``AttachmentRefused`` with the reason: a webhook answers it (413/415, not kept in
+        quarantine: the sender still has the file). An adapter whose provider must get a 2xx
+        keeps the message instead with ``refused_attachment``."""
+        content_type = self.attachment_policy.check(data, name)
+        if self.context.attachments is None:
+            raise AttachmentRefused("this hub stores no attachments", 415)
+        return await self.context.attachments.put(data, name=safe_name(name),
+                                                  content_type=content_type)
+
+    @staticmethod
+    def refused_attachment(name: str, declared_type: str, size: int,
+                           error: AttachmentRefused) -> Attachment:
+        """A placeholder for a file the channel refused: the agent sees what and why."""
+        return Attachment(name=safe_name(name), content_type=declared_type[:100] or
+                          "application/octet-stream", size=size, refused=error.reason)
 
     def reply_window(self, last_inbound_at: float | None, now: float) -> WindowState:
         """What a reply may be now (the same rules ``check_reply`` enforces), for the inbox."""
@@ -329,7 +390,10 @@ class WebhookAdapter(ChannelAdapter):
 
     async def reparse(self, body: bytes, headers: Mapping[str, str]) -> Sequence[Parsed]:
         """Parse a body that was verified on arrival and quarantined (operator's retry)."""
-        return await self.parse_or_explain(cast(web.Request, StoredRequest(headers)), body)
+        try:
+            return await self.parse_or_explain(cast(web.Request, StoredRequest(headers)), body)
+        except AttachmentRefused as exc:  # kept: the retry reports it like any other reason
+            raise MalformedPayload(exc.reason) from None
 
     @final
     async def parse_or_explain(self, request: web.Request, body: bytes) -> Sequence[Parsed]:
@@ -341,7 +405,7 @@ class WebhookAdapter(ChannelAdapter):
             if inspect.isawaitable(parsed):
                 parsed = await parsed
             return parsed
-        except MalformedPayload:
+        except (MalformedPayload, AttachmentRefused):
             raise
         except RecursionError:
             raise MalformedPayload("body is nested too deeply to parse") from None
@@ -427,6 +491,8 @@ class WebhookAdapter(ChannelAdapter):
             return self.rejected(exc)
         try:
             parsed = await self.parse_or_explain(request, body)
+        except AttachmentRefused as exc:
+            return self.rejected(exc)
         except MalformedPayload as exc:
             try:
                 await self._quarantine(request, body, exc.reason)
@@ -535,6 +601,8 @@ def inbound_error_code(error: InboundError) -> str:
         return "payload_too_large"
     if isinstance(error, MalformedPayload):
         return "malformed_payload"
+    if isinstance(error, AttachmentRefused):
+        return "attachment_refused"
     return "bad_request"
 
 

@@ -25,6 +25,9 @@ class Attachment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     content_type: str
     size: int
     storage_ref: str | None = None
+    # Why the hub did not keep the bytes (over the channel's size limit, a type it does not
+    # take): the message is stored and the agent sees what was sent and why it is missing.
+    refused: str | None = None
 
 
 class ChannelHints(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -30,6 +30,7 @@ from hub.paging import (
     message_position,
 )
 from hub.scope import Gate, visibility
+from hub.uploads import uploaded_attachments
 from hub.views import (
     ConversationDetail,
     ConversationList,
@@ -67,13 +68,17 @@ class ReplyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     authored by the token's principal. ``client_key`` = ``Idempotency-Key``. ``template``:
     send an approved template (outside the reply window, or to write first); ``text`` may
     then be left out (the conversation shows the template). ``tag``: open one of the
-    channel's extended windows (Messenger's HUMAN_AGENT)."""
+    channel's extended windows (Messenger's HUMAN_AGENT). ``attachments``: upload ids;
+    ``text`` may be left out when files are sent."""
 
     text: Annotated[str, msgspec.Meta(max_length=100_000)] = ""
     author: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     client_key: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
     template: TemplateRequest | None = None
     tag: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    # Upload ids (POST .../attachments) of files to send with the reply.
+    attachments: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
+                           msgspec.Meta(max_length=20)] = []
 
 
 _encoder = msgspec.json.Encoder()
@@ -300,16 +305,17 @@ def _idempotency_key(request: web.Request, body_key: str | None) -> str | None:
                 "reply is returned). The author is always the caller. 422: over the "
                 "channel's length limit, outside its reply window (the message says "
                 "whether a template or a tag can go instead; GET the conversation for "
-                "reply_window before typing), or a template the channel does not take.",
+                "reply_window before typing), a template the channel does not take, or "
+                "attachments it does not take or an upload id that is unknown or expired.",
     body=ReplyRequest, headers=(IDEMPOTENCY_HEADER,), path_params=CID,
 )
 async def post_reply(request: web.Request) -> web.Response:
     principal = require_role(request, "agent")
     store = request.app[K.STORE]
     req = decode_body(await request.read(), ReplyRequest)
-    if not req.text and req.template is None:
+    if not req.text and req.template is None and not req.attachments:
         raise ApiError(400, "invalid request: text is required (it may be left out only "
-                            "with a template)", "invalid_body")
+                            "with a template or attachments)", "invalid_body")
     client_key = _idempotency_key(request, req.client_key)
     if req.author is not None and req.author != principal.name:
         raise ApiError(403, f"a reply is authored by the caller ({principal.name}); author "
@@ -320,6 +326,8 @@ async def post_reply(request: web.Request) -> web.Response:
         raise ApiError(409, f"channel instance {conversation.channel_instance} is not "
                             "configured", "channel_unavailable")
     reply_id = storage_keys.new_id(int(conversation.id.split(".", 1)[0]))
+    files = (await uploaded_attachments(request, conversation.id, req.attachments,
+                                        principal.name) if req.attachments else ())
     template = None if req.template is None else TemplateRef(
         req.template.name, req.template.language, tuple(req.template.parameters))
     text = req.text
@@ -342,6 +350,7 @@ async def post_reply(request: web.Request) -> web.Response:
         last_inbound_at=conversation.last_inbound_at,
         template=template,
         tag=req.tag,
+        attachments=files,
     )
     try:
         adapter.check_reply(reply, now=time.time())

@@ -85,6 +85,17 @@ class TokenSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     token_sha256: str | None = None
 
 
+class AttachmentSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Content-addressed files (storage/attachments.py); default <data_dir>/attachments.
+    dir: str | None = None
+    # The hub's cap on one attachment, over every channel's own limit (uploads too).
+    max_bytes: int = 25 * 1024 * 1024
+    # A file stored but not yet referenced (a crash before its message was stored, an upload
+    # never sent) is deleted after this long; an agent's upload can be sent for this long.
+    orphan_grace_seconds: float = 3600.0
+    upload_ttl_seconds: int = 86400
+
+
 class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tokens: list[TokenSettings] = []
     # What an agent token sees and acts on (hub/scope.py): "own" = conversations assigned to
@@ -105,12 +116,18 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     storage: StorageSettings = StorageSettings()
     outbox: OutboxSettings = OutboxSettings()
     api: ApiSettings = ApiSettings()
+    attachments: AttachmentSettings = AttachmentSettings()
     routing: RoutingConfig = RoutingConfig()
     channels: list[ChannelConfig] = []
 
     @property
     def data_dir(self) -> Path:
         return Path(self.hub.data_dir)
+
+    @property
+    def attachments_dir(self) -> Path:
+        return Path(self.attachments.dir) if self.attachments.dir else self.data_dir / \
+            "attachments"
 
 
 class LoadedConfig(msgspec.Struct, frozen=True):
@@ -418,6 +435,11 @@ def _check_ranges(config: Config) -> None:
          "storage.quarantine_max_entries: expected >= 1"),
         (config.storage.quarantine_max_bytes >= 65536,
          "storage.quarantine_max_bytes: expected >= 65536"),
+        (config.attachments.max_bytes >= 1, "attachments.max_bytes: expected >= 1"),
+        (config.attachments.orphan_grace_seconds >= 60,
+         "attachments.orphan_grace_seconds: expected >= 60"),
+        (config.attachments.upload_ttl_seconds >= 60,
+         "attachments.upload_ttl_seconds: expected >= 60"),
         (config.storage.resolved_retention_days >= 0,
          "storage.resolved_retention_days: expected >= 0 (0 keeps them forever)"),
     ]
