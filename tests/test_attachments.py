@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-from channels.attachments import sniff
+from channels.api import ApiChannel
+from channels.attachments import AttachmentRefused, sniff
 from channels.models import Attachment, InboundMessage
 from channels.testing.attachments import EXECUTABLE, PNG
+from hub import keys as K
 from storage import keys, lifecycle
 from storage.attachments import AttachmentService, FileBlobStore
 from storage.store import Store
@@ -308,3 +310,24 @@ async def test_file_store_never_takes_a_path_from_outside(tmp_path: Path) -> Non
 ])
 def test_sniffing(data: bytes, expected: str) -> None:
     assert sniff(data) == expected
+
+
+async def test_a_refused_placeholder_keeps_the_message_and_the_reason(
+        config: Any, store: Store) -> None:
+    """For a provider that must get a 2xx (Meta retries for days), an adapter keeps the
+    message with ``refused_attachment``: the agent sees what was sent and why it is missing."""
+    async with running_hub(config) as client:
+        api = client.app[K.CHANNELS].get("shop")
+        assert isinstance(api, ApiChannel)
+        with pytest.raises(AttachmentRefused) as info:
+            await api.store_attachment(PNG + bytes(LIMIT), name="huge.png")
+        placeholder = api.refused_attachment("huge.png", "image/png", len(PNG) + LIMIT,
+                                             info.value)
+        await store.ingest(_inbound("m-ph", "zoe", placeholder))
+        found = await _message(client, "zoe")
+        [attachment] = found["message"]["attachments"]
+        assert attachment["refused"].startswith("attachment 'huge.png' is")
+        assert attachment["storage_ref"] is None
+        r = await client.get(f"/api/v1/messages/{found['message']['id']}/attachments/0",
+                             headers=auth(ADMIN_TOKEN))
+        assert r.status == 404 and "not kept" in (await r.json())["error"]["message"]
