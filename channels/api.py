@@ -7,6 +7,9 @@ With the optional ``X-Inboxhub-Timestamp: <UNIX seconds>`` header the signature 
 and a request older than ``max_timestamp_age_seconds`` (or as far in the future) is refused: a
 captured request cannot be replayed after the dedupe window has forgotten its id.
 ``require_timestamp = true`` refuses requests without the header.
+Attachments: inbound ``attachments: [{name, data (base64), content_type?}]``, judged on the
+bytes against the channel's limits (413/415 with the reason, nothing stored); outbound the
+same shape under ``attachments``.
 Outbound: the reply is POSTed as JSON to the instance's ``outbound_url``, signed over the body,
 with ``X-Inboxhub-Reply-Id`` so the operator's endpoint can drop a resend of the same reply;
 redirects are not followed and the answer is read up to 64 KiB (``channels.http``).
@@ -24,17 +27,20 @@ import msgspec
 from aiohttp import web
 
 from channels import http
-from channels.base import Capabilities, WebhookAdapter
-from channels.errors import InvalidSignature, MalformedPayload
-from channels.models import ChannelHints, InboundMessage, OutboundReply
+from channels.base import Capabilities, ReplyWindow, WebhookAdapter
+from channels.errors import InvalidSignature, MalformedPayload, PermanentError
+from channels.models import Attachment, ChannelHints, InboundMessage, OutboundReply
 from channels.secrets import Secret
 from channels.signing import hmac_sha256_hex, verify_prefixed_hmac_sha256
+from channels.windows import TemplateSpec
 
 SIGNATURE_HEADER = "X-Inboxhub-Signature"
 TIMESTAMP_HEADER = "X-Inboxhub-Timestamp"
 REPLY_ID_HEADER = "X-Inboxhub-Reply-Id"
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
+DEFAULT_ATTACHMENT_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/heic",
+                            "application/pdf", "text/plain")
 Handle = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 ShortText = Annotated[str, msgspec.Meta(max_length=256)]
 Tag = Annotated[str, msgspec.Meta(min_length=2, max_length=35)]
@@ -52,6 +58,38 @@ class ApiChannelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     # both ways, as clock skew.
     require_timestamp: bool = False
     max_timestamp_age_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    # Templates the operator's system can send when the reply window is closed (forwarded as
+    # "template": {name, language, parameters}); none: the channel takes no templates. Longer
+    # windows a reply may use by carrying their tag (forwarded as "tag").
+    templates: tuple[TemplateSpec, ...] = ()
+    extended_windows: tuple[ReplyWindow, ...] = ()
+    # Attachments both ways, base64 in the signed JSON body (inbound also bounded by
+    # hub.max_body_bytes; the hub's attachments.max_bytes caps them too); judged on the type
+    # the bytes show. max_attachments = 0: none.
+    max_attachment_bytes: Annotated[int, msgspec.Meta(ge=1)] = 10 * 1024 * 1024
+    max_attachments: Annotated[int, msgspec.Meta(ge=0, le=100)] = 10
+    attachment_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES
+
+    def __post_init__(self) -> None:
+        window = self.reply_window_seconds
+        if self.extended_windows and window is None:
+            raise ValueError("extended_windows need a reply_window_seconds to extend")
+        for w in self.extended_windows:
+            if window is not None and w.seconds <= window:
+                raise ValueError(f"extended window {w.tag!r} must be longer than "
+                                 f"reply_window_seconds ({window:g})")
+        seen = [(t.name, t.language) for t in self.templates]
+        if len(seen) != len(set(seen)):
+            raise ValueError("templates: a name and language appear twice")
+
+
+class ApiAttachment(msgspec.Struct, frozen=True):
+    """A file in the inbound body: ``data`` is base64; ``content_type`` is informative only
+    (the hub judges the bytes)."""
+
+    name: ShortText
+    data: bytes
+    content_type: ShortText | None = None
 
 
 class ApiInbound(msgspec.Struct, frozen=True):
@@ -67,6 +105,7 @@ class ApiInbound(msgspec.Struct, frozen=True):
     marketplace_site: ShortText | None = None
     order_id: ShortText | None = None
     sent_at: datetime | float | None = None
+    attachments: Annotated[list[ApiAttachment], msgspec.Meta(max_length=100)] = []
 
 
 _inbound_decoder = msgspec.json.Decoder(ApiInbound)
@@ -86,6 +125,16 @@ class ApiChannel(WebhookAdapter):
             max_text_length=self.settings.max_text_length,
             reply_window_seconds=self.settings.reply_window_seconds,
             threading=True,
+            extended_windows=self.settings.extended_windows,
+            # With a reply window the operator's system sets the rules of a messaging
+            # platform: writing first takes a template, as it does there.
+            can_initiate=self.settings.reply_window_seconds is None,
+            templates=bool(self.settings.templates),
+            approved_templates=self.settings.templates,
+            attachments=self.settings.max_attachments > 0,
+            max_attachment_bytes=self.settings.max_attachment_bytes,
+            max_attachments=self.settings.max_attachments,
+            attachment_types=self.settings.attachment_types,
         )
         self._key = self.settings.secret.reveal_bytes()
 
@@ -113,7 +162,7 @@ class ApiChannel(WebhookAdapter):
             raise InvalidSignature(f"{TIMESTAMP_HEADER} is {abs(age):.0f} s {when}; this "
                                    f"channel accepts {limit:g} s")
 
-    def parse(self, request: web.Request, body: bytes) -> Sequence[InboundMessage]:
+    async def parse(self, request: web.Request, body: bytes) -> Sequence[InboundMessage]:
         try:
             data = _inbound_decoder.decode(body)
         except msgspec.ValidationError as exc:
@@ -130,6 +179,7 @@ class ApiChannel(WebhookAdapter):
             sent_at = data.sent_at.timestamp()
         else:
             sent_at = data.sent_at
+        attachments = await self._store_attachments(data.attachments)
         return [
             InboundMessage(
                 channel_type=self.type_name,
@@ -139,6 +189,7 @@ class ApiChannel(WebhookAdapter):
                 sender_handle=data.sender,
                 sender_name=data.name,
                 text=data.text,
+                attachments=attachments,
                 sent_at=sent_at,
                 received_at=time.time(),
                 hints=ChannelHints(
@@ -150,19 +201,50 @@ class ApiChannel(WebhookAdapter):
             )
         ]
 
+    async def _store_attachments(self, files: list[ApiAttachment]) -> tuple[Attachment, ...]:
+        """Every file is judged before any is stored: a refusal (413/415 with the reason) keeps
+        nothing, and the operator's system can send the message again without it."""
+        if not files:
+            return ()
+        policy = self.attachment_policy
+        policy.check_count(len(files))
+        for item in files:
+            policy.check(item.data, item.name)
+        return tuple([await self.store_attachment(item.data, name=item.name)
+                      for item in files])
+
+    async def _outbound_attachments(self, reply: OutboundReply) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for item in reply.attachments:
+            data = None
+            if self.context.attachments is not None and item.storage_ref is not None:
+                data = await self.context.attachments.get(item.storage_ref)
+            if data is None:
+                raise PermanentError(f"attachment {item.name!r} is no longer stored")
+            out.append({"name": item.name, "content_type": item.content_type,
+                        "size": item.size, "data": data})
+        return out
+
     async def deliver(self, reply: OutboundReply) -> str:
-        body = _json_encoder.encode(
-            {
-                "reply_id": reply.reply_id,
-                "conversation_id": reply.conversation_id,
-                "channel_instance": reply.channel_instance,
-                "thread": reply.thread_id,
-                "recipient": reply.recipient_handle,
-                "text": reply.text,
-                "author": reply.author,
-                "in_reply_to": reply.in_reply_to,
-            }
-        )
+        payload: dict[str, object] = {
+            "reply_id": reply.reply_id,
+            "conversation_id": reply.conversation_id,
+            "channel_instance": reply.channel_instance,
+            "thread": reply.thread_id,
+            "recipient": reply.recipient_handle,
+            "text": reply.text,
+            "author": reply.author,
+            "in_reply_to": reply.in_reply_to,
+        }
+        if reply.template is not None:
+            payload["template"] = {"name": reply.template.name,
+                                   "language": reply.template.language,
+                                   "parameters": list(reply.template.parameters)}
+        if reply.tag is not None:
+            payload["tag"] = reply.tag
+        if reply.attachments:
+            payload["attachments"] = await self._outbound_attachments(reply)
+        body = _json_encoder.encode(payload)
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: "sha256=" + hmac_sha256_hex(self._key, body),

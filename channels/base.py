@@ -22,14 +22,18 @@ from __future__ import annotations
 import abc
 import asyncio
 import inspect
+import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, cast, final
 
 import aiohttp
 import msgspec
 from aiohttp import web
+from multidict import MultiDict
 
+from channels.attachments import AttachmentPolicy, AttachmentRefused, safe_name
 from channels.errors import (
     AuthError,
     ChannelError,
@@ -42,7 +46,7 @@ from channels.errors import (
     ReplyRejected,
     RetryableError,
 )
-from channels.models import DeliveryUpdate, InboundMessage, OutboundReply
+from channels.models import Attachment, DeliveryUpdate, InboundMessage, OutboundReply
 from channels.services.attachments import AttachmentStore
 from channels.services.cursors import CursorStore
 from channels.services.fetches import FetchQueue
@@ -51,6 +55,13 @@ from channels.services.limits import RateLimit, RateLimiter
 from channels.services.receipts import DeliveryIndex
 from channels.services.tokens import TokenStore
 from channels.supervisor import Supervisor
+from channels.windows import (
+    TemplateSpec,
+    WindowState,
+    check_template,
+    check_window,
+    window_state,
+)
 
 
 class IngestOutcome(Protocol):
@@ -96,7 +107,10 @@ class Capabilities(msgspec.Struct, frozen=True):
     ``can_initiate``: the seller may write first, outside any window (email yes; WhatsApp only
     with a template, Mercado Libre only with a reason template). ``templates``: approved
     templates are how a reply goes out when free text is not allowed.
-    ``attachment_types``: MIME allow-list for attachments (empty: any the channel takes).
+    ``attachment_types``: MIME allow-list for attachments (empty: any the channel takes;
+    ``image/*`` a family), judged on the sniffed type (``channels.attachments``); settings
+    named ``max_attachment_bytes``, ``max_attachments``, ``attachment_types`` and the hub's
+    cap narrow them (``ChannelAdapter.attachment_policy``).
     ``rate_limits``: what the provider allows; the hub's shared limiter enforces them before
     every send. ``delivery_receipts``: the provider reports delivered/read/failed.
     """
@@ -114,6 +128,7 @@ class Capabilities(msgspec.Struct, frozen=True):
     html: bool = False
     rate_limits: tuple[RateLimit, ...] = ()
     delivery_receipts: bool = False
+    approved_templates: tuple[TemplateSpec, ...] = ()
 
 
 class AdapterContext:
@@ -123,7 +138,8 @@ class AdapterContext:
     under the hub's supervisor (``channels.supervisor``); ``public_url`` is the hub's address
     as providers see it (behind a reverse proxy ``request.url`` is not what Twilio and Shopee
     signed). The services (``channels.services``) are None where the hub does not offer them:
-    an adapter that needs one says so at start-up.
+    an adapter that needs one says so at start-up. ``max_attachment_bytes`` is the hub's cap
+    on any one attachment (``attachments.max_bytes``), over every channel's own limit.
     """
 
     def __init__(
@@ -142,6 +158,7 @@ class AdapterContext:
         attachments: AttachmentStore | None = None,
         deliveries: DeliveryIndex | None = None,
         fetches: FetchQueue | None = None,
+        max_attachment_bytes: int | None = None,
     ) -> None:
         self.http = http
         self.quarantine = quarantine
@@ -156,6 +173,7 @@ class AdapterContext:
         self.attachments = attachments
         self.deliveries = deliveries
         self.fetches = fetches
+        self.max_attachment_bytes = max_attachment_bytes
 
 
 class ChannelAdapter(abc.ABC):
@@ -214,25 +232,83 @@ class ChannelAdapter(abc.ABC):
             raise self.map_error(exc) from exc
 
     def check_reply(self, reply: OutboundReply, *, now: float) -> None:
-        """Reject what the provider would refuse, before spending a request on it."""
+        """Reject what the provider would refuse, before spending a request on it.
+
+        Free text goes inside the reply window; outside it only within an extended window
+        whose tag the reply carries; otherwise only an approved template (checked against
+        ``approved_templates``), and a refusal says which of these the agent can use.
+        """
         caps = self.capabilities
-        if not reply.text.strip() and not reply.attachments:
+        if reply.template is not None:
+            check_template(caps, reply.template, self.type_name)
+        elif not reply.text.strip() and not reply.attachments:
             raise ReplyRejected("reply is empty")
-        if len(reply.text) > caps.max_text_length:
+        elif len(reply.text) > caps.max_text_length:
             raise ReplyRejected(
                 f"reply is {len(reply.text)} characters; {self.type_name} allows "
                 f"{caps.max_text_length}"
             )
-        if reply.attachments and not caps.attachments:
+        if reply.attachments:
+            self._check_outbound_attachments(reply.attachments)
+        check_window(caps, reply, now, self.type_name)
+
+    @property
+    def attachment_policy(self) -> AttachmentPolicy:
+        """The capabilities' attachment limits, narrowed by the channel's settings (fields
+        ``max_attachment_bytes``, ``max_attachments``, ``attachment_types``, where its settings
+        have them) and by the hub's cap; never widened."""
+        caps = self.capabilities
+        policy = AttachmentPolicy(
+            max_bytes=caps.max_attachment_bytes if caps.attachments else 0,
+            max_count=caps.max_attachments if caps.attachments else 0,
+            types=caps.attachment_types)
+        types = getattr(self.settings, "attachment_types", None)
+        policy = policy.narrowed(
+            max_bytes=getattr(self.settings, "max_attachment_bytes", None),
+            max_count=getattr(self.settings, "max_attachments", None),
+            types=tuple(types) if types is not None else None)
+        return policy.narrowed(max_bytes=self.context.max_attachment_bytes)
+
+    def _check_outbound_attachments(self, attachments: Sequence[Attachment]) -> None:
+        if not self.capabilities.attachments:
             raise ReplyRejected(f"{self.type_name} does not accept attachments")
-        window = caps.reply_window_seconds
-        if window is not None and (
-            reply.last_inbound_at is None or now - reply.last_inbound_at > window
-        ):
-            raise ReplyRejected(
-                f"the {self.type_name} reply window of {window / 3600:g} h since the buyer's "
-                "last message has closed"
-            )
+        policy = self.attachment_policy
+        try:
+            policy.check_count(len(attachments))
+        except AttachmentRefused as exc:
+            raise ReplyRejected(exc.reason) from None
+        for item in attachments:
+            if item.storage_ref is None:
+                raise ReplyRejected(f"attachment {item.name!r} has no stored file")
+            if item.size > policy.max_bytes:
+                raise ReplyRejected(f"attachment {item.name!r} is {item.size} bytes; "
+                                    f"{self.type_name} allows {policy.max_bytes}")
+            if not policy.allows_type(item.content_type):
+                raise ReplyRejected(f"attachment {item.name!r} is {item.content_type}; "
+                                    f"{self.type_name} takes {', '.join(policy.types)}")
+
+    async def store_attachment(self, data: bytes, *, name: str) -> Attachment:
+        """Check an inbound file against ``attachment_policy`` and store it; the returned
+        ``Attachment`` (sniffed type, safe name) goes on the ``InboundMessage``. Raises
+        ``AttachmentRefused`` with the reason: a webhook answers it (413/415, not kept in
+        quarantine: the sender still has the file). An adapter whose provider must get a 2xx
+        keeps the message instead with ``refused_attachment``."""
+        content_type = self.attachment_policy.check(data, name)
+        if self.context.attachments is None:
+            raise AttachmentRefused("this hub stores no attachments", 415)
+        return await self.context.attachments.put(data, name=safe_name(name),
+                                                  content_type=content_type)
+
+    @staticmethod
+    def refused_attachment(name: str, declared_type: str, size: int,
+                           error: AttachmentRefused) -> Attachment:
+        """A placeholder for a file the channel refused: the agent sees what and why."""
+        return Attachment(name=safe_name(name), content_type=declared_type[:100] or
+                          "application/octet-stream", size=size, refused=error.reason)
+
+    def reply_window(self, last_inbound_at: float | None, now: float) -> WindowState:
+        """What a reply may be now (the same rules ``check_reply`` enforces), for the inbox."""
+        return window_state(self.capabilities, last_inbound_at, now)
 
     @abc.abstractmethod
     async def deliver(self, reply: OutboundReply) -> str:
@@ -322,7 +398,10 @@ class WebhookAdapter(ChannelAdapter):
 
     async def reparse(self, body: bytes, headers: Mapping[str, str]) -> Sequence[Parsed]:
         """Parse a body that was verified on arrival and quarantined (operator's retry)."""
-        return await self.parse_or_explain(cast(web.Request, StoredRequest(headers)), body)
+        try:
+            return await self.parse_or_explain(cast(web.Request, StoredRequest(headers)), body)
+        except AttachmentRefused as exc:  # kept: the retry reports it like any other reason
+            raise MalformedPayload(exc.reason) from None
 
     @final
     async def parse_or_explain(self, request: web.Request, body: bytes) -> Sequence[Parsed]:
@@ -334,7 +413,7 @@ class WebhookAdapter(ChannelAdapter):
             if inspect.isawaitable(parsed):
                 parsed = await parsed
             return parsed
-        except MalformedPayload:
+        except (MalformedPayload, AttachmentRefused):
             raise
         except RecursionError:
             raise MalformedPayload("body is nested too deeply to parse") from None
@@ -344,7 +423,22 @@ class WebhookAdapter(ChannelAdapter):
             ) from None
 
     def accepted(self, outcomes: Sequence[IngestOutcome]) -> web.StreamResponse:
-        """The acknowledgement the provider expects once everything is stored."""
+        """The acknowledgement the provider expects once everything is stored.
+
+        Called only after every message was ingested and every receipt recorded, so whatever
+        it returns means "durable". The default is JSON naming the stored ids. A provider
+        that expects something else overrides it: Twilio wants TwiML (an empty
+        ``<Response/>`` sends no automatic reply), Shopee an empty 2xx::
+
+            def accepted(self, outcomes):
+                return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+            def accepted(self, outcomes):
+                return web.Response(status=204)
+
+        ``rejected`` is the same hook for refusals (401/400/413), for a provider that wants
+        a particular error body.
+        """
         return web.json_response(
             {"stored": [o.message_id for o in outcomes],
              "duplicates": sum(1 for o in outcomes if o.duplicate)}
@@ -352,6 +446,36 @@ class WebhookAdapter(ChannelAdapter):
 
     def rejected(self, error: InboundError) -> web.StreamResponse:
         return error_json(error.status, inbound_error_code(error), error.reason)
+
+    # -- helpers for providers that sign URLs or post forms ---------------------------------
+
+    def signed_urls(self, request: web.Request) -> tuple[str, ...]:
+        """The URL the provider requested (and signed), as it may have written it.
+
+        Behind a reverse proxy ``request.url`` is the proxy's upstream address, not what
+        Twilio or Shopee signed; with ``hub.public_url`` (``context.public_url``) set, the URL
+        is that base plus the request's raw path and query exactly as sent. The first entry is
+        the URL as requested; the others are the same URL with its default port added or
+        removed (``:443`` for https, ``:80`` for http), because Twilio is inconsistent about
+        ports and its own validator accepts either (CHANNELS.md §3). A non-default port is
+        never toggled.
+        """
+        return url_variants(public_request_url(request, self.context.public_url))
+
+    def form(self, request: web.Request, body: bytes, *,
+             max_fields: int = 1000) -> MultiDict[str]:
+        """An ``application/x-www-form-urlencoded`` body (Twilio) parsed from the raw bytes:
+        repeated keys kept in order, UTF-8 only, malformed input refused with the reason
+        (``MalformedPayload``: a 400; raised from ``verify`` it is not quarantined)."""
+        content_type = request.headers.get("Content-Type", "")
+        mime, _, params = content_type.partition(";")
+        if mime.strip().lower() != FORM_CONTENT_TYPE:
+            raise MalformedPayload(f"expected Content-Type {FORM_CONTENT_TYPE}, got "
+                                   f"{mime.strip()[:100] or 'none'}")
+        charset = _charset(params)
+        if charset not in (None, "utf-8", "utf8"):
+            raise MalformedPayload(f"form charset {charset[:40]!r} is not supported; use UTF-8")
+        return parse_form(body, max_fields=max_fields)
 
     @final
     async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
@@ -368,6 +492,8 @@ class WebhookAdapter(ChannelAdapter):
             return self.rejected(exc)
         try:
             parsed = await self.parse_or_explain(request, body)
+        except AttachmentRefused as exc:
+            return self.rejected(exc)
         except MalformedPayload as exc:
             try:
                 await self._quarantine(request, body, exc.reason)
@@ -395,6 +521,75 @@ class WebhookAdapter(ChannelAdapter):
         return await self.context.quarantine(self.instance, body, reason, headers=headers)
 
 
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def _charset(params: str) -> str | None:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def parse_form(body: bytes, *, max_fields: int = 1000) -> MultiDict[str]:
+    """Strict form decoding: ASCII on the wire, well-formed ``%XX`` escapes that decode to
+    UTF-8, ``+`` as space, at most ``max_fields`` fields, every repeated key kept.
+
+    ``urllib.parse.parse_qsl`` alone is lenient: it passes ``%zz`` through and replaces bad
+    UTF-8 silently, so two different bodies could verify as the same parameters.
+    """
+    if not body:
+        return MultiDict()
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedPayload("form body is not ASCII (non-ASCII must be %-escaped)") from None
+    if _BAD_ESCAPE.search(body):
+        raise MalformedPayload("form body has a malformed %-escape")
+    if text.count("&") + 1 > max_fields:
+        raise MalformedPayload(f"form body has more than {max_fields} fields")
+    try:
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True,
+                                       encoding="utf-8", errors="strict",
+                                       max_num_fields=max_fields)
+    except UnicodeDecodeError:
+        raise MalformedPayload("form body escapes do not decode to UTF-8") from None
+    except ValueError as exc:
+        raise MalformedPayload(f"form body is malformed: {str(exc)[:100]}") from None
+    return MultiDict(pairs)
+
+
+def public_request_url(request: web.Request, public_url: str | None) -> str:
+    """``public_url`` (the hub's address as providers see it; a path in it is a prefix the
+    proxy strips) plus the raw path and query as requested; without it, ``request.url``'s
+    own scheme and host."""
+    base = public_url.rstrip("/") if public_url else f"{request.scheme}://{request.host}"
+    return base + request.raw_path
+
+
+def url_variants(url: str) -> tuple[str, ...]:
+    """``url`` first, then with its default port added, or removed when it is given."""
+    parts = urllib.parse.urlsplit(url)
+    default = _DEFAULT_PORTS.get(parts.scheme)
+    if default is None or parts.hostname is None:
+        return (url,)
+    try:
+        port = parts.port
+    except ValueError:
+        return (url,)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if port is None:
+        other = parts._replace(netloc=f"{host}:{default}")
+    elif port == default:
+        other = parts._replace(netloc=host.rsplit(":", 1)[0])
+    else:
+        return (url,)
+    return (url, urllib.parse.urlunsplit(other))
+
+
 def error_json(status: int, code: str, message: str) -> web.Response:
     """The hub's one error shape, ``{"error": {"code", "message"}}``, for webhook answers."""
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
@@ -407,6 +602,8 @@ def inbound_error_code(error: InboundError) -> str:
         return "payload_too_large"
     if isinstance(error, MalformedPayload):
         return "malformed_payload"
+    if isinstance(error, AttachmentRefused):
+        return "attachment_refused"
     return "bad_request"
 
 

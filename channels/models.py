@@ -25,6 +25,9 @@ class Attachment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     content_type: str
     size: int
     storage_ref: str | None = None
+    # Why the hub did not keep the bytes (over the channel's size limit, a type it does not
+    # take): the message is stored and the agent sees what was sent and why it is missing.
+    refused: str | None = None
 
 
 class ChannelHints(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -85,6 +88,9 @@ class OutboundReply(msgspec.Struct, frozen=True, omit_defaults=True):
     # An approved template (the channel's free-form window is closed, or the seller writes
     # first); when set, ``text`` is what the inbox showed the agent, not what is sent.
     template: TemplateRef | None = None
+    # A tag that opens one of the channel's extended windows (Messenger's HUMAN_AGENT: a
+    # human's reply up to 7 days after the buyer's last message); see Capabilities.
+    tag: str | None = None
 
 
 class TemplateRef(msgspec.Struct, frozen=True, omit_defaults=True):

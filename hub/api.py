@@ -16,7 +16,8 @@ import phonenumbers
 from aiohttp import web
 
 from channels.errors import ReplyRejected
-from channels.models import OutboundReply
+from channels.models import OutboundReply, TemplateRef
+from channels.windows import WindowClosed, check_template, render_template
 from hub import keys as K
 from hub import query as q
 from hub.auth import PRINCIPAL, Principal, require_role
@@ -29,6 +30,7 @@ from hub.paging import (
     message_position,
 )
 from hub.scope import Gate, visibility
+from hub.uploads import uploaded_attachments
 from hub.views import (
     ConversationDetail,
     ConversationList,
@@ -52,13 +54,31 @@ from storage.store import (
 routes = web.RouteTableDef()
 
 
+class TemplateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An approved template: its name, language and positional parameters."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    language: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] | None = None
+    parameters: Annotated[list[Annotated[str, msgspec.Meta(max_length=1024)]],
+                          msgspec.Meta(max_length=100)] = []
+
+
 class ReplyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``author`` is optional and, when given, must be the caller: a reply is always
-    authored by the token's principal. ``client_key`` = ``Idempotency-Key``."""
+    authored by the token's principal. ``client_key`` = ``Idempotency-Key``. ``template``:
+    send an approved template (outside the reply window, or to write first); ``text`` may
+    then be left out (the conversation shows the template). ``tag``: open one of the
+    channel's extended windows (Messenger's HUMAN_AGENT). ``attachments``: upload ids;
+    ``text`` may be left out when files are sent."""
 
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+    text: Annotated[str, msgspec.Meta(max_length=100_000)] = ""
     author: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     client_key: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    template: TemplateRequest | None = None
+    tag: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    # Upload ids (POST .../attachments) of files to send with the reply.
+    attachments: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
+                           msgspec.Meta(max_length=20)] = []
 
 
 _encoder = msgspec.json.Encoder()
@@ -246,7 +266,10 @@ async def get_conversation(request: web.Request) -> web.Response:
     query = DETAIL_QUERY.parse(request)
     conversation = await conversation_or_404(request)
     messages, cursor = await _message_page(request, conversation, query, 500)
-    return json_response(ConversationDetail(conversation, messages, cursor))
+    adapter = request.app[K.CHANNELS].get(conversation.channel_instance)
+    window = (None if adapter is None
+              else adapter.reply_window(conversation.last_inbound_at, time.time()))
+    return json_response(ConversationDetail(conversation, messages, cursor, window))
 
 
 @routes.get("/api/v1/conversations/{id}/messages")
@@ -280,13 +303,19 @@ def _idempotency_key(request: web.Request, body_key: str | None) -> str | None:
     {202: ReplyAccepted, 200: ReplyAccepted, 403: None, 404: None, 409: None, 422: None},
     description="202 queued for sending; 200 when the idempotency key was seen (the first "
                 "reply is returned). The author is always the caller. 422: over the "
-                "channel's length limit or outside its reply window.",
+                "channel's length limit, outside its reply window (the message says "
+                "whether a template or a tag can go instead; GET the conversation for "
+                "reply_window before typing), a template the channel does not take, or "
+                "attachments it does not take or an upload id that is unknown or expired.",
     body=ReplyRequest, headers=(IDEMPOTENCY_HEADER,), path_params=CID,
 )
 async def post_reply(request: web.Request) -> web.Response:
     principal = require_role(request, "agent")
     store = request.app[K.STORE]
     req = decode_body(await request.read(), ReplyRequest)
+    if not req.text and req.template is None and not req.attachments:
+        raise ApiError(400, "invalid request: text is required (it may be left out only "
+                            "with a template or attachments)", "invalid_body")
     client_key = _idempotency_key(request, req.client_key)
     if req.author is not None and req.author != principal.name:
         raise ApiError(403, f"a reply is authored by the caller ({principal.name}); author "
@@ -297,6 +326,17 @@ async def post_reply(request: web.Request) -> web.Response:
         raise ApiError(409, f"channel instance {conversation.channel_instance} is not "
                             "configured", "channel_unavailable")
     reply_id = storage_keys.new_id(int(conversation.id.split(".", 1)[0]))
+    files = (await uploaded_attachments(request, conversation.id, req.attachments,
+                                        principal.name) if req.attachments else ())
+    template = None if req.template is None else TemplateRef(
+        req.template.name, req.template.language, tuple(req.template.parameters))
+    text = req.text
+    if template is not None and not text.strip():
+        try:
+            spec = check_template(adapter.capabilities, template, adapter.type_name)
+        except ReplyRejected as exc:
+            raise ApiError(422, str(exc), "reply_rejected") from None
+        text = render_template(spec, template)
     reply = OutboundReply(
         reply_id=reply_id,
         conversation_id=conversation.id,
@@ -304,13 +344,21 @@ async def post_reply(request: web.Request) -> web.Response:
         channel_instance=conversation.channel_instance,
         thread_id=conversation.thread_id,
         recipient_handle=conversation.contact_handle,
-        text=req.text,
+        text=text,
         author=principal.name,
         in_reply_to=conversation.last_inbound_provider_id,
         last_inbound_at=conversation.last_inbound_at,
+        template=template,
+        tag=req.tag,
+        attachments=files,
     )
     try:
         adapter.check_reply(reply, now=time.time())
+    except WindowClosed as exc:
+        path = (f"; POST /api/v1/conversations/{conversation.id}/replies with "
+                '{"template": {"name", "language", "parameters"}}'
+                if adapter.capabilities.templates else "")
+        raise ApiError(422, f"{exc}{path}", "reply_rejected") from None
     except ReplyRejected as exc:
         raise ApiError(422, str(exc), "reply_rejected") from None
     try:

@@ -23,6 +23,7 @@ from channels.supervisor import Supervisor, TaskHealth
 from hub import keys as K
 from hub.admin_api import routes as admin_routes
 from hub.api import routes
+from hub.attachments_api import routes as attachment_routes
 from hub.auth import TokenIndex, make_auth_middleware
 from hub.channel_manager import ChannelManager
 from hub.config import ConfigError, LoadedConfig, load_config
@@ -39,6 +40,7 @@ from hub.worker import StreamWorker
 from routing.engine import reload_engine
 from routing.runtime import build_engine
 from storage import keys as storage_keys
+from storage.attachments import AttachmentService, FileBlobStore
 from storage.cursors import RedisCursorStore
 from storage.leases import RedisLeaseManager
 from storage.lifecycle import purge_expired
@@ -59,6 +61,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
                              dedupe_ttl=config.storage.dedupe_ttl_seconds,
                              quarantine_max_entries=config.storage.quarantine_max_entries,
                              quarantine_max_bytes=config.storage.quarantine_max_bytes)
+        app[K.STORE].attachments = AttachmentService(
+            client, FileBlobStore(config.attachments_dir), app[K.STORE].partition_keys(),
+            grace_seconds=config.attachments.orphan_grace_seconds)
         await client.ping()
         # Refuses data written by a newer release (SchemaTooNew) before anything touches it.
         await ensure_schema(client, partitions=config.storage.partitions)
@@ -85,6 +90,9 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             max_body_bytes=loaded.config.hub.max_body_bytes,
             loops=loops, cursors=RedisCursorStore(redis),
             leases=RedisLeaseManager(redis, owner=consumer_name()),
+            public_url=loaded.config.hub.public_url,
+            attachments=app[K.STORE].attachments,
+            max_attachment_bytes=loaded.config.attachments.max_bytes,
         )
         manager = ChannelManager(loaded, context)
         app[K.CHANNELS] = manager
@@ -155,6 +163,23 @@ class RetentionSweep:
             return False
         deleted = await purge_expired(self.store, time.time(),
                                       retention_seconds=self.retention_seconds)
+        self._next = time.monotonic() + (1.0 if deleted else self.every)
+        return False
+
+
+class AttachmentSweep:
+    """Deletes attachment files nothing references (a crash between storing the bytes and
+    the message, an upload never sent): a pass every ``grace`` / 4, at most hourly."""
+
+    def __init__(self, attachments: AttachmentService | None, grace_seconds: float) -> None:
+        self.attachments = attachments
+        self.every = min(3600.0, max(grace_seconds / 4, 15.0))
+        self._next = time.monotonic() + self.every
+
+    async def iteration(self) -> bool:
+        if self.attachments is None or time.monotonic() < self._next:
+            return False
+        deleted = await self.attachments.sweep()
         self._next = time.monotonic() + (1.0 if deleted else self.every)
         return False
 
@@ -240,6 +265,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     supervisor.loop("retry-release", RetryRelease(store).iteration, idle_seconds=0.1)
     retention = RetentionSweep(store, config.storage.resolved_retention_days * 86400)
     supervisor.loop("retention", retention.iteration, idle_seconds=1.0)
+    files = AttachmentSweep(store.attachments, config.attachments.orphan_grace_seconds)
+    supervisor.loop("attachment-sweep", files.iteration, idle_seconds=1.0)
     grace = config.hub.agent_heartbeat_grace_seconds
     supervisor.loop("routing-timers", lambda: engine.tick_timers(heartbeat_grace=grace),
                     idle_seconds=0.1)
@@ -279,6 +306,7 @@ def build_app(
     app.add_routes(routes)
     app.add_routes(routing_routes)
     app.add_routes(admin_routes)
+    app.add_routes(attachment_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

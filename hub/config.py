@@ -45,6 +45,10 @@ class HubSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     max_connections: int = 512
+    # The hub's address as providers see it (https://hub.example.com, or with the path prefix
+    # a reverse proxy strips): Twilio and Shopee sign the URL they called, which behind a
+    # proxy is not request.url. Adapters get it as AdapterContext.public_url.
+    public_url: str | None = None
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -81,6 +85,17 @@ class TokenSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     token_sha256: str | None = None
 
 
+class AttachmentSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Content-addressed files (storage/attachments.py); default <data_dir>/attachments.
+    dir: str | None = None
+    # The hub's cap on one attachment, over every channel's own limit (uploads too).
+    max_bytes: int = 25 * 1024 * 1024
+    # A file stored but not yet referenced (a crash before its message was stored, an upload
+    # never sent) is deleted after this long; an agent's upload can be sent for this long.
+    orphan_grace_seconds: float = 3600.0
+    upload_ttl_seconds: int = 86400
+
+
 class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tokens: list[TokenSettings] = []
     # What an agent token sees and acts on (hub/scope.py): "own" = conversations assigned to
@@ -101,12 +116,18 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     storage: StorageSettings = StorageSettings()
     outbox: OutboxSettings = OutboxSettings()
     api: ApiSettings = ApiSettings()
+    attachments: AttachmentSettings = AttachmentSettings()
     routing: RoutingConfig = RoutingConfig()
     channels: list[ChannelConfig] = []
 
     @property
     def data_dir(self) -> Path:
         return Path(self.hub.data_dir)
+
+    @property
+    def attachments_dir(self) -> Path:
+        return Path(self.attachments.dir) if self.attachments.dir else self.data_dir / \
+            "attachments"
 
 
 class LoadedConfig(msgspec.Struct, frozen=True):
@@ -272,6 +293,7 @@ def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Loa
             _check_channel_settings(settings, f"{where}.settings")
             channel_settings[channel.name] = settings
         _check_ranges(config)
+        _check_public_url(config.hub.public_url)
         _check_redis_url(config.storage.redis_url)
         _check_routing(config.routing, {c.name: c.type for c in config.channels},
                        build=not read_only)
@@ -339,6 +361,18 @@ def _check_channel_settings(settings: Any, where: str) -> None:
                 raise ConfigError(f"{where}.{name}: malformed URL {value!r}: no host")
 
 
+def _check_public_url(url: str | None) -> None:
+    if url is None:
+        return
+    where = "hub.public_url"
+    parts = _check_url(url, where, ("https", "http"))
+    if not parts.hostname:
+        raise ConfigError(f"{where}: malformed URL {url!r}: no host")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigError(f"{where}: {url!r} must not carry a query or fragment; give the "
+                          "address providers call, e.g. https://hub.example.com")
+
+
 def _check_redis_url(url: str | None) -> None:
     if url is None:
         return
@@ -401,6 +435,11 @@ def _check_ranges(config: Config) -> None:
          "storage.quarantine_max_entries: expected >= 1"),
         (config.storage.quarantine_max_bytes >= 65536,
          "storage.quarantine_max_bytes: expected >= 65536"),
+        (config.attachments.max_bytes >= 1, "attachments.max_bytes: expected >= 1"),
+        (config.attachments.orphan_grace_seconds >= 60,
+         "attachments.orphan_grace_seconds: expected >= 60"),
+        (config.attachments.upload_ttl_seconds >= 60,
+         "attachments.upload_ttl_seconds: expected >= 60"),
         (config.storage.resolved_retention_days >= 0,
          "storage.resolved_retention_days: expected >= 0 (0 keeps them forever)"),
     ]

@@ -28,6 +28,7 @@ class ErasureReport(msgspec.Struct, frozen=True):
     messages: int
     quarantined: int
     audit_id: str
+    files: int = 0  # attachment files deleted (files other buyers' messages name are kept)
 
 
 async def erase_contact(store: Store, engine: RoutingEngine, contact_id: str, *,
@@ -53,4 +54,5 @@ async def erase_contact(store: Store, engine: RoutingEngine, contact_id: str, *,
     counts.keys += await lifecycle.delete_contact(store, contact)
     audit_id = await lifecycle.write_audit(store, "erase_contact", actor, counts)
     return ErasureReport(conversations=counts.conversations, messages=counts.messages,
-                         quarantined=counts.quarantined, audit_id=audit_id)
+                         quarantined=counts.quarantined, audit_id=audit_id,
+                         files=counts.files)

@@ -23,6 +23,7 @@ from hub.query import Query
 F = TypeVar("F", bound=Callable[..., Any])
 
 TEXT = "text/plain"
+BINARY = "*/*"  # a file download: the type is the file's own
 _STATUS_TEXT = {
     200: "OK", 202: "Accepted", 400: "Invalid request (the message names the problem)",
     401: "Missing or invalid bearer token", 403: "The principal may not do this",
@@ -46,6 +47,7 @@ class Operation:
     body: Any = None
     headers: tuple[dict[str, Any], ...] = ()
     path_params: Mapping[str, str] = field(default_factory=dict)
+    raw_body: str | None = None  # media type of a raw (file) request body
 
 
 _BY_HANDLER: dict[Any, Operation] = {}
@@ -103,6 +105,8 @@ def _response(status: int, body: Any) -> dict[str, Any]:
     described: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Answer")}
     if body is TEXT:
         described["content"] = {TEXT: {"schema": {"type": "string"}}}
+    elif body is BINARY:
+        described["content"] = {BINARY: {"schema": {"type": "string", "format": "binary"}}}
     elif body is dict:
         described["content"] = {"application/json": {"schema": {"type": "object"}}}
     else:
@@ -119,7 +123,7 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
             responses.setdefault(403, None)
     if op.query is not None:
         responses.setdefault(400, None)
-    if op.body is not None:
+    if op.body is not None or op.raw_body is not None:
         responses.setdefault(400, None)
         responses.setdefault(413, None)
     out: dict[str, Any] = {
@@ -141,6 +145,9 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": _ref(op.body)}}}
+    elif op.raw_body is not None:
+        out["requestBody"] = {"required": True, "content": {
+            op.raw_body: {"schema": {"type": "string", "format": "binary"}}}}
     return out
 
 
@@ -176,7 +183,7 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         if op is None:
             continue
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
-        types.update(t for t in op.responses.values() if t not in (None, TEXT, dict))
+        types.update(t for t in op.responses.values() if t not in (None, TEXT, BINARY, dict))
         if op.body is not None:
             types.add(op.body)
     _refs, components = msgspec.json.schema_components(

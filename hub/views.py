@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from channels.windows import WindowState
 from routing.config import AgentConfig
 from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
 
@@ -19,11 +20,14 @@ Presence = Literal["online", "away", "offline"]
 
 class ConversationDetail(msgspec.Struct, frozen=True):
     """A conversation with a page of its messages in sequence order; ``next_cursor``
-    continues the messages (null: there are no more)."""
+    continues the messages (null: there are no more). ``reply_window`` says what a reply may
+    be now (free text, a tag, a template), the rules a reply is checked against (null: the
+    conversation's channel instance is not configured)."""
 
     conversation: Conversation
     messages: list[MessageView]
     next_cursor: str | None = None
+    reply_window: WindowState | None = None
 
 
 class ConversationList(msgspec.Struct, frozen=True):

@@ -115,6 +115,18 @@ class PartitionKeys:
     def contact(self, contact_id: str) -> str:
         return f"{self.base}contact:{contact_id}"
 
+    def blob_refs(self, sha256: str) -> str:
+        """Set of what references attachment file ``sha256`` in this partition: message ids,
+        and ``u:<conversation>\0<upload id>`` for uploads not yet sent (storage/attachments.py)."""
+        return f"{self.base}blob:{sha256}"
+
+    def upload(self, conversation_id: str, upload_id: str) -> str:
+        """An agent's uploaded file waiting to go out on a reply (hash, TTL)."""
+        return f"{self.base}upload:{conversation_id}\x00{upload_id}"
+
+    def uploads_pattern(self, conversation_id: str) -> str:
+        return f"{self.base}upload:{conversation_id}\x00*"
+
     def reply_keys_pattern(self, conversation_id: str) -> str:
         """SCAN pattern of a conversation's reply idempotency keys (ids hold no glob chars)."""
         return f"{self.base}replykey:{conversation_id}\x00*"
@@ -151,6 +163,11 @@ def routing_markers_pattern(conversation_id: str) -> str:
 
 def sticky(contact_id: str) -> str:
     return f"{ROUTING_BASE}sticky:{contact_id}"
+
+
+# An attachment file being stored and not yet referenced by a message (TTL: the grace).
+def blob_pin(sha256: str) -> str:
+    return f"{PREFIX}:{GLOBAL_TAG}:blobpin:{sha256}"
 
 
 # Data lifecycle: the store's schema version and the audit trail of erasures (no personal data).

@@ -39,9 +39,14 @@ routing ``ih:{r}:``
 ========================================  ======================================================
 
 Global: quarantine entries of the contact's channel instance whose raw body names the buyer's
-handle or one of the ids above are removed (erasure only). Attachments are metadata inside the
-message payload; no attachment bytes are kept in Redis today: a blob store added later must be
-erased here too.
+handle or one of the ids above are removed (erasure only).
+
+Attachments (``storage/attachments.py``): each message leaves the reference set
+``ih:{pN}:blob:<sha>`` of every file it names, the conversation's pending uploads
+(``upload:<c>\0<id>``) are deleted with their references, and every file left with no
+reference in any partition (and no pin of a store in progress) is deleted, before the message
+records go (a crash half way leaves references the attachment sweep prunes). A file another
+buyer's message also names is kept: content-addressed files are shared by identical bytes.
 """
 
 from __future__ import annotations
@@ -53,8 +58,9 @@ from typing import Any
 
 import msgspec
 
-from channels.models import InboundMessage
+from channels.models import Attachment, InboundMessage, OutboundReply
 from storage import keys
+from storage.attachments import sha_of
 from storage.keys import PartitionKeys
 from storage.scripts import load_script
 from storage.store import Store
@@ -62,6 +68,7 @@ from storage.store import Store
 log = logging.getLogger(__name__)
 
 _inbound = msgspec.msgpack.Decoder(InboundMessage)
+_outbound = msgspec.msgpack.Decoder(OutboundReply)
 _BATCH = 500
 AUDIT_MAXLEN = 100_000
 
@@ -76,6 +83,8 @@ class ConversationFootprint(msgspec.Struct):
     message_ids: list[str]
     seen_keys: list[str]
     provider_ids: list[str]
+    # attachment file key -> the ids of this conversation's messages that name it
+    blobs: dict[str, list[str]] = {}
 
 
 class Contact(msgspec.Struct, frozen=True):
@@ -93,6 +102,7 @@ class ErasureCounts(msgspec.Struct):
     keys: int = 0
     entries: int = 0
     quarantined: int = 0
+    files: int = 0
 
 
 def _s(value: bytes | str | None) -> str:
@@ -116,18 +126,27 @@ async def footprint(store: Store, conversation_id: str) -> ConversationFootprint
         rows = await pipe.execute() if message_ids else []
     seen_keys: list[str] = []
     provider_ids: list[str] = []
+    blobs: dict[str, list[str]] = {}
     instance = _s(raw.get(b"channel_instance"))
-    for direction, data in rows:
+    for mid, (direction, data) in zip(message_ids, rows, strict=True):
+        attachments: tuple[Attachment, ...] = ()
         if direction == b"in" and data:
             message = _inbound.decode(data)
             instance = instance or message.channel_instance
             seen_keys.append(k.seen(message.channel_instance, message.provider_message_id))
             provider_ids.append(message.provider_message_id)
+            attachments = message.attachments
+        elif direction == b"out" and data:
+            attachments = _outbound.decode(data).attachments
+        for attachment in attachments:
+            sha = sha_of(attachment.storage_ref)
+            if sha is not None:
+                blobs.setdefault(sha, []).append(mid)
     return ConversationFootprint(
         conversation_id=conversation_id, partition=k.partition,
         thread_field=f"{instance}\x00{_s(raw.get(b'thread_id'))}",
         contact_id=contact_id, message_ids=message_ids,
-        seen_keys=seen_keys, provider_ids=provider_ids,
+        seen_keys=seen_keys, provider_ids=provider_ids, blobs=blobs,
     )
 
 
@@ -185,6 +204,7 @@ async def delete_conversations(store: Store, prints: Sequence[ConversationFootpr
         k = store.partition_keys()[partition]
         conv_ids = {fp.conversation_id for fp in group}
         msg_ids = {m for fp in group for m in fp.message_ids}
+        counts.files += await _release_files(store, k, group)
         owned = [key for fp in group for key in
                  (*(k.message(m) for m in fp.message_ids), *fp.seen_keys)]
         for i in range(0, len(owned), _BATCH):
@@ -203,6 +223,25 @@ async def delete_conversations(store: Store, prints: Sequence[ConversationFootpr
         counts.conversations += len(conv_ids)
         counts.messages += len(msg_ids)
     return counts
+
+
+async def _release_files(store: Store, k: PartitionKeys,
+                         group: Sequence[ConversationFootprint]) -> int:
+    """The messages and pending uploads leave their files' reference sets; files nothing
+    references any more are deleted. Returns how many files were deleted."""
+    redis: Any = store.redis
+    shas: list[str] = []
+    for fp in group:
+        for sha, mids in fp.blobs.items():
+            await redis.srem(k.blob_refs(sha), *mids)
+            shas.append(sha)
+        if store.attachments is not None:
+            shas += await store.attachments.drop_uploads(k, fp.conversation_id)
+        else:
+            await _scan_delete(redis, k.uploads_pattern(fp.conversation_id))
+    if store.attachments is None or not shas:
+        return 0
+    return await store.attachments.release(shas)
 
 
 async def detach(store: Store, fp: ConversationFootprint, *, only_resolved_before: float | None
@@ -296,6 +335,7 @@ async def write_audit(store: Store, action: str, actor: str, counts: ErasureCoun
         "action": action, "by": actor, "at": repr(time.time()),
         "conversations": counts.conversations, "messages": counts.messages,
         "keys": counts.keys, "entries": counts.entries, "quarantined": counts.quarantined,
+        "files": counts.files,
     }, maxlen=AUDIT_MAXLEN, approximate=True)
     return _s(entry)
 

@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from channels.models import InboundMessage, OutboundReply
 from storage import keys
+from storage.attachments import AttachmentService, sha_of
 from storage.keys import PartitionKeys
 from storage.quarantine import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, RAW_LIMIT, QuarantineLog
 from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
@@ -140,6 +141,8 @@ class Store:
         self._parts = [PartitionKeys(p) for p in range(partitions)]
         self.quarantine_log = QuarantineLog(redis, max_entries=quarantine_max_entries,
                                             max_bytes=quarantine_max_bytes)
+        # Attachment files (set by the app); erasure and retention delete through it.
+        self.attachments: AttachmentService | None = None
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -194,9 +197,13 @@ class Store:
                 message.sender_handle,
                 message.sender_name or "",
                 message.provider_message_id,
+                _file_keys(message.attachments),
             ],
         )
         mid, cid, seq, dup, new = result
+        if self.attachments is not None and message.attachments:
+            await self.attachments.unpin(
+                [sha for sha in _file_keys(message.attachments).split("\n") if sha])
         return IngestResult(
             message_id=_s(mid) or "",
             conversation_id=_s(cid) or "",
@@ -432,6 +439,8 @@ class Store:
                     cid,
                     client_key or "",
                     REPLY_KEY_TTL,
+                    k.base,
+                    _file_keys(reply.attachments),
                 ],
             )
         except ResponseError as exc:
@@ -575,6 +584,10 @@ class Store:
         if k is None:
             raise UnknownMessage(message_id)
         return k
+
+
+def _file_keys(attachments: Iterable[Any]) -> str:
+    return "\n".join(sha for a in attachments if (sha := sha_of(a.storage_ref)) is not None)
 
 
 def _conversation(raw: dict[bytes, bytes], contact: list[Any]) -> Conversation:

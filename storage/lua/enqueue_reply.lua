@@ -11,6 +11,8 @@
 -- KEYS[6] conversations zset  ih:{pN}:convs
 -- ARGV[1] message id   ARGV[2] payload (msgpack OutboundReply)   ARGV[3] now
 -- ARGV[4] conversation id   ARGV[5] client key ("" = none)   ARGV[6] reply-key TTL seconds
+-- ARGV[7] key base "ih:{pN}:"   ARGV[8] attachment file keys (sha256 hex), newline-separated:
+--         the reply joins each file's reference set blob:<sha> (storage/attachments.py)
 -- Returns {message id, seq, duplicate 0|1} or an error "NOCONV" when the conversation is unknown.
 
 if ARGV[5] ~= '' then
@@ -29,6 +31,9 @@ redis.call('HSET', KEYS[3],
   'conversation_id', ARGV[4], 'seq', seq, 'direction', 'out', 'status', 'queued',
   'created_at', ARGV[3], 'attempts', 0, 'data', ARGV[2])
 redis.call('ZADD', KEYS[2], seq, ARGV[1])
+for sha in string.gmatch(ARGV[8] or '', '[^\n]+') do
+  redis.call('SADD', ARGV[7] .. 'blob:' .. sha, ARGV[1])
+end
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
 if ARGV[5] ~= '' then
   redis.call('SET', KEYS[5], ARGV[1], 'EX', tonumber(ARGV[6]))

@@ -22,6 +22,8 @@
 -- ARGV[10] channel type               ARGV[11] channel instance
 -- ARGV[12] thread id                  ARGV[13] sender handle            ARGV[14] sender name ("" = none)
 -- ARGV[15] provider message id (kept on the conversation for reply threading)
+-- ARGV[16] attachment file keys (sha256 hex), newline-separated ("" = none): the message joins
+--          each file's reference set blob:<sha> (storage/attachments.py) in this same step
 -- Returns {message id, conversation id, seq, duplicate 0|1, new conversation 0|1}
 
 local base = ARGV[1]
@@ -83,6 +85,9 @@ redis.call('HSET', base .. 'msg:' .. msg_id,
   'conversation_id', conv_id, 'seq', seq, 'direction', 'in', 'status', 'received',
   'created_at', now, 'data', ARGV[7])
 redis.call('ZADD', base .. 'conv:' .. conv_id .. ':msgs', seq, msg_id)
+for sha in string.gmatch(ARGV[16] or '', '[^\n]+') do
+  redis.call('SADD', base .. 'blob:' .. sha, msg_id)
+end
 redis.call('ZADD', KEYS[4], now, conv_id)
 redis.call('SET', KEYS[1], msg_id, 'EX', tonumber(ARGV[9]))
 redis.call('XADD', KEYS[5], '*', 'conv', conv_id, 'msg', msg_id, 'new', new_conv)

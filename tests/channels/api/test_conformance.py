@@ -3,8 +3,10 @@ on the kit's in-memory store, as a plugin author without Redis would."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,8 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from channels.api import ApiChannel, ApiChannelSettings
-from channels.base import AdapterContext
+from channels.base import AdapterContext, ReplyWindow
+from channels.models import TemplateRef
 from channels.secrets import Secret
+from channels.services.attachments import AttachmentStore
 from channels.testing import (
     ChannelConformance,
     FailureKind,
@@ -24,6 +28,10 @@ from channels.testing import (
     MemoryKitStore,
     SentRecord,
 )
+from channels.testing.attachments import AttachmentBattery, MemoryAttachmentStore
+from channels.testing.windows import WindowBattery
+from channels.windows import TemplateSpec
+from storage.attachments import AttachmentService, FileBlobStore
 from storage.kit import StoreKit
 from storage.store import Store
 from tests.conftest import TEST_SECRET
@@ -48,6 +56,8 @@ class ApiHarness:
         self.session = session
         self.records: list[SentRecord] = []
         self.failures: list[tuple[int, dict[str, str]]] = []
+        self.templates: list[TemplateRef | None] = []
+        self.files: list[list[tuple[str, str, bytes]]] = []
 
     async def deliver(self, case: InboundCase) -> bool:
         body = json.dumps(case.payload).encode()
@@ -63,13 +73,46 @@ class ApiHarness:
     def fail_next_send(self, kind: FailureKind) -> None:
         self.failures.append(FAILURES[kind])
 
+    def sent_templates(self) -> list[TemplateRef | None]:
+        return list(self.templates)
 
-class TestApiChannelConformance(ChannelConformance):
+    async def deliver_answer(self, case: InboundCase) -> tuple[bool, str]:
+        body = json.dumps(case.payload).encode()
+        async with self.session.post(
+            self.webhook.make_url("/webhooks/api/shop"), data=body,
+            headers={"X-Inboxhub-Signature": sign(body)},
+        ) as resp:
+            return resp.status == 200, await resp.text()
+
+    def sent_attachments(self) -> list[list[tuple[str, str, bytes]]]:
+        return list(self.files)
+
+
+class TestApiChannelConformance(ChannelConformance, WindowBattery, AttachmentBattery):
     window: float | None = None
+    templates: tuple[TemplateSpec, ...] = ()
+    extended: tuple[ReplyWindow, ...] = ()
 
     @pytest.fixture
     def kit_store(self, store: Store) -> KitStore:
         return StoreKit(store)  # the hub's own atomic ingest on real Redis
+
+    @pytest.fixture
+    def attachment_store(self, store: Store, tmp_path: Path) -> AttachmentStore:
+        service = AttachmentService(store.redis, FileBlobStore(tmp_path / "attachments"),
+                                    store.partition_keys())
+        store.attachments = service  # the hub's files, referenced by the atomic ingest
+        return service
+
+    def attachment_case(self, name: str, content_type: str, data: bytes) -> InboundCase:
+        return InboundCase(
+            name=f"file {name}",
+            payload={"id": f"file-{len(data)}-{name}", "sender": "buyer-77",
+                     "text": "Mire la foto", "attachments": [
+                         {"name": name, "content_type": content_type,
+                          "data": base64.b64encode(data).decode()}]},
+            provider_message_id=f"file-{len(data)}-{name}", thread_id="buyer-77",
+            sender_handle="buyer-77", text="Mire la foto")
 
     def inbound_cases(self) -> list[InboundCase]:
         return [
@@ -90,7 +133,8 @@ class TestApiChannelConformance(ChannelConformance):
         ]
 
     @pytest.fixture
-    async def harness(self, ingest_gate: IngestGate) -> AsyncIterator[ApiHarness]:
+    async def harness(self, ingest_gate: IngestGate,
+                      attachment_store: AttachmentStore) -> AsyncIterator[ApiHarness]:
         holder: dict[str, Any] = {}
 
         async def operator(request: web.Request) -> web.Response:
@@ -103,6 +147,11 @@ class TestApiChannelConformance(ChannelConformance):
             data = json.loads(body)
             h.records.append(SentRecord(recipient=data["recipient"], text=data["text"],
                                         thread_id=data["thread"]))
+            h.files.append([(f["name"], f["content_type"], base64.b64decode(f["data"]))
+                            for f in data.get("attachments", [])])
+            template = data.get("template")
+            h.templates.append(None if template is None else TemplateRef(
+                template["name"], template["language"], tuple(template["parameters"])))
             return web.json_response({"id": f"op-{len(h.records)}"})
 
         operator_app = web.Application()
@@ -114,6 +163,8 @@ class TestApiChannelConformance(ChannelConformance):
             secret=Secret(TEST_SECRET, "test"),
             outbound_url=str(operator_server.make_url("/replies")),
             max_text_length=500, reply_window_seconds=self.window, timeout_seconds=2,
+            templates=self.templates, extended_windows=self.extended,
+            max_attachment_bytes=4096, max_attachments=3,
         )
 
         async def quarantine(instance: str, raw: bytes, error: str) -> str:
@@ -123,7 +174,7 @@ class TestApiChannelConformance(ChannelConformance):
             raise AssertionError("the API channel has no background tasks")
 
         adapter = ApiChannel("shop", settings, AdapterContext(
-            http=session, quarantine=quarantine, spawn=spawn))
+            http=session, quarantine=quarantine, spawn=spawn, attachments=attachment_store))
         await adapter.start(ingest_gate)
         webhook_app = web.Application()
         webhook_app.router.add_post("/webhooks/api/shop", adapter.handle_webhook)
@@ -142,7 +193,15 @@ class TestApiChannelConformance(ChannelConformance):
 
 
 class TestApiChannelWithWindowConformance(TestApiChannelConformance):
+    """A messaging-platform-like setup: 24 h window, a 7-day HUMAN_AGENT tag, templates."""
+
     window = 24 * 3600.0
+    extended = (ReplyWindow(7 * 86400.0, "HUMAN_AGENT"),)
+    templates = (
+        TemplateSpec("order_update", "es", ("nombre", "pedido"),
+                     "Hola {{1}}, su pedido {{2}} salió hoy."),
+        TemplateSpec("order_update", "pt_BR", ("nome", "pedido")),
+    )
 
 
 class TestApiChannelOnTheKitsMemoryStore(TestApiChannelConformance):
@@ -151,3 +210,7 @@ class TestApiChannelOnTheKitsMemoryStore(TestApiChannelConformance):
     @pytest.fixture
     def kit_store(self) -> KitStore:
         return MemoryKitStore()
+
+    @pytest.fixture
+    def attachment_store(self) -> AttachmentStore:
+        return MemoryAttachmentStore()

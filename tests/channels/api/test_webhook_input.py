@@ -213,7 +213,7 @@ def test_parse_never_fails_unexpectedly(body: bytes) -> None:
     """Any authentic body either normalizes or raises MalformedPayload: never anything else."""
     adapter = _adapter()
     try:
-        messages = adapter.parse(None, body)  # type: ignore[arg-type]
+        messages = asyncio.run(adapter.parse(None, body))  # type: ignore[arg-type]
     except MalformedPayload as exc:
         assert exc.reason
     else:
