@@ -13,6 +13,10 @@ same shape under ``attachments``.
 Outbound: the reply is POSTed as JSON to the instance's ``outbound_url``, signed over the body,
 with ``X-Inboxhub-Reply-Id`` so the operator's endpoint can drop a resend of the same reply;
 redirects are not followed and the answer is read up to 64 KiB (``channels.http``).
+Delivery status: the operator's system reports what became of a reply with
+``POST /webhooks/api/{instance}/status``, signed exactly like inbound messages, JSON body
+``{"id", "status", "error"?, "at"?}``: ``id`` is the id its endpoint answered for the reply,
+or our reply id; ``status`` is ``sent | delivered | read | failed``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 from aiohttp import web
@@ -29,7 +33,13 @@ from aiohttp import web
 from channels import http
 from channels.base import Capabilities, ReplyWindow, WebhookAdapter
 from channels.errors import InvalidSignature, MalformedPayload, PermanentError
-from channels.models import Attachment, ChannelHints, InboundMessage, OutboundReply
+from channels.models import (
+    Attachment,
+    ChannelHints,
+    DeliveryUpdate,
+    InboundMessage,
+    OutboundReply,
+)
 from channels.secrets import Secret
 from channels.signing import hmac_sha256_hex, verify_prefixed_hmac_sha256
 from channels.windows import TemplateSpec
@@ -37,6 +47,7 @@ from channels.windows import TemplateSpec
 SIGNATURE_HEADER = "X-Inboxhub-Signature"
 TIMESTAMP_HEADER = "X-Inboxhub-Timestamp"
 REPLY_ID_HEADER = "X-Inboxhub-Reply-Id"
+STATUS_PATH = "status"
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 DEFAULT_ATTACHMENT_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/heic",
@@ -108,7 +119,17 @@ class ApiInbound(msgspec.Struct, frozen=True):
     attachments: Annotated[list[ApiAttachment], msgspec.Meta(max_length=100)] = []
 
 
+class ApiStatus(msgspec.Struct, frozen=True):
+    """A delivery-status callback from the operator's system; unknown fields are ignored."""
+
+    id: Handle
+    status: Literal["sent", "delivered", "read", "failed"]
+    error: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    at: datetime | Annotated[float, msgspec.Meta(ge=0, le=1e11)] | None = None
+
+
 _inbound_decoder = msgspec.json.Decoder(ApiInbound)
+_status_decoder = msgspec.json.Decoder(ApiStatus)
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -118,6 +139,7 @@ class ApiChannel(WebhookAdapter):
     type_name: ClassVar[str] = "api"
     settings_type: ClassVar[type[ApiChannelSettings]] = ApiChannelSettings
     settings: ApiChannelSettings
+    subpaths: ClassVar[frozenset[str]] = frozenset({STATUS_PATH})
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -135,6 +157,7 @@ class ApiChannel(WebhookAdapter):
             max_attachment_bytes=self.settings.max_attachment_bytes,
             max_attachments=self.settings.max_attachments,
             attachment_types=self.settings.attachment_types,
+            delivery_receipts=True,
         )
         self._key = self.settings.secret.reveal_bytes()
 
@@ -162,7 +185,10 @@ class ApiChannel(WebhookAdapter):
             raise InvalidSignature(f"{TIMESTAMP_HEADER} is {abs(age):.0f} s {when}; this "
                                    f"channel accepts {limit:g} s")
 
-    async def parse(self, request: web.Request, body: bytes) -> Sequence[InboundMessage]:
+    async def parse(self, request: web.Request,
+                    body: bytes) -> Sequence[InboundMessage | DeliveryUpdate]:
+        if request.match_info.get("path") == STATUS_PATH:
+            return [self.parse_status(body)]
         try:
             data = _inbound_decoder.decode(body)
         except msgspec.ValidationError as exc:
@@ -224,6 +250,26 @@ class ApiChannel(WebhookAdapter):
             out.append({"name": item.name, "content_type": item.content_type,
                         "size": item.size, "data": data})
         return out
+
+    def parse_status(self, body: bytes) -> DeliveryUpdate:
+        """The operator's delivery-status callback (``/webhooks/api/{instance}/status``)."""
+        try:
+            data = _status_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise MalformedPayload(f"invalid delivery status: {exc}") from None
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise MalformedPayload(f"body is not valid UTF-8 JSON: {exc}") from None
+        at: float | None
+        if isinstance(data.at, datetime):
+            if data.at.tzinfo is None:
+                raise MalformedPayload("at must carry a time zone offset")
+            at = data.at.timestamp()
+        else:
+            at = data.at
+        if data.error and data.status != "failed":
+            raise MalformedPayload(f"error is only for status 'failed', not {data.status!r}")
+        return DeliveryUpdate(channel_instance=self.instance, provider_message_id=data.id,
+                              state=data.status, at=at, error=data.error or None)
 
     async def deliver(self, reply: OutboundReply) -> str:
         payload: dict[str, object] = {

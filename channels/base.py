@@ -350,14 +350,24 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+# Kept with a quarantined body that came to a sub-path, beside the replay headers, so a retry
+# parses it as what it was (a Twilio status callback, not a message). Not a valid HTTP/1.1
+# field name, so no request header can pose as it.
+STORED_PATH_KEY = ":path"
+
+
 class StoredRequest:
-    """What ``parse`` sees when a quarantined body is parsed again: the kept headers only."""
+    """What ``parse`` sees when a quarantined body is parsed again: the kept headers only (and
+    the sub-path it was posted to, as ``match_info["path"]``)."""
 
     method = "POST"
 
     def __init__(self, headers: Mapping[str, str]) -> None:
-        self.headers: Mapping[str, str] = dict(headers)
+        kept = dict(headers)
+        path = kept.pop(STORED_PATH_KEY, None)
+        self.headers: Mapping[str, str] = kept
         self.query: Mapping[str, str] = {}
+        self.match_info: Mapping[str, str] = {"path": path} if path else {}
 
 
 Parsed = InboundMessage | DeliveryUpdate
@@ -514,10 +524,13 @@ class WebhookAdapter(ChannelAdapter):
         return self.accepted(outcomes)
 
     async def _quarantine(self, request: web.Request, body: bytes, reason: str) -> str:
-        if not self.replay_headers:
-            return await self.context.quarantine(self.instance, body, reason)
         headers = {name: request.headers[name] for name in self.replay_headers
                    if name in request.headers}
+        path = request.match_info.get("path")
+        if path:
+            headers[STORED_PATH_KEY] = path
+        if not self.replay_headers and not path:
+            return await self.context.quarantine(self.instance, body, reason)
         return await self.context.quarantine(self.instance, body, reason, headers=headers)
 
 
@@ -588,6 +601,22 @@ def url_variants(url: str) -> tuple[str, ...]:
     else:
         return (url,)
     return (url, urllib.parse.urlunsplit(other))
+
+
+async def serve_webhook(adapter: ChannelAdapter, request: web.Request) -> web.StreamResponse:
+    """``/webhooks/{type}/{instance}[/{path}]`` once the instance is found: a sub-path the
+    adapter does not serve is a 404 and a method it does not take a 405 (with ``Allow``), then
+    the adapter answers. The hub's router and the conformance kit both dispatch through here."""
+    path = request.match_info.get("path")
+    if path is not None and path not in getattr(adapter, "subpaths", frozenset()):
+        return error_json(404, "not_found", f"channel instance has no webhook path {path!r}")
+    if request.method not in adapter.webhook_methods:
+        allowed = ", ".join(sorted(adapter.webhook_methods))
+        response = error_json(405, "method_not_allowed",
+                              f"method {request.method} is not allowed here; use {allowed}")
+        response.headers["Allow"] = allowed
+        return response
+    return await adapter.handle_webhook(request)
 
 
 def error_json(status: int, code: str, message: str) -> web.Response:

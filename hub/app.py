@@ -42,8 +42,10 @@ from routing.runtime import build_engine
 from storage import keys as storage_keys
 from storage.attachments import AttachmentService, FileBlobStore
 from storage.cursors import RedisCursorStore
+from storage.deliveries import RedisDeliveries
 from storage.leases import RedisLeaseManager
 from storage.lifecycle import purge_expired
+from storage.limiter import RedisLimiter
 from storage.schema import ensure_schema
 from storage.store import Store
 from storage.streams import Entry, StreamGroup, consumer_name
@@ -85,6 +87,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout=aiohttp.ClientTimeout(total=30, connect=10),
         headers={"User-Agent": "inboxhub/0.1"},
     ) as http:
+        app[K.LIMITER] = RedisLimiter(app[K.REDIS])
         context = AdapterContext(
             http=http, quarantine=ingestor.quarantine, spawn=owner.spawn,
             max_body_bytes=loaded.config.hub.max_body_bytes,
@@ -93,6 +96,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             public_url=loaded.config.hub.public_url,
             attachments=app[K.STORE].attachments,
             max_attachment_bytes=loaded.config.attachments.max_bytes,
+            limiter=app[K.LIMITER], deliveries=RedisDeliveries(app[K.STORE]),
         )
         manager = ChannelManager(loaded, context)
         app[K.CHANNELS] = manager
@@ -240,7 +244,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
 
     engine = app[K.ROUTING]
     router = Router(store, engine, metrics)
-    sender = Sender(store, app[K.CHANNELS], config.outbox, metrics, owner=consumer)
+    sender = Sender(store, app[K.CHANNELS], config.outbox, metrics, owner=consumer,
+                    limiter=app[K.LIMITER])
 
     async def mirror(entry: Entry) -> None:
         conversation_id = entry[2].get(b"conv", b"").decode()

@@ -6,7 +6,13 @@ import logging
 
 from aiohttp import web
 
-from channels.base import AdapterContext, ChannelAdapter, IngestCallback, error_json
+from channels.base import (
+    AdapterContext,
+    ChannelAdapter,
+    IngestCallback,
+    error_json,
+    serve_webhook,
+)
 from channels.registry import load_adapter_class
 from hub.config import LoadedConfig
 
@@ -45,13 +51,4 @@ class ChannelManager:
         adapter = self.adapters.get(request.match_info["instance"])
         if adapter is None or adapter.type_name != request.match_info["type"]:
             return error_json(404, "not_found", "no such channel instance")
-        path = request.match_info.get("path")
-        if path is not None and path not in getattr(adapter, "subpaths", frozenset()):
-            return error_json(404, "not_found", f"channel instance has no webhook path {path!r}")
-        if request.method not in adapter.webhook_methods:
-            allowed = ", ".join(sorted(adapter.webhook_methods))
-            response = error_json(405, "method_not_allowed",
-                                  f"method {request.method} is not allowed here; use {allowed}")
-            response.headers["Allow"] = allowed
-            return response
-        return await adapter.handle_webhook(request)
+        return await serve_webhook(adapter, request)

@@ -14,6 +14,7 @@ from hub.config import LoadedConfig
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
 from routing.engine import RoutingEngine
+from storage.limiter import RedisLimiter
 from storage.store import Store
 
 CONFIG = web.AppKey("config", LoadedConfig)
@@ -26,3 +27,4 @@ INGESTOR = web.AppKey("ingestor", Ingestor)
 STOP = web.AppKey("stop", asyncio.Event)
 ROUTING = web.AppKey("routing", RoutingEngine)
 HEALTH = web.AppKey("health", TaskHealth)
+LIMITER = web.AppKey("limiter", RedisLimiter)

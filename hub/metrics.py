@@ -40,6 +40,10 @@ class Metrics:
             "inboxhub_outbound_dead_lettered", "Replies that exhausted their attempts",
             ["instance"], registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "inboxhub_outbound_rate_limited", "Sends rescheduled to keep to a provider's rate "
+            "limit (no failure: the reply keeps its place)", ["instance"], registry=self.registry,
+        )
         self.task_restarts = Counter(
             "inboxhub_task_restarts", "Background loop restarts after a failure, by reason "
             "(redis: Redis or network error; provider: a poller's provider failed; "

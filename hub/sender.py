@@ -11,6 +11,12 @@ at-least-once exactly where the provider cannot deduplicate (the API channel pas
 
 Backoff is exponential with full jitter (spreads a burst of retries after an outage) and honours
 the provider's Retry-After when it gives one.
+
+Before the send the reply takes its turn under the channel's declared rate limits
+(``channels.services.limits.pace``, one limiter shared by every process). A reply that has to
+wait longer than a moment goes to the retry set for exactly that long, still holding its place
+in line, and its outbox entry is acknowledged: the sender slot is free for other channels at
+once, and the wait is no failed attempt (the claim's attempt is given back).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import msgspec
 
 from channels.errors import ChannelError, PermanentError, RetryableError
 from channels.models import OutboundReply
+from channels.services.limits import RateLimiter, pace
 from hub.channel_manager import ChannelManager
 from hub.config import OutboxSettings
 from hub.metrics import Metrics
@@ -49,8 +56,9 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
 
 class Sender:
     def __init__(self, store: Store, channels: ChannelManager, settings: OutboxSettings,
-                 metrics: Metrics, *, owner: str) -> None:
+                 metrics: Metrics, *, owner: str, limiter: RateLimiter | None = None) -> None:
         self.store = store
+        self.limiter = limiter
         self.channels = channels
         self.settings = settings
         self.metrics = metrics
@@ -81,6 +89,13 @@ class Sender:
         conversation = await self.store.get_conversation(reply.conversation_id)
         if conversation is not None:
             reply = msgspec.structs.replace(reply, last_inbound_at=conversation.last_inbound_at)
+        limits = adapter.capabilities.rate_limits
+        if self.limiter is not None and limits:
+            wait = await pace(self.limiter, reply, limits)
+            if wait > 0:
+                await self.store.defer_send(message_id, time.time() + wait, attempts - 1)
+                self.metrics.rate_limited.labels(reply.channel_instance).inc()
+                return
         try:
             provider_id = await asyncio.wait_for(
                 adapter.send(reply), timeout=self.settings.send_timeout_seconds
@@ -92,7 +107,8 @@ class Sender:
         except ChannelError as exc:
             await self._give_up(reply, attempts, exc)
         else:
-            await self.store.mark_sent(message_id, provider_id)
+            await self.store.mark_sent(message_id, provider_id,
+                                       channel_instance=reply.channel_instance)
             self.metrics.sent.labels(reply.channel_instance).inc()
 
     async def _retry_or_give_up(

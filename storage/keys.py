@@ -127,6 +127,14 @@ class PartitionKeys:
     def uploads_pattern(self, conversation_id: str) -> str:
         return f"{self.base}upload:{conversation_id}\x00*"
 
+    def delivery_index(self, channel_instance: str, provider_message_id: str) -> str:
+        """Provider id of an outbound message -> our message id (lua/deliveries.lua)."""
+        return f"{self.base}dlv:{channel_instance}\x00{provider_message_id}"
+
+    def early_receipts(self, channel_instance: str, message_ref: str) -> str:
+        """Receipts that arrived before the send returned, by provider id or our reply id."""
+        return f"{self.base}early:{channel_instance}\x00{message_ref}"
+
     def reply_keys_pattern(self, conversation_id: str) -> str:
         """SCAN pattern of a conversation's reply idempotency keys (ids hold no glob chars)."""
         return f"{self.base}replykey:{conversation_id}\x00*"
@@ -195,3 +203,23 @@ def cursor(lease_name: str) -> str:
     """Hash ``value``, ``fence`` (of the writer), ``at``: the checkpoint of one polled account,
     under the lease that guards it (``channels.services.cursors.cursor_lease_name``)."""
     return f"{PREFIX}:{{{lease_name}}}:cursor"
+
+
+# The shared rate limiter (storage/lua/limiter.lua): every bucket and ticket of a channel
+# instance shares the instance's hash tag, so one decision is one slot. Recipients and tickets
+# appear only as digests: no buyer handle or message id is written into the limiter's keys.
+def limiter_base(channel_instance: str) -> str:
+    return f"{PREFIX}:{{lim:{channel_instance}}}:"
+
+
+def limiter_tickets(channel_instance: str) -> str:
+    return limiter_base(channel_instance) + "tickets"
+
+
+def limiter_ticket_expiry(channel_instance: str) -> str:
+    return limiter_base(channel_instance) + "tickets:gc"
+
+
+def limiter_bucket(channel_instance: str, limit_name: str, part: str = "") -> str:
+    """``part``: "" for an account-scoped bucket, "<recipient digest>:turn" or ":sent"."""
+    return limiter_base(channel_instance) + f"b:{limit_name}" + (f":{part}" if part else "")

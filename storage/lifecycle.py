@@ -16,6 +16,9 @@ partition ``ih:{pN}:``                     how it is removed
 ``detached`` field ``<c>`` -> contact       set by that step, deleted last
 ``conv:<c>:msgs``                          deleted (last but one: it lists the messages)
 ``msg:<m>`` per message                    deleted (payload, attachments' metadata, delivery)
+``dlv:``/``early:<instance>\\0<id>``         deleted per outbound message (receipt index and
+                                           receipts parked here; copies parked in other
+                                           partitions name no buyer and expire in 15 min)
 ``seen:<instance>\\0<provider id>``         deleted per inbound message (dedupe marker)
 ``replykey:<c>\\0<client key>``             deleted (SCAN by pattern)
 ``retry`` zset members ``<m>``             removed
@@ -85,6 +88,7 @@ class ConversationFootprint(msgspec.Struct):
     provider_ids: list[str]
     # attachment file key -> the ids of this conversation's messages that name it
     blobs: dict[str, list[str]] = {}
+    delivery_keys: list[str] = msgspec.field(default_factory=list)
 
 
 class Contact(msgspec.Struct, frozen=True):
@@ -122,13 +126,13 @@ async def footprint(store: Store, conversation_id: str) -> ConversationFootprint
                                                      0, -1)]
     async with redis.pipeline(transaction=False) as pipe:
         for mid in message_ids:
-            pipe.hmget(k.message(mid), "direction", "data")
+            pipe.hmget(k.message(mid), "direction", "data", "provider_message_id")
         rows = await pipe.execute() if message_ids else []
     seen_keys: list[str] = []
     provider_ids: list[str] = []
     blobs: dict[str, list[str]] = {}
     instance = _s(raw.get(b"channel_instance"))
-    for mid, (direction, data) in zip(message_ids, rows, strict=True):
+    for mid, (direction, data, _sent_as) in zip(message_ids, rows, strict=True):
         attachments: tuple[Attachment, ...] = ()
         if direction == b"in" and data:
             message = _inbound.decode(data)
@@ -142,11 +146,19 @@ async def footprint(store: Store, conversation_id: str) -> ConversationFootprint
             sha = sha_of(attachment.storage_ref)
             if sha is not None:
                 blobs.setdefault(sha, []).append(mid)
+    delivery_keys: list[str] = []
+    for mid, (direction, _data, sent_as) in zip(message_ids, rows, strict=True):
+        if direction == b"out":
+            delivery_keys.append(k.early_receipts(instance, mid))
+            if sent_as:
+                delivery_keys += [k.delivery_index(instance, _s(sent_as)),
+                                  k.early_receipts(instance, _s(sent_as))]
     return ConversationFootprint(
         conversation_id=conversation_id, partition=k.partition,
         thread_field=f"{instance}\x00{_s(raw.get(b'thread_id'))}",
         contact_id=contact_id, message_ids=message_ids,
         seen_keys=seen_keys, provider_ids=provider_ids, blobs=blobs,
+        delivery_keys=delivery_keys,
     )
 
 
@@ -206,7 +218,8 @@ async def delete_conversations(store: Store, prints: Sequence[ConversationFootpr
         msg_ids = {m for fp in group for m in fp.message_ids}
         counts.files += await _release_files(store, k, group)
         owned = [key for fp in group for key in
-                 (*(k.message(m) for m in fp.message_ids), *fp.seen_keys)]
+                 (*(k.message(m) for m in fp.message_ids), *fp.seen_keys,
+                  *fp.delivery_keys)]
         for i in range(0, len(owned), _BATCH):
             counts.keys += int(await redis.delete(*owned[i:i + _BATCH]))
         for cid in conv_ids:

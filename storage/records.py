@@ -37,6 +37,9 @@ class MessageView(msgspec.Struct, frozen=True, omit_defaults=True):
     attempts: int = 0
     error: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    # When ``status`` last changed for an outbound message: the send returned ("sent"), or the
+    # provider's time of a receipt (delivered, read, failed; ours when it gave none).
+    status_at: float | None = None
 
 
 class Conversation(msgspec.Struct, frozen=True):

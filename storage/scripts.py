@@ -31,3 +31,4 @@ class Scripts:
         self.dead_letter: AsyncScript = redis.register_script(_source("dead_letter"))
         self.claim_send: AsyncScript = redis.register_script(_source("claim_send"))
         self.conversations: AsyncScript = redis.register_script(_source("conversations"))
+        self.deliveries: AsyncScript = redis.register_script(_source("deliveries"))

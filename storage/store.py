@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 from channels.models import InboundMessage, OutboundReply
 from storage import keys
 from storage.attachments import AttachmentService, sha_of
+from storage.deliveries import INDEX_TTL_SECONDS
 from storage.keys import PartitionKeys
 from storage.quarantine import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, RAW_LIMIT, QuarantineLog
 from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
@@ -469,20 +470,26 @@ class Store:
         )
         return _s(verdict) or "missing", int(attempts)  # type: ignore[return-value]
 
-    async def mark_sent(self, message_id: str, provider_message_id: str) -> None:
-        """Record the provider id before the outbox entry is acknowledged (invariant 2)."""
+    async def mark_sent(self, message_id: str, provider_message_id: str, *,
+                        channel_instance: str | None = None) -> None:
+        """Record the provider id before the outbox entry is acknowledged (invariant 2), and in
+        the same step index it for delivery receipts and apply the receipts that arrived
+        before the send returned (``lua/deliveries.lua``)."""
         k = self._require(message_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                k.message(message_id),
-                mapping={
-                    "status": "sent",
-                    "provider_message_id": provider_message_id,
-                    "updated_at": repr(time.time()),
-                },
-            )
-            pipe.hdel(k.message(message_id), "error", "lease_until", "lease_owner")
-            await pipe.execute()
+        if channel_instance is None:
+            loaded = await self.load_reply(message_id)
+            if loaded is None:
+                return
+            channel_instance = loaded[0].channel_instance
+        await self.scripts.deliveries(
+            keys=[k.message(message_id),
+                  k.delivery_index(channel_instance, provider_message_id),
+                  k.early_receipts(channel_instance, provider_message_id),
+                  k.early_receipts(channel_instance, message_id),
+                  k.dlq],
+            args=["sent", message_id, provider_message_id, repr(time.time()),
+                  INDEX_TTL_SECONDS, channel_instance],
+        )
 
     async def schedule_retry(self, message_id: str, due: float, attempts: int, error: str) -> None:
         """Hand the reply to the retry set: until it is due, no outbox entry may send it."""
@@ -492,6 +499,21 @@ class Store:
                 k.message(message_id),
                 mapping={"status": "queued", "retry_pending": 1, "attempts": attempts,
                          "error": error, "updated_at": repr(time.time())},
+            )
+            pipe.hdel(k.message(message_id), "lease_until", "lease_owner")
+            pipe.zadd(k.retry, {message_id: due})
+            await pipe.execute()
+
+    async def defer_send(self, message_id: str, due: float, attempts: int) -> None:
+        """Hand a reply the rate limiter held back to the retry set until ``due``: like
+        ``schedule_retry`` it is owned by the set meanwhile, but the wait is no failed attempt
+        (``attempts`` is the count before this claim) and a previous error stays as it was."""
+        k = self._require(message_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                k.message(message_id),
+                mapping={"status": "queued", "retry_pending": 1, "attempts": attempts,
+                         "updated_at": repr(time.time())},
             )
             pipe.hdel(k.message(message_id), "lease_until", "lease_owner")
             pipe.zadd(k.retry, {message_id: due})
@@ -619,6 +641,15 @@ def _conversation(raw: dict[bytes, bytes], contact: list[Any]) -> Conversation:
     )
 
 
+def _status_at(row: dict[bytes, bytes]) -> float | None:
+    """When the shown status began: a receipt's (or the send's) time while no later step has
+    written the message (lua/deliveries.lua stamps it), else the message's last write."""
+    updated = row.get(b"updated_at")
+    if b"status_at" in row and row.get(b"status_stamp") == updated:
+        return _f(row[b"status_at"])
+    return _f(updated)
+
+
 def _message_view(message_id: str, row: dict[bytes, bytes]) -> MessageView:
     direction = _s(row.get(b"direction")) or "in"
     common: dict[str, Any] = {
@@ -630,6 +661,7 @@ def _message_view(message_id: str, row: dict[bytes, bytes]) -> MessageView:
         "attempts": int(row.get(b"attempts", b"0")),
         "error": _s(row.get(b"error")) or None,
         "provider_message_id": _s(row.get(b"provider_message_id")) or None,
+        "status_at": _status_at(row),
     }
     if direction == "out":
         reply = _reply_decoder.decode(row[b"data"])

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channels.api import ApiChannel, ApiChannelSettings
-from channels.base import AdapterContext
+from channels.base import AdapterContext, StoredRequest
 from channels.errors import MalformedPayload
 from channels.secrets import Secret
 from tests.conftest import ADMIN_TOKEN, TEST_SECRET
@@ -213,7 +213,7 @@ def test_parse_never_fails_unexpectedly(body: bytes) -> None:
     """Any authentic body either normalizes or raises MalformedPayload: never anything else."""
     adapter = _adapter()
     try:
-        messages = asyncio.run(adapter.parse(None, body))  # type: ignore[arg-type]
+        messages = asyncio.run(adapter.parse(StoredRequest({}), body))  # type: ignore[arg-type]
     except MalformedPayload as exc:
         assert exc.reason
     else:
