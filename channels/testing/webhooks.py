@@ -21,15 +21,19 @@ inboxhub's channels override it with ``storage.kit.StoreQuarantine`` (the hub's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
+import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from channels.base import ChannelAdapter, error_json, serve_webhook
-from channels.testing.core import IngestGate
+from channels.base import AdapterContext, ChannelAdapter, error_json, serve_webhook
+from channels.testing.core import FailureKind, InboundCase, IngestGate, SentRecord
 
 
 class QuarantinedInput(msgspec.Struct, frozen=True):
@@ -130,6 +134,10 @@ class HostileWebhookBattery:
         """Override to run on the hub's quarantine (inboxhub's channels do)."""
         return MemoryQuarantine()
 
+    @pytest.fixture
+    def webhook_kit(self, ingest_gate: IngestGate, kit_quarantine: KitQuarantine) -> WebhookKit:
+        return WebhookKit(ingest_gate, kit_quarantine)
+
     @staticmethod
     def _paths(harness: WebhookHarness) -> list[str]:
         return ["", *sorted(getattr(harness.adapter, "subpaths", frozenset()))]
@@ -208,3 +216,115 @@ class HostileWebhookBattery:
                                        harness.signed_headers(body, "no-such-path"))
         assert answer.status == 404
         assert ingest_gate.results == []
+
+
+# -- a ready-made harness for webhook adapters ---------------------------------------------------
+
+
+class SendingProvider(Protocol):
+    """The provider's fake as the kit needs it: it records the adapter's sends and can be
+    told to fail the next one. Its URL is the adapter's business (a setting)."""
+
+    def sent(self) -> list[SentRecord]: ...
+
+    def fail_next_send(self, kind: FailureKind) -> None: ...
+
+
+Signer = Callable[[bytes, str], dict[str, str]]
+"""``(body, subpath) -> headers``: what the provider sends to prove a body is its own."""
+
+WebhookAdapterFactory = Callable[[AdapterContext], ChannelAdapter]
+
+
+class ServedWebhook:
+    """The core and hostile batteries' harness for a webhook adapter: the adapter served
+    through the hub's own dispatch (``mount``), provider POSTs signed by the test's signer,
+    sends going to the provider's fake."""
+
+    def __init__(self, adapter: ChannelAdapter, server: TestServer,
+                 session: aiohttp.ClientSession, provider: SendingProvider,
+                 signer: Signer, encode: Callable[[Any], bytes]) -> None:
+        self.adapter = adapter
+        self.server = server
+        self.session = session
+        self.provider = provider
+        self._signer = signer
+        self._encode = encode
+
+    async def deliver(self, case: InboundCase) -> bool:
+        body = self._encode(case.payload)
+        answer = await self.request("POST", "", body, self.signed_headers(body))
+        return 200 <= answer.status < 300
+
+    async def request(self, method: str, subpath: str, body: bytes,
+                      headers: Mapping[str, str]) -> WebhookAnswer:
+        path, _, query = subpath.partition("?")
+        url = self.server.make_url(
+            f"/webhooks/{self.adapter.type_name}/{self.adapter.instance}"
+            + (f"/{path}" if path else "") + (f"?{query}" if query else ""))
+        async with self.session.request(method, url, data=body or None,
+                                        headers=dict(headers)) as resp:
+            return WebhookAnswer(resp.status, await resp.read(), dict(resp.headers))
+
+    def signed_headers(self, body: bytes, subpath: str = "") -> dict[str, str]:
+        return self._signer(body, subpath)
+
+    def sent(self) -> list[SentRecord]:
+        return self.provider.sent()
+
+    def fail_next_send(self, kind: FailureKind) -> None:
+        self.provider.fail_next_send(kind)
+
+
+def _encode_payload(payload: Any) -> bytes:
+    return payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
+
+
+class WebhookKit:
+    """What ``HostileWebhookBattery`` hands a webhook channel's ``harness`` fixture, so the
+    fixture is three lines (start the provider's fake, build the adapter, ``kit.run``)."""
+
+    def __init__(self, gate: IngestGate, quarantine: KitQuarantine) -> None:
+        self.gate = gate
+        self.quarantine = quarantine
+
+    @contextlib.asynccontextmanager
+    async def run(self, provider: SendingProvider, factory: WebhookAdapterFactory, *,
+                  sign: Signer, encode: Callable[[Any], bytes] = _encode_payload,
+                  max_body_bytes: int = 64 * 1024,
+                  **services: Any) -> AsyncIterator[ServedWebhook]:
+        """Build the adapter from a context with the kit's quarantine (and any ``services``:
+        ``deliveries=``, ``limiter=``, ``attachments=``...), start it with the kit's ingest
+        and serve it; everything stops on exit, background tasks included."""
+        tasks: set[asyncio.Task[None]] = set()
+
+        def spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+            task = asyncio.create_task(coro, name=name)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return task
+
+        session = aiohttp.ClientSession()
+        server: TestServer | None = None
+        adapter: ChannelAdapter | None = None
+        try:
+            adapter = factory(AdapterContext(http=session, quarantine=self.quarantine,
+                                             spawn=spawn, max_body_bytes=max_body_bytes,
+                                             **services))
+            await adapter.start(self.gate)
+            app = web.Application()
+            mount(app, adapter)
+            server = TestServer(app, host="127.0.0.1")
+            await server.start_server()
+            yield ServedWebhook(adapter, server, session, provider, sign, encode)
+        finally:
+            if adapter is not None:
+                await adapter.stop()
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # The client first, then the server: its keep-alive handlers end with the
+            # connections.
+            await session.close()
+            if server is not None:
+                await server.close()
