@@ -5,11 +5,12 @@ hub's atomic ingest and quarantine on real Redis."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from channels.secrets import Secret
-from channels.testing import ChannelConformance, InboundCase, KitStore
+from channels.testing import ChannelConformance, InboundCase, KitStore, fixtures
 from channels.testing.webhooks import (
     HostileWebhookBattery,
     KitQuarantine,
@@ -23,28 +24,16 @@ from tests.channels.webhook_example.adapter import ExampleHookChannel, ExampleHo
 from tests.channels.webhook_example.provider import ExampleHookProvider
 
 SECRET = "example-webhook-secret-0123"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 class TestExampleHookChannel(ChannelConformance, HostileWebhookBattery):
     def inbound_cases(self) -> list[InboundCase]:
-        return [
-            InboundCase(name="spanish buyer",
-                        payload={"id": "m-1", "from": "ana", "name": "Ana Pérez", "chat": "c-1",
-                                 "text": "Hola, ¿dónde está mi pedido?", "sent_at": 1767225600},
-                        provider_message_id="m-1", thread_id="c-1", sender_handle="ana",
-                        text="Hola, ¿dónde está mi pedido?", sender_name="Ana Pérez"),
-            InboundCase(name="no chat: the sender is the thread",
-                        payload={"id": "m-2", "from": "joao", "text": "Olá, cadê meu pedido?"},
-                        provider_message_id="m-2", thread_id="joao", sender_handle="joao",
-                        text="Olá, cadê meu pedido?"),
-        ]
+        return fixtures.inbound_cases(FIXTURES)  # recorded payloads, one file each
 
     def malformed_bodies(self) -> list[MalformedCase]:
-        return [
-            MalformedCase("not JSON", b"{broken", "not a message"),
-            MalformedCase("no sender", b'{"id": "m-9", "text": "hola"}', "from"),
-            MalformedCase("nested 5,000 deep", b"[" * 5000 + b"]" * 5000),
-        ]
+        return [*fixtures.malformed_cases(FIXTURES),
+                MalformedCase("nested 5,000 deep", b"[" * 5000 + b"]" * 5000)]
 
     @pytest.fixture
     async def harness(self, webhook_kit: WebhookKit) -> AsyncIterator[ServedWebhook]:
