@@ -240,21 +240,20 @@ class KitOAuthServer:
         self._issued.append(token)
         return token
 
-    def _pair(self, expires_in: float | None) -> dict[str, object]:
+    scope = "offline_access read write"
+
+    def _pair(self, expires_in: float) -> tuple[str, str]:
         access, refresh = self._mint("APP_USR"), self._mint("TG")
         self._live_access.add(access)
         self._live_refresh.add(refresh)
         self._newest = access
-        return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
-                "expires_in": self.access_seconds if expires_in is None else expires_in,
-                "scope": "offline_access read write"}
+        return access, refresh
 
     def grant(self, expires_in: float | None = None) -> OAuthTokens:
-        pair = self._pair(expires_in)
-        return OAuthTokens(access_token=str(pair["access_token"]),
-                           refresh_token=str(pair["refresh_token"]),
-                           expires_at=time.time() + float(cast(float, pair["expires_in"])),
-                           scope=str(pair["scope"]))
+        lifetime = self.access_seconds if expires_in is None else expires_in
+        access, refresh = self._pair(lifetime)
+        return OAuthTokens(access_token=access, refresh_token=refresh,
+                           expires_at=time.time() + lifetime, scope=self.scope)
 
     def revoke_access(self) -> None:
         self._live_access.clear()
@@ -304,7 +303,10 @@ class KitOAuthServer:
                                       "error_description": "refresh token not valid"},
                                      status=400)
         self._live_refresh.discard(used)  # rotation: the old refresh token is dead now
-        return web.json_response(self._pair(None))
+        access, refresh = self._pair(self.access_seconds)
+        return web.json_response({"access_token": access, "refresh_token": refresh,
+                                  "token_type": "bearer", "expires_in": self.access_seconds,
+                                  "scope": self.scope})
 
     async def __aenter__(self) -> KitOAuthServer:
         app = web.Application()
@@ -446,7 +448,7 @@ class TokenBattery:
         assert len({t.refresh_token for t in got}) == 1
         for store in (kit_tokens, second_tokens):
             assert await store.get(instance) == got[0]
-        # The rotation really happened: the refresh token we started from is dead now.
+        # What was stored is the live rotated pair: it refreshes again.
         stored = got[0]
         kit_oauth.revoke_access()
         again = await kit_tokens.refresh(instance, refresher, stale=stored)

@@ -16,6 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from channels.base import AdapterContext
 from channels.errors import AuthError, RetryableError, TokenExpired
@@ -203,9 +205,10 @@ async def test_with_token_treats_a_plain_401_as_a_refused_token(oauth: KitOAuthS
     async def call(token: str) -> str:
         calls.append(token)
         if not oauth.authorized(f"Bearer {token}"):
+            url = URL("http://provider.invalid/messages")
             raise aiohttp.ClientResponseError(
-                aiohttp.RequestInfo(aiohttp.client.URL("http://x"), "GET", {},  # type: ignore[arg-type]
-                                    aiohttp.client.URL("http://x")), (), status=401)
+                aiohttp.RequestInfo(url, "POST", CIMultiDictProxy(CIMultiDict()), url), (),
+                status=401)
         return "ok"
 
     async with aiohttp.ClientSession() as http:
