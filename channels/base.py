@@ -183,6 +183,9 @@ class ChannelAdapter(abc.ABC):
     settings_type: ClassVar[type[Any]]
     capabilities: Capabilities
     webhook_methods: ClassVar[frozenset[str]] = frozenset()
+    # Its provider calls carry OAuth tokens from ``context.tokens`` (``channels.tokens``): the
+    # operator loads them with ``inboxhub channels auth INSTANCE``.
+    uses_oauth_tokens: ClassVar[bool] = False
 
     def __init__(self, instance: str, settings: Any, context: AdapterContext) -> None:
         self.instance = instance

@@ -24,12 +24,23 @@ class RateLimited(RetryableError):
     """The provider said slow down (HTTP 429, Telegram retry_after, WhatsApp 130429)."""
 
 
+class TokenExpired(RetryableError):
+    """The provider refused the OAuth access token (HTTP 401 on a call that carried one).
+
+    Not a human's problem, unlike ``AuthError``: ``channels.tokens.with_token`` refreshes the
+    token (one refresh across every hub process) and retries the call once. Raised again by
+    the retry, it reaches the sender or the poller as an ordinary retryable failure.
+    """
+
+
 class PermanentError(ChannelError):
     """Retrying the same request cannot succeed (bad recipient, blocked conversation, 4xx)."""
 
 
 class AuthError(PermanentError):
-    """Our credentials were refused; an operator has to fix the configuration."""
+    """Our credentials were refused; an operator has to fix the configuration (for OAuth
+    channels: the refresh was refused or no tokens were loaded, so the instance shows
+    ``needs_reauth`` until ``inboxhub channels auth INSTANCE`` loads new ones)."""
 
 
 class ReplyRejected(PermanentError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,12 +20,14 @@ import aiohttp
 from aiohttp import web
 
 from channels.base import AdapterContext
+from channels.registry import load_adapter_class
 from channels.supervisor import Supervisor, TaskHealth
 from hub import keys as K
 from hub.admin_api import routes as admin_routes
 from hub.api import routes
 from hub.attachments_api import routes as attachment_routes
 from hub.auth import TokenIndex, make_auth_middleware
+from hub.channel_auth import routes as channel_auth_routes
 from hub.channel_manager import ChannelManager
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.crashpoints import crash_point
@@ -49,6 +52,7 @@ from storage.limiter import RedisLimiter
 from storage.schema import ensure_schema
 from storage.store import Store
 from storage.streams import Entry, StreamGroup, consumer_name
+from storage.tokens import KEY_ENV, RedisTokenStore, load_token_cipher
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
         headers={"User-Agent": "inboxhub/0.1"},
     ) as http:
         app[K.LIMITER] = RedisLimiter(app[K.REDIS])
+        app[K.OAUTH] = await oauth_token_store(loaded, redis)
         context = AdapterContext(
             http=http, quarantine=ingestor.quarantine, spawn=owner.spawn,
             max_body_bytes=loaded.config.hub.max_body_bytes,
@@ -97,6 +102,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             attachments=app[K.STORE].attachments,
             max_attachment_bytes=loaded.config.attachments.max_bytes,
             limiter=app[K.LIMITER], deliveries=RedisDeliveries(app[K.STORE]),
+            tokens=app[K.OAUTH],
         )
         manager = ChannelManager(loaded, context)
         app[K.CHANNELS] = manager
@@ -110,6 +116,21 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             await loops.wait(loaded.config.hub.shutdown_timeout_seconds)
             await loops.cancel_all()
             await owner.cancel_all()
+
+
+async def oauth_token_store(loaded: LoadedConfig, redis: Any) -> RedisTokenStore:
+    """The OAuth token store, its key from ``INBOXHUB_TOKEN_KEY`` or the data directory's key
+    file (``storage.tokens``); a bad key stops start-up with what to fix."""
+    config = loaded.config
+    cipher = await asyncio.to_thread(load_token_cipher, config.data_dir,
+                                     os.environ.get(KEY_ENV))
+    oauth = [c.name for c in config.channels
+             if c.enabled and load_adapter_class(c.type).uses_oauth_tokens]
+    if oauth and config.storage.redis_url and cipher.source != KEY_ENV:
+        log.warning("OAuth tokens are encrypted with the key file %s; hub processes on other "
+                    "hosts sharing this Redis need the same key: set %s on every one",
+                    cipher.source, KEY_ENV)
+    return RedisTokenStore(redis, cipher)
 
 
 async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -312,6 +333,7 @@ def build_app(
     app.add_routes(routing_routes)
     app.add_routes(admin_routes)
     app.add_routes(attachment_routes)
+    app.add_routes(channel_auth_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

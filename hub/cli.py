@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from hub.cli_channel_auth import add_commands as add_channel_auth_commands
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.redis_connection import open_redis
 from routing.explain import describe, summary
@@ -19,6 +20,7 @@ from storage import keys
 from storage.embedded import EmbeddedRedisError
 from storage.schema import SchemaTooNew, ensure_schema
 from storage.store import NotRetryable, Store, UnknownMessage
+from storage.tokens import TokenKeyError
 
 DEFAULT_CONFIG = os.environ.get("INBOXHUB_CONFIG", "config/example.toml")
 
@@ -37,6 +39,21 @@ def _limit(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def command_group(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                  help: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The subcommands of command ``name`` (``channels``), made by whichever module asks
+    first: each module adds its own to it in one call. A subcommand that sets a ``run``
+    default (``run(loaded, args) -> exit code``) is dispatched by ``main``; one that sets
+    ``read_only`` needs only Redis, not the serve-time secrets."""
+    parser = sub.choices.get(name)
+    if parser is None:
+        parser = sub.add_parser(name, help=help)
+        parser.set_defaults(_subcommands=parser.add_subparsers(dest="action", required=True))
+    group: argparse._SubParsersAction[argparse.ArgumentParser] = parser.get_default(
+        "_subcommands")
+    return group
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     re_ = rs.add_parser("explain", help="why a conversation went where it went")
     re_.add_argument("conversation_id")
     re_.add_argument("--json", action="store_true")
+    add_channel_auth_commands(command_group(sub, "channels", "channel instances"))
     # Accept --config after the subcommand too (inboxhub check --config FILE).
     for p in (sub.choices["serve"], sub.choices["check"], ql, qr, dl, dr, rr, re_):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -89,7 +107,8 @@ async def _with_store(loaded: LoadedConfig, action: Callable[[Store], Awaitable[
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    read_only = (args.command, getattr(args, "action", None)) in _READ_ONLY
+    read_only = (args.command, getattr(args, "action", None)) in _READ_ONLY or \
+        getattr(args, "read_only", False)
     try:
         # check and serve load the same way: channel settings, secrets, the routing engine's
         # parts (language models, skill rules, calendars) are all built here.
@@ -109,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{len(routing.agents)} agents, languages {', '.join(routing.languages)}")
         return 0
     try:
+        run = getattr(args, "run", None)
+        if run is not None:
+            return int(run(loaded, args))
         if args.command == "serve":
             from hub.serve import serve
 
@@ -135,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_with_store(loaded, _routing_reload))
         if args.command == "routing" and args.action == "explain":
             return asyncio.run(_with_store(loaded, lambda s: _routing_explain(s, args)))
-    except (EmbeddedRedisError, SchemaTooNew) as exc:
+    except (EmbeddedRedisError, SchemaTooNew, TokenKeyError) as exc:
         print(f"inboxhub: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

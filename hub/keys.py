@@ -16,6 +16,7 @@ from hub.metrics import Metrics
 from routing.engine import RoutingEngine
 from storage.limiter import RedisLimiter
 from storage.store import Store
+from storage.tokens import RedisTokenStore
 
 CONFIG = web.AppKey("config", LoadedConfig)
 METRICS = web.AppKey("metrics", Metrics)
@@ -28,3 +29,4 @@ STOP = web.AppKey("stop", asyncio.Event)
 ROUTING = web.AppKey("routing", RoutingEngine)
 HEALTH = web.AppKey("health", TaskHealth)
 LIMITER = web.AppKey("limiter", RedisLimiter)
+OAUTH = web.AppKey("oauth_tokens", RedisTokenStore)  # channels' OAuth tokens, not API tokens

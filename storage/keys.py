@@ -223,3 +223,22 @@ def limiter_ticket_expiry(channel_instance: str) -> str:
 def limiter_bucket(channel_instance: str, limit_name: str, part: str = "") -> str:
     """``part``: "" for an account-scoped bucket, "<recipient digest>:turn" or ":sent"."""
     return limiter_base(channel_instance) + f"b:{limit_name}" + (f":{part}" if part else "")
+
+
+# OAuth tokens (storage/tokens.py, lua/token_*.lua): an instance's record and the lock of its
+# single-flight refresh share the hash tag ``{tok:<instance>}``, so a commit that checks the
+# lock and the generation is one single-slot script. The record holds the tokens only
+# encrypted; its other fields (expiry, generation, last error) are what operators see.
+def token_base(channel_instance: str) -> str:
+    return f"{PREFIX}:{{tok:{channel_instance}}}:"
+
+
+def tokens(channel_instance: str) -> str:
+    """Hash ``blob`` (sealed tokens), ``kid``, ``gen``, ``failures``, ``expires_at``, ``scope``,
+    ``refreshable``, ``loaded_at``, ``refreshed_at``, ``error``, ``reauth``."""
+    return token_base(channel_instance) + "tokens"
+
+
+def token_lock(channel_instance: str) -> str:
+    """String: the random id of the process refreshing now; expires with the lock's TTL."""
+    return token_base(channel_instance) + "lock"
