@@ -35,7 +35,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -322,11 +322,8 @@ class RedisTokenStore:
         pause = self.poll_seconds
         while True:
             if await self.redis.set(lock, me, nx=True, px=self.lock_ms):
-                try:
-                    return await self._refresh_locked(instance, refresher, stale, me,
-                                                      gen, failures)
-                finally:  # a no-op when the commit or the failure note released it
-                    await self._unlock(keys=[lock], args=[me])
+                return await self._finish_even_if_cancelled(
+                    self._refresh_and_unlock(instance, refresher, stale, me, gen, failures))
             # Someone else is refreshing: wait for the outcome rather than refresh twice.
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, 0.25)
@@ -340,6 +337,34 @@ class RedisTokenStore:
             if time.monotonic() > deadline:
                 raise RetryableError(f"{instance}: another process's token refresh did not "
                                      f"finish within {self.wait_seconds:g}s")
+
+    async def _finish_even_if_cancelled(self, work: Coroutine[Any, Any, OAuthTokens],
+                                        ) -> OAuthTokens:
+        """Run a refresh to its commit even when the caller is cancelled (hub shutdown, a
+        poller stopped): once the provider has rotated the refresh token, the old one is dead,
+        and only the commit keeps the new one. The caller's cancellation is honoured as soon
+        as the refresh has finished, which its timeout bounds."""
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                log.info("token refresh in progress: finishing it before stopping")
+                await asyncio.wait([task], timeout=self.refresh_timeout_seconds + 10.0)
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: the caller is gone, the outcome is stored
+            else:
+                task.cancel()
+            raise
+
+    async def _refresh_and_unlock(self, instance: str, refresher: Refresher,
+                                  stale: OAuthTokens | None, me: str, gen: bytes | None,
+                                  failures: bytes | None) -> OAuthTokens:
+        lock = keys.token_lock(instance)
+        try:
+            return await self._refresh_locked(instance, refresher, stale, me, gen, failures)
+        finally:  # a no-op when the commit or the failure note released it
+            await self._unlock(keys=[lock], args=[me])
 
     async def _refresh_locked(self, instance: str, refresher: Refresher,
                               stale: OAuthTokens | None, me: str, gen: bytes | None,

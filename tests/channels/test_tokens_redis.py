@@ -186,6 +186,33 @@ async def test_a_hanging_refresher_gives_up_before_its_lock_expires(
         await other.aclose()
 
 
+async def test_a_refresh_cancelled_mid_rotation_still_commits_the_new_tokens(
+        redis: Redis) -> None:
+    """Hub shutdown while the provider rotates: the provider has already invalidated the old
+    refresh token, so dropping its answer would lose the account."""
+    store = RedisTokenStore(redis, cipher(), refresh_timeout_seconds=5)
+    loaded = tokens(1, expires_at=1.0)
+    await store.put("meli", loaded)
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def rotating(t: OAuthTokens) -> OAuthTokens:
+        asked.set()  # the provider has the request; its old refresh token is now dead
+        await answer.wait()
+        return tokens(2, expires_at=2_000_000_000.0)
+
+    caller = asyncio.create_task(store.refresh("meli", rotating, stale=loaded))
+    await asked.wait()
+    caller.cancel()
+    await asyncio.sleep(0.05)
+    assert not caller.done(), "the caller stopped before the refresh could commit"
+    answer.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await store.get("meli") == tokens(2, expires_at=2_000_000_000.0)
+    assert await redis.exists(keys.token_lock("meli")) == 0
+    assert (await store.state("meli")).generation == 2
+
+
 async def test_tokens_an_operator_loads_during_a_refresh_win(redis: Redis) -> None:
     store = RedisTokenStore(redis, cipher())
     await store.put("meli", tokens(1, expires_at=1.0))
