@@ -14,6 +14,7 @@ from hub.config import LoadedConfig
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
 from routing.engine import RoutingEngine
+from storage.fetches import RedisFetchQueue
 from storage.limiter import RedisLimiter
 from storage.store import Store
 
@@ -28,3 +29,4 @@ STOP = web.AppKey("stop", asyncio.Event)
 ROUTING = web.AppKey("routing", RoutingEngine)
 HEALTH = web.AppKey("health", TaskHealth)
 LIMITER = web.AppKey("limiter", RedisLimiter)
+FETCHES = web.AppKey("fetches", RedisFetchQueue)
