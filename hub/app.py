@@ -29,6 +29,7 @@ from hub.channel_manager import ChannelManager
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.crashpoints import crash_point
 from hub.fetcher import Fetcher, policy_of
+from hub.fetches_api import routes as fetch_routes
 from hub.health import routes as health_routes
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
@@ -323,6 +324,7 @@ def build_app(
     app.add_routes(routing_routes)
     app.add_routes(admin_routes)
     app.add_routes(attachment_routes)
+    app.add_routes(fetch_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

@@ -9,9 +9,11 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import msgspec
 
+from hub import cli_fetches
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.redis_connection import open_redis
 from routing.explain import describe, summary
@@ -25,7 +27,8 @@ DEFAULT_CONFIG = os.environ.get("INBOXHUB_CONFIG", "config/example.toml")
 
 # Operator views that only read Redis: they run without the serve-time secrets (API tokens,
 # webhook secrets), so an operator can look at a broken hub from a shell that lacks them.
-_READ_ONLY = {("quarantine", "list"), ("dlq", "list"), ("routing", "explain")}
+_READ_ONLY = {("quarantine", "list"), ("dlq", "list"), ("routing", "explain"),
+              ("channels", "fetches")}
 
 
 def _limit(text: str) -> int:
@@ -37,6 +40,12 @@ def _limit(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _channels_commands(sub: Any) -> Any:
+    """``inboxhub channels ...``: each command's own module adds its parser to these."""
+    channels = sub.add_parser("channels", help="channel instances: fetch backlog, ...")
+    return channels.add_subparsers(dest="action", required=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     re_ = rs.add_parser("explain", help="why a conversation went where it went")
     re_.add_argument("conversation_id")
     re_.add_argument("--json", action="store_true")
+    cli_fetches.add_parser(_channels_commands(sub))
     # Accept --config after the subcommand too (inboxhub check --config FILE).
     for p in (sub.choices["serve"], sub.choices["check"], ql, qr, dl, dr, rr, re_):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -114,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(serve(loaded))
             return 0
+        if args.command == "channels" and args.action == "fetches":
+            return cli_fetches.main(loaded, args)
         if args.command == "quarantine" and args.action == "retry":
             from hub.cli_lifecycle import quarantine_retry
 
