@@ -10,7 +10,10 @@ the error family in ``channels.errors``.
 Two shapes of inbound exist:
 
 * webhook adapters subclass ``WebhookAdapter`` and implement ``verify`` and ``parse``; the hub
-  mounts them at ``/webhooks/{type}/{instance}``;
+  mounts them at ``/webhooks/{type}/{instance}``. Where the provider's notification only names
+  a resource (Mercado Libre, Shopee, eBay), ``parse`` returns a ``FetchNotice``, which is
+  stored and acknowledged at once, and the adapter implements ``fetch``, which the hub's fetch
+  worker calls afterwards (``channels.fetching``);
 * polling adapters (IMAP, Telegram getUpdates, marketplaces) subclass
   ``channels.polling.PollingAdapter`` and implement ``poll``; its supervised loop holds the
   account's lease and advances the cursor only after ``ingest`` returned for every message
@@ -22,6 +25,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import inspect
+import logging
 import re
 import time
 import urllib.parse
@@ -46,7 +50,13 @@ from channels.errors import (
     ReplyRejected,
     RetryableError,
 )
-from channels.models import Attachment, DeliveryUpdate, InboundMessage, OutboundReply
+from channels.models import (
+    Attachment,
+    DeliveryUpdate,
+    FetchNotice,
+    InboundMessage,
+    OutboundReply,
+)
 from channels.services.attachments import AttachmentStore
 from channels.services.cursors import CursorStore
 from channels.services.fetches import FetchQueue
@@ -54,7 +64,7 @@ from channels.services.leases import LeaseManager
 from channels.services.limits import RateLimit, RateLimiter
 from channels.services.receipts import DeliveryIndex
 from channels.services.tokens import TokenStore
-from channels.supervisor import Supervisor
+from channels.supervisor import Supervisor, describe
 from channels.windows import (
     TemplateSpec,
     WindowState,
@@ -62,6 +72,12 @@ from channels.windows import (
     check_window,
     window_state,
 )
+
+log = logging.getLogger(__name__)
+
+Parsed = InboundMessage | DeliveryUpdate | FetchNotice
+"""What ``parse`` yields (and ``fetch`` returns): buyer messages, receipts for our own
+messages, and notices of resources to fetch."""
 
 
 class IngestOutcome(Protocol):
@@ -113,6 +129,9 @@ class Capabilities(msgspec.Struct, frozen=True):
     cap narrow them (``ChannelAdapter.attachment_policy``).
     ``rate_limits``: what the provider allows; the hub's shared limiter enforces them before
     every send. ``delivery_receipts``: the provider reports delivered/read/failed.
+    ``fetch_after_notify``: the provider's notifications only name a resource; ``parse``
+    returns ``FetchNotice``s and the adapter implements ``fetch`` (the hub's fetch worker
+    calls it).
     """
 
     max_text_length: int
@@ -129,6 +148,7 @@ class Capabilities(msgspec.Struct, frozen=True):
     rate_limits: tuple[RateLimit, ...] = ()
     delivery_receipts: bool = False
     approved_templates: tuple[TemplateSpec, ...] = ()
+    fetch_after_notify: bool = False
 
 
 class AdapterContext:
@@ -197,6 +217,9 @@ class ChannelAdapter(abc.ABC):
 
     async def start(self, ingest: IngestCallback) -> None:
         """Begin accepting inbound traffic; pollers override this to spawn their loop."""
+        if self.capabilities.fetch_after_notify and self.context.fetches is None:
+            raise RuntimeError(f"channel {self.instance} fetches after notify and needs the "
+                               "hub's fetch queue in its AdapterContext")
         self._ingest = ingest
 
     async def stop(self) -> None:
@@ -215,6 +238,69 @@ class ChannelAdapter(abc.ABC):
         if self.context.deliveries is None:
             raise RuntimeError("this hub records no delivery receipts")
         await self.context.deliveries.apply(update)
+
+    # -- inbound: storing what parse, poll or fetch returned -------------------------------
+
+    async def queue_fetch(self, notice: FetchNotice) -> bool:
+        """Store a notification that names a resource to fetch (False: a repeat); raises if it
+        could not be stored, so the provider delivers it again."""
+        if self.context.fetches is None:
+            raise RuntimeError("this hub queues no fetches")
+        if not self.capabilities.fetch_after_notify:
+            raise TypeError(f"{self.type_name} returned a FetchNotice but does not declare "
+                            "Capabilities.fetch_after_notify")
+        return await self.context.fetches.notify(self.instance, notice.resource,
+                                                 dedupe_key=notice.dedupe_key)
+
+    @final
+    async def store_items(self, items: Sequence[Parsed],
+                          ingest: IngestCallback | None = None) -> list[IngestOutcome]:
+        """Store what ``parse`` or ``fetch`` returned, in order: messages through the ingest
+        callback (``ingest``, default the one the adapter was started with), receipts through
+        the delivery index, fetch notices into the fetch queue. Raises on the first item that
+        could not be stored; the caller does not acknowledge (what was stored before it is
+        deduplicated when the provider delivers again)."""
+        store = self.ingest if ingest is None else ingest
+        outcomes: list[IngestOutcome] = []
+        for item in items:
+            if isinstance(item, InboundMessage):
+                outcomes.append(await store(item))
+            elif isinstance(item, DeliveryUpdate):
+                await self.apply_delivery(item)
+            elif isinstance(item, FetchNotice):
+                await self.queue_fetch(item)
+            else:
+                raise TypeError(f"got a {type(item).__name__}; expected InboundMessage, "
+                                "DeliveryUpdate or FetchNotice")
+        return outcomes
+
+    async def fetch(self, resource: str) -> Sequence[Parsed]:
+        """Fetch what a ``FetchNotice`` named, for an adapter with
+        ``Capabilities.fetch_after_notify``; the hub's fetch worker calls it (through
+        ``fetch_resource``) after the notification was acknowledged.
+
+        Call the provider's API with the account's credentials (``context.tokens`` for OAuth
+        providers) and return the normalized items exactly as ``parse`` would: messages,
+        receipts, even further notices. They are stored like parsed webhook items. Raise a
+        ``RetryableError`` (a ``TokenExpired``, a 5xx, a timeout: retried with capped, jittered
+        backoff) or a ``PermanentError`` (``AuthError``, a 404: the entry is kept as failed
+        for an operator to retry); transport errors are classified by ``map_error``. Return
+        an empty sequence when the resource turns out not to concern us.
+        """
+        raise NotImplementedError(f"{self.type_name} does not fetch resources")
+
+    @final
+    async def fetch_resource(self, resource: str) -> Sequence[Parsed]:
+        """``fetch``, with every failure a ``ChannelError`` (what the fetch worker decides
+        on): transport errors through ``map_error``, anything else a ``PermanentError``."""
+        if not self.capabilities.fetch_after_notify:
+            raise PermanentError(f"{self.type_name} does not fetch after notify")
+        try:
+            return await self.fetch(resource)
+        except ChannelError:
+            raise
+        except Exception as exc:
+            raise self.map_error(exc) from exc
 
     # -- inbound (webhooks) ----------------------------------------------------------------
 
@@ -373,16 +459,14 @@ class StoredRequest:
         self.match_info: Mapping[str, str] = {"path": path} if path else {}
 
 
-Parsed = InboundMessage | DeliveryUpdate
-"""What ``parse`` (and a poller) yields: buyer messages and receipts for our own messages."""
-
-
 class WebhookAdapter(ChannelAdapter):
     """An adapter fed by provider POSTs: size limit, verify, parse, store, then acknowledge.
 
     ``verify`` and ``parse`` may be coroutines (eBay fetches a public key by ``kid``, cached).
-    ``parse`` returns messages and delivery updates; messages are ingested, updates applied
-    through ``context.deliveries``, and only then is the provider answered (``accepted``: JSON
+    ``parse`` returns messages, delivery updates and fetch notices; messages are ingested,
+    updates applied through ``context.deliveries``, notices stored in ``context.fetches`` (a
+    provider whose notifications only name a resource: the worker fetches it later, see
+    ``fetch``), and only then is the provider answered (``accepted``: JSON
     by default; an adapter returns what its provider expects, e.g. empty TwiML). A provider
     that posts to more than one URL per instance (Twilio's ``StatusCallback``) is served under
     ``/webhooks/{type}/{instance}/{path}`` for each path in ``subpaths``; ``parse`` reads
@@ -438,7 +522,8 @@ class WebhookAdapter(ChannelAdapter):
     def accepted(self, outcomes: Sequence[IngestOutcome]) -> web.StreamResponse:
         """The acknowledgement the provider expects once everything is stored.
 
-        Called only after every message was ingested and every receipt recorded, so whatever
+        Called only after every message was ingested, every receipt recorded and every fetch
+        notice queued (not fetched: that happens after the answer), so whatever
         it returns means "durable". The default is JSON naming the stored ids. A provider
         that expects something else overrides it: Twilio wants TwiML (an empty
         ``<Response/>`` sends no automatic reply), Shopee an empty 2xx::
@@ -514,15 +599,11 @@ class WebhookAdapter(ChannelAdapter):
                 # Not kept means not answered for good: the provider will deliver it again.
                 return error_json(503, "unavailable", "temporarily unable to store")
             return self.rejected(exc)
-        outcomes: list[IngestOutcome] = []
         try:
-            for item in parsed:
-                if isinstance(item, DeliveryUpdate):
-                    await self.apply_delivery(item)
-                else:
-                    outcomes.append(await self.ingest(item))
-        except Exception:
+            outcomes = await self.store_items(parsed)
+        except Exception as exc:
             # Not stored means not acknowledged: the provider will deliver it again.
+            log.warning("channel %s: webhook not stored: %s", self.instance, describe(exc))
             return error_json(503, "unavailable", "temporarily unable to store")
         return self.accepted(outcomes)
 

@@ -116,3 +116,23 @@ class DeliveryUpdate(msgspec.Struct, frozen=True, omit_defaults=True):
     state: DeliveryState
     at: float | None = None
     error: str | None = None
+
+
+class FetchNotice(msgspec.Struct, frozen=True):
+    """A notification that only names something to fetch: Mercado Libre's ``messages`` topic
+    names a message id, Shopee's and eBay's pushes a conversation, WhatsApp a media id.
+
+    ``parse`` returns it instead of a message. The hub stores it durably and acknowledges the
+    provider at once (Mercado Libre allows 500 ms); a worker then calls the adapter's
+    ``fetch(resource)``, which calls the provider's API with the account's token, and stores
+    what that returns. Whatever else the notification body claims about the resource is never
+    used: only fetched data is stored.
+
+    ``resource`` is opaque to the hub (an id, an API path) and shown to operators: it names
+    data, it never carries a body or a secret. ``dedupe_key`` identifies the notification (the
+    provider's notification id, or resource + action): a repeat within the queue's dedupe
+    window (7 days) is acknowledged and not fetched again.
+    """
+
+    resource: str
+    dedupe_key: str

@@ -31,6 +31,8 @@ from hub.channel_auth import routes as channel_auth_routes
 from hub.channel_manager import ChannelManager
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.crashpoints import crash_point
+from hub.fetcher import Fetcher, policy_of
+from hub.fetches_api import routes as fetch_routes
 from hub.health import routes as health_routes
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
@@ -46,6 +48,7 @@ from storage import keys as storage_keys
 from storage.attachments import AttachmentService, FileBlobStore
 from storage.cursors import RedisCursorStore
 from storage.deliveries import RedisDeliveries
+from storage.fetches import RedisFetchQueue
 from storage.leases import RedisLeaseManager
 from storage.lifecycle import purge_expired
 from storage.limiter import RedisLimiter
@@ -93,6 +96,8 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
     ) as http:
         app[K.LIMITER] = RedisLimiter(app[K.REDIS])
         app[K.OAUTH] = await oauth_token_store(loaded, redis)
+        app[K.FETCHES] = RedisFetchQueue(
+            redis, dedupe_ttl_seconds=loaded.config.fetches.dedupe_ttl_seconds)
         context = AdapterContext(
             http=http, quarantine=ingestor.quarantine, spawn=owner.spawn,
             max_body_bytes=loaded.config.hub.max_body_bytes,
@@ -103,6 +108,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             max_attachment_bytes=loaded.config.attachments.max_bytes,
             limiter=app[K.LIMITER], deliveries=RedisDeliveries(app[K.STORE]),
             tokens=app[K.OAUTH],
+            fetches=app[K.FETCHES],
         )
         manager = ChannelManager(loaded, context)
         app[K.CHANNELS] = manager
@@ -293,6 +299,11 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     supervisor.loop("retention", retention.iteration, idle_seconds=1.0)
     files = AttachmentSweep(store.attachments, config.attachments.orphan_grace_seconds)
     supervisor.loop("attachment-sweep", files.iteration, idle_seconds=1.0)
+    # Fetch after notify: the webhook stored the notification and answered; fetched here.
+    fetcher = Fetcher(app[K.FETCHES], app[K.CHANNELS].adapters, policy_of(config.fetches),
+                      consumer=consumer, claim_idle_ms=idle_ms,
+                      concurrency=config.fetches.concurrency, metrics=metrics)
+    fetcher.start(supervisor)
     grace = config.hub.agent_heartbeat_grace_seconds
     supervisor.loop("routing-timers", lambda: engine.tick_timers(heartbeat_grace=grace),
                     idle_seconds=0.1)
@@ -307,6 +318,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         await supervisor.cancel_all()
         for worker in workers:
             await worker.cancel()
+        await fetcher.cancel()
 
 
 def build_app(
@@ -334,6 +346,7 @@ def build_app(
     app.add_routes(admin_routes)
     app.add_routes(attachment_routes)
     app.add_routes(channel_auth_routes)
+    app.add_routes(fetch_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

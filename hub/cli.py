@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from hub import cli_fetches
 from hub.cli_channel_auth import add_commands as add_channel_auth_commands
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.redis_connection import open_redis
@@ -27,7 +28,8 @@ DEFAULT_CONFIG = os.environ.get("INBOXHUB_CONFIG", "config/example.toml")
 
 # Operator views that only read Redis: they run without the serve-time secrets (API tokens,
 # webhook secrets), so an operator can look at a broken hub from a shell that lacks them.
-_READ_ONLY = {("quarantine", "list"), ("dlq", "list"), ("routing", "explain")}
+_READ_ONLY = {("quarantine", "list"), ("dlq", "list"), ("routing", "explain"),
+              ("channels", "fetches")}
 
 
 def _limit(text: str) -> int:
@@ -85,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     re_.add_argument("conversation_id")
     re_.add_argument("--json", action="store_true")
     add_channel_auth_commands(command_group(sub, "channels", "channel instances"))
+    cli_fetches.add_parser(command_group(sub, "channels", "channel instances"))
     # Accept --config after the subcommand too (inboxhub check --config FILE).
     for p in (sub.choices["serve"], sub.choices["check"], ql, qr, dl, dr, rr, re_):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -136,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(serve(loaded))
             return 0
+        if args.command == "channels" and args.action == "fetches":
+            return cli_fetches.main(loaded, args)
         if args.command == "quarantine" and args.action == "retry":
             from hub.cli_lifecycle import quarantine_retry
 

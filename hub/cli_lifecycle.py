@@ -15,6 +15,7 @@ from hub.channel_manager import ChannelManager
 from hub.config import LoadedConfig
 from hub.replay import NotRetryable, UnknownEntry, retry_quarantined
 from storage.dead_letters import retry_all_dead_letters
+from storage.fetches import RedisFetchQueue
 from storage.store import Store
 
 
@@ -29,7 +30,10 @@ async def quarantine_retry(store: Store, loaded: LoadedConfig, args: argparse.Na
     async with aiohttp.ClientSession() as http:
         context = AdapterContext(http=http, quarantine=store.quarantine,
                                  spawn=_no_background_tasks,
-                                 max_body_bytes=loaded.config.hub.max_body_bytes)
+                                 max_body_bytes=loaded.config.hub.max_body_bytes,
+                                 fetches=RedisFetchQueue(
+                                     store.redis,
+                                     dedupe_ttl_seconds=loaded.config.fetches.dedupe_ttl_seconds))
         manager = ChannelManager(loaded, context)
         try:
             result = await retry_quarantined(store.quarantine_log, manager.adapters,

@@ -78,6 +78,19 @@ class OutboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     concurrency: int = 16
 
 
+class FetchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Fetch after notify (hub/fetcher.py): fetches in flight at once per hub process; failed
+    # attempts (the first included) before a fetch is kept as failed; backoff between them
+    # (exponential, full jitter, a provider's Retry-After as a floor); the limit on one
+    # provider call; how long a notification's dedupe key is remembered.
+    concurrency: int = 8
+    max_attempts: int = 10
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 600.0
+    timeout_seconds: float = 30.0
+    dedupe_ttl_seconds: int = 7 * 86400
+
+
 class TokenSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     role: Literal["agent", "supervisor", "admin"] = "agent"
@@ -115,6 +128,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hub: HubSettings = HubSettings()
     storage: StorageSettings = StorageSettings()
     outbox: OutboxSettings = OutboxSettings()
+    fetches: FetchSettings = FetchSettings()
     api: ApiSettings = ApiSettings()
     attachments: AttachmentSettings = AttachmentSettings()
     routing: RoutingConfig = RoutingConfig()
@@ -440,6 +454,13 @@ def _check_ranges(config: Config) -> None:
          "attachments.orphan_grace_seconds: expected >= 60"),
         (config.attachments.upload_ttl_seconds >= 60,
          "attachments.upload_ttl_seconds: expected >= 60"),
+        (1 <= config.fetches.concurrency <= 1000, "fetches.concurrency: expected 1..1000"),
+        (config.fetches.max_attempts >= 1, "fetches.max_attempts: expected >= 1"),
+        (config.fetches.backoff_base_seconds > 0, "fetches.backoff_base_seconds: expected > 0"),
+        (config.fetches.backoff_max_seconds >= config.fetches.backoff_base_seconds,
+         "fetches.backoff_max_seconds: expected >= backoff_base_seconds"),
+        (config.fetches.timeout_seconds > 0, "fetches.timeout_seconds: expected > 0"),
+        (config.fetches.dedupe_ttl_seconds >= 60, "fetches.dedupe_ttl_seconds: expected >= 60"),
         (config.storage.resolved_retention_days >= 0,
          "storage.resolved_retention_days: expected >= 0 (0 keeps them forever)"),
     ]

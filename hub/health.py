@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub import keys as K
 from hub.api import json_response
+from hub.fetcher import export_backlog, fetching_instances
 
 routes = web.RouteTableDef()
 
@@ -50,6 +51,9 @@ async def metrics(request: web.Request) -> web.Response:
             for stream in streams:
                 total += int(await asyncio.wait_for(store.redis.xlen(stream), 2.0))
             app_metrics.stream_backlog.labels(name).set(total)
+        await asyncio.wait_for(export_backlog(
+            request.app[K.FETCHES], fetching_instances(request.app[K.CHANNELS].adapters),
+            app_metrics), 2.0)
     except Exception:  # metrics must render even when Redis is down
         pass
     body = generate_latest(app_metrics.registry)

@@ -14,6 +14,7 @@ from hub.config import LoadedConfig
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
 from routing.engine import RoutingEngine
+from storage.fetches import RedisFetchQueue
 from storage.limiter import RedisLimiter
 from storage.store import Store
 from storage.tokens import RedisTokenStore
@@ -30,3 +31,4 @@ ROUTING = web.AppKey("routing", RoutingEngine)
 HEALTH = web.AppKey("health", TaskHealth)
 LIMITER = web.AppKey("limiter", RedisLimiter)
 OAUTH = web.AppKey("oauth_tokens", RedisTokenStore)  # channels' OAuth tokens, not API tokens
+FETCHES = web.AppKey("fetches", RedisFetchQueue)

@@ -59,6 +59,22 @@ class Metrics:
             ["stream"], registry=self.registry,
         )
 
+        self.fetches = Counter(
+            "inboxhub_fetches", "Fetch-after-notify attempts by outcome (fetched: stored; "
+            "retrying: failed, tried again after a backoff; failed: given up, kept for an "
+            "operator to retry)", ["instance", "outcome"], registry=self.registry,
+        )
+        self.fetch_backlog = Gauge(
+            "inboxhub_fetch_backlog", "Notifications whose fetch is queued (or running), "
+            "retrying, or failed, per channel instance", ["instance", "state"],
+            registry=self.registry,
+        )
+        self.fetch_oldest_age = Gauge(
+            "inboxhub_fetch_oldest_age_seconds", "How long the oldest notification not "
+            "fetched yet (queued or retrying) has waited; 0 when none", ["instance"],
+            registry=self.registry,
+        )
+
     # -- channels.supervisor.LoopMetrics -----------------------------------------------------
 
     def loop_up(self, name: str, up: bool) -> None:

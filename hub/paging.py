@@ -17,6 +17,7 @@ from typing import Literal
 import msgspec
 
 from hub.errors import ApiError
+from storage.fetches import is_job_id
 from storage.store import Position
 
 _SCORE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?")
@@ -34,14 +35,19 @@ class MessageCursor(msgspec.Struct, frozen=True, tag="m", forbid_unknown_fields=
     o: Literal["asc", "desc"]
 
 
-_decoder = msgspec.json.Decoder(ConversationCursor | MessageCursor)
+class FetchCursor(msgspec.Struct, frozen=True, tag="f", forbid_unknown_fields=True):
+    i: str
 
 
-def _encode(cursor: ConversationCursor | MessageCursor) -> str:
+Cursor = ConversationCursor | MessageCursor | FetchCursor
+_decoder = msgspec.json.Decoder(Cursor)
+
+
+def _encode(cursor: Cursor) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).rstrip(b"=").decode()
 
 
-def _decode(raw: str) -> ConversationCursor | MessageCursor:
+def _decode(raw: str) -> Cursor:
     try:
         data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         return _decoder.decode(data)
@@ -79,3 +85,15 @@ def message_position(raw: str, conversation_id: str, order: str) -> int:
     if not 0 <= cursor.q < 2**53:
         raise ApiError(400, "cursor: out of range", "invalid_cursor")
     return cursor.q
+
+
+def fetch_cursor(last_id: str | None) -> str | None:
+    return None if last_id is None else _encode(FetchCursor(last_id))
+
+
+def fetch_position(raw: str) -> str:
+    """The id of the last fetch entry of the previous page."""
+    cursor = _decode(raw)
+    if not isinstance(cursor, FetchCursor) or not is_job_id(cursor.i):
+        raise ApiError(400, "cursor: not a fetch-list cursor", "invalid_cursor")
+    return cursor.i

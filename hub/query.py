@@ -133,3 +133,15 @@ def value_list(name: str, description: str, item: str, *, fold: Callable[[str], 
 
     return QueryParam(name, f"{description}; comma-separated values match any of them",
                       {"type": "string", "pattern": pattern}, parse)
+
+
+def matching(name: str, description: str, pattern: str) -> QueryParam:
+    """One value matching the regular expression ``pattern`` (a name, an id)."""
+    one = re.compile(pattern)
+
+    def parse(raw: str) -> str:
+        if not one.fullmatch(raw):
+            raise ValueError(f"{raw[:40]!r} is not a valid value")
+        return raw
+
+    return QueryParam(name, description, {"type": "string", "pattern": f"^{pattern}$"}, parse)

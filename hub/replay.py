@@ -17,7 +17,6 @@ import msgspec
 
 from channels.base import ChannelAdapter, IngestCallback, WebhookAdapter
 from channels.errors import MalformedPayload
-from channels.models import DeliveryUpdate
 from storage.quarantine import RAW_LIMIT, QuarantineLog, UnknownEntry
 
 log = logging.getLogger(__name__)
@@ -69,12 +68,7 @@ async def retry_quarantined(quarantine: QuarantineLog, adapters: Mapping[str, Ch
         log.info("quarantine retry of %s failed again; kept as %s", entry_id, kept_as)
         return RetryResult(entry_id=entry_id, outcome="failed", error=exc.reason,
                            kept_as=kept_as)
-    outcomes = []
-    for item in parsed:
-        if isinstance(item, DeliveryUpdate):
-            await adapter.apply_delivery(item)
-        else:
-            outcomes.append(await ingest(item))
+    outcomes = await adapter.store_items(parsed, ingest)
     await quarantine.remove(entry_id)
     log.info("quarantine entry %s parsed again: %d message(s) stored", entry_id, len(outcomes))
     return RetryResult(

@@ -242,3 +242,38 @@ def tokens(channel_instance: str) -> str:
 def token_lock(channel_instance: str) -> str:
     """String: the random id of the process refreshing now; expires with the lock's TTL."""
     return token_base(channel_instance) + "lock"
+
+
+# Fetch after notify (storage/fetches.py, storage/lua/fetches.lua): every key of one channel
+# instance's fetch queue shares the hash tag ``{fetch:<instance>}``, so each transition is one
+# single-slot script. Dedupe keys appear only as digests.
+FETCH_GROUP = "fetcher"
+# Every instance that ever queued a fetch (operator views list them without the config).
+FETCH_INSTANCES = f"{PREFIX}:{GLOBAL_TAG}:fetch:instances"
+
+
+def fetch_base(channel_instance: str) -> str:
+    return f"{PREFIX}:{{fetch:{channel_instance}}}:"
+
+
+def fetch_stream(channel_instance: str) -> str:
+    """Job ids ready to fetch, read by the consumer group ``FETCH_GROUP``."""
+    return fetch_base(channel_instance) + "stream"
+
+
+def fetch_job(channel_instance: str, job_id: str) -> str:
+    return fetch_base(channel_instance) + f"job:{job_id}"
+
+
+def fetch_state(channel_instance: str, state: str) -> str:
+    """Zset of job ids in ``state`` (queued, retrying, failed), score 0: ordered by id."""
+    return fetch_base(channel_instance) + state
+
+
+def fetch_due(channel_instance: str) -> str:
+    """Zset of retrying job ids by the time of their next attempt."""
+    return fetch_base(channel_instance) + "due"
+
+
+def fetch_seen(channel_instance: str, dedupe_digest: str) -> str:
+    return fetch_base(channel_instance) + f"seen:{dedupe_digest}"
