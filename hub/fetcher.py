@@ -27,6 +27,10 @@ from storage.streams import Entry, StreamGroup
 
 log = logging.getLogger(__name__)
 
+# Starts of one attempt that ended with no outcome (the process died mid-fetch) before the
+# job is failed for an operator; ordinary restarts and deploys stay well below it.
+MAX_INTERRUPTED_STARTS = 3
+
 
 def policy_of(settings: FetchSettings) -> FetchPolicy:
     return FetchPolicy(max_attempts=settings.max_attempts,
@@ -71,6 +75,20 @@ class Fetcher:
         job = await self.queue.get(entry[2].get(b"job", b"").decode(errors="replace"))
         if job is None or job.state != "queued":
             return  # settled already: redelivered after a crash, or an operator's doing
+        starts = await self.queue.begin(job)
+        if starts < 0:
+            return
+        if starts > MAX_INTERRUPTED_STARTS:
+            # Every earlier start ended with the process (kill, OOM, a crash in the parser):
+            # another reclaim would only stop the next process too.
+            await self.queue.fail(job, error=(
+                f"the fetch was interrupted {starts - 1} times without an outcome (the hub "
+                "process stopped during it each time)"))
+            log.warning("fetch %s of %s given up: interrupted %d times", job.id, job.instance,
+                        starts - 1)
+            if self.metrics is not None:
+                self.metrics.fetches.labels(job.instance, "failed").inc()
+            return
         outcome = await run_fetch(self.adapters.get(job.instance), job, self.queue, self.policy)
         if self.metrics is not None:
             self.metrics.fetches.labels(job.instance, outcome).inc()

@@ -121,6 +121,14 @@ class RedisFetchQueue:
         return FetchBacklog(instance=instance, queued=int(queued), retrying=int(retrying),
                             failed=int(failed), oldest_age_seconds=oldest)
 
+    async def begin(self, job: FetchEntry) -> int:
+        """Count a start of the job's current attempt: how many times it has started without
+        an outcome, this one included (-1: no longer queued). The worker gives up on a fetch
+        that keeps stopping the process (a resource that crashes the parser, OOM) instead of
+        reclaiming it forever."""
+        return int(await self._script(keys=[keys.fetch_job(job.instance, job.id)],
+                                      args=["begin", job.id]))
+
     # -- FetchSettlement -------------------------------------------------------------------
 
     async def done(self, job: FetchEntry) -> None:

@@ -10,15 +10,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from channels.base import AdapterContext
+from channels.fetching import FetchPolicy
+from channels.secrets import Secret
 from channels.services.fetches import FetchEntry, NotFailed, UnknownFetch
+from channels.testing import IngestGate
 from hub.config import LoadedConfig
+from hub.fetcher import Fetcher
 from storage import keys
 from storage.fetches import RedisFetchQueue, dedupe_digest, parse_job_id
+from storage.kit import StoreKit, StoreQuarantine
+from storage.store import Store
 from tests.channels.fetch_example import plugin
+from tests.channels.fetch_example.adapter import ExampleFetchChannel, ExampleFetchSettings
 from tests.channels.fetch_example.provider import FetchProviderFake, notification_body
 from tests.channels.fetch_example.test_conformance import SECRET, TOKEN, buyer_message
 from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN
@@ -318,3 +327,46 @@ async def test_the_fetches_api_pages_and_refuses_malformed_input(
 
 async def _failed_count(client: Any, n: int) -> bool:
     return len((await fetches(client, "?state=failed"))["fetches"]) == n
+
+
+# -- a fetch that keeps stopping the process -------------------------------------------------
+
+
+async def test_a_fetch_interrupted_again_and_again_is_failed_not_reclaimed_forever(
+    queue: RedisFetchQueue, redis: Redis, store: Store
+) -> None:
+    """Each start of an attempt that ends with the process (kill -9, OOM, a parser crash) is
+    counted; after three, the next worker fails the job for an operator instead of fetching
+    it and dying too. Two interrupted starts are ordinary restarts: fetched as usual."""
+    async with FetchProviderFake(TOKEN, SECRET) as provider, aiohttp.ClientSession() as http:
+        settings = ExampleFetchSettings(url=provider.url, token=Secret(TOKEN, "test"),
+                                        secret=Secret(SECRET, "test"), timeout_seconds=5)
+        adapter = ExampleFetchChannel("shop", settings, AdapterContext(
+            http=http, quarantine=StoreQuarantine(store), spawn=_no_spawn, fetches=queue))
+        await adapter.start(IngestGate(StoreKit(store)))
+        fetcher = Fetcher(queue, {"shop": adapter}, FetchPolicy(), consumer="t",
+                          claim_idle_ms=1000, concurrency=1)
+        provider.publish(buyer_message(1))
+        provider.publish(buyer_message(2))
+        assert await queue.notify("shop", "m-1", dedupe_key="n-1")
+        assert await queue.notify("shop", "m-2", dedupe_key="n-2")
+        doomed, restarted = reversed(await queue.entries("shop", "queued"))
+        for _ in range(3):  # three processes died during the first job's fetch
+            assert await queue.begin(doomed) > 0
+        for _ in range(2):  # two during the second's
+            assert await queue.begin(restarted) > 0
+        for _stream_id, fields in await redis.xrange(keys.fetch_stream("shop")):
+            await fetcher.handle((keys.fetch_stream("shop"), "0-1", fields))
+        failed = await queue.get(doomed.id)
+        assert failed is not None and failed.state == "failed"
+        assert failed.last_error is not None and "interrupted 3 times" in failed.last_error
+        assert await queue.get(restarted.id) is None, "the restarted fetch was not done"
+        assert provider.requests == 1, "the doomed fetch was tried again"
+        await queue.retry(doomed.id)  # an operator's retry starts the count afresh
+        again = await queue.get(doomed.id)
+        assert again is not None and await queue.begin(again) == 1
+        await adapter.stop()
+
+
+async def _no_spawn(coro: Any, name: str) -> Any:
+    raise AssertionError("the example adapter has no background tasks")

@@ -77,8 +77,17 @@ if cmd == 'done' then
   return 1
 end
 
+-- Command "begin": a worker starts the job's current attempt; returns how many times that
+-- attempt has started without an outcome (a process that dies mid-fetch leaves it counted),
+-- or -1 when the job is not queued. Settling an attempt clears the count.
+if cmd == 'begin' then
+  if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
+  return redis.call('HINCRBY', KEYS[1], 'starts', 1)
+end
+
 if cmd == 'later' then
   if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
+  redis.call('HDEL', KEYS[1], 'starts')
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('HSET', KEYS[1], 'state', 'retrying', 'next_attempt_at', ARGV[3],
              'last_error', ARGV[4])
@@ -90,6 +99,7 @@ end
 
 if cmd == 'fail' then
   if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
+  redis.call('HDEL', KEYS[1], 'starts')
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('HSET', KEYS[1], 'state', 'failed', 'failed_at', ARGV[4], 'last_error', ARGV[3])
   redis.call('HDEL', KEYS[1], 'next_attempt_at')
@@ -115,7 +125,7 @@ end
 
 local function retry_one(jobkey, id, failed, queued, stream)
   redis.call('HSET', jobkey, 'attempts', 0)
-  redis.call('HDEL', jobkey, 'failed_at', 'next_attempt_at')
+  redis.call('HDEL', jobkey, 'failed_at', 'next_attempt_at', 'starts')
   redis.call('ZREM', failed, id)
   requeue(jobkey, id, queued, stream)
 end
