@@ -25,7 +25,9 @@ from hub.admin_api import routes as admin_routes
 from hub.api import routes
 from hub.attachments_api import routes as attachment_routes
 from hub.auth import TokenIndex, make_auth_middleware
+from hub.channel_health import HealthEvaluator, HealthFlush, health_service
 from hub.channel_manager import ChannelManager
+from hub.channels_api import routes as channel_routes
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.crashpoints import crash_point
 from hub.health import routes as health_routes
@@ -43,6 +45,7 @@ from storage import keys as storage_keys
 from storage.attachments import AttachmentService, FileBlobStore
 from storage.cursors import RedisCursorStore
 from storage.deliveries import RedisDeliveries
+from storage.health import HealthCounters
 from storage.leases import RedisLeaseManager
 from storage.lifecycle import purge_expired
 from storage.limiter import RedisLimiter
@@ -75,6 +78,30 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def channel_health_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Channel health (hub/channel_health.py): the counters adapters and the sender report
+    to, flushed to Redis and evaluated by two supervised loops. Set up before the channels
+    and torn down after them and the workers, so the last flush has everything."""
+    config = app[K.CONFIG].config
+    counters = app[K.HEALTH_COUNTERS] = HealthCounters()
+    # In a thread: it looks up adapter classes (entry points read package metadata).
+    service = app[K.CHANNEL_HEALTH] = await asyncio.to_thread(
+        health_service, app[K.CONFIG], app[K.REDIS], metrics=app[K.METRICS])
+    flush = HealthFlush(counters, service.store, app[K.METRICS])
+    evaluator = HealthEvaluator(service)
+    supervisor = Supervisor("channel-health", app[K.HEALTH])
+    supervisor.loop("health-flush", flush.iteration, idle_seconds=config.hub.health_flush_seconds,
+                    on_stop=flush.flush)
+    supervisor.loop("health-alerts", evaluator.iteration,
+                    idle_seconds=config.hub.health_evaluate_seconds, prepare=evaluator.prepare)
+    try:
+        yield
+    finally:
+        supervisor.stop.set()
+        await supervisor.wait(config.hub.shutdown_timeout_seconds)
+        await supervisor.cancel_all()
+
+
 async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
     loaded = app[K.CONFIG]
     ingestor = Ingestor(app[K.STORE], app[K.METRICS])
@@ -97,9 +124,11 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             attachments=app[K.STORE].attachments,
             max_attachment_bytes=loaded.config.attachments.max_bytes,
             limiter=app[K.LIMITER], deliveries=RedisDeliveries(app[K.STORE]),
+            health=app[K.HEALTH_COUNTERS],
         )
         manager = ChannelManager(loaded, context)
         app[K.CHANNELS] = manager
+        app[K.CHANNEL_HEALTH].use_adapters(manager.adapters, app[K.HEALTH_COUNTERS])
         try:
             await manager.start_all(ingestor)  # inside: a failed start still stops the rest
             yield
@@ -245,7 +274,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = app[K.ROUTING]
     router = Router(store, engine, metrics)
     sender = Sender(store, app[K.CHANNELS], config.outbox, metrics, owner=consumer,
-                    limiter=app[K.LIMITER])
+                    limiter=app[K.LIMITER], health=app[K.HEALTH_COUNTERS])
 
     async def mirror(entry: Entry) -> None:
         conversation_id = entry[2].get(b"conv", b"").decode()
@@ -302,6 +331,7 @@ def build_app(
     app[K.HEALTH] = TaskHealth(app[K.METRICS])
     app[K.TOKENS] = tokens
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(channel_health_ctx)
     app.cleanup_ctx.append(channels_ctx)
     app.cleanup_ctx.append(routing_ctx)
     app.cleanup_ctx.append(workers_ctx)
@@ -312,6 +342,7 @@ def build_app(
     app.add_routes(routing_routes)
     app.add_routes(admin_routes)
     app.add_routes(attachment_routes)
+    app.add_routes(channel_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

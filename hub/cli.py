@@ -9,9 +9,11 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import msgspec
 
+from hub import cli_channel_status
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.redis_connection import open_redis
 from routing.explain import describe, summary
@@ -25,7 +27,8 @@ DEFAULT_CONFIG = os.environ.get("INBOXHUB_CONFIG", "config/example.toml")
 
 # Operator views that only read Redis: they run without the serve-time secrets (API tokens,
 # webhook secrets), so an operator can look at a broken hub from a shell that lacks them.
-_READ_ONLY = {("quarantine", "list"), ("dlq", "list"), ("routing", "explain")}
+_READ_ONLY = {("quarantine", "list"), ("dlq", "list"), ("routing", "explain"),
+              ("channels", "status")}
 
 
 def _limit(text: str) -> int:
@@ -67,10 +70,18 @@ def _parser() -> argparse.ArgumentParser:
     re_ = rs.add_parser("explain", help="why a conversation went where it went")
     re_.add_argument("conversation_id")
     re_.add_argument("--json", action="store_true")
+    channels = _channels(sub)
+    cs = cli_channel_status.add_parser(channels)
     # Accept --config after the subcommand too (inboxhub check --config FILE).
-    for p in (sub.choices["serve"], sub.choices["check"], ql, qr, dl, dr, rr, re_):
+    for p in (sub.choices["serve"], sub.choices["check"], ql, qr, dl, dr, rr, re_, cs):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _channels(sub: Any) -> Any:
+    """``inboxhub channels ...``: each subcommand adds itself from its own module."""
+    channels = sub.add_parser("channels", help="channel instances: health, ...")
+    return channels.add_subparsers(dest="action", required=True)
 
 
 def _stamp(t: float) -> str:
@@ -135,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_with_store(loaded, _routing_reload))
         if args.command == "routing" and args.action == "explain":
             return asyncio.run(_with_store(loaded, lambda s: _routing_explain(s, args)))
+        if args.command == "channels" and args.action == cli_channel_status.ACTION:
+            return asyncio.run(_with_store(
+                loaded, lambda s: cli_channel_status.channel_status(s, loaded, args)))
     except (EmbeddedRedisError, SchemaTooNew) as exc:
         print(f"inboxhub: {exc}", file=sys.stderr)
         return 1

@@ -9,11 +9,13 @@ from redis.asyncio import Redis
 
 from channels.supervisor import TaskHealth
 from hub.auth import TokenIndex
+from hub.channel_health import ChannelHealthService
 from hub.channel_manager import ChannelManager
 from hub.config import LoadedConfig
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
 from routing.engine import RoutingEngine
+from storage.health import HealthCounters
 from storage.limiter import RedisLimiter
 from storage.store import Store
 
@@ -28,3 +30,5 @@ STOP = web.AppKey("stop", asyncio.Event)
 ROUTING = web.AppKey("routing", RoutingEngine)
 HEALTH = web.AppKey("health", TaskHealth)
 LIMITER = web.AppKey("limiter", RedisLimiter)
+HEALTH_COUNTERS = web.AppKey("health_counters", HealthCounters)
+CHANNEL_HEALTH = web.AppKey("channel_health", ChannelHealthService)
