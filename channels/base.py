@@ -60,6 +60,7 @@ from channels.models import (
 from channels.services.attachments import AttachmentStore
 from channels.services.cursors import CursorStore
 from channels.services.fetches import FetchQueue
+from channels.services.health import HealthRecorder, PushSubscriptionRule, WebhookOutcome
 from channels.services.leases import LeaseManager
 from channels.services.limits import RateLimit, RateLimiter
 from channels.services.receipts import DeliveryIndex
@@ -132,6 +133,9 @@ class Capabilities(msgspec.Struct, frozen=True):
     ``fetch_after_notify``: the provider's notifications only name a resource; ``parse``
     returns ``FetchNotice``s and the adapter implements ``fetch`` (the hub's fetch worker
     calls it).
+    ``push_subscription``: when the provider stops pushing to us because we answered badly
+    (``PushSubscriptionRule.shopee()``, ``.mercadolibre()``); the hub raises an alert before it
+    does, since pushes it drops are never sent again.
     """
 
     max_text_length: int
@@ -149,6 +153,7 @@ class Capabilities(msgspec.Struct, frozen=True):
     delivery_receipts: bool = False
     approved_templates: tuple[TemplateSpec, ...] = ()
     fetch_after_notify: bool = False
+    push_subscription: PushSubscriptionRule | None = None
 
 
 class AdapterContext:
@@ -160,6 +165,8 @@ class AdapterContext:
     signed). The services (``channels.services``) are None where the hub does not offer them:
     an adapter that needs one says so at start-up. ``max_attachment_bytes`` is the hub's cap
     on any one attachment (``attachments.max_bytes``), over every channel's own limit.
+    ``health`` is where the plumbing counts webhook answers and polls (``channels.services.
+    health``); adapters themselves never call it.
     """
 
     def __init__(
@@ -179,6 +186,7 @@ class AdapterContext:
         deliveries: DeliveryIndex | None = None,
         fetches: FetchQueue | None = None,
         max_attachment_bytes: int | None = None,
+        health: HealthRecorder | None = None,
     ) -> None:
         self.http = http
         self.quarantine = quarantine
@@ -194,6 +202,7 @@ class AdapterContext:
         self.deliveries = deliveries
         self.fetches = fetches
         self.max_attachment_bytes = max_attachment_bytes
+        self.health = health
 
 
 class ChannelAdapter(abc.ABC):
@@ -579,33 +588,47 @@ class WebhookAdapter(ChannelAdapter):
     async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET":
             return await self.handle_get(request)
+        health = self.context.health
+        if health is None:
+            return (await self._answer_post(request))[1]
+        started = time.monotonic()
+        outcome, response = await self._answer_post(request)
+        health.webhook(self.instance, outcome, time.monotonic() - started)
+        return response
+
+    @final
+    async def _answer_post(self, request: web.Request,
+                           ) -> tuple[WebhookOutcome, web.StreamResponse]:
+        """The POST path of ``handle_webhook``, with the class of its answer for the health
+        counters (named here, not read off the status: ``rejected`` may answer anything)."""
         if self._ingest is None:
-            return error_json(503, "unavailable", "channel not started")
+            return "unavailable", error_json(503, "unavailable", "channel not started")
         try:
             body = await read_body(request, self.context.max_body_bytes)
             verified = self.verify(request, body)
             if inspect.isawaitable(verified):
                 await verified
         except InboundError as exc:
-            return self.rejected(exc)
+            return rejection_class(exc), self.rejected(exc)
         try:
             parsed = await self.parse_or_explain(request, body)
         except AttachmentRefused as exc:
-            return self.rejected(exc)
+            return rejection_class(exc), self.rejected(exc)
         except MalformedPayload as exc:
             try:
                 await self._quarantine(request, body, exc.reason)
             except Exception:
                 # Not kept means not answered for good: the provider will deliver it again.
-                return error_json(503, "unavailable", "temporarily unable to store")
-            return self.rejected(exc)
+                return "unavailable", error_json(503, "unavailable",
+                                                 "temporarily unable to store")
+            return "malformed", self.rejected(exc)
         try:
             outcomes = await self.store_items(parsed)
         except Exception as exc:
             # Not stored means not acknowledged: the provider will deliver it again.
             log.warning("channel %s: webhook not stored: %s", self.instance, describe(exc))
-            return error_json(503, "unavailable", "temporarily unable to store")
-        return self.accepted(outcomes)
+            return "unavailable", error_json(503, "unavailable", "temporarily unable to store")
+        return "accepted", self.accepted(outcomes)
 
     async def _quarantine(self, request: web.Request, body: bytes, reason: str) -> str:
         headers = {name: request.headers[name] for name in self.replay_headers
@@ -706,6 +729,17 @@ async def serve_webhook(adapter: ChannelAdapter, request: web.Request) -> web.St
 def error_json(status: int, code: str, message: str) -> web.Response:
     """The hub's one error shape, ``{"error": {"code", "message"}}``, for webhook answers."""
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def rejection_class(error: InboundError) -> WebhookOutcome:
+    """The health counters' class of a refused webhook (``channels.services.health``)."""
+    if isinstance(error, InvalidSignature):
+        return "signature"
+    if isinstance(error, PayloadTooLarge):
+        return "too_large"
+    if isinstance(error, AttachmentRefused):
+        return "too_large" if error.status == 413 else "malformed"
+    return "malformed"
 
 
 def inbound_error_code(error: InboundError) -> str:

@@ -20,6 +20,10 @@ next_cursor)``. The ``@final`` plumbing here runs one supervised loop per accoun
 6. polls again at once after a non-empty batch or a long poll, else after the schedule's
    interval.
 
+Every poll that succeeded (its items stored), failed, or took the lease is reported to
+``context.health`` (``channels.services.health``) for the channel's health: time since the
+last good poll, since the cursor last moved, and the last error.
+
 Errors go through the supervisor (``channels.supervisor``): Redis and network errors and every
 ``ChannelError`` back off with jitter and show the loop as ``backing_off`` in ``/readyz``;
 a ``RetryableError`` waits at least its ``retry_after``; an ``AuthError`` (or any
@@ -224,6 +228,7 @@ class _AccountPoller:
         self.cursor_loaded = False
         self.next_poll_at = 0.0
         self.waiting_logged = False
+        self.health = adapter.context.health
 
     async def iteration(self) -> bool:
         if self.stop.is_set():
@@ -239,12 +244,23 @@ class _AccountPoller:
             if wait > 0:
                 await self._held(self._sleep(wait), interruptible=True)
                 return True
-            polled = await self._held(self.adapter.poll_once(self.account, self.cursor),
-                                      interruptible=True)
-            if isinstance(polled, _Stopped):
-                return False
-            items, next_cursor = polled
-            await self._held(self._store(items, next_cursor), interruptible=False)
+            try:
+                polled = await self._held(self.adapter.poll_once(self.account, self.cursor),
+                                          interruptible=True)
+                if isinstance(polled, _Stopped):
+                    return False
+                items, next_cursor = polled
+                advanced = next_cursor != self.cursor
+                await self._held(self._store(items, next_cursor), interruptible=False)
+            except _LeaseLost:
+                raise
+            except Exception as exc:  # reported, then the supervisor backs off
+                if self.health is not None:
+                    self.health.poll_failed(self.adapter.instance, self.account, describe(exc))
+                raise
+            if self.health is not None:
+                self.health.polled(self.adapter.instance, self.account, items=len(items),
+                                   advanced=advanced)
             interval = 0.0 if items else self.adapter.schedule.interval_seconds
             self.next_poll_at = time.monotonic() + interval
             return True
@@ -273,6 +289,8 @@ class _AccountPoller:
         self.next_poll_at = 0.0
         self.waiting_logged = False
         log.info("%s: polling (lease fence %d)", self.lease_name, lease.fence)
+        if self.health is not None:
+            self.health.poll_held(self.adapter.instance, self.account)
         return True
 
     async def _renew_if_due(self) -> None:

@@ -28,7 +28,9 @@ from hub.api import routes
 from hub.attachments_api import routes as attachment_routes
 from hub.auth import TokenIndex, make_auth_middleware
 from hub.channel_auth import routes as channel_auth_routes
+from hub.channel_health import HealthEvaluator, HealthFlush, health_service
 from hub.channel_manager import ChannelManager
+from hub.channels_api import routes as channel_routes
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.crashpoints import crash_point
 from hub.fetcher import Fetcher, policy_of
@@ -49,6 +51,7 @@ from storage.attachments import AttachmentService, FileBlobStore
 from storage.cursors import RedisCursorStore
 from storage.deliveries import RedisDeliveries
 from storage.fetches import RedisFetchQueue
+from storage.health import HealthCounters
 from storage.leases import RedisLeaseManager
 from storage.lifecycle import purge_expired
 from storage.limiter import RedisLimiter
@@ -82,6 +85,33 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def channel_health_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Channel health (hub/channel_health.py): the counters adapters and the sender report
+    to, flushed to Redis and evaluated by two supervised loops. Set up before the channels
+    and torn down after them and the workers, so the last flush has everything."""
+    config = app[K.CONFIG].config
+    counters = app[K.HEALTH_COUNTERS] = HealthCounters()
+    # In a thread: it looks up adapter classes (entry points read package metadata).
+    # The OAuth token store is made here, before the channels, so health shows token state.
+    app[K.OAUTH] = await oauth_token_store(app[K.CONFIG], app[K.REDIS])
+    service = app[K.CHANNEL_HEALTH] = await asyncio.to_thread(
+        health_service, app[K.CONFIG], app[K.REDIS], metrics=app[K.METRICS],
+        tokens=app[K.OAUTH])
+    flush = HealthFlush(counters, service.store, app[K.METRICS])
+    evaluator = HealthEvaluator(service)
+    supervisor = Supervisor("channel-health", app[K.HEALTH])
+    supervisor.loop("health-flush", flush.iteration, idle_seconds=config.hub.health_flush_seconds,
+                    on_stop=flush.flush)
+    supervisor.loop("health-alerts", evaluator.iteration,
+                    idle_seconds=config.hub.health_evaluate_seconds, prepare=evaluator.prepare)
+    try:
+        yield
+    finally:
+        supervisor.stop.set()
+        await supervisor.wait(config.hub.shutdown_timeout_seconds)
+        await supervisor.cancel_all()
+
+
 async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
     loaded = app[K.CONFIG]
     ingestor = Ingestor(app[K.STORE], app[K.METRICS])
@@ -95,7 +125,6 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
         headers={"User-Agent": "inboxhub/0.1"},
     ) as http:
         app[K.LIMITER] = RedisLimiter(app[K.REDIS])
-        app[K.OAUTH] = await oauth_token_store(loaded, redis)
         app[K.FETCHES] = RedisFetchQueue(
             redis, dedupe_ttl_seconds=loaded.config.fetches.dedupe_ttl_seconds)
         context = AdapterContext(
@@ -109,9 +138,11 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             limiter=app[K.LIMITER], deliveries=RedisDeliveries(app[K.STORE]),
             tokens=app[K.OAUTH],
             fetches=app[K.FETCHES],
+            health=app[K.HEALTH_COUNTERS],
         )
         manager = ChannelManager(loaded, context)
         app[K.CHANNELS] = manager
+        app[K.CHANNEL_HEALTH].use_adapters(manager.adapters, app[K.HEALTH_COUNTERS])
         try:
             await manager.start_all(ingestor)  # inside: a failed start still stops the rest
             yield
@@ -272,7 +303,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = app[K.ROUTING]
     router = Router(store, engine, metrics)
     sender = Sender(store, app[K.CHANNELS], config.outbox, metrics, owner=consumer,
-                    limiter=app[K.LIMITER])
+                    limiter=app[K.LIMITER], health=app[K.HEALTH_COUNTERS])
 
     async def mirror(entry: Entry) -> None:
         conversation_id = entry[2].get(b"conv", b"").decode()
@@ -335,6 +366,7 @@ def build_app(
     app[K.HEALTH] = TaskHealth(app[K.METRICS])
     app[K.TOKENS] = tokens
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(channel_health_ctx)
     app.cleanup_ctx.append(channels_ctx)
     app.cleanup_ctx.append(routing_ctx)
     app.cleanup_ctx.append(workers_ctx)
@@ -347,6 +379,7 @@ def build_app(
     app.add_routes(attachment_routes)
     app.add_routes(channel_auth_routes)
     app.add_routes(fetch_routes)
+    app.add_routes(channel_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
-from hub import cli_fetches
+from hub import cli_channel_status, cli_fetches
 from hub.cli_channel_auth import add_commands as add_channel_auth_commands
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.redis_connection import open_redis
@@ -29,7 +29,7 @@ DEFAULT_CONFIG = os.environ.get("INBOXHUB_CONFIG", "config/example.toml")
 # Operator views that only read Redis: they run without the serve-time secrets (API tokens,
 # webhook secrets), so an operator can look at a broken hub from a shell that lacks them.
 _READ_ONLY = {("quarantine", "list"), ("dlq", "list"), ("routing", "explain"),
-              ("channels", "fetches")}
+              ("channels", "fetches"), ("channels", "status")}
 
 
 def _limit(text: str) -> int:
@@ -86,10 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     re_ = rs.add_parser("explain", help="why a conversation went where it went")
     re_.add_argument("conversation_id")
     re_.add_argument("--json", action="store_true")
-    add_channel_auth_commands(command_group(sub, "channels", "channel instances"))
-    cli_fetches.add_parser(command_group(sub, "channels", "channel instances"))
+    channels = command_group(sub, "channels", "channel instances")
+    add_channel_auth_commands(channels)
+    cli_fetches.add_parser(channels)
+    cs = cli_channel_status.add_parser(channels)
     # Accept --config after the subcommand too (inboxhub check --config FILE).
-    for p in (sub.choices["serve"], sub.choices["check"], ql, qr, dl, dr, rr, re_):
+    for p in (sub.choices["serve"], sub.choices["check"], ql, qr, dl, dr, rr, re_, cs):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -162,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_with_store(loaded, _routing_reload))
         if args.command == "routing" and args.action == "explain":
             return asyncio.run(_with_store(loaded, lambda s: _routing_explain(s, args)))
+        if args.command == "channels" and args.action == cli_channel_status.ACTION:
+            return asyncio.run(_with_store(
+                loaded, lambda s: cli_channel_status.channel_status(s, loaded, args)))
     except (EmbeddedRedisError, SchemaTooNew, TokenKeyError) as exc:
         print(f"inboxhub: {exc}", file=sys.stderr)
         return 1

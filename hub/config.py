@@ -14,7 +14,7 @@ import tomllib
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -49,6 +49,10 @@ class HubSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # a reverse proxy strips): Twilio and Shopee sign the URL they called, which behind a
     # proxy is not request.url. Adapters get it as AdapterContext.public_url.
     public_url: str | None = None
+    # Channel health (hub/channel_health.py): each process flushes its counts to Redis this
+    # often (a crash loses at most this much), and evaluates the alerts this often.
+    health_flush_seconds: float = 2.0
+    health_evaluate_seconds: float = 30.0
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -122,6 +126,8 @@ class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     type: str
     enabled: bool = True
     settings: dict[str, Any] = {}
+    # Alert (metric inboxhub_channel_silent, one log line) when nothing came in for this long.
+    alert_after_silence_minutes: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -461,6 +467,10 @@ def _check_ranges(config: Config) -> None:
          "fetches.backoff_max_seconds: expected >= backoff_base_seconds"),
         (config.fetches.timeout_seconds > 0, "fetches.timeout_seconds: expected > 0"),
         (config.fetches.dedupe_ttl_seconds >= 60, "fetches.dedupe_ttl_seconds: expected >= 60"),
+        (0 < config.hub.health_flush_seconds <= 60,
+         "hub.health_flush_seconds: expected > 0 and <= 60"),
+        (0 < config.hub.health_evaluate_seconds <= 3600,
+         "hub.health_evaluate_seconds: expected > 0 and <= 3600"),
         (config.storage.resolved_retention_days >= 0,
          "storage.resolved_retention_days: expected >= 0 (0 keeps them forever)"),
     ]

@@ -9,12 +9,14 @@ from redis.asyncio import Redis
 
 from channels.supervisor import TaskHealth
 from hub.auth import TokenIndex
+from hub.channel_health import ChannelHealthService
 from hub.channel_manager import ChannelManager
 from hub.config import LoadedConfig
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
 from routing.engine import RoutingEngine
 from storage.fetches import RedisFetchQueue
+from storage.health import HealthCounters
 from storage.limiter import RedisLimiter
 from storage.store import Store
 from storage.tokens import RedisTokenStore
@@ -32,3 +34,5 @@ HEALTH = web.AppKey("health", TaskHealth)
 LIMITER = web.AppKey("limiter", RedisLimiter)
 OAUTH = web.AppKey("oauth_tokens", RedisTokenStore)  # channels' OAuth tokens, not API tokens
 FETCHES = web.AppKey("fetches", RedisFetchQueue)
+HEALTH_COUNTERS = web.AppKey("health_counters", HealthCounters)
+CHANNEL_HEALTH = web.AppKey("channel_health", ChannelHealthService)

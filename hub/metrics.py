@@ -58,6 +58,49 @@ class Metrics:
             "inboxhub_stream_backlog", "Entries waiting or in flight per work stream",
             ["stream"], registry=self.registry,
         )
+        # Channel health (hub/channel_health.py). The counters are this process's answers,
+        # added at each health flush (every few seconds), not on the webhook path; the gauges
+        # are what the evaluator read from Redis, the same in every process (alert on max).
+        self.webhook_requests = Counter(
+            "inboxhub_webhook_requests", "Webhook POSTs answered, by outcome: accepted, or the "
+            "refusal's class (signature, too_large, malformed, unavailable)",
+            ["instance", "outcome"], registry=self.registry,
+        )
+        self.webhook_slow = Counter(
+            "inboxhub_webhook_slow_acks", "Webhooks accepted later than the provider's answer "
+            "deadline (Mercado Libre: 500 ms): the provider counts them as failed",
+            ["instance"], registry=self.registry,
+        )
+        self.channel_silent = Gauge(
+            "inboxhub_channel_silent", "1 while a channel has had no inbound for longer than "
+            "its alert_after_silence_minutes", ["instance"], registry=self.registry,
+        )
+        self.channel_needs_reauth = Gauge(
+            "inboxhub_channel_needs_reauth", "1 while an OAuth channel's token refresh is "
+            "refused: an operator must load new tokens (inboxhub channels auth)", ["instance"],
+            registry=self.registry)
+        self.channel_subscription_at_risk = Gauge(
+            "inboxhub_channel_subscription_at_risk", "1 at the level (warn, cut) the "
+            "provider's push-subscription rule reached; pushes it drops are never replayed",
+            ["instance", "level"], registry=self.registry,
+        )
+        self.channel_last_inbound = Gauge(
+            "inboxhub_channel_last_inbound_timestamp_seconds", "When the channel last "
+            "delivered anything (a webhook accepted, a poll that stored items), UNIX seconds",
+            ["instance"], registry=self.registry,
+        )
+        self.channel_poll_lag = Gauge(
+            "inboxhub_channel_poll_lag_seconds", "Seconds since the channel's stalest polled "
+            "account last polled successfully", ["instance"], registry=self.registry,
+        )
+        self.channel_push_success = Gauge(
+            "inboxhub_channel_webhook_success_ratio", "Share of the last 6 h's webhook "
+            "pushes answered well (accepted in time)", ["instance"], registry=self.registry,
+        )
+        self.channel_pushes = Gauge(
+            "inboxhub_channel_webhook_pushes_6h", "Webhook pushes answered in the last 6 h",
+            ["instance"], registry=self.registry,
+        )
 
         self.fetches = Counter(
             "inboxhub_fetches", "Fetch-after-notify attempts by outcome (fetched: stored; "

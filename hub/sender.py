@@ -31,10 +31,12 @@ import msgspec
 from channels.errors import ChannelError, PermanentError, RetryableError
 from channels.models import OutboundReply
 from channels.services.limits import RateLimiter, pace
+from channels.supervisor import describe
 from hub.channel_manager import ChannelManager
 from hub.config import OutboxSettings
 from hub.metrics import Metrics
 from hub.worker import LeavePending
+from storage.health import HealthCounters
 from storage.store import Store
 from storage.streams import Entry
 
@@ -56,8 +58,10 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
 
 class Sender:
     def __init__(self, store: Store, channels: ChannelManager, settings: OutboxSettings,
-                 metrics: Metrics, *, owner: str, limiter: RateLimiter | None = None) -> None:
+                 metrics: Metrics, *, owner: str, limiter: RateLimiter | None = None,
+                 health: HealthCounters | None = None) -> None:
         self.store = store
+        self.health = health
         self.limiter = limiter
         self.channels = channels
         self.settings = settings
@@ -110,11 +114,18 @@ class Sender:
             await self.store.mark_sent(message_id, provider_id,
                                        channel_instance=reply.channel_instance)
             self.metrics.sent.labels(reply.channel_instance).inc()
+            if self.health is not None:
+                self.health.sent(reply.channel_instance)
+
+    def _failed(self, reply: OutboundReply, exc: ChannelError) -> None:
+        self.metrics.send_failures.labels(reply.channel_instance, type(exc).__name__).inc()
+        if self.health is not None:  # the channel's "last send error": class and one line
+            self.health.send_failed(reply.channel_instance, describe(exc))
 
     async def _retry_or_give_up(
         self, reply: OutboundReply, attempts: int, exc: RetryableError
     ) -> None:
-        self.metrics.send_failures.labels(reply.channel_instance, type(exc).__name__).inc()
+        self._failed(reply, exc)
         if attempts >= self.settings.max_attempts:
             await self._give_up(reply, attempts, exc)
             return
@@ -125,7 +136,7 @@ class Sender:
                  reply.reply_id, attempts, type(exc).__name__, delay)
 
     async def _give_up(self, reply: OutboundReply, attempts: int, exc: ChannelError) -> None:
-        self.metrics.send_failures.labels(reply.channel_instance, type(exc).__name__).inc()
+        self._failed(reply, exc)
         self.metrics.dead_lettered.labels(reply.channel_instance).inc()
         error = f"{type(exc).__name__}: {exc}"
         await self.store.dead_letter(reply, error, attempts)

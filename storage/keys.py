@@ -277,3 +277,26 @@ def fetch_due(channel_instance: str) -> str:
 
 def fetch_seen(channel_instance: str, dedupe_digest: str) -> str:
     return fetch_base(channel_instance) + f"seen:{dedupe_digest}"
+
+
+# Channel health (storage/health.py): per instance, counters and timestamps summed over every
+# hub process, per-minute webhook outcomes for the subscription rules, and the alert states the
+# evaluators agreed on. One hash tag per instance: the flush step is one slot.
+def channel_health_base(channel_instance: str) -> str:
+    return f"{PREFIX}:{{ch:{channel_instance}}}:health"
+
+
+def channel_health(channel_instance: str) -> str:
+    """Hash of counters (``webhook:<outcome>``) and timestamps (``inbound_at``, ``poll:<account>:
+    ok_at``, ``send:error_at`` ...); layout in storage/lua/channel_health.lua."""
+    return channel_health_base(channel_instance)
+
+
+def channel_health_window(channel_instance: str) -> str:
+    """Hash ``<minute>:ok`` / ``<minute>:failed`` of webhook answers, kept 6 h."""
+    return channel_health_base(channel_instance) + ":window"
+
+
+def channel_alerts(channel_instance: str) -> str:
+    """Hash of alert states (``silent``, ``subscription``) and when they began."""
+    return channel_health_base(channel_instance) + ":alerts"

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from channels.errors import AuthError
 from channels.testing.tokens import KitOAuthServer
 from hub.cli import main
 from hub.config import LoadedConfig
@@ -329,3 +330,67 @@ def test_no_token_value_is_taken_from_argv(capsys: pytest.CaptureFixture[str]) -
     out, err = capsys.readouterr()
     assert "the NAME of an environment variable" in err
     no_secrets(out, err)
+
+
+# -- channel health shows the token state ---------------------------------------------------------
+
+
+async def test_channel_health_shows_the_token_state_and_alerts_on_a_refused_refresh(
+        make_config: Any, store: Store, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """GET /api/v1/channels and `channels status` carry the token state (never a token); a
+    refused refresh raises inboxhub_channel_needs_reauth and one WARNING naming the command
+    that fixes it, and loading new tokens clears both."""
+    caplog.set_level(logging.INFO, logger="hub.channel_health")
+    loaded: LoadedConfig = make_config(extra=meli_toml(), overrides={
+        "hub": {"health_flush_seconds": 0.05, "health_evaluate_seconds": 0.05}})
+    async with running_hub(loaded) as client:
+        async def record() -> dict[str, Any]:
+            resp = await client.get("/api/v1/channels/meli", headers=auth(ADMIN_TOKEN))
+            assert resp.status == 200
+            return await resp.json()  # type: ignore[no-any-return]
+
+        first = await record()
+        assert first["token"]["status"] == "missing"
+        assert first["fetch_backlog"] is None  # the channel does not fetch after notify
+        resp = await client.put("/api/v1/channels/meli/auth", data=body(),
+                                headers=auth(ADMIN_TOKEN))
+        assert resp.status == 200
+        assert (await record())["token"]["status"] == "ok"
+
+        async def refused(tokens: Any) -> Any:
+            raise AuthError("invalid_grant: the seller revoked the application")
+
+        with pytest.raises(AuthError):
+            await token_store(loaded, store).refresh("meli", refused)
+
+        async def alerted() -> dict[str, Any] | None:
+            found = await record()
+            return found if found["alerts"]["needs_reauth"] else None
+
+        found = await eventually(alerted)
+        assert found["token"]["status"] == "needs_reauth"
+        assert "revoked" in found["token"]["last_error"]
+        metrics = await (await client.get("/metrics")).text()
+        assert 'inboxhub_channel_needs_reauth{instance="meli"} 1.0' in metrics
+
+        capsys.readouterr()
+        code = await asyncio.to_thread(main, ["--config", str(loaded.path), "channels",
+                                              "status", "meli", "--json"])
+        out, _err = capsys.readouterr()
+        assert code == 0 and json.loads(out)["token"]["status"] == "needs_reauth"
+        no_secrets(out, metrics, json.dumps(found))
+
+        resp = await client.put("/api/v1/channels/meli/auth", data=body(),
+                                headers=auth(ADMIN_TOKEN))
+        assert resp.status == 200
+
+        async def cleared() -> dict[str, Any] | None:
+            found = await record()
+            return found if not found["alerts"]["needs_reauth"] else None
+
+        await eventually(cleared)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hub.channel_health"
+                and r.levelno == logging.WARNING and "needs re-authorization" in r.getMessage()]
+    assert len(warnings) == 1 and "inboxhub channels auth meli" in warnings[0]
+    assert [r for r in caplog.records if "has valid tokens again" in r.getMessage()]

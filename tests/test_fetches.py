@@ -250,6 +250,10 @@ async def test_the_hub_fetches_after_notify_and_shows_failures_until_retried(
                                     "failed": 1, "oldest_age_seconds": None}]
         assert await metric(client, "inboxhub_fetch_backlog", instance="market",
                             state="failed") == 1
+        resp = await client.get("/api/v1/channels/market", headers=auth(ADMIN_TOKEN))
+        assert (await resp.json())["fetch_backlog"] == {
+            "instance": "market", "queued": 0, "retrying": 0, "failed": 1,
+            "oldest_age_seconds": None}  # channel health shows the same backlog
         assert await metric(client, "inboxhub_fetches_total", instance="market",
                             outcome="retrying") == 1
         assert await metric(client, "inboxhub_fetches_total", instance="market",
