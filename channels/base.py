@@ -59,7 +59,7 @@ from channels.models import (
 )
 from channels.services.attachments import AttachmentStore
 from channels.services.cursors import CursorStore
-from channels.services.fetches import FetchQueue
+from channels.services.fetches import FetchQueue, check_notice
 from channels.services.health import HealthRecorder, PushSubscriptionRule, WebhookOutcome
 from channels.services.leases import LeaseManager
 from channels.services.limits import RateLimit, RateLimiter
@@ -518,6 +518,15 @@ class WebhookAdapter(ChannelAdapter):
             parsed = self.parse(request, body)
             if inspect.isawaitable(parsed):
                 parsed = await parsed
+            for item in parsed:
+                if isinstance(item, FetchNotice):
+                    # Judged here, not when queued: a notice the queue would refuse is the
+                    # provider's malformed input (kept, 400), not our outage (503 forever).
+                    try:
+                        check_notice(item.resource, item.dedupe_key)
+                    except ValueError as exc:
+                        raise MalformedPayload(f"notification names no usable resource: {exc}"
+                                               ) from None
             return parsed
         except (MalformedPayload, AttachmentRefused):
             raise

@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestServer
 
 from channels.base import AdapterContext, Capabilities, Parsed, WebhookAdapter
 from channels.errors import InvalidSignature
-from channels.models import DeliveryUpdate, InboundMessage, OutboundReply
+from channels.models import DeliveryUpdate, FetchNotice, InboundMessage, OutboundReply
 from channels.testing import MemoryKitStore
+from channels.testing.fetches import MemoryFetchQueue
 
 
 class Echo(msgspec.Struct):
@@ -29,7 +30,8 @@ class AsyncAdapter(WebhookAdapter):
 
     type_name: ClassVar[str] = "async-test"
     settings_type: ClassVar[type[Echo]] = Echo
-    capabilities = Capabilities(max_text_length=100, delivery_receipts=True)
+    capabilities = Capabilities(max_text_length=100, delivery_receipts=True,
+                                fetch_after_notify=True)
 
     async def verify(self, request: web.Request, body: bytes) -> None:
         await asyncio.sleep(0)
@@ -41,6 +43,8 @@ class AsyncAdapter(WebhookAdapter):
         kind, _, value = body.decode().partition(":")
         if kind == "receipt":
             return [DeliveryUpdate(self.instance, value, "delivered")]
+        if kind == "notice":
+            return [FetchNotice(value, dedupe_key=f"n-{len(value)}")]
         return [InboundMessage(channel_type=self.type_name, channel_instance=self.instance,
                                provider_message_id=value, thread_id="t", sender_handle="b",
                                text="hola")]
@@ -58,19 +62,25 @@ class Receipts:
         return True
 
 
+kept: list[tuple[bytes, str]] = []
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Any, Receipts, MemoryKitStore, AsyncAdapter]]:
     receipts, store = Receipts(), MemoryKitStore()
+    kept.clear()
     async with aiohttp.ClientSession() as http:
 
         async def quarantine(instance: str, raw: bytes, error: str, **_: Any) -> str:
+            kept.append((raw, error))
             return "q"
 
         def spawn(coro: Any, name: str) -> Any:
             raise AssertionError("no background tasks")
 
         adapter = AsyncAdapter("shop", Echo(), AdapterContext(
-            http=http, quarantine=quarantine, spawn=spawn, deliveries=receipts))
+            http=http, quarantine=quarantine, spawn=spawn, deliveries=receipts,
+            fetches=MemoryFetchQueue()))
         await adapter.start(store.ingest)
         app = web.Application()
         app.router.add_post("/hook", adapter.handle_webhook)
@@ -102,3 +112,21 @@ async def test_a_receipt_the_hub_cannot_record_is_not_acknowledged(served: Any) 
     async with http.post(server.make_url("/hook"), data=b"receipt:p-9",
                          headers={"X-Key": "good"}) as r:
         assert r.status == 503  # the provider will post it again
+
+
+async def test_a_notice_naming_no_usable_resource_is_quarantined_not_a_503(
+        served: Any) -> None:
+    """The fetch queue refuses a resource that is too long or not printable; that is the
+    provider's malformed input (400 and kept), never "try again" (a 503 the provider would
+    retry for an hour and then drop)."""
+    (http, server), _receipts, _store, adapter = served
+    url = server.make_url("/hook")
+    for bad in (b"notice:" + b"x" * 3000, b"notice:m-1\x07bell"):
+        async with http.post(url, data=bad, headers={"X-Key": "good"}) as r:
+            assert r.status == 400, await r.text()
+            assert "no usable resource" in (await r.json())["error"]["message"]
+    assert [raw for raw, _ in kept] == [b"notice:" + b"x" * 3000, b"notice:m-1\x07bell"]
+    async with http.post(url, data=b"notice:m-1", headers={"X-Key": "good"}) as r:
+        assert r.status == 200
+    backlog = await adapter.context.fetches.backlog("shop")  # type: ignore[union-attr]
+    assert backlog.queued == 1
