@@ -155,14 +155,18 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             await owner.cancel_all()
 
 
-async def oauth_token_store(loaded: LoadedConfig, redis: Any) -> RedisTokenStore:
+async def oauth_token_store(loaded: LoadedConfig, redis: Any, *,
+                            create_key: bool = True) -> RedisTokenStore:
     """The OAuth token store, its key from ``INBOXHUB_TOKEN_KEY`` or the data directory's key
-    file (``storage.tokens``); a bad key stops start-up with what to fix."""
+    file (``storage.tokens``); a bad key stops start-up with what to fix. ``create_key``
+    false: a missing key file is an error, not made (the CLI against an external Redis)."""
     config = loaded.config
     cipher = await asyncio.to_thread(load_token_cipher, config.data_dir,
-                                     os.environ.get(KEY_ENV))
-    oauth = [c.name for c in config.channels
-             if c.enabled and load_adapter_class(c.type).uses_oauth_tokens]
+                                     os.environ.get(KEY_ENV), create=create_key)
+    # In a thread: adapter classes are looked up through entry points (package metadata).
+    oauth = await asyncio.to_thread(
+        lambda: [c.name for c in config.channels
+                 if c.enabled and load_adapter_class(c.type).uses_oauth_tokens])
     if oauth and config.storage.redis_url and cipher.source != KEY_ENV:
         log.warning("OAuth tokens are encrypted with the key file %s; hub processes on other "
                     "hosts sharing this Redis need the same key: set %s on every one",

@@ -6,8 +6,9 @@ The body is what a provider's token endpoint answers, so an operator can pipe it
 
     {"access_token": "...", "refresh_token": "...", "expires_in": 21600, "scope": "..."}
 
-``expires_at`` (UNIX seconds) may stand instead of ``expires_in``; ``token_type`` and
-``user_id`` (Mercado Libre's answer has them) are accepted and ignored; anything else is a 400.
+``expires_at`` (UNIX seconds) may stand instead of ``expires_in`` (Shopee's ``expire_in`` is
+read as it); the other fields of Mercado Libre's, eBay's and Shopee's answers are accepted and
+ignored; anything else is a 400.
 Registered in ``hub.app.build_app``.
 """
 
@@ -37,16 +38,28 @@ Token = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOKEN_LENGTH)]
 
 class TokenLoad(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Tokens an operator loads for an instance (a new authorization). ``expires_in``: seconds
-    from now, as token endpoints answer; or ``expires_at``: UNIX seconds; neither: the
-    provider gave no lifetime (refreshed only after a 401)."""
+    from now, as token endpoints answer (Shopee spells it ``expire_in``); or ``expires_at``:
+    UNIX seconds; neither: the provider gave no lifetime (refreshed only after a 401). The
+    other fields of Mercado Libre's, eBay's and Shopee's token answers are accepted and never
+    stored, so an answer can be piped in as it came; anything else is refused, because a
+    misspelt ``refresh_token`` silently dropped would lose the account at the first expiry."""
 
     access_token: Token
     refresh_token: Token | None = None
     expires_in: Annotated[float, msgspec.Meta(gt=0, le=TEN_YEARS)] | None = None
     expires_at: Annotated[float, msgspec.Meta(gt=0)] | None = None
     scope: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
-    token_type: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # ignored
-    user_id: int | str | None = None  # ignored
+    expire_in: Annotated[float, msgspec.Meta(gt=0, le=TEN_YEARS)] | None = None  # Shopee
+    # Accepted and ignored: Mercado Libre (token_type, user_id), eBay
+    # (refresh_token_expires_in), Shopee (request_id, error, message, *_id_list).
+    token_type: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    user_id: int | str | None = None
+    refresh_token_expires_in: float | None = None
+    request_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    error: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    message: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    merchant_id_list: Annotated[list[int], msgspec.Meta(max_length=10_000)] | None = None
+    shop_id_list: Annotated[list[int], msgspec.Meta(max_length=10_000)] | None = None
 
 
 class ChannelTokenStates(msgspec.Struct, frozen=True):
@@ -68,6 +81,12 @@ def parse_token_load(body: bytes, *, now: float | None = None) -> OAuthTokens:
         load = msgspec.json.decode(body, type=TokenLoad)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ValueError(str(exc)[:300]) from None
+    if load.error:  # Shopee answers errors with a 200 and a body like this one
+        raise ValueError(f"the provider's answer is an error: {load.error[:100]}")
+    if load.expire_in is not None:
+        if load.expires_in is not None:
+            raise ValueError("give expires_in or expire_in, not both")
+        load = msgspec.structs.replace(load, expires_in=load.expire_in)
     if load.expires_in is not None and load.expires_at is not None:
         raise ValueError("give expires_in or expires_at, not both")
     at = time.time() if now is None else now

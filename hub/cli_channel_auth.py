@@ -121,7 +121,11 @@ async def _with_token_store(loaded: LoadedConfig, action: Callable[[Any], Awaita
     config = loaded.config
     async with open_redis(config) as (client, _owned):
         await ensure_schema(client, partitions=config.storage.partitions)  # refuses newer data
-        return await action(await oauth_token_store(loaded, client))
+        # With the embedded Redis the data directory is the hub's own, so its key file may be
+        # made here (tokens loaded before the first serve); against an external Redis the hub
+        # processes may be elsewhere, and a key made here would seal tokens none can read.
+        return await action(await oauth_token_store(
+            loaded, client, create_key=not config.storage.redis_url))
 
 
 def _read_tokens(args: argparse.Namespace) -> bytes:

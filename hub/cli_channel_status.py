@@ -39,7 +39,7 @@ async def channel_status(store: Store, loaded: LoadedConfig, args: argparse.Name
         from hub.app import oauth_token_store  # the serve-time wiring, only when needed
 
         try:
-            tokens = await oauth_token_store(loaded, store.redis)
+            tokens = await oauth_token_store(loaded, store.redis, create_key=False)
         except TokenKeyError as exc:  # the rest of the status is still worth showing
             print(f"inboxhub: token state not shown: {exc}", file=sys.stderr)
     service = health_service(loaded, store.redis, tokens=tokens)

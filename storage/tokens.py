@@ -149,9 +149,13 @@ def _decode_key(text: str, source: str) -> bytes:
     return key
 
 
-def _key_file(data_dir: Path) -> Path:
-    """Read ``data_dir/oauth-token.key``, creating it (0600, atomically) if absent."""
+def _key_file(data_dir: Path, *, create: bool = True) -> Path:
+    """Read ``data_dir/oauth-token.key``, creating it (0600, atomically) if absent and
+    ``create``."""
     path = data_dir / KEY_FILE
+    if not path.exists() and not create:
+        raise TokenKeyError(f"no token key: set {KEY_ENV} as on the hub processes, or run "
+                            f"this where their data directory is ({path} does not exist)")
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
@@ -175,15 +179,17 @@ def _key_file(data_dir: Path) -> Path:
     return path
 
 
-def load_token_cipher(data_dir: Path, env_value: str | None) -> TokenCipher:
+def load_token_cipher(data_dir: Path, env_value: str | None, *,
+                      create: bool = True) -> TokenCipher:
     """The cipher from ``INBOXHUB_TOKEN_KEY`` when set (comma-separated keys: the first
-    seals), else from the data directory's key file (created on first use). Blocking file
-    I/O: call it before the loop runs or through ``asyncio.to_thread``."""
+    seals), else from the data directory's key file (created on first use unless ``create``
+    is false: a CLI on another host must not seal tokens with a key no hub has). Blocking
+    file I/O: call it before the loop runs or through ``asyncio.to_thread``."""
     if env_value is not None and env_value.strip():
         parts = [p for p in env_value.split(",") if p.strip()]
         return TokenCipher([_decode_key(p, f"{KEY_ENV} (key {i + 1})")
                             for i, p in enumerate(parts)], source=KEY_ENV)
-    path = _key_file(data_dir)
+    path = _key_file(data_dir, create=create)
     return TokenCipher([_decode_key(path.read_text(encoding="ascii"), str(path))],
                        source=str(path))
 

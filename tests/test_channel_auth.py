@@ -113,6 +113,29 @@ async def test_put_loads_the_tokens_and_answers_only_their_state(
     no_secrets(text, got, caplog.text)
 
 
+@pytest.mark.parametrize(("provider", "answer"), [
+    ("ebay", {"access_token": ACCESS, "expires_in": 7200, "refresh_token": REFRESH,
+              "refresh_token_expires_in": 47304000, "token_type": "User Access Token"}),
+    ("shopee", {"access_token": ACCESS, "refresh_token": REFRESH, "expire_in": 14400,
+                "request_id": "e3e3e7f3f1e2", "error": "", "message": "",
+                "shop_id_list": [1234567], "merchant_id_list": []}),
+])
+async def test_a_providers_token_answer_loads_as_it_came(
+        hub: TestClient, loaded: LoadedConfig, store: Store, provider: str,
+        answer: dict[str, Any]) -> None:
+    resp = await hub.put("/api/v1/channels/meli/auth", data=json.dumps(answer).encode(),
+                         headers=auth(ADMIN_TOKEN))
+    text = await resp.text()
+    assert resp.status == 200, text
+    state = json.loads(text)
+    lifetime = answer.get("expires_in") or answer["expire_in"]
+    assert state["status"] == "ok" and state["refreshable"] is True
+    assert abs(state["expires_at"] - (state["loaded_at"] + lifetime)) < 5
+    stored = await token_store(loaded, store).get("meli")
+    assert stored is not None and (stored.access_token, stored.refresh_token) == SECRETS
+    no_secrets(text)
+
+
 async def test_only_admins_unknown_instances_and_channels_without_oauth(
         hub: TestClient) -> None:
     for headers, status in (({}, 401), (auth(AGENT_TOKEN), 403)):
@@ -141,6 +164,12 @@ async def test_only_admins_unknown_instances_and_channels_without_oauth(
     ("a space", body(refresh_token="TG 1"), "visible ASCII"),
     ("too long", body(access_token="a" * 9000), "access_token"),
     ("a lifetime of centuries", body(expires_in=1e12), "expires_in"),
+    ("a misspelt refresh token", json.dumps({"access_token": ACCESS,
+                                            "refresh_tokn": REFRESH}).encode(), "refresh_tokn"),
+    ("Shopee's error answer", json.dumps({"access_token": ACCESS, "error": "error_auth",
+                                          "message": "Invalid code", "request_id": "r"}
+                                         ).encode(), "error_auth"),
+    ("both Shopee's and the standard lifetime", body(expire_in=14400), "not both"),
 ])
 async def test_malformed_tokens_are_a_400_that_repeats_no_token(
         hub: TestClient, name: str, payload: bytes, reason: str,
@@ -253,6 +282,13 @@ async def test_cli_loads_tokens_from_stdin_and_shows_only_their_state(
     config = str(loaded.path)
     # An operator's shell has the Redis address, not the API tokens serve needs.
     monkeypatch.delenv("IH_TEST_ADMIN")
+    key = Path(loaded.config.data_dir) / "oauth-token.key"
+    # Against an external Redis the hub processes may be on other hosts: a CLI that made its
+    # own key would seal tokens none of them can read. It refuses and makes nothing.
+    code, out, err = await cli(capsys, monkeypatch, "channels", "auth", "meli",
+                               "--config", config, stdin=body())
+    assert code == 1 and "no token key" in err and not key.exists(), (out, err)
+    assert (await token_store(loaded, store).state("meli")).status == "missing"  # a hub ran
     code, out, err = await cli(capsys, monkeypatch, "channels", "auth", "meli",
                                "--config", config, stdin=body())
     assert code == 0, err
@@ -272,7 +308,6 @@ async def test_cli_loads_tokens_from_stdin_and_shows_only_their_state(
     code, table, err = await cli(capsys, monkeypatch, "channels", "tokens", "--config", config)
     assert code == 0 and table.startswith("meli: ok;"), err
     no_secrets(out, err, shown, listing, table, caplog.text)
-    key = Path(loaded.config.data_dir) / "oauth-token.key"
     assert key.stat().st_mode & 0o077 == 0
 
 
@@ -280,6 +315,7 @@ async def test_cli_reads_tokens_from_named_environment_variables(
         loaded: LoadedConfig, store: Store, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     config = str(loaded.path)
+    token_store(loaded, store)  # a hub has run here: its key file exists
     monkeypatch.setenv("MELI_AT", ACCESS)
     monkeypatch.setenv("MELI_RT", REFRESH)
     code, out, err = await cli(capsys, monkeypatch, "channels", "auth", "meli",
