@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import time
 import urllib.parse
@@ -42,6 +43,8 @@ from channels.errors import (
 from channels.http import read_capped
 from channels.secrets import Secret
 from channels.services.tokens import OAuthTokens, Refresher, TokenStore, check_tokens
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -160,6 +163,8 @@ class OAuth2Refresher:
             raise map_http_error(exc) from None
         if status == 200 and not truncated:
             return self._tokens(answer)
+        if status == 200:
+            _log_unusable(f"an answer over {MAX_TOKEN_ANSWER_BYTES} bytes")
         code = _error_code(answer)
         detail = f"token endpoint answered HTTP {status}" + (f" ({code})" if code else "")
         if status in (400, 401, 403) or (code or "").lower() in REFUSALS:
@@ -172,6 +177,7 @@ class OAuth2Refresher:
         try:
             got = _answer.decode(body)
         except (msgspec.DecodeError, UnicodeDecodeError):
+            _log_unusable("a body that is not a token answer")
             raise RetryableError("token endpoint answered HTTP 200 without usable tokens") \
                 from None
         expires_at = None
@@ -236,5 +242,13 @@ async def call_refresher(refresher: Refresher, tokens: OAuthTokens,
     try:
         check_tokens(merged)
     except ValueError as exc:
+        _log_unusable(f"unusable tokens ({exc})")
         raise RetryableError(f"the token endpoint answered unusable tokens: {exc}") from None
     return merged
+
+
+def _log_unusable(what: str) -> None:
+    """A 200 whose tokens cannot be used: a rotating provider has spent the old refresh token
+    all the same, so the next refresh is likely refused. Said loudly, once per answer."""
+    log.error("token endpoint answered HTTP 200 with %s; if the provider rotated the refresh "
+              "token, the channel will need re-authorization", what)

@@ -230,14 +230,17 @@ class RedisTokenStore:
     def __init__(self, redis: Redis, cipher: TokenCipher, *,
                  margin_seconds: float = DEFAULT_MARGIN_SECONDS,
                  refresh_timeout_seconds: float = DEFAULT_REFRESH_TIMEOUT_SECONDS,
-                 lock_seconds: float = 30.0, wait_seconds: float | None = None,
+                 lock_seconds: float = 45.0, wait_seconds: float | None = None,
                  poll_seconds: float = 0.02) -> None:
         if not lock_seconds > 0:
             raise ValueError("lock_seconds must be positive")
         self.redis: Any = redis  # bytes replies
         self.cipher = cipher
         self.margin_seconds = margin_seconds
-        self.refresh_timeout_seconds = min(refresh_timeout_seconds, lock_seconds * 0.8)
+        # Half the lock for the provider, half for storing what it answered (three commit
+        # attempts through a slow Redis): a commit outliving the lock would let another process
+        # refresh with the refresh token the provider has just spent.
+        self.refresh_timeout_seconds = min(refresh_timeout_seconds, lock_seconds * 0.5)
         self.lock_ms = max(1, math.ceil(lock_seconds * 1000))
         self.wait_seconds = lock_seconds + 5.0 if wait_seconds is None else wait_seconds
         self.poll_seconds = poll_seconds

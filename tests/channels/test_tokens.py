@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,7 +35,7 @@ from channels.testing import (
 )
 from channels.testing.tokens import KitOAuthServer, MemoryTokenStore, OAuthControl, TokenBattery
 from channels.testing.webhooks import mount
-from channels.tokens import OAuth2Refresher, with_token
+from channels.tokens import OAuth2Refresher, call_refresher, with_token
 from tests.conftest import TEST_SECRET
 from tests.helpers import sign
 from tests.plugins.oauth_api import OAuthApiChannel, OAuthApiSettings
@@ -192,6 +193,31 @@ async def test_the_refresher_tells_a_refusal_from_a_passing_failure(
             await unreachable(granted)
         with pytest.raises(AuthError):
             await oauth.refresher(http)(OAuthTokens(access_token="a" * 10))
+
+
+@pytest.mark.parametrize("answer", [b"<html>gateway</html>", b'{"access_token": ""}',
+                                    b'{"access_token": "' + b"a" * 70_000 + b'"}'])
+async def test_a_200_without_usable_tokens_is_retryable_and_said_loudly(
+        answer: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """The provider may have spent the old refresh token all the same: an operator hears of
+    it at ERROR, before the next refresh is refused."""
+    async def endpoint(request: web.Request) -> web.Response:
+        return web.Response(body=answer, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/token", endpoint)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            refresher = OAuth2Refresher(http, str(server.make_url("/token")), client_id="c")
+            with pytest.raises(RetryableError):
+                await call_refresher(refresher, OAuthTokens("old-access", "old-refresh"), 5)
+    finally:
+        await server.close()
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "re-authorization" in record.getMessage()
+    assert "old-refresh" not in caplog.text
 
 
 async def test_with_token_treats_a_plain_401_as_a_refused_token(oauth: KitOAuthServer) -> None:
