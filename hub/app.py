@@ -153,6 +153,8 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             await loops.wait(loaded.config.hub.shutdown_timeout_seconds)
             await loops.cancel_all()
             await owner.cancel_all()
+            # A refresh whose caller was cancelled above still commits the rotated tokens.
+            await app[K.OAUTH].drain(loaded.config.hub.shutdown_timeout_seconds)
 
 
 async def oauth_token_store(loaded: LoadedConfig, redis: Any, *,

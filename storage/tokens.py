@@ -244,6 +244,7 @@ class RedisTokenStore:
         self.lock_ms = max(1, math.ceil(lock_seconds * 1000))
         self.wait_seconds = lock_seconds + 5.0 if wait_seconds is None else wait_seconds
         self.poll_seconds = poll_seconds
+        self._finishing: set[asyncio.Task[OAuthTokens]] = set()
         self._put = load_script(redis, "token_put")
         self._commit = load_script(redis, "token_commit")
         self._fail = load_script(redis, "token_fail")
@@ -354,17 +355,32 @@ class RedisTokenStore:
         and only the commit keeps the new one. The caller's cancellation is honoured as soon
         as the refresh has finished, which its timeout bounds."""
         task = asyncio.ensure_future(work)
+        self._finishing.add(task)  # owned by the store until it ends (``drain``)
+        task.add_done_callback(self._finished)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             if not task.done():
                 log.info("token refresh in progress: finishing it before stopping")
                 await asyncio.wait([task], timeout=self.refresh_timeout_seconds + 10.0)
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved: the caller is gone, the outcome is stored
-            else:
-                task.cancel()
+                if not task.done():
+                    task.cancel()
             raise
+
+    def _finished(self, task: asyncio.Task[OAuthTokens]) -> None:
+        self._finishing.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that was cancelled is gone; it is stored
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown: let refreshes whose callers were cancelled (even twice) commit what
+        the provider answered, for up to ``timeout``; then cancel what is left."""
+        pending = list(self._finishing)
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for task in list(self._finishing):
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _refresh_and_unlock(self, instance: str, refresher: Refresher,
                                   stale: OAuthTokens | None, me: str, gen: bytes | None,

@@ -205,9 +205,12 @@ async def test_a_refresh_cancelled_mid_rotation_still_commits_the_new_tokens(
     caller.cancel()
     await asyncio.sleep(0.05)
     assert not caller.done(), "the caller stopped before the refresh could commit"
+    caller.cancel()  # cancelled again (a second Ctrl-C): the store still owns the refresh
+    await asyncio.sleep(0.05)
     answer.set()
     with pytest.raises(asyncio.CancelledError):
         await caller
+    await store.drain(5)  # what the hub does at shutdown
     assert await store.get("meli") == tokens(2, expires_at=2_000_000_000.0)
     assert await redis.exists(keys.token_lock("meli")) == 0
     assert (await store.state("meli")).generation == 2
