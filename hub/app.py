@@ -126,7 +126,8 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
     ) as http:
         app[K.LIMITER] = RedisLimiter(app[K.REDIS])
         app[K.FETCHES] = RedisFetchQueue(
-            redis, dedupe_ttl_seconds=loaded.config.fetches.dedupe_ttl_seconds)
+            redis, dedupe_ttl_seconds=loaded.config.fetches.dedupe_ttl_seconds,
+            failed_retention_seconds=loaded.config.fetches.failed_retention_days * 86400)
         context = AdapterContext(
             http=http, quarantine=ingestor.quarantine, spawn=owner.spawn,
             max_body_bytes=loaded.config.hub.max_body_bytes,

@@ -93,6 +93,8 @@ class FetchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_max_seconds: float = 600.0
     timeout_seconds: float = 30.0
     dedupe_ttl_seconds: int = 7 * 86400
+    # How long a failed fetch waits for an operator's retry before its record expires.
+    failed_retention_days: int = 14
 
 
 class TokenSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -467,6 +469,8 @@ def _check_ranges(config: Config) -> None:
          "fetches.backoff_max_seconds: expected >= backoff_base_seconds"),
         (config.fetches.timeout_seconds > 0, "fetches.timeout_seconds: expected > 0"),
         (config.fetches.dedupe_ttl_seconds >= 60, "fetches.dedupe_ttl_seconds: expected >= 60"),
+        (config.fetches.failed_retention_days >= 1,
+         "fetches.failed_retention_days: expected >= 1"),
         (0 < config.hub.health_flush_seconds <= 60,
          "hub.health_flush_seconds: expected > 0 and <= 60"),
         (0 < config.hub.health_evaluate_seconds <= 3600,

@@ -13,7 +13,10 @@ supervised loop moves retrying jobs back to their stream when their backoff has 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
+
+import msgspec
 
 from channels.base import ChannelAdapter
 from channels.fetching import FetchPolicy, run_fetch
@@ -26,6 +29,7 @@ from storage.fetches import RedisFetchQueue
 from storage.streams import Entry, StreamGroup
 
 log = logging.getLogger(__name__)
+FORGET_EVERY_SECONDS = 60.0
 
 # Starts of one attempt that ended with no outcome (the process died mid-fetch) before the
 # job is failed for an operator; ordinary restarts and deploys stay well below it.
@@ -55,6 +59,7 @@ class Fetcher:
         self.policy = policy
         self.metrics = metrics
         self.instances = fetching_instances(adapters)
+        self._next_forget = 0.0
         group = StreamGroup(queue.redis, queue.streams(self.instances), keys.FETCH_GROUP,
                             consumer, claim_idle_ms=claim_idle_ms)
         self.worker = StreamWorker("fetcher", group, self.handle, self.poisoned,
@@ -75,15 +80,16 @@ class Fetcher:
         job = await self.queue.get(entry[2].get(b"job", b"").decode(errors="replace"))
         if job is None or job.state != "queued":
             return  # settled already: redelivered after a crash, or an operator's doing
-        starts = await self.queue.begin(job)
-        if starts < 0:
+        run, starts = await self.queue.begin(job)
+        if run < 0:
             return
+        job = msgspec.structs.replace(job, run=run)  # its settlement names this start
         if starts > MAX_INTERRUPTED_STARTS:
             # Every earlier start ended with the process (kill, OOM, a crash in the parser):
             # another reclaim would only stop the next process too.
             await self.queue.fail(job, error=(
                 f"the fetch was interrupted {starts - 1} times without an outcome (the hub "
-                "process stopped during it each time)"))
+                "process stopped, or lost Redis, during it each time)"))
             log.warning("fetch %s of %s given up: interrupted %d times", job.id, job.instance,
                         starts - 1)
             if self.metrics is not None:
@@ -103,6 +109,10 @@ class Fetcher:
                 self.metrics.fetches.labels(job.instance, "failed").inc()
 
     async def release(self) -> bool:
+        now = time.monotonic()
+        if now >= self._next_forget:  # failed records past their retention leave the views
+            self._next_forget = now + FORGET_EVERY_SECONDS
+            await self.queue.forget_expired(self.instances)
         return await self.queue.release_due(self.instances) > 0
 
 

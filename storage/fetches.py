@@ -38,6 +38,7 @@ from storage.scripts import load_script
 _INSTANCE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _JOB_ID: Final = re.compile(r"([0-9a-f]{16})[0-9a-f]{8}\.([A-Za-z0-9_-]{1,64})")
 _BATCH: Final = 200
+DEFAULT_FAILED_RETENTION_SECONDS: Final = 14 * 86400
 
 
 def check_instance(instance: str) -> None:
@@ -81,9 +82,13 @@ class RedisFetchQueue:
     """``FetchStore`` shared by every hub process on one Redis."""
 
     def __init__(self, redis: Redis, *,
-                 dedupe_ttl_seconds: int = DEFAULT_DEDUPE_TTL_SECONDS) -> None:
+                 dedupe_ttl_seconds: int = DEFAULT_DEDUPE_TTL_SECONDS,
+                 failed_retention_seconds: int = DEFAULT_FAILED_RETENTION_SECONDS) -> None:
         self.redis: Any = redis  # bytes replies; see storage.store
         self.dedupe_ttl_seconds = dedupe_ttl_seconds
+        # A failed fetch waits this long for an operator, then its record expires: an account
+        # whose fetches all fail (revoked access over a weekend) must not fill Redis.
+        self.failed_retention_seconds = failed_retention_seconds
         self._script = load_script(redis, "fetches")
         self._registered: set[str] = set()
 
@@ -121,34 +126,38 @@ class RedisFetchQueue:
         return FetchBacklog(instance=instance, queued=int(queued), retrying=int(retrying),
                             failed=int(failed), oldest_age_seconds=oldest)
 
-    async def begin(self, job: FetchEntry) -> int:
-        """Count a start of the job's current attempt: how many times it has started without
-        an outcome, this one included (-1: no longer queued). The worker gives up on a fetch
-        that keeps stopping the process (a resource that crashes the parser, OOM) instead of
-        reclaiming it forever."""
-        return int(await self._script(keys=[keys.fetch_job(job.instance, job.id)],
-                                      args=["begin", job.id]))
+    async def begin(self, job: FetchEntry) -> tuple[int, int]:
+        """Record a worker's start of the job: ``(run, starts)``, the start's number (its
+        settlement must carry it: a later start owns the job) and how many times the current
+        attempt has started without an outcome, this one included; ``(-1, 0)`` when the job
+        is no longer queued. The worker gives up on a fetch that keeps stopping the process
+        (a resource that crashes the parser, OOM) instead of reclaiming it forever."""
+        run, starts = await self._script(keys=[keys.fetch_job(job.instance, job.id)],
+                                         args=["begin", job.id])
+        return int(run), int(starts)
 
     # -- FetchSettlement -------------------------------------------------------------------
 
     async def done(self, job: FetchEntry) -> None:
         await self._script(keys=[keys.fetch_job(job.instance, job.id),
                                  keys.fetch_state(job.instance, "queued")],
-                           args=["done", job.id])
+                           args=["done", job.id, _run(job)])
 
     async def retry_later(self, job: FetchEntry, *, delay: float, error: str) -> None:
         i = job.instance
         await self._script(
             keys=[keys.fetch_job(i, job.id), keys.fetch_state(i, "queued"),
                   keys.fetch_state(i, "retrying"), keys.fetch_due(i)],
-            args=["later", job.id, repr(time.time() + max(0.0, delay)), error[:500]])
+            args=["later", job.id, repr(time.time() + max(0.0, delay)), error[:500],
+                  _run(job)])
 
     async def fail(self, job: FetchEntry, *, error: str) -> None:
         i = job.instance
         await self._script(
             keys=[keys.fetch_job(i, job.id), keys.fetch_state(i, "queued"),
                   keys.fetch_state(i, "failed")],
-            args=["fail", job.id, error[:500], repr(time.time())])
+            args=["fail", job.id, error[:500], repr(time.time()), _run(job),
+                  self.failed_retention_seconds])
 
     # -- the worker's other needs ----------------------------------------------------------
 
@@ -157,18 +166,35 @@ class RedisFetchQueue:
 
     async def release_due(self, instances: Sequence[str], now: float | None = None) -> int:
         """Queue retrying jobs whose next attempt is due; returns how many."""
-        moment = repr(time.time() if now is None else now)
+        moment = time.time() if now is None else now
         total = 0
         for i in instances:
             while True:
-                n = int(await self._script(
+                due = [_s(j) or "" for j in await self.redis.zrangebyscore(
+                    keys.fetch_due(i), "-inf", repr(moment), start=0, num=_BATCH)]
+                if not due:
+                    break
+                total += int(await self._script(
                     keys=[keys.fetch_due(i), keys.fetch_state(i, "retrying"),
-                          keys.fetch_state(i, "queued"), keys.fetch_stream(i)],
-                    args=["release", keys.fetch_base(i), moment, _BATCH]))
-                total += n
-                if n < _BATCH:
+                          keys.fetch_state(i, "queued"), keys.fetch_stream(i),
+                          *(keys.fetch_job(i, j) for j in due)],
+                    args=["release", repr(moment), *due]))
+                if len(due) < _BATCH:
                     break
         return total
+
+    async def forget_expired(self, instances: Iterable[str]) -> int:
+        """Drop the failed-set members whose record has expired (``failed_retention``),
+        oldest first, a batch per instance per call; returns how many."""
+        dropped = 0
+        for i in instances:
+            ids = [_s(j) or "" for j in await self.redis.zrange(
+                keys.fetch_state(i, "failed"), 0, _BATCH - 1)]
+            if ids:
+                dropped += int(await self._script(
+                    keys=[keys.fetch_state(i, "failed"), *(keys.fetch_job(i, j) for j in ids)],
+                    args=["forget", *ids]))
+        return dropped
 
     # -- FetchAdmin ------------------------------------------------------------------------
 
@@ -227,15 +253,20 @@ class RedisFetchQueue:
         left = int(await self.redis.zcard(keys.fetch_state(instance, "failed")))
         total = 0
         while left > 0:
-            seen, queued = await self._script(
-                keys=[keys.fetch_state(instance, "failed"), keys.fetch_state(instance, "queued"),
-                      keys.fetch_stream(instance)],
-                args=["retry_failed", keys.fetch_base(instance), min(_BATCH, left)])
-            total += int(queued)
-            left -= int(seen)
-            if int(seen) == 0:
+            ids = [_s(j) or "" for j in await self.redis.zrange(
+                keys.fetch_state(instance, "failed"), 0, min(_BATCH, left) - 1)]
+            if not ids:
                 break
+            total += int(await self._script(
+                keys=[keys.fetch_state(instance, "failed"), keys.fetch_state(instance, "queued"),
+                      keys.fetch_stream(instance), *(keys.fetch_job(instance, j) for j in ids)],
+                args=["retry_failed", *ids]))
+            left -= len(ids)
         return total
+
+
+def _run(job: FetchEntry) -> str:
+    return "" if job.run is None else str(job.run)
 
 
 def _entry(job_id: str, row: dict[bytes, bytes], notified: float) -> FetchEntry:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
@@ -92,6 +93,49 @@ async def test_settling_a_job_that_is_no_longer_queued_changes_nothing(
     backlog = await queue.backlog("shop")
     assert (backlog.queued, backlog.retrying, backlog.failed) == (0, 0, 1)
     assert backlog.oldest_age_seconds is None
+
+
+async def test_only_the_latest_start_settles_a_job(queue: RedisFetchQueue) -> None:
+    """Worker A paused past its claim; B reclaimed the job, failed, and C now runs the retry.
+    A's late outcome must not settle C's attempt (nor B's)."""
+    [job] = await queued(queue, "shop", 1)
+    run_a, _ = await queue.begin(job)
+    run_b, starts = await queue.begin(job)  # B reclaimed it: a second start, no outcome yet
+    assert (run_b, starts) == (run_a + 1, 2)
+    a = msgspec.structs.replace(job, run=run_a)
+    b = msgspec.structs.replace(job, run=run_b)
+    await queue.retry_later(a, delay=0, error="RetryableError: A, late")  # refused
+    await queue.fail(a, error="PermanentError: A, late")  # refused
+    found = await queue.get(job.id)
+    assert found is not None and (found.state, found.attempts) == ("queued", 0)
+    await queue.retry_later(b, delay=0, error="RetryableError: HTTP 503")
+    assert await queue.release_due(["shop"]) == 1
+    run_c, starts = await queue.begin(job)
+    assert starts == 1, "B's settled attempt still counted as interrupted"
+    await queue.done(a)  # A again: nothing
+    assert await queue.get(job.id) is not None
+    await queue.done(msgspec.structs.replace(job, run=run_c))
+    assert await queue.get(job.id) is None
+
+
+async def test_failed_records_expire_after_their_retention(redis: Redis) -> None:
+    queue = RedisFetchQueue(redis, failed_retention_seconds=1)
+    kept, gone = await queued(queue, "shop", 2)
+    await queue.fail(gone, error="AuthError: HTTP 401")
+    await queue.fail(kept, error="AuthError: HTTP 401")
+    await queue.retry(kept.id)  # an operator's retry keeps it, however long it then takes
+    assert await redis.ttl(keys.fetch_job("shop", kept.id)) == -1
+    assert 0 < await redis.ttl(keys.fetch_job("shop", gone.id)) <= 1
+    await eventually(lambda: _gone(redis, keys.fetch_job("shop", gone.id)), timeout=5)
+    assert (await queue.backlog("shop")).failed == 1  # the member outlives its record...
+    assert await queue.forget_expired(["shop"]) == 1  # ...until the sweep drops it
+    backlog = await queue.backlog("shop")
+    assert (backlog.failed, backlog.queued) == (0, 1)
+    assert await queue.entries("shop", "failed") == []
+
+
+async def _gone(redis: Redis, key: str) -> bool:
+    return not await redis.exists(key)
 
 
 async def test_due_retries_are_released_in_bounded_batches(queue: RedisFetchQueue,
@@ -356,9 +400,9 @@ async def test_a_fetch_interrupted_again_and_again_is_failed_not_reclaimed_forev
         assert await queue.notify("shop", "m-2", dedupe_key="n-2")
         doomed, restarted = reversed(await queue.entries("shop", "queued"))
         for _ in range(3):  # three processes died during the first job's fetch
-            assert await queue.begin(doomed) > 0
+            assert (await queue.begin(doomed))[0] > 0
         for _ in range(2):  # two during the second's
-            assert await queue.begin(restarted) > 0
+            assert (await queue.begin(restarted))[0] > 0
         for _stream_id, fields in await redis.xrange(keys.fetch_stream("shop")):
             await fetcher.handle((keys.fetch_stream("shop"), "0-1", fields))
         failed = await queue.get(doomed.id)
@@ -368,7 +412,7 @@ async def test_a_fetch_interrupted_again_and_again_is_failed_not_reclaimed_forev
         assert provider.requests == 1, "the doomed fetch was tried again"
         await queue.retry(doomed.id)  # an operator's retry starts the count afresh
         again = await queue.get(doomed.id)
-        assert again is not None and await queue.begin(again) == 1
+        assert again is not None and (await queue.begin(again))[1] == 1
         await adapter.stop()
 
 

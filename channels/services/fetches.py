@@ -90,6 +90,9 @@ class FetchEntry(msgspec.Struct, frozen=True):
     next_attempt_at: float | None = None
     failed_at: float | None = None
     last_error: str | None = None
+    # The worker's start that runs this attempt (``RedisFetchQueue.begin``): only the latest
+    # start may settle it. None outside a worker (operator views, the kit's memory queue).
+    run: int | None = None
 
 
 class FetchQueue(Protocol):
