@@ -40,6 +40,7 @@ import msgspec
 from redis.exceptions import RedisError, ResponseError
 
 from channels.errors import ChannelError, PermanentError, RetryableError
+from channels.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,9 @@ class Backoff(msgspec.Struct, frozen=True):
 
 
 def describe(exc: BaseException) -> str:
-    """An error for a log line or a health record: the class and the message, no payloads."""
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    """An error for a log line or a health record: the class and the message, no payloads, and
+    no personal data the message may quote (``channels.redact``)."""
+    text = redact(str(exc).splitlines()[0][:300])[:200] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
