@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -58,7 +59,7 @@ from storage.limiter import RedisLimiter
 from storage.schema import ensure_schema
 from storage.store import Store
 from storage.streams import Entry, StreamGroup, consumer_name
-from storage.tokens import KEY_ENV, RedisTokenStore, load_token_cipher
+from storage.tokens import KEY_ENV, KEY_FILE, RedisTokenStore, TokenCipher, load_token_cipher
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +163,20 @@ async def oauth_token_store(loaded: LoadedConfig, redis: Any, *,
                             create_key: bool = True) -> RedisTokenStore:
     """The OAuth token store, its key from ``INBOXHUB_TOKEN_KEY`` or the data directory's key
     file (``storage.tokens``); a bad key stops start-up with what to fix. ``create_key``
-    false: a missing key file is an error, not made (the CLI against an external Redis)."""
+    false: a missing key file is an error, not made (the CLI against an external Redis).
+    A hub with no OAuth channel seals nothing, so it makes no key file either: it opens with
+    the key it has, if any, else with one that lives in memory only."""
     config = loaded.config
-    cipher = await asyncio.to_thread(load_token_cipher, config.data_dir,
-                                     os.environ.get(KEY_ENV), create=create_key)
     # In a thread: adapter classes are looked up through entry points (package metadata).
     oauth = await asyncio.to_thread(
         lambda: [c.name for c in config.channels
                  if c.enabled and load_adapter_class(c.type).uses_oauth_tokens])
+    env_key = os.environ.get(KEY_ENV)
+    if not oauth and not env_key and not (config.data_dir / KEY_FILE).exists():
+        return RedisTokenStore(redis, TokenCipher([secrets.token_bytes(32)],
+                                                  source="none (no OAuth channel)"))
+    cipher = await asyncio.to_thread(load_token_cipher, config.data_dir, env_key,
+                                     create=create_key)
     if oauth and config.storage.redis_url and cipher.source != KEY_ENV:
         log.warning("OAuth tokens are encrypted with the key file %s; hub processes on other "
                     "hosts sharing this Redis need the same key: set %s on every one",

@@ -430,3 +430,16 @@ async def test_channel_health_shows_the_token_state_and_alerts_on_a_refused_refr
                 and r.levelno == logging.WARNING and "needs re-authorization" in r.getMessage()]
     assert len(warnings) == 1 and "inboxhub channels auth meli" in warnings[0]
     assert [r for r in caplog.records if "has valid tokens again" in r.getMessage()]
+
+
+async def test_a_hub_without_oauth_channels_makes_no_key_file(make_config: Any) -> None:
+    """Nothing is sealed without an OAuth channel: no key file to back up, no warning about
+    one; with an OAuth channel configured the first start makes it."""
+    plain: LoadedConfig = make_config()
+    async with running_hub(plain) as client:
+        assert (await client.get("/readyz")).status == 200
+    assert not (Path(plain.config.data_dir) / "oauth-token.key").exists()
+    with_oauth: LoadedConfig = make_config(extra=meli_toml())
+    async with running_hub(with_oauth):
+        pass
+    assert (Path(with_oauth.config.data_dir) / "oauth-token.key").exists()
