@@ -174,6 +174,10 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  # no auth penalty: a wrong-password test must not slow the next test's logins by seconds
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service imap-login {{
   chroot =
@@ -190,7 +194,8 @@ service imap-login {{
 
     def start(self) -> None:
         self.proc = subprocess.Popen([self.binary, "-F", "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)  # its own group: see restart
         deadline = time.monotonic() + 15
         if not (_wait_port(self.port, self.proc, deadline)
                 and _wait_port(self.tls_port, self.proc, deadline)):
@@ -201,11 +206,16 @@ service imap-login {{
             log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
             raise ServerUnavailable(f"dovecot did not start: {err.decode(errors='replace')} {log}")
 
-    def stop_process(self) -> None:
+    def stop_process(self, *, hard: bool = False) -> None:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
+        if hard:
+            # the master and every login/imap child at once, as a crash or an OOM kill does
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        elif proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(10)
@@ -215,13 +225,17 @@ service imap-login {{
         if proc.stderr is not None:
             proc.stderr.close()
 
-    def restart(self) -> None:
-        """Stop (which drops every client connection) and start again on the same ports."""
-        self.stop_process()
+    def restart(self, *, hard: bool = False) -> None:
+        """Stop and start again on the same ports.
+
+        Graceful (SIGTERM): the master goes in about a second but a session's imap process
+        only says BYE about 10 s later (Dovecot's shutdown of IDLE clients). ``hard``: SIGKILL
+        to the whole process group, every connection drops at once."""
+        self.stop_process(hard=hard)
         self.start()
 
     def stop(self) -> None:
-        self.stop_process()
+        self.stop_process(hard=True)  # no imap child may outlive the session
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- mailbox helpers ------------------------------------------------------------------
