@@ -355,7 +355,7 @@ class SmtpServer:
             ok = (isinstance(auth_data, LoginPassword)
                   and auth_data.login == self.username.encode()
                   and auth_data.password == self.password.encode())
-            return AuthResult(success=ok)
+            return AuthResult(success=ok, handled=False)  # handled=True: we answered (we did not)
 
         self.controller = Controller(
             self.handler, hostname=self.host, port=self.port,
