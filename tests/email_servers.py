@@ -90,6 +90,59 @@ def find_dovecot() -> str | None:
         None)
 
 
+class TokenIntrospection:
+    """An OAuth 2.0 token-introspection endpoint (RFC 7662, POST ``token=...``) on aiohttp in
+    its own thread: Dovecot's oauth2 passdb asks it whether an XOAUTH2 token is valid, as it
+    would ask Google or Microsoft. ``tokens`` maps a valid token to its user."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from aiohttp import web
+
+        self.tokens: dict[str, str] = {}
+        self.requests = 0
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+
+        async def introspect(request: web.Request) -> web.Response:
+            self.requests += 1
+            form = await request.post()
+            user = self.tokens.get(str(form.get("token", "")))
+            if user is None:
+                return web.json_response({"active": False})
+            return web.json_response({"active": True, "username": user})
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_post("/introspect", introspect)
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+            self._ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+            self._loop.run_until_complete(self._runner.cleanup())
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="token-introspection", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise ServerUnavailable("token introspection server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/introspect"
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
 class DovecotServer:
     """One Dovecot master for the session; ``restart``/``change_uidvalidity`` for tests that
     need the server to go away or the mailbox to be recreated."""
@@ -122,6 +175,10 @@ class DovecotServer:
             (self.maildir / sub).mkdir(parents=True)
         self._chown_tree(self.mail_root)
         (self.dir / "users").write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
+        self.oauth = TokenIntrospection()
+        (self.dir / "oauth2.conf.ext").write_text(
+            f"introspection_mode = post\nintrospection_url = {self.oauth.url}\n"
+            "username_attribute = username\nactive_attribute = active\nactive_value = true\n")
         self.conf = self.dir / "dovecot.conf"
         self.conf.write_text(self._config(mail_user, login_user))
         self.log = self.dir / "dovecot.log"
@@ -142,7 +199,7 @@ ssl = yes
 ssl_cert = <{self.cert}
 ssl_key = <{self.key}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 auth_failure_delay = 0
 default_internal_user = {mail_user}
 default_internal_group = {_group_name(self.mail_gid)}
@@ -155,7 +212,13 @@ mail_uid = {self.mail_uid}
 mail_gid = {self.mail_gid}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {d}/users
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/oauth2.conf.ext
 }}
 userdb {{
   driver = static
@@ -236,6 +299,7 @@ service imap-login {{
 
     def stop(self) -> None:
         self.stop_process(hard=True)  # no imap child may outlive the session
+        self.oauth.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- mailbox helpers ------------------------------------------------------------------

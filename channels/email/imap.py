@@ -21,6 +21,7 @@ to drop what it already stored.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
 import ssl
@@ -140,6 +141,32 @@ def _text(response: Any) -> str:
     return " ".join(parts).strip()[:300]
 
 
+class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+    """aioimaplib's protocol, plus the SASL error challenge it does not answer."""
+
+    sasl_challenge: bytes = b""
+
+    def _continuation(self, line: bytes) -> None:
+        command = self.pending_sync_command
+        if command is not None and command.name == "AUTHENTICATE":
+            # XOAUTH2/OAUTHBEARER failure (RFC 7628 §3.2.2): the server sends "+ <base64 JSON
+            # error>" and waits for an empty client response before its tagged NO; unanswered,
+            # the login would hang until the timeout instead of failing as AuthError.
+            self.sasl_challenge = line[1:].strip()
+            self.transport.write(b"\r\n")
+            return
+        super()._continuation(line)
+
+
+class _IMAP4(aioimaplib.IMAP4):  # type: ignore[misc]
+    def create_client(self, host: str, port: int, loop: asyncio.AbstractEventLoop | None,
+                      conn_lost_cb: Any = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = _Protocol(local_loop, conn_lost_cb)
+        self._client_task = local_loop.create_task(local_loop.create_connection(
+            lambda: self.protocol, host, port, ssl=ssl_context))
+
+
 class ImapClient:
     """One session on one mailbox. Not reusable after ``close``: make a new one to reconnect."""
 
@@ -162,7 +189,7 @@ class ImapClient:
         self.max_message_bytes = max_message_bytes
         self.idle_renew_seconds = idle_renew_seconds
         self.poll_interval = poll_interval
-        self._imap: aioimaplib.IMAP4 | None = None
+        self._imap: _IMAP4 | None = None
         self._lost = asyncio.Event()
         self.state: MailboxState | None = None
         self.idling = asyncio.Event()  # set while an IDLE is acknowledged (tests wait on it)
@@ -204,7 +231,7 @@ class ImapClient:
             raise RetryableError(f"IMAP connection to {self.host} lost during {what}")
         raise RetryableError(f"IMAP {what} timed out after {timeout or self.timeout}s")
 
-    def _client(self) -> aioimaplib.IMAP4:
+    def _client(self) -> _IMAP4:
         if self._imap is None:
             raise RuntimeError("not connected")
         return self._imap
@@ -214,7 +241,7 @@ class ImapClient:
     async def connect(self) -> MailboxState:
         """Connect, secure, authenticate and SELECT the mailbox."""
         context = self._tls_context() if self.security == "tls" else None
-        self._imap = aioimaplib.IMAP4(host=self.host, port=self.port, timeout=self.timeout,
+        self._imap = _IMAP4(host=self.host, port=self.port, timeout=self.timeout,
                                       conn_lost_cb=self._on_lost, ssl_context=context)
         try:
             await self._call("connect", self._imap.wait_hello_from_server())
@@ -246,6 +273,9 @@ class ImapClient:
         if self._oauth_token is not None:
             if not imap.has_capability("AUTH=XOAUTH2"):
                 raise AuthError(f"IMAP server {self.host} does not offer AUTH=XOAUTH2")
+            if not imap.has_capability("SASL-IR"):
+                # aioimaplib sends the token inline (RFC 4959); Gmail and Outlook offer SASL-IR
+                raise PermanentError(f"IMAP server {self.host} offers XOAUTH2 without SASL-IR")
             response = await self._call("AUTHENTICATE", imap.xoauth2(self.username,
                                                                      self._oauth_token))
         else:
@@ -256,6 +286,10 @@ class ImapClient:
             response = await self._call("LOGIN", imap.login(self.username, self._password))
         if response.result != "OK":
             text = _text(response)
+            challenge = getattr(imap.protocol, "sasl_challenge", b"")
+            if challenge:  # base64 JSON such as {"status":"401","schemes":"bearer",...}
+                with contextlib.suppress(ValueError):
+                    text += " " + base64.b64decode(challenge).decode("utf-8", "replace")[:200]
             code = _CODE_RE.search(text)
             if response.result == "NO" or (code and code.group(1) in _AUTH_CODES):
                 if code and code.group(1) == "UNAVAILABLE":

@@ -179,3 +179,18 @@ async def test_tls_with_an_untrusted_certificate_is_refused(dovecot: Any) -> Non
 
 def test_xoauth2_string_is_googles_format() -> None:
     assert xoauth2_string("a@b.c", "tok") == "user=a@b.c\x01auth=Bearer tok\x01\x01"
+
+
+async def test_xoauth2_login_against_dovecots_oauth2_passdb(dovecot: Any) -> None:
+    dovecot.oauth.tokens["ya29.valid-token"] = dovecot.user
+    await dovecot.adeliver(message(1))
+    async with client(dovecot, password=None, oauth_token="ya29.valid-token") as imap:
+        assert [m.raw for m in (await imap.fetch_since(0)).messages] == [message(1)]
+    assert dovecot.oauth.requests >= 1  # Dovecot really asked the introspection endpoint
+
+
+async def test_xoauth2_with_a_refused_token_is_auth_error(dovecot: Any) -> None:
+    with pytest.raises(AuthError) as caught:
+        await client(dovecot, password=None, oauth_token="ya29.revoked").connect()
+    assert "ya29" not in str(caught.value)  # a token never reaches an error text or a log
+
