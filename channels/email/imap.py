@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import re
 import ssl
 from collections.abc import Awaitable
@@ -46,6 +47,20 @@ _FLAGS_RE = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _FETCH_RE = re.compile(rb"^\d+ FETCH \(")
 _CODE_RE = re.compile(r"\[([A-Z0-9.-]+)")
 _AUTH_CODES = {"AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED", "PRIVACYREQUIRED"}
+
+
+class _NoWireLogs(logging.Filter):
+    """aioimaplib logs every line it sends and receives (DEBUG) and unparsed server lines
+    (INFO): message bodies, and a password that LOGIN's quoting or XOAUTH2's base64 hides from
+    its scrubbing. Neither may reach our logs, whatever level an operator sets."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+_wire_logger = logging.getLogger("aioimaplib.aioimaplib")
+if not any(isinstance(f, _NoWireLogs) for f in _wire_logger.filters):
+    _wire_logger.addFilter(_NoWireLogs())
 
 
 def encode_cursor(uidvalidity: int, last_uid: int) -> bytes:

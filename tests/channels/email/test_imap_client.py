@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -194,3 +195,19 @@ async def test_xoauth2_with_a_refused_token_is_auth_error(dovecot: Any) -> None:
         await client(dovecot, password=None, oauth_token="ya29.revoked").connect()
     assert "ya29" not in str(caught.value)  # a token never reaches an error text or a log
 
+
+async def test_wire_traffic_never_reaches_the_logs(
+        dovecot: Any, caplog: pytest.LogCaptureFixture) -> None:
+    await dovecot.adeliver(message(1, body="secret-body-text"))
+    dovecot.oauth.tokens["ya29.logged?"] = dovecot.user
+    caplog.set_level(logging.DEBUG)
+    async with client(dovecot) as imap:
+        await imap.fetch_since(0)
+    async with client(dovecot, password=None, oauth_token="ya29.logged?") as imap:
+        pass
+    import base64
+    text = caplog.text
+    assert "secret-body-text" not in text
+    assert dovecot.password not in text and "ya29" not in text
+    assert base64.b64encode(xoauth2_string(dovecot.user, "ya29.logged?").encode()).decode() \
+        not in text
