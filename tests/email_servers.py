@@ -403,10 +403,19 @@ class SmtpServer:
     """aiosmtpd in its own thread (its Controller's model) on a free port; AUTH is offered
     without TLS so tests can log in over plain TCP on localhost."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, cert_dir: Path | None = None, implicit_tls: bool = False) -> None:
+        """``cert_dir``: offer STARTTLS (or, with ``implicit_tls``, speak TLS from the first
+        byte) with a self-signed certificate written there (``self.cert``)."""
         from aiosmtpd.controller import Controller
 
         self.handler = SmtpRecorder()
+        tls: dict[str, Any] = {}
+        self.cert: Path | None = None
+        if cert_dir is not None:
+            self.cert, key = self_signed_cert(cert_dir)
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.cert, key)
+            tls = {"ssl_context": context} if implicit_tls else {"tls_context": context}
         self.host = "127.0.0.1"
         self.port = free_port()
         self.username = "shop-smtp"
@@ -423,7 +432,7 @@ class SmtpServer:
 
         self.controller = Controller(
             self.handler, hostname=self.host, port=self.port,
-            authenticator=authenticator, auth_require_tls=False, auth_required=False,
+            authenticator=authenticator, auth_require_tls=False, auth_required=False, **tls,
         )
         self.controller.start()
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import ssl
 from email import message_from_bytes, policy
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from channels.email.smtp import send_message
 from channels.errors import AuthError, PermanentError, ReplyRejected, RetryableError
-from tests.email_servers import free_port
+from tests.email_servers import SmtpServer, free_port
 
 REPLY = (b"From: Ana <ana@shop.test>\r\nTo: buyer@buyer.test\r\nSubject: Re: order 1\r\n"
          b"Message-ID: <r1.ihub@shop.test>\r\nIn-Reply-To: <m1@buyer.test>\r\n"
@@ -83,3 +85,18 @@ async def test_connection_refused_is_retryable() -> None:
 async def test_starttls_required_but_not_offered_is_permanent(smtp_server: Any) -> None:
     with pytest.raises(PermanentError, match="STARTTLS"):
         await send(smtp_server, security="starttls")
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+async def test_starttls_and_implicit_tls(tmp_path: Path, security: str) -> None:
+    server = SmtpServer(cert_dir=tmp_path, implicit_tls=security == "tls")
+    try:
+        assert server.cert is not None
+        context = ssl.create_default_context(cafile=str(server.cert))
+        await send(server, security=security, ssl_context=context,
+                   username=server.username, password=server.password)
+        with pytest.raises(RetryableError):  # an untrusted certificate is never accepted
+            await send(server, security=security)
+    finally:
+        server.stop()
+    assert len(server.handler.received) == 1
