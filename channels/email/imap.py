@@ -94,6 +94,20 @@ def resume_uid(cursor: bytes | None, uidvalidity: int) -> int:
     return last_uid if old_validity == uidvalidity else 0
 
 
+def uid_set(uids: list[int]) -> str:
+    """Ascending UIDs as an IMAP sequence set with ranges (``1:3,7``): short command lines."""
+    parts: list[str] = []
+    start = prev = uids[0]
+    for uid in uids[1:]:
+        if uid == prev + 1:
+            prev = uid
+            continue
+        parts.append(f"{start}:{prev}" if start != prev else str(start))
+        start = prev = uid
+    parts.append(f"{start}:{prev}" if start != prev else str(start))
+    return ",".join(parts)
+
+
 def xoauth2_string(user: str, token: str) -> str:
     """Google's/Microsoft's XOAUTH2 initial response, before base64."""
     return f"user={user}\x01auth=Bearer {token}\x01\x01"
@@ -127,6 +141,7 @@ class SkippedMessage:
 class FetchResult:
     messages: list[FetchedMessage] = field(default_factory=list)
     skipped: list[SkippedMessage] = field(default_factory=list)
+    more: bool = False  # the batch limit stopped it: fetch again from ``last_uid``
 
     @property
     def last_uid(self) -> int | None:
@@ -346,14 +361,21 @@ class ImapClient:
             raise RetryableError(f"IMAP {what} failed: {_text(response)}")
         return response
 
-    async def fetch_since(self, last_uid: int) -> FetchResult:
-        """Every message with UID > ``last_uid``, ascending, unread flags untouched.
+    async def fetch_since(self, last_uid: int, *, limit: int = 100,
+                          max_batch_bytes: int = 32 * 1024 * 1024) -> FetchResult:
+        """The messages with the lowest UIDs above ``last_uid``, ascending, flags untouched.
 
         Sizes first (``RFC822.SIZE``), so a message over ``max_message_bytes`` is reported in
-        ``skipped`` and never downloaded; then the bodies with ``BODY.PEEK[]``. ``n:*`` matches
-        the highest message even below n (RFC 3501), hence the client-side ``uid > last_uid``.
-        A NOOP first: a session only sees messages that arrived after its last sync once the
-        server has had a command to announce them in (Dovecot's UID FETCH does not look)."""
+        ``skipped`` and never downloaded; then the bodies with ``BODY.PEEK[]``, at most
+        ``limit`` messages or ``max_batch_bytes`` (always at least one) per call, and
+        ``more`` says whether to call again. The result covers a UID prefix: every UID up to
+        ``last_uid`` of the result was fetched, skipped or expunged, so it is safe as cursor.
+        ``n:*`` matches the highest message even below n (RFC 3501), hence the client-side
+        ``uid > last_uid``. A NOOP first: a session only sees messages that arrived after its
+        last sync once the server has had a command to announce them in (Dovecot's UID FETCH
+        does not look)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
         noop = await self._call("NOOP", self._client().noop())
         if noop.result != "OK":
             raise RetryableError(f"IMAP NOOP failed: {_text(noop)}")
@@ -366,18 +388,23 @@ class ImapClient:
                 if uid_m and size_m and int(uid_m.group(1)) > last_uid:
                     sizes[int(uid_m.group(1))] = int(size_m.group(1))
         result = FetchResult()
-        wanted = []
+        wanted: list[int] = []
+        total = 0
         for uid in sorted(sizes):
-            if sizes[uid] > self.max_message_bytes:
-                result.skipped.append(SkippedMessage(uid, sizes[uid]))
-            else:
-                wanted.append(uid)
+            size = sizes[uid]
+            if size > self.max_message_bytes:
+                result.skipped.append(SkippedMessage(uid, size))
+                continue
+            if wanted and (len(wanted) >= limit or total + size > max_batch_bytes):
+                result.more = True
+                break
+            wanted.append(uid)
+            total += size
         if not wanted:
             return result
-        total = sum(sizes[u] for u in wanted)
         # a large batch needs longer than one command's timeout: allow 1 MB/s on top
         timeout = self.timeout + total / 1_000_000
-        response = await self._uid("UID FETCH", "fetch", ",".join(map(str, wanted)),
+        response = await self._uid("UID FETCH", "fetch", uid_set(wanted),
                                    "(UID FLAGS BODY.PEEK[])", timeout=timeout)
         fetched: dict[int, FetchedMessage] = {}
         lines = response.lines

@@ -211,3 +211,26 @@ async def test_wire_traffic_never_reaches_the_logs(
     assert dovecot.password not in text and "ya29" not in text
     assert base64.b64encode(xoauth2_string(dovecot.user, "ya29.logged?").encode()).decode() \
         not in text
+
+
+async def test_batches_cover_a_uid_prefix_until_nothing_is_left(dovecot: Any) -> None:
+    mails = [message(n, body="x" * (3000 if n == 3 else 10)) for n in range(1, 6)]
+    for raw in mails:
+        await dovecot.adeliver(raw)
+    seen: list[bytes] = []
+    skipped = 0
+    last = 0
+    async with client(dovecot, max_message_bytes=2000) as imap:
+        while True:
+            batch = await imap.fetch_since(last, limit=2)
+            assert len(batch.messages) <= 2
+            seen += [m.raw for m in batch.messages]
+            skipped += len(batch.skipped)
+            if batch.last_uid is None:
+                break
+            last = batch.last_uid
+            if not batch.more:
+                assert (await imap.fetch_since(last)).last_uid is None
+                break
+    assert seen == [mails[i] for i in (0, 1, 3, 4)] and skipped == 1
+
