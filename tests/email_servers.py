@@ -325,6 +325,17 @@ service imap-login {{
         conn.select("INBOX")
         return conn
 
+    def append(self, raw: bytes, mailbox: str) -> None:
+        """IMAP APPEND into ``mailbox`` (created if missing; name given as a quoted, modified
+        UTF-7 argument, e.g. ``'"Env&AO0-os"'``)."""
+        conn = self.imap()
+        try:
+            conn.create(mailbox)  # NO if it exists: fine
+            typ, data = conn.append(mailbox, "", None, raw)
+            assert typ == "OK", data
+        finally:
+            conn.logout()
+
     def flags(self, uid: int) -> set[str]:
         conn = self.imap()
         try:

@@ -94,6 +94,31 @@ def resume_uid(cursor: bytes | None, uidvalidity: int) -> int:
     return last_uid if old_validity == uidvalidity else 0
 
 
+def mailbox_arg(name: str) -> str:
+    """A mailbox name as an IMAP argument: modified UTF-7 (RFC 3501 §5.1.3), quoted.
+
+    aioimaplib sends arguments as given, so "Pedidos Amazon" would be two arguments and
+    "Envíos" invalid."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            utf16 = "".join(run).encode("utf-16-be")
+            out.append("&" + base64.b64encode(utf16).decode().rstrip("=").replace("/", ",") + "-")
+            run.clear()
+
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7E:
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            run.append(char)
+    flush()
+    encoded = "".join(out)
+    return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def uid_set(uids: list[int]) -> str:
     """Ascending UIDs as an IMAP sequence set with ranges (``1:3,7``): short command lines."""
     parts: list[str] = []
@@ -329,7 +354,7 @@ class ImapClient:
         await self._call("CAPABILITY", imap.protocol.capability())
 
     async def _select(self) -> MailboxState:
-        response = await self._call("SELECT", self._client().select(self.mailbox))
+        response = await self._call("SELECT", self._client().select(mailbox_arg(self.mailbox)))
         if response.result != "OK":
             raise PermanentError(f"IMAP SELECT {self.mailbox} refused: {_text(response)}")
         uidvalidity = uidnext = exists = None

@@ -234,3 +234,12 @@ async def test_batches_cover_a_uid_prefix_until_nothing_is_left(dovecot: Any) ->
                 break
     assert seen == [mails[i] for i in (0, 1, 3, 4)] and skipped == 1
 
+
+async def test_mailbox_names_with_spaces_and_accents(dovecot: Any) -> None:
+    from channels.email.imap import mailbox_arg
+
+    name = "Envíos Amazon"
+    await asyncio.to_thread(dovecot.append, message(1), mailbox_arg(name))
+    async with client(dovecot, mailbox=name) as imap:
+        assert [m.raw for m in (await imap.fetch_since(0)).messages] == [message(1)]
+
