@@ -540,6 +540,8 @@ class ImapClient:
         if not self._lost.is_set() and imap.protocol.state in ("AUTH", "SELECTED", "NONAUTH"):
             with contextlib.suppress(Exception):
                 self._imap = imap
+                if imap.has_pending_idle():  # cancelled mid-IDLE: no command before DONE
+                    imap.idle_done()
                 await self._call("LOGOUT", imap.logout(), timeout=min(self.timeout, 5))
             self._imap = None
         transport = imap.protocol.transport

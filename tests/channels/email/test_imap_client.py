@@ -243,3 +243,23 @@ async def test_mailbox_names_with_spaces_and_accents(dovecot: Any) -> None:
     async with client(dovecot, mailbox=name) as imap:
         assert [m.raw for m in (await imap.fetch_since(0)).messages] == [message(1)]
 
+
+async def test_close_after_a_cancelled_idle_is_clean(dovecot: Any) -> None:
+    imap = client(dovecot)
+    await imap.connect()
+    waiting = asyncio.create_task(imap.wait_for_new(timeout=60))
+    await asyncio.wait_for(imap.idling.wait(), 10)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    def logouts() -> int:
+        return dovecot.log.read_text(errors="replace").count("Disconnected: Logged out")
+
+    before = logouts()
+    await imap.close()  # DONE first: a LOGOUT sent inside IDLE is never answered
+    for _ in range(200):  # Dovecot writes its log line just after the socket closes
+        if logouts() > before:
+            break
+        await asyncio.sleep(0.05)
+    assert logouts() == before + 1
