@@ -83,15 +83,21 @@ def decode_cursor(value: bytes) -> tuple[int, int]:
     return uidvalidity, last_uid
 
 
-def resume_uid(cursor: bytes | None, uidvalidity: int) -> int:
+def resume_uid(cursor: bytes | None, uidvalidity: int, uidnext: int | None = None) -> int:
     """The last UID already stored for this mailbox under ``uidvalidity`` (0: fetch all).
 
     A cursor from another UIDVALIDITY describes messages that no longer have those UIDs: resync
-    from the start and let the Message-ID/content dedupe drop the ones stored before."""
+    from the start and let the Message-ID/content dedupe drop the ones stored before. So does a
+    cursor at or beyond ``uidnext`` (a restored mailbox that kept its UIDVALIDITY, against the
+    RFC): new mail would otherwise sit below the cursor for ever."""
     if cursor is None:
         return 0
     old_validity, last_uid = decode_cursor(cursor)
-    return last_uid if old_validity == uidvalidity else 0
+    if old_validity != uidvalidity:
+        return 0
+    if uidnext is not None and last_uid >= uidnext:
+        return 0
+    return last_uid
 
 
 def mailbox_arg(name: str) -> str:
@@ -297,7 +303,7 @@ class ImapClient:
         """Connect, secure, authenticate and SELECT the mailbox."""
         context = self._tls_context() if self.security == "tls" else None
         self._imap = _IMAP4(host=self.host, port=self.port, timeout=self.timeout,
-                                      conn_lost_cb=self._on_lost, ssl_context=context)
+                            conn_lost_cb=self._on_lost, ssl_context=context)
         try:
             await self._call("connect", self._imap.wait_hello_from_server())
             if self.security == "starttls":

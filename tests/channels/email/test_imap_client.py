@@ -137,6 +137,8 @@ async def test_uidvalidity_change_restarts_the_cursor(dovecot: Any) -> None:
 def test_cursor_round_trip_and_garbage() -> None:
     assert decode_cursor(encode_cursor(1796191665, 42)) == (1796191665, 42)
     assert resume_uid(None, 5) == 0
+    assert resume_uid(encode_cursor(5, 9), 5, uidnext=10) == 9
+    assert resume_uid(encode_cursor(5, 9), 5, uidnext=9) == 0  # beyond UIDNEXT: resync
     for bad in (b"", b"imap1:0:3", b"imap1:5", b"imap1:a:1", b"offset:5"):
         with pytest.raises(ValueError):
             decode_cursor(bad)
