@@ -252,3 +252,43 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         function = getattr(item, "function", None)
         if function is not None and inspect.iscoroutinefunction(function):
             item.fixturenames.insert(0, "_no_leftover_tasks")  # type: ignore[attr-defined]
+
+
+# -- email channel: real Dovecot and aiosmtpd (tests/email_servers.py) ----------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot_server() -> Iterator[Any]:
+    """One Dovecot for the session; missing binary: skip here, failure under CI=true."""
+    from tests.email_servers import DovecotServer, ServerUnavailable
+
+    try:
+        server = DovecotServer()
+    except ServerUnavailable as exc:
+        need_service(str(exc))
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dovecot(dovecot_server: Any) -> Any:
+    """The session Dovecot with an empty INBOX (UIDs keep ascending across tests)."""
+    dovecot_server.clear_mailbox()
+    return dovecot_server
+
+
+@pytest.fixture(scope="session")
+def smtp_server_session() -> Iterator[Any]:
+    from tests.email_servers import SmtpServer
+
+    server = SmtpServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_server(smtp_server_session: Any) -> Any:
+    """aiosmtpd recording envelopes, reset for each test (``handler.refuse_next("451 ...")``)."""
+    smtp_server_session.reset()
+    return smtp_server_session
