@@ -34,6 +34,7 @@ import msgspec
 from channels.attachments import OCTET_STREAM, safe_name, sniff
 from channels.email.html_text import html_to_text
 from channels.email.quotes import strip_quotes
+from channels.errors import MalformedPayload
 
 MAX_DEPTH = 20
 """MIME nesting followed; deeper parts are skipped with a defect (real mail nests ≤ 6)."""
@@ -70,12 +71,9 @@ _NOT_TEXT_CODECS = frozenset({"unicode_escape", "raw_unicode_escape", "idna", "p
 _WESTERN = frozenset({"cp1252", "latin_1", "iso8859_15", "ascii"})
 
 
-class MalformedEmail(ValueError):
-    """Nothing usable could be read from the message; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class MalformedEmail(MalformedPayload):
+    """Nothing usable could be read from the message; ``reason`` says why (the adapter
+    quarantines the raw message with it and moves on)."""
 
 
 class EmailAttachment(msgspec.Struct, frozen=True):
