@@ -476,6 +476,7 @@ def _walk(part: Message, depth: int, collector: _Collector) -> None:
         text, defect = decode_bytes(data, _param(part, "charset"))
         if defect:
             collector.defect(defect)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
         (collector.plain if ctype == "text/plain" else collector.html).append(text)
         return
     _attachment(part, ctype, filename, disposition, collector)

@@ -280,3 +280,7 @@ def test_nothing_usable_is_malformed_with_a_reason(raw: bytes, reason: str) -> N
     with pytest.raises(MalformedEmail) as caught:
         parse(raw)
     assert reason in caught.value.reason
+
+
+def test_text_has_unix_line_endings() -> None:
+    assert parse(message("one\r\ntwo\rthree\r\n")).full_text == "one\ntwo\nthree\n"
