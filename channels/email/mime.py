@@ -7,11 +7,17 @@ bounce.
 input except ``MalformedEmail`` when nothing usable is left; everything it had to guess or cut is
 listed in ``defects``.
 
-The stdlib parser (``BytesParser`` with ``policy.default``) splits the MIME tree, but the values
-are decoded here, defensively: header values are read raw and decoded with
-``email.header.decode_header`` (RFC 2047, unknown charsets and 8-bit bytes survive), payloads
-with ``get_payload(decode=True)`` and our own charset fallbacks, and the tree is walked with a
-depth and a part-count limit instead of ``Message.walk`` (which recurses without bound).
+The stdlib parser splits the MIME tree, but the values are decoded here, defensively: header
+values are read raw and decoded with ``email.header.decode_header`` (RFC 2047, unknown charsets
+and 8-bit bytes survive), payloads with ``get_payload(decode=True)`` and our own charset
+fallbacks, and the tree is walked with a depth and a part-count limit instead of
+``Message.walk`` (which recurses without bound).
+
+Why ``compat32`` and not ``policy.default``: the modern policy parses structured headers with
+``email._header_value_parser``, which on Python 3.11 raises ``RecursionError`` on a
+Content-Type of nested comments and takes 20 s on one of 20,000 quoted parameters. The legacy
+header code is simple string splitting, and ``_BoundedPolicy`` cuts every header value at
+``MAX_HEADER_CHARS`` as the parser reads it, before anything parses it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from email import policy
 from email.header import decode_header
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
+from email.policy import Compat32
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from typing import Literal
 
@@ -69,6 +76,17 @@ _CHARSET_SUPERSETS = {
 }
 _NOT_TEXT_CODECS = frozenset({"unicode_escape", "raw_unicode_escape", "idna", "punycode"})
 _WESTERN = frozenset({"cp1252", "latin_1", "iso8859_15", "ascii"})
+
+
+class _BoundedPolicy(Compat32):
+    """compat32 with every header value cut at ``MAX_HEADER_CHARS`` as it is read."""
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
+        name, value = super().header_source_parse(sourcelines)
+        return name, value[:MAX_HEADER_CHARS]
+
+
+_POLICY = _BoundedPolicy()
 
 
 class MalformedEmail(MalformedPayload):
@@ -219,15 +237,15 @@ def _bound_header_section(raw: bytes, collector: _Collector) -> bytes:
 
 def _parse_tree(raw: bytes, collector: _Collector) -> Message:
     try:
-        message: Message = BytesParser(policy=policy.default).parsebytes(raw)
+        message: Message = BytesParser(policy=_POLICY).parsebytes(raw)
     except RecursionError:
         collector.defect(f"MIME nesting too deep to parse; headers only (limit {MAX_DEPTH})")
-        message = BytesHeaderParser(policy=policy.default).parsebytes(raw)
+        message = BytesHeaderParser(policy=_POLICY).parsebytes(raw)
         message.set_payload("")
         return message
     except Exception as exc:  # the stdlib parser has had IndexError/AttributeError bugs
         collector.defect(f"MIME structure unreadable ({type(exc).__name__}); headers only")
-        message = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+        message = BytesHeaderParser(policy=_POLICY).parsebytes(raw)
         return message
     for found in getattr(message, "defects", ()):
         collector.defect(type(found).__name__)
@@ -251,7 +269,7 @@ class _Headers:
         for name, value in items[:1000]:
             key = str(name).strip().lower()
             if key not in self._raw:
-                if len(value) > MAX_HEADER_CHARS:
+                if len(value) >= MAX_HEADER_CHARS:  # _BoundedPolicy cut it
                     collector.defect(f"header {key[:40]} cut at {MAX_HEADER_CHARS} characters")
                 self._raw[key] = str(value)[:MAX_HEADER_CHARS]
         self.any_known = any(k in self._raw for k in self._KNOWN)
@@ -463,7 +481,7 @@ def _walk(part: Message, depth: int, collector: _Collector) -> None:
                 _walk(child, depth + 1, collector)
         return
     if ctype in ("text/rfc822-headers", "message/rfc822-headers"):
-        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(_payload(part, collector))
+        headers = BytesHeaderParser(policy=_POLICY).parsebytes(_payload(part, collector))
         found = _MSG_ID.search(str(headers.get("message-id", "")))
         collector.bounce_original = collector.bounce_original or (
             f"<{found.group(1)}>" if found else None)
@@ -623,7 +641,7 @@ def _delivery_status(part: Message, collector: _Collector) -> None:
     else:
         text = _payload(part, collector).decode("utf-8", "replace")
         for block in re.split(r"\r?\n[ \t]*\r?\n", text)[:100]:
-            groups.append(BytesHeaderParser(policy=policy.compat32).parsebytes(
+            groups.append(BytesHeaderParser(policy=_POLICY).parsebytes(
                 block.strip().encode("utf-8", "replace")))
     collector.bounce_fields.extend(groups)
 

@@ -284,3 +284,19 @@ def test_nothing_usable_is_malformed_with_a_reason(raw: bytes, reason: str) -> N
 
 def test_text_has_unix_line_endings() -> None:
     assert parse(message("one\r\ntwo\rthree\r\n")).full_text == "one\ntwo\nthree\n"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    # policy.default's header parser raised RecursionError on this one ...
+    ("Content-Type", b"text/plain; " + b"(" * 20_000),
+    # ... and took seconds to minutes on these, on every access
+    ("Content-Type", b"text/plain" + b"; a=b" * 20_000),
+    ("Content-Type", b"text/plain; a=" + b'"x' * 20_000),
+    ("Content-Disposition", b"attachment" + b"; filename*0*=a" * 5_000),
+    ("From", b"(" * 20_000 + b"a@example.org"),
+    ("To", b"a@example.org, " * 5_000),
+])
+def test_hostile_structured_headers(name: str, value: bytes) -> None:
+    raw = (b"From: a@example.org\r\nSubject: s\r\n" + name.encode() + b": " + value
+           + b"\r\n\r\nbody\r\n")
+    assert parse(raw).subject == "s"
