@@ -152,6 +152,20 @@ def rule_of(adapter: ChannelAdapter | None, cls: type[ChannelAdapter]
     return caps.push_subscription if isinstance(caps, Capabilities) else None
 
 
+def _alerts(s: StoredHealth) -> ChannelAlerts:
+    """The agreed alert states; a ``*_since`` is when that alert began, null while it does not
+    hold (the stored time is when the state last changed, either way)."""
+    silent = s.alerts.get("silent") == "1"
+    risk = _level(s.alerts.get("subscription"))
+    reauth = s.alerts.get("reauth") == "1"
+    return ChannelAlerts(
+        silent=silent, silent_since=_since(s, "silent") if silent else None,
+        subscription_at_risk=risk,
+        subscription_since=_since(s, "subscription") if risk is not None else None,
+        evaluated_at=_number(s.alerts.get("as_of")),
+        needs_reauth=reauth, needs_reauth_since=_since(s, "reauth") if reauth else None)
+
+
 def _since(stored: StoredHealth, name: str) -> float | None:
     value = stored.alerts.get(f"{name}:since")
     try:
@@ -249,13 +263,7 @@ class ChannelHealthService:
                 fetch_backlog=await self._provided(self.fetch_backlog, channel.name),
                 token=await self._provided(self.token_state, channel.name),
                 last_sent_at=s.send_ok_at, last_send_error=s.send_error,
-                alerts=ChannelAlerts(
-                    silent=s.alerts.get("silent") == "1", silent_since=_since(s, "silent"),
-                    subscription_at_risk=_level(s.alerts.get("subscription")),
-                    subscription_since=_since(s, "subscription"),
-                    evaluated_at=_number(s.alerts.get("as_of")),
-                    needs_reauth=s.alerts.get("reauth") == "1",
-                    needs_reauth_since=_since(s, "reauth")),
+                alerts=_alerts(s),
             ))
         return out
 

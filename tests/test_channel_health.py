@@ -410,6 +410,7 @@ async def test_silence_alert_raised_after_the_configured_minutes_and_cleared_by_
         use_clock(client, clock)
         record = await evaluations(client, "quiet")
         assert record["alerts"]["silent"] is False
+        assert record["alerts"]["silent_since"] is None  # only while the alert holds
         assert await metric(client, 'inboxhub_channel_silent{instance="quiet"}') == 0
 
         clock.offset = 61.0  # a minute and a second since the hub first ran the channel
@@ -430,7 +431,7 @@ async def test_silence_alert_raised_after_the_configured_minutes_and_cleared_by_
             record = await health(client, "quiet")
             return record if not record["alerts"]["silent"] else None
 
-        await eventually(cleared)
+        assert (await eventually(cleared))["alerts"]["silent_since"] is None
         await evaluations(client, "quiet", 3)
         assert await metric(client, 'inboxhub_channel_silent{instance="quiet"}') == 0
         assert len(lines(caplog, logging.WARNING, "channel quiet is silent")) == 1
