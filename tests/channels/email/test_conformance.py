@@ -337,6 +337,51 @@ async def test_fetch_leaves_seen_unless_mark_seen(run: Any, gate: IngestGate,
         assert "\\Seen" not in await asyncio.to_thread(dovecot.flags, uid)
 
 
+
+async def test_new_mail_wakes_the_idle_poll(run: Any) -> None:
+    """The poll waits in IDLE (IDLE_WAIT_SECONDS, far above the kit's 10 s acknowledgement
+    timeout): a delivery is stored because the server's EXISTS ends the wait."""
+    harness = await run()
+    assert await harness.deliver(buyer_case(1))
+    adapter = harness.adapter
+    assert isinstance(adapter, EmailChannel)
+    assert adapter.idle_wait_seconds > harness.ack_timeout
+    client = adapter._client
+    assert client is not None
+    await asyncio.wait_for(client.idling.wait(), 10)
+    assert await harness.deliver(buyer_case(2))
+    assert adapter._client is client, "the session was replaced instead of woken"
+    assert client.idle_commands >= 1
+
+
+async def test_dovecot_restart_mid_idle_loses_nothing(run: Any, dovecot: Any) -> None:
+    harness = await run()
+    assert await harness.deliver(buyer_case(1))
+    adapter = harness.adapter
+    assert isinstance(adapter, EmailChannel) and adapter._client is not None
+    await asyncio.wait_for(adapter._client.idling.wait(), 10)
+    await asyncio.to_thread(dovecot.restart, hard=True)
+    assert await harness.deliver(buyer_case(2))
+    stored_events = harness.stored()
+    assert [e.provider_message_id for e in stored_events] == [
+        "<pedido-1@buyer.test>", "<pedido-2@buyer.test>"]
+    assert not any(e.duplicate for e in stored_events)
+
+
+async def test_uidvalidity_change_refetches_and_dedupes(run: Any, dovecot: Any) -> None:
+    harness = await run()
+    assert await harness.deliver(buyer_case(1))
+    assert await harness.deliver(buyer_case(2))
+    await asyncio.to_thread(dovecot.stop_process, hard=True)
+    await asyncio.to_thread(dovecot.change_uidvalidity)
+    await harness.wait_until(
+        lambda: sum(e.duplicate for e in harness.stored()) >= 2, timeout=30,
+        what="the mailbox was not refetched after the UIDVALIDITY change")
+    assert await harness.deliver(buyer_case(3))
+    fresh = [e.provider_message_id for e in harness.stored() if not e.duplicate]
+    assert fresh == [f"<pedido-{n}@buyer.test>" for n in (1, 2, 3)]
+
+
 # -- config ---------------------------------------------------------------------------------
 
 
