@@ -28,7 +28,8 @@ Outbound. ``OutboundReply`` carries no subject and no References; the adapter ke
 subject and References of the mails it polled (in memory, bounded) and uses them when the
 reply's ``in_reply_to`` names one. A reply whose parent it has not seen in this process
 (another process polled it, or a restart) goes out as ``Subject: Re:`` with In-Reply-To and
-References set to the parent id alone. ``deliver`` returns the Message-ID it generated: that is
+References set to the parent id alone. After a send the parent it knows is flagged
+``\\Answered``. ``deliver`` returns the Message-ID it generated: that is
 the id a bounce names, so the receipt finds the reply.
 """
 
@@ -68,7 +69,7 @@ from channels.email.threading import (
     reply_tokens,
     thread_candidates,
 )
-from channels.errors import RateLimited, ReplyRejected, RetryableError
+from channels.errors import ChannelError, RateLimited, ReplyRejected, RetryableError
 from channels.models import Attachment, ChannelHints, DeliveryUpdate, InboundMessage, OutboundReply
 from channels.polling import Polled, PollingAdapter, PollingSettings, PollItem, Schedule, Unusable
 from channels.secrets import Secret
@@ -137,6 +138,8 @@ class _Parent:
     message_id: str | None
     in_reply_to: str | None
     references: tuple[str, ...]
+    uidvalidity: int
+    uid: int
 
 
 @dataclass(frozen=True)
@@ -281,7 +284,7 @@ class EmailChannel(PollingAdapter):
                 if update is not None:
                     items.append(update)
                 continue
-            items.append(await self._message(parsed))
+            items.append(await self._message(parsed, fetched.uid))
         return items
 
     def _bounce(self, parsed: ParsedEmail, uid: int) -> DeliveryUpdate | None:
@@ -301,9 +304,9 @@ class EmailChannel(PollingAdapter):
         return DeliveryUpdate(channel_instance=self.instance, provider_message_id=original,
                               state="failed", at=parsed.date, error=error[:1000])
 
-    async def _message(self, parsed: ParsedEmail) -> InboundMessage:
+    async def _message(self, parsed: ParsedEmail, uid: int) -> InboundMessage:
         provider_id = parsed.message_id or "sha256:" + parsed.content_digest
-        self._remember(provider_id, parsed)
+        self._remember(provider_id, parsed, uid)
         hints = ChannelHints()
         if is_amazon_relay(parsed.from_address):
             found = order_ids(parsed.subject, parsed.full_text)
@@ -326,9 +329,11 @@ class EmailChannel(PollingAdapter):
         except AttachmentRefused as exc:
             return self.refused_attachment(found.name, found.declared_type, found.size, exc)
 
-    def _remember(self, provider_id: str, parsed: ParsedEmail) -> None:
+    def _remember(self, provider_id: str, parsed: ParsedEmail, uid: int) -> None:
+        assert self._state is not None
         self._parents[provider_id] = _Parent(parsed.subject, parsed.message_id,
-                                             parsed.in_reply_to, parsed.references)
+                                             parsed.in_reply_to, parsed.references,
+                                             self._state.uidvalidity, uid)
         self._parents.move_to_end(provider_id)
         while len(self._parents) > PARENT_CACHE_SIZE:
             self._parents.popitem(last=False)
@@ -376,7 +381,24 @@ class EmailChannel(PollingAdapter):
             if code in SMTP_RATE_LIMIT_CODES:
                 raise RateLimited(str(exc), retry_after=SMTP_RATE_LIMIT_RETRY_SECONDS) from exc
             raise
+        if parent is not None:
+            await self._mark_answered(parent)
         return message_id
+
+    async def _mark_answered(self, parent: _Parent) -> None:
+        """``\\Answered`` on the mail just answered, in a short session of its own (the
+        polling one may be in IDLE, where no other command may be sent). Best effort: the
+        reply is already sent, so a failure is logged, never raised."""
+        client = self._new_client()
+        try:
+            state = await client.connect()
+            if state.uidvalidity == parent.uidvalidity:
+                await client.add_flags(parent.uid, "\\Answered")
+        except ChannelError as exc:
+            log.warning("channel %s: could not flag UID %d as answered: %s", self.instance,
+                        parent.uid, type(exc).__name__)
+        finally:
+            await client.close()
 
     async def _outbound_files(self, attachments: Sequence[Attachment]) -> list[_OutFile]:
         if not attachments:

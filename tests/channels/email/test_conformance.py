@@ -270,7 +270,7 @@ async def test_amazon_relay_gets_market_and_order_id(run: Any, gate: IngestGate)
 
 
 async def test_buyer_reply_to_our_message_id_joins_the_thread(
-    run: Any, gate: IngestGate, smtp_server: Any
+    run: Any, gate: IngestGate, smtp_server: Any, dovecot: Any
 ) -> None:
     harness = await run()
     case = buyer_case(1)
@@ -288,6 +288,8 @@ async def test_buyer_reply_to_our_message_id_joins_the_thread(
     assert headers["In-Reply-To"].strip() == case.provider_message_id
     assert headers["References"].strip() == case.provider_message_id
     assert headers["Subject"] == "Re: Pedido 1"
+    [uid] = await asyncio.to_thread(uids, dovecot)
+    assert "\\Answered" in await asyncio.to_thread(dovecot.flags, uid)
     # Outlook style: In-Reply-To our id, no References at all, a new subject
     text = "Gracias, ¿y el número de seguimiento?"
     answer = InboundCase(
@@ -380,6 +382,7 @@ async def test_uidvalidity_change_refetches_and_dedupes(run: Any, dovecot: Any) 
     assert await harness.deliver(buyer_case(3))
     fresh = [e.provider_message_id for e in harness.stored() if not e.duplicate]
     assert fresh == [f"<pedido-{n}@buyer.test>" for n in (1, 2, 3)]
+
 
 
 # -- config ---------------------------------------------------------------------------------
