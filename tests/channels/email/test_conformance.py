@@ -385,6 +385,17 @@ async def test_uidvalidity_change_refetches_and_dedupes(run: Any, dovecot: Any) 
 
 
 
+async def test_unreadable_mail_is_quarantined_and_the_mailbox_moves_on(run: Any) -> None:
+    harness = await run()
+    garbage = b"no headers here, only words\r\n\r\n"
+    await harness.publish(InboundCase(name="garbage", payload=garbage, provider_message_id="x",
+                                      thread_id="", sender_handle="", text=""))
+    assert await harness.deliver(buyer_case(1))
+    [(raw, reason)] = harness.quarantined
+    assert raw == garbage and "IMAP UID" in reason
+    assert [e.provider_message_id for e in harness.stored()] == ["<pedido-1@buyer.test>"]
+
+
 # -- config ---------------------------------------------------------------------------------
 
 
