@@ -23,9 +23,11 @@ from channels.email.threading import reply_token_of
 from channels.models import DeliveryUpdate, OutboundReply
 from channels.registry import load_adapter_class
 from channels.secrets import Secret
+from channels.services.attachments import AttachmentStore
 from channels.services.cursors import CursorStore
 from channels.services.leases import LeaseManager
 from channels.testing import ChannelConformance, FailureKind, InboundCase, KitStore, SentRecord
+from channels.testing.attachments import AttachmentBattery
 from channels.testing.core import IngestGate, MemoryKitStore
 from channels.testing.polling import (
     MemoryCursorStore,
@@ -118,7 +120,31 @@ def settings_for(dovecot: Any, smtp: Any, **overrides: Any) -> EmailSettings:
     return EmailSettings(**values)
 
 
-class TestEmailChannel(ChannelConformance, PollingBattery):
+class EmailHarness:
+    """The kit's ``PollingHarness`` plus what the attachment battery asks of a harness."""
+
+    def __init__(self, inner: PollingHarness, smtp: Any) -> None:
+        self.inner = inner
+        self.smtp = smtp
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def deliver_answer(self, case: InboundCase) -> tuple[bool, str]:
+        """Mail has no answer to refuse with: a message is always kept, refused files marked."""
+        return await self.inner.deliver(case), ""
+
+    def sent_attachments(self) -> list[list[tuple[str, str, bytes]]]:
+        sends = []
+        for received in self.smtp.handler.received:
+            parsed = email.message_from_bytes(received.content, policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            sends.append([(str(part.get_filename()), part.get_content_type(),
+                           part.get_payload(decode=True)) for part in parsed.iter_attachments()])
+        return sends
+
+
+class TestEmailChannel(ChannelConformance, PollingBattery, AttachmentBattery):
     def inbound_cases(self) -> list[InboundCase]:
         follow_up = "Y otra cosa: ¿factura?"
         return [
@@ -136,15 +162,30 @@ class TestEmailChannel(ChannelConformance, PollingBattery):
     def polling_case(self, n: int) -> InboundCase:
         return buyer_case(n)
 
+    def attachment_case(self, name: str, content_type: str, data: bytes) -> InboundCase:
+        text = "Adjunto el archivo."
+        message_id = f"<att-{hashlib.sha256(name.encode() + data).hexdigest()[:16]}@buyer.test>"
+        msg = email.message_from_bytes(mail("ana@buyer.test", "Archivo", text, message_id),
+                                       policy=email.policy.SMTP)
+        assert isinstance(msg, EmailMessage)
+        maintype, subtype = content_type.split("/", 1)
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+        return InboundCase(name=f"attachment {name}", payload=msg.as_bytes(),
+                           provider_message_id=message_id,
+                           thread_id=expected_thread("ana@buyer.test", message_id),
+                           sender_handle="ana@buyer.test", text=text)
+
     @pytest.fixture
-    async def harness(self, polling_kit: PollingKit, dovecot: Any,
-                      smtp_server: Any) -> AsyncIterator[PollingHarness]:
-        settings = settings_for(dovecot, smtp_server)
-        async with polling_kit.run(
-            DovecotProvider(dovecot, smtp_server),
-            lambda context: EmailChannel("shop", settings, context),
-        ) as harness:
-            yield harness
+    async def harness(self, polling_kit: PollingKit, dovecot: Any, smtp_server: Any,
+                      attachment_store: AttachmentStore) -> AsyncIterator[EmailHarness]:
+        settings = settings_for(dovecot, smtp_server, max_attachment_bytes=64 * 1024)
+
+        def factory(context: AdapterContext) -> EmailChannel:
+            context.attachments = attachment_store
+            return EmailChannel("shop", settings, context)
+
+        async with polling_kit.run(DovecotProvider(dovecot, smtp_server), factory) as harness:
+            yield EmailHarness(harness, smtp_server)
 
 
 class TestEmailChannelOnRedis(TestEmailChannel):
