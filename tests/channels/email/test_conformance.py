@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from channels.base import AdapterContext
 from channels.email.adapter import EmailChannel, EmailSettings
 from channels.email.threading import reply_token_of
+from channels.errors import ReplyRejected
 from channels.models import DeliveryUpdate, OutboundReply
 from channels.registry import load_adapter_class
 from channels.secrets import Secret
@@ -435,6 +436,30 @@ async def test_unreadable_mail_is_quarantined_and_the_mailbox_moves_on(run: Any)
     [(raw, reason)] = harness.quarantined
     assert raw == garbage and "IMAP UID" in reason
     assert [e.provider_message_id for e in harness.stored()] == ["<pedido-1@buyer.test>"]
+
+
+
+async def test_replies_amazon_would_block_or_that_inject_headers_are_never_sent(
+    run: Any, smtp_server: Any
+) -> None:
+    harness = await run()
+
+    def reply(recipient: str, text: str) -> OutboundReply:
+        return OutboundReply(reply_id=f"r-{time.time_ns()}", conversation_id="c",
+                             channel_type="email", channel_instance="shop",
+                             thread_id="e" + "0" * 32, recipient_handle=recipient, text=text)
+
+    alias = "wrmqqxtlynjf6kg@marketplace.amazon.es"
+    with pytest.raises(ReplyRejected, match="links"):
+        await harness.adapter.send(reply(alias, "Siga su envío en https://track.example/1"))
+    with pytest.raises(ReplyRejected):
+        await harness.adapter.send(reply("ana@buyer.test\r\nBcc: x@evil.test", "hola"))
+    assert smtp_server.handler.received == []
+    assert await harness.adapter.send(reply(alias, "Su pedido sale hoy."))
+    [sent] = smtp_server.handler.received
+    assert sent.rcpt_tos == [alias]
+    parsed = email.message_from_bytes(sent.content, policy=email.policy.default)
+    assert parsed["From"] == SHOP and not parsed.get_body(("html",))
 
 
 # -- config ---------------------------------------------------------------------------------
