@@ -81,6 +81,8 @@ MAX_ATTACHMENTS: Final = 50
 NETWORK_TIMEOUT_SECONDS: Final = 30.0
 IDLE_WAIT_SECONDS: Final = 60.0
 """How long one poll waits in IDLE for news before it returns (and fetches anyway)."""
+NOOP_INTERVAL_SECONDS: Final = 10.0
+"""Without IDLE: how often a waiting poll asks the server (NOOP) whether mail came."""
 FETCH_LIMIT: Final = 100
 PARENT_CACHE_SIZE: Final = 10_000
 SMTP_RATE_LIMIT_CODES: Final = frozenset({421, 452})
@@ -193,7 +195,7 @@ class EmailChannel(PollingAdapter):
         self.smtp_port = settings.smtp_port or _DEFAULT_SMTP_PORT[settings.smtp_security]
         self._client: ImapClient | None = None
         self._state: MailboxState | None = None
-        self._unseen: list[int] = []  # mark_seen: UIDs handed out, flagged once stored
+        self._unseen: set[int] = set()  # mark_seen: UIDs handed out, flagged once stored
         self._parents: OrderedDict[str, _Parent] = OrderedDict()
         # tests shorten these
         self.idle_wait_seconds = IDLE_WAIT_SECONDS
@@ -211,7 +213,8 @@ class EmailChannel(PollingAdapter):
             host=self.settings.imap_host, port=self.imap_port,
             security=self.settings.imap_security, username=self.settings.imap_username,
             password=password.reveal(), mailbox=self.settings.mailbox,
-            timeout=NETWORK_TIMEOUT_SECONDS, ssl_context=self.ssl_context)
+            timeout=NETWORK_TIMEOUT_SECONDS, ssl_context=self.ssl_context,
+            poll_interval=NOOP_INTERVAL_SECONDS)
 
     async def poll(self, account: str, cursor: bytes | None) -> Polled:
         fresh = self._client is None
@@ -234,7 +237,6 @@ class EmailChannel(PollingAdapter):
         except BaseException:
             # Failed or cancelled mid-command (a stop during IDLE): the session is unusable.
             self._client = self._state = None
-            self._unseen.clear()
             await client.close()
             raise
         end = batch.last_uid if batch.last_uid is not None else last
@@ -253,8 +255,8 @@ class EmailChannel(PollingAdapter):
         if valid != uidvalidity:
             self._unseen.clear()
             return
-        done = [uid for uid in self._unseen if uid <= stored]
-        self._unseen = [uid for uid in self._unseen if uid > stored]
+        done = sorted(uid for uid in self._unseen if uid <= stored)
+        self._unseen.difference_update(done)
         for uid in done:
             await client.add_flags(uid, "\\Seen")
 
@@ -275,7 +277,7 @@ class EmailChannel(PollingAdapter):
                 items.append(Unusable(fetched.raw, f"IMAP UID {fetched.uid}: {exc}"))
                 continue
             if self.settings.mark_seen:
-                self._unseen.append(fetched.uid)
+                self._unseen.add(fetched.uid)
             if parsed.kind == "auto_reply":
                 log.info("channel %s: skipped an auto-reply (UID %d)", self.instance, fetched.uid)
                 continue
