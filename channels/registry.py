@@ -17,6 +17,7 @@ ENTRY_POINT_GROUP = "inboxhub.channels"
 
 BUILTIN: dict[str, str] = {
     "api": "channels.api:ApiChannel",
+    "email": "channels.email.adapter:EmailChannel",
 }
 
 

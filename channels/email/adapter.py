@@ -1,0 +1,417 @@
+"""The email channel: one IMAP mailbox in (IDLE, else NOOP polling), SMTP out.
+
+Built on the package's pure parts (``mime``, ``threading``, ``amazon``, ``compose``) and its
+transports (``imap``, ``smtp``); the ``PollingAdapter`` base holds the mailbox's lease, loads
+and checkpoints the cursor and stores what ``poll`` returns, so this module only speaks IMAP
+and SMTP.
+
+Inbound. One ``ImapClient`` per mailbox, kept between polls and replaced after any failure
+(the client is not reusable). A poll fetches above the cursor's UID; when nothing is new it
+waits in IDLE (``wait_for_new``) for up to ``IDLE_WAIT_SECONDS`` and fetches again, so a
+delivered message is stored within a second and an idle mailbox costs one IDLE per wait. The
+cursor is ``encode_cursor(UIDVALIDITY, last UID)``; a UIDVALIDITY change refetches the mailbox
+and the ingest drops what it already has by Message-ID (or content digest). Each message is
+parsed off the event loop: a ``MalformedEmail`` is quarantined with its reason, an auto-reply
+is skipped (the cursor still moves past it), a bounce of one of our messages becomes a
+``DeliveryUpdate`` ``failed`` with the diagnostic, anything else an ``InboundMessage``.
+
+Threads, without storage (first cut). A thread id is ``"e" + 32 hex``. Our outbound
+Message-IDs carry the conversation's thread id as their reply token
+(``threading.new_message_id``), so a mail whose In-Reply-To, References or quoted body names
+one of our ids joins that thread, whatever the client did to References. Otherwise the thread
+is ``"e" + sha256(sender + "\\n" + root)[:32]``, the root being the first References id, else
+In-Reply-To, else the mail's own Message-ID (or content digest): a follow-up that references
+the buyer's first mail joins it, scoped to the sender. Not done: the subject-plus-sender
+fallback (needs the store), and a reply carrying our token is not checked against the sender.
+
+Outbound. ``OutboundReply`` carries no subject and no References; the adapter keeps the
+subject and References of the mails it polled (in memory, bounded) and uses them when the
+reply's ``in_reply_to`` names one. A reply whose parent it has not seen in this process
+(another process polled it, or a restart) goes out as ``Subject: Re:`` with In-Reply-To and
+References set to the parent id alone. After a send the parent it knows is flagged
+``\\Answered``. ``deliver`` returns the Message-ID it generated: that is
+the id a bounce names, so the receipt finds the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import ssl
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Final, Literal
+
+import msgspec
+
+from channels.attachments import AttachmentRefused
+from channels.base import AdapterContext, Capabilities
+from channels.email.amazon import amazon_market, check_amazon_reply, is_amazon_relay, order_ids
+from channels.email.compose import address as plain_address
+from channels.email.compose import compose_reply, message_bytes
+from channels.email.imap import (
+    FetchResult,
+    ImapClient,
+    MailboxState,
+    Security,
+    decode_cursor,
+    encode_cursor,
+    resume_uid,
+)
+from channels.email.mime import EmailAttachment, MalformedEmail, ParsedEmail, parse_email
+from channels.email.smtp import send_message
+from channels.email.threading import (
+    new_message_id,
+    reply_headers,
+    reply_tokens,
+    thread_candidates,
+)
+from channels.errors import ChannelError, RateLimited, ReplyRejected, RetryableError
+from channels.models import Attachment, ChannelHints, DeliveryUpdate, InboundMessage, OutboundReply
+from channels.polling import Polled, PollingAdapter, PollingSettings, PollItem, Schedule, Unusable
+from channels.secrets import Secret
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_LENGTH: Final = 100_000
+MAX_ATTACHMENTS: Final = 50
+NETWORK_TIMEOUT_SECONDS: Final = 30.0
+IDLE_WAIT_SECONDS: Final = 60.0
+"""How long one poll waits in IDLE for news before it returns (and fetches anyway)."""
+NOOP_INTERVAL_SECONDS: Final = 10.0
+"""Without IDLE: how often a waiting poll asks the server (NOOP) whether mail came."""
+FETCH_LIMIT: Final = 100
+PARENT_CACHE_SIZE: Final = 10_000
+SMTP_RATE_LIMIT_CODES: Final = frozenset({421, 452})
+SMTP_RATE_LIMIT_RETRY_SECONDS: Final = 60.0
+THREAD_ID = re.compile(r"e[0-9a-f]{32}")
+_DEFAULT_IMAP_PORT: Final = {"tls": 993, "starttls": 143, "none": 143}
+_DEFAULT_SMTP_PORT: Final = {"tls": 465, "starttls": 587, "none": 25}
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``imap_security`` and ``smtp_security`` have no default: plaintext (``none``) only
+    when written. Ports default from the security (993/143, 465/587/25)."""
+
+    address: str
+    imap_host: str
+    imap_security: Security
+    imap_username: str
+    imap_port: Port | None = None
+    imap_password: Secret | None = None
+    imap_auth: Literal["password", "xoauth2"] = "password"
+    mailbox: Annotated[str, msgspec.Meta(min_length=1, max_length=500)] = "INBOX"
+    smtp_host: str
+    smtp_security: Security
+    smtp_port: Port | None = None
+    smtp_username: str | None = None
+    smtp_password: Secret | None = None
+    reply_to: str | None = None
+    mark_seen: bool = False
+    max_attachment_bytes: Annotated[int, msgspec.Meta(ge=0)] = 25 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        plain_address(self.address)  # ValueError names the problem
+        if self.reply_to is not None:
+            plain_address(self.reply_to)
+        if self.imap_auth == "xoauth2":
+            raise ValueError('imap_auth = "xoauth2" is not supported yet (the token store is '
+                             'not wired to the email channel); use imap_auth = "password"')
+        if self.imap_password is None:
+            raise ValueError('imap_password is required with imap_auth = "password"')
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("give smtp_username and smtp_password together, or neither")
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1].lower()
+
+
+@dataclass(frozen=True)
+class _Parent:
+    """What a reply needs from the mail it answers."""
+
+    subject: str
+    message_id: str | None
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    uidvalidity: int
+    uid: int
+
+
+@dataclass(frozen=True)
+class _OutFile:
+    name: str
+    content_type: str
+    data: bytes
+
+
+def thread_root_id(parsed: ParsedEmail) -> str:
+    """The conversation's id when no id of ours is referenced (module docstring)."""
+    if parsed.references:
+        root = parsed.references[0]
+    else:
+        root = parsed.in_reply_to or parsed.message_id or "sha256:" + parsed.content_digest
+    digest = hashlib.sha256(f"{parsed.from_address}\n{root}".encode()).hexdigest()
+    return "e" + digest[:32]
+
+
+def thread_id_of(parsed: ParsedEmail) -> str:
+    """Our thread token when the mail names one of our Message-IDs, else ``thread_root_id``."""
+    for token in reply_tokens(thread_candidates(parsed)):
+        if THREAD_ID.fullmatch(token):
+            return token
+    return thread_root_id(parsed)
+
+
+def reply_token(thread_id: str) -> str:
+    """The token our Message-ID carries: the thread id itself when it has the email form."""
+    if THREAD_ID.fullmatch(thread_id):
+        return thread_id
+    return "e" + hashlib.sha256(thread_id.encode()).hexdigest()[:32]
+
+
+class EmailChannel(PollingAdapter):
+    type_name: ClassVar[str] = "email"
+    settings_type: ClassVar[type[EmailSettings]] = EmailSettings
+    settings: EmailSettings
+
+    def __init__(self, instance: str, settings: EmailSettings, context: AdapterContext) -> None:
+        super().__init__(instance, settings, context)
+        self.capabilities = Capabilities(
+            max_text_length=MAX_TEXT_LENGTH, threading=True,
+            attachments=settings.max_attachment_bytes > 0,
+            max_attachment_bytes=settings.max_attachment_bytes,
+            max_attachments=MAX_ATTACHMENTS if settings.max_attachment_bytes > 0 else 0)
+        self.schedule = Schedule(
+            interval_seconds=0.0,
+            timeout_seconds=IDLE_WAIT_SECONDS + 4 * NETWORK_TIMEOUT_SECONDS)
+        self.imap_port = settings.imap_port or _DEFAULT_IMAP_PORT[settings.imap_security]
+        self.smtp_port = settings.smtp_port or _DEFAULT_SMTP_PORT[settings.smtp_security]
+        self._client: ImapClient | None = None
+        self._state: MailboxState | None = None
+        self._unseen: set[int] = set()  # mark_seen: UIDs handed out, flagged once stored
+        self._parents: OrderedDict[str, _Parent] = OrderedDict()
+        # tests shorten these
+        self.idle_wait_seconds = IDLE_WAIT_SECONDS
+        self.ssl_context: ssl.SSLContext | None = None
+
+    def accounts(self) -> Sequence[str]:
+        return (self.settings.mailbox,)
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    def _new_client(self) -> ImapClient:
+        password = self.settings.imap_password
+        assert password is not None  # checked with the settings
+        return ImapClient(
+            host=self.settings.imap_host, port=self.imap_port,
+            security=self.settings.imap_security, username=self.settings.imap_username,
+            password=password.reveal(), mailbox=self.settings.mailbox,
+            timeout=NETWORK_TIMEOUT_SECONDS, ssl_context=self.ssl_context,
+            poll_interval=NOOP_INTERVAL_SECONDS)
+
+    async def poll(self, account: str, cursor: bytes | None) -> Polled:
+        fresh = self._client is None
+        if self._client is None:
+            client = self._new_client()
+            self._state = await client.connect()  # closes itself when it fails
+            self._client = client
+        client, state = self._client, self._state
+        assert state is not None
+        try:
+            # A UIDNEXT at or below the cursor means a restored mailbox, but only as SELECT
+            # saw it: later in the session the cursor legitimately passes that UIDNEXT.
+            last = resume_uid(cursor, state.uidvalidity, state.uidnext if fresh else None)
+            await self._mark_seen(client, cursor, state.uidvalidity)
+            batch = await client.fetch_since(last, limit=FETCH_LIMIT)
+            if not batch.messages and not batch.skipped:
+                await client.wait_for_new(self.idle_wait_seconds)
+                batch = await client.fetch_since(last, limit=FETCH_LIMIT)
+            items = await self._items(batch)
+        except BaseException:
+            # Failed or cancelled mid-command (a stop during IDLE): the session is unusable.
+            self._client = self._state = None
+            await client.close()
+            raise
+        end = batch.last_uid if batch.last_uid is not None else last
+        return items, encode_cursor(state.uidvalidity, end)
+
+    async def _mark_seen(self, client: ImapClient, cursor: bytes | None,
+                         uidvalidity: int) -> None:
+        """``mark_seen``: flag ``\\Seen`` on what the last poll returned, now that the cursor
+        (checkpointed only after storing) has passed it."""
+        if not self._unseen or cursor is None:
+            return
+        try:
+            valid, stored = decode_cursor(cursor)
+        except ValueError:
+            return
+        if valid != uidvalidity:
+            self._unseen.clear()
+            return
+        done = sorted(uid for uid in self._unseen if uid <= stored)
+        self._unseen.difference_update(done)
+        for uid in done:
+            await client.add_flags(uid, "\\Seen")
+
+    async def _items(self, batch: FetchResult) -> list[PollItem]:
+        items: list[PollItem] = []
+        policy = self.attachment_policy
+        for skipped in batch.skipped:
+            items.append(Unusable(
+                f"IMAP UID {skipped.uid} in {self.settings.mailbox}".encode(),
+                f"message of {skipped.size} bytes is over the download limit; left in the "
+                "mailbox, not fetched"))
+        for fetched in batch.messages:
+            try:
+                parsed = await asyncio.to_thread(
+                    parse_email, fetched.raw, max_attachment_bytes=policy.max_bytes,
+                    max_attachments=max(policy.max_count, 1))
+            except MalformedEmail as exc:
+                items.append(Unusable(fetched.raw, f"IMAP UID {fetched.uid}: {exc}"))
+                continue
+            if self.settings.mark_seen:
+                self._unseen.add(fetched.uid)
+            if parsed.kind == "auto_reply":
+                log.info("channel %s: skipped an auto-reply (UID %d)", self.instance, fetched.uid)
+                continue
+            if parsed.kind == "bounce":
+                update = self._bounce(parsed, fetched.uid)
+                if update is not None:
+                    items.append(update)
+                continue
+            items.append(await self._message(parsed, fetched.uid))
+        return items
+
+    def _bounce(self, parsed: ParsedEmail, uid: int) -> DeliveryUpdate | None:
+        bounce = parsed.bounce
+        original = bounce.original_message_id if bounce is not None else None
+        if bounce is None or original is None or not reply_tokens([original]):
+            log.info("channel %s: skipped a bounce that names no message of ours (UID %d)",
+                     self.instance, uid)
+            return None
+        if self.context.deliveries is None:
+            log.info("channel %s: bounce of a reply not recorded (this hub records no "
+                     "delivery receipts; UID %d)", self.instance, uid)
+            return None
+        error = bounce.diagnostic or bounce.status or "bounced"
+        if bounce.status and bounce.diagnostic and bounce.status not in bounce.diagnostic:
+            error = f"{bounce.status} {bounce.diagnostic}"
+        return DeliveryUpdate(channel_instance=self.instance, provider_message_id=original,
+                              state="failed", at=parsed.date, error=error[:1000])
+
+    async def _message(self, parsed: ParsedEmail, uid: int) -> InboundMessage:
+        provider_id = parsed.message_id or "sha256:" + parsed.content_digest
+        self._remember(provider_id, parsed, uid)
+        hints = ChannelHints()
+        if is_amazon_relay(parsed.from_address):
+            found = order_ids(parsed.subject, parsed.full_text)
+            hints = ChannelHints(market=amazon_market(parsed.from_address),
+                                 order_id=found[0] if found else None)
+        return InboundMessage(
+            channel_type=self.type_name, channel_instance=self.instance,
+            provider_message_id=provider_id, thread_id=thread_id_of(parsed),
+            sender_handle=parsed.from_address, sender_name=parsed.from_name or None,
+            text=parsed.text, html=parsed.html, sent_at=parsed.date, hints=hints,
+            attachments=tuple([await self._attachment(a) for a in parsed.attachments]))
+
+    async def _attachment(self, found: EmailAttachment) -> Attachment:
+        if found.data is None or found.refused is not None:
+            return Attachment(name=found.name, content_type=found.declared_type[:100]
+                              or "application/octet-stream", size=found.size,
+                              refused=found.refused or "not kept")
+        try:
+            return await self.store_attachment(found.data, name=found.name)
+        except AttachmentRefused as exc:
+            return self.refused_attachment(found.name, found.declared_type, found.size, exc)
+
+    def _remember(self, provider_id: str, parsed: ParsedEmail, uid: int) -> None:
+        assert self._state is not None
+        self._parents[provider_id] = _Parent(parsed.subject, parsed.message_id,
+                                             parsed.in_reply_to, parsed.references,
+                                             self._state.uidvalidity, uid)
+        self._parents.move_to_end(provider_id)
+        while len(self._parents) > PARENT_CACHE_SIZE:
+            self._parents.popitem(last=False)
+
+    async def close(self) -> None:
+        client, self._client, self._state = self._client, None, None
+        if client is not None:
+            await client.close()
+
+    # -- outbound --------------------------------------------------------------------------
+
+    async def deliver(self, reply: OutboundReply) -> str:
+        settings = self.settings
+        recipient = reply.recipient_handle.strip()
+        files = await self._outbound_files(reply.attachments)
+        if is_amazon_relay(recipient):
+            check_amazon_reply(reply.text, None, reply.attachments)
+        parent = self._parents.get(reply.in_reply_to) if reply.in_reply_to else None
+        subject = parent.subject if parent is not None else ""
+        in_reply_to: str | None
+        references: tuple[str, ...]
+        if parent is not None and parent.message_id:
+            in_reply_to, references = reply_headers(parent)
+        elif reply.in_reply_to and reply.in_reply_to.startswith("<"):
+            in_reply_to, references = reply.in_reply_to, (reply.in_reply_to,)
+        else:
+            in_reply_to, references = None, ()
+        message_id = new_message_id(reply_token(reply.thread_id), settings.domain)
+        try:
+            message = compose_reply(
+                from_address=settings.address, to=recipient, subject=subject,
+                message_id=message_id, text=reply.text, in_reply_to=in_reply_to,
+                references=references, reply_to=settings.reply_to, attachments=files)
+        except ValueError as exc:
+            raise ReplyRejected(f"cannot compose the email: {exc}") from None
+        try:
+            await send_message(
+                message_bytes(message), mail_from=settings.address, rcpt_to=[recipient],
+                host=settings.smtp_host, port=self.smtp_port, security=settings.smtp_security,
+                username=settings.smtp_username,
+                password=settings.smtp_password.reveal() if settings.smtp_password else None,
+                timeout=NETWORK_TIMEOUT_SECONDS, ssl_context=self.ssl_context)
+        except RetryableError as exc:
+            code = getattr(exc.__cause__, "code", None)
+            if code in SMTP_RATE_LIMIT_CODES:
+                raise RateLimited(str(exc), retry_after=SMTP_RATE_LIMIT_RETRY_SECONDS) from exc
+            raise
+        if parent is not None:
+            await self._mark_answered(parent)
+        return message_id
+
+    async def _mark_answered(self, parent: _Parent) -> None:
+        """``\\Answered`` on the mail just answered, in a short session of its own (the
+        polling one may be in IDLE, where no other command may be sent). Best effort: the
+        reply is already sent, so a failure is logged, never raised."""
+        client = self._new_client()
+        try:
+            state = await client.connect()
+            if state.uidvalidity == parent.uidvalidity:
+                await client.add_flags(parent.uid, "\\Answered")
+        except ChannelError as exc:
+            log.warning("channel %s: could not flag UID %d as answered: %s", self.instance,
+                        parent.uid, type(exc).__name__)
+        finally:
+            await client.close()
+
+    async def _outbound_files(self, attachments: Sequence[Attachment]) -> list[_OutFile]:
+        if not attachments:
+            return []
+        store = self.context.attachments
+        if store is None:
+            raise ReplyRejected("this hub stores no attachments")
+        files: list[_OutFile] = []
+        for item in attachments:
+            data = await store.get(item.storage_ref) if item.storage_ref else None
+            if data is None:
+                raise ReplyRejected(f"attachment {item.name!r} is no longer stored")
+            files.append(_OutFile(item.name, item.content_type, data))
+        return files
