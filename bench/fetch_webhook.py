@@ -35,26 +35,13 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.ingest import ROOT, Child, LoadResult, children, drive, free_port, ms
+from bench.ingest import ROOT, Child, LoadResult, children, drive, free_port, ms, serve_bare
 
 SECRET = "bench-fetch-secret-0123456789"
 TOKEN = "bench-fetch-token-0123456789"
 ADMIN = "bench-admin-token-0123456789"
 CHANNEL = "market"
 BUDGET_SECONDS = 0.5  # Mercado Libre's
-
-
-def serve_bare(port: int) -> None:
-    from aiohttp import web
-
-    async def handle(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response({"stored": [], "duplicates": 0})
-
-    app = web.Application()
-    app.router.add_post(f"/webhooks/example-fetch/{CHANNEL}", handle)
-    app.router.add_get("/readyz", handle)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 def serve_provider(port: int, delay: float) -> None:
@@ -230,7 +217,7 @@ def main() -> int:
     parser.add_argument("--serve-provider", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
-        serve_bare(args.serve_bare)
+        serve_bare(args.serve_bare, f"/webhooks/example-fetch/{CHANNEL}")
         return 0
     if args.serve_provider:
         serve_provider(args.serve_provider, args.provider_delay)

@@ -64,8 +64,9 @@ def free_port() -> int:
 # -- targets ------------------------------------------------------------------------------------
 
 
-def serve_bare(port: int) -> None:
-    """The baseline: read the body, answer 200 with a small JSON body (like the hub does)."""
+def serve_bare(port: int, path: str = "/webhooks/api/bench") -> None:
+    """The baseline: read the body, answer 200 with a small JSON body (like the hub does).
+    ``path``: the webhook path of the target it stands beside (other benches reuse it)."""
     from aiohttp import web
 
     async def handle(request: web.Request) -> web.Response:
@@ -73,7 +74,7 @@ def serve_bare(port: int) -> None:
         return web.json_response({"stored": ["x"], "duplicates": 0})
 
     app = web.Application()
-    app.router.add_post("/webhooks/api/bench", handle)
+    app.router.add_post(path, handle)
     app.router.add_get("/readyz", handle)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
