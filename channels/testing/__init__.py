@@ -9,6 +9,7 @@ their own modules here; an adapter's test class mixes in the ones its channel su
 """
 
 from channels.testing.core import (
+    HTTP_FAILURES,
     ChannelConformance,
     ConformanceHarness,
     FailureKind,
@@ -22,6 +23,7 @@ from channels.testing.core import (
 )
 
 __all__ = [
+    "HTTP_FAILURES",
     "ChannelConformance",
     "ConformanceHarness",
     "FailureKind",

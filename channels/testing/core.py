@@ -33,6 +33,15 @@ from channels.models import InboundMessage, OutboundReply
 
 FailureKind = Literal["retryable", "rate_limited", "permanent", "auth"]
 
+HTTP_FAILURES: dict[str, tuple[int, dict[str, str]]] = {
+    "retryable": (503, {}),
+    "rate_limited": (429, {"Retry-After": "7"}),
+    "permanent": (400, {}),
+    "auth": (401, {}),
+}
+"""What each ``FailureKind`` looks like from an HTTP provider (status, headers), for the
+fake provider's ``fail_next_send``: ``map_http_error`` turns each back into its error class."""
+
 
 class InboundCase(msgspec.Struct, frozen=True):
     """One provider delivery and what it must normalize to."""

@@ -25,6 +25,7 @@ from channels.errors import AuthError, RetryableError, TokenExpired
 from channels.secrets import Secret
 from channels.services.tokens import OAuthTokens, TokenStore
 from channels.testing import (
+    HTTP_FAILURES,
     ChannelConformance,
     FailureKind,
     InboundCase,
@@ -41,12 +42,8 @@ from tests.helpers import sign
 from tests.plugins.oauth_api import OAuthApiChannel, OAuthApiSettings
 
 # 401 is what the battery's "token refused" means; a permission the token cannot fix is 403.
-FAILURES: dict[str, tuple[int, dict[str, str]]] = {
-    "retryable": (503, {}),
-    "rate_limited": (429, {"Retry-After": "7"}),
-    "permanent": (400, {}),
-    "auth": (403, {}),
-}
+# A 401 is the expired-token signal here (refresh and retry), so "auth" is a 403.
+FAILURES = {**HTTP_FAILURES, "auth": (403, {})}
 
 
 class OAuthHarness:

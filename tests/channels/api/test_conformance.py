@@ -26,6 +26,7 @@ from channels.secrets import Secret
 from channels.services.attachments import AttachmentStore
 from channels.services.limits import RateLimiter
 from channels.testing import (
+    HTTP_FAILURES,
     ChannelConformance,
     FailureKind,
     InboundCase,
@@ -55,12 +56,7 @@ from tests.conftest import TEST_SECRET, RedisServer
 from tests.helpers import sign
 from tests.plugins.paced import PacedApiChannel, PacedSettings
 
-FAILURES: dict[str, tuple[int, dict[str, str]]] = {
-    "retryable": (503, {}),
-    "rate_limited": (429, {"Retry-After": "7"}),
-    "permanent": (400, {}),
-    "auth": (401, {}),
-}
+FAILURES = HTTP_FAILURES
 MAX_BODY = 64 * 1024
 
 

@@ -12,15 +12,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from channels.signing import hmac_sha256_hex
-from channels.testing import FailureKind, InboundCase, SentRecord
+from channels.testing import HTTP_FAILURES, FailureKind, InboundCase, SentRecord
 from tests.channels.fetch_example.adapter import SIGNATURE_HEADER
 
-FAILURES: dict[str, tuple[int, dict[str, str]]] = {
-    "retryable": (503, {}),
-    "rate_limited": (429, {"Retry-After": "7"}),
-    "permanent": (400, {}),
-    "auth": (401, {}),
-}
+FAILURES = HTTP_FAILURES
 USER_ID = 123456789
 
 

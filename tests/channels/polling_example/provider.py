@@ -10,14 +10,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from channels.testing import FailureKind, InboundCase, SentRecord
+from channels.testing import HTTP_FAILURES, FailureKind, InboundCase, SentRecord
 
-FAILURES: dict[str, tuple[int, dict[str, str]]] = {
-    "retryable": (503, {}),
-    "rate_limited": (429, {"Retry-After": "7"}),
-    "permanent": (400, {}),
-    "auth": (401, {}),
-}
+FAILURES = HTTP_FAILURES
 
 
 class ExampleProvider:
