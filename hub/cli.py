@@ -7,19 +7,19 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import msgspec
 
 from hub import cli_channel_status, cli_fetches
 from hub.cli_channel_auth import add_commands as add_channel_auth_commands
+from hub.cli_redis import stamp, with_redis
 from hub.config import ConfigError, LoadedConfig, load_config
-from hub.redis_connection import open_redis
 from routing.explain import describe, summary
 from storage import keys
 from storage.embedded import EmbeddedRedisError
-from storage.schema import SchemaTooNew, ensure_schema
+from storage.schema import SchemaTooNew
 from storage.store import NotRetryable, Store, UnknownMessage
 from storage.tokens import TokenKeyError
 
@@ -96,18 +96,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stamp(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
 async def _with_store(loaded: LoadedConfig, action: Callable[[Store], Awaitable[int]]) -> int:
-    config = loaded.config
-    async with open_redis(config) as (client, _owned):
-        await ensure_schema(client, partitions=config.storage.partitions)  # refuses newer data
-        store = Store(client, partitions=config.storage.partitions,
-                      quarantine_max_entries=config.storage.quarantine_max_entries,
-                      quarantine_max_bytes=config.storage.quarantine_max_bytes)
-        return await action(store)
+    storage = loaded.config.storage
+
+    async def on_store(client: Any) -> int:
+        return await action(Store(client, partitions=storage.partitions,
+                                  quarantine_max_entries=storage.quarantine_max_entries,
+                                  quarantine_max_bytes=storage.quarantine_max_bytes))
+
+    return await with_redis(loaded, on_store)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,7 +181,7 @@ async def _quarantine_list(store: Store, args: argparse.Namespace) -> int:
         print("quarantine is empty")
     for e in entries:
         cut = " (truncated)" if e.raw_truncated else ""
-        print(f"{e.id}  {_stamp(e.received_at)}  {e.channel_instance}  {e.error}  "
+        print(f"{e.id}  {stamp(e.received_at)}  {e.channel_instance}  {e.error}  "
               f"[{len(e.raw)} chars{cut}]")
     return 0
 
@@ -197,7 +194,7 @@ async def _dlq_list(store: Store, args: argparse.Namespace) -> int:
     if not entries:
         print("dead-letter queue is empty")
     for e in entries:
-        print(f"{e.message_id}  {_stamp(e.failed_at)}  {e.channel_instance}  "
+        print(f"{e.message_id}  {stamp(e.failed_at)}  {e.channel_instance}  "
               f"attempts={e.attempts}  {e.error}")
     return 0
 
@@ -246,7 +243,7 @@ async def _routing_explain(store: Store, args: argparse.Namespace) -> int:
           f"priority={state.get('priority', '-')} status={state.get('status', '-')}")
     print(f"now: {summary(state, log)}")
     for entry in log:
-        when = _stamp(float(entry.get("at", 0)))
+        when = stamp(float(entry.get("at", 0)))
         print(f"  {when}  {entry.get('event', '?'):<11} {describe(entry, state)}")
     return 0
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from hub.cli_redis import stamp, with_redis
 from hub.config import LoadedConfig
 
 T = TypeVar("T")
@@ -82,22 +83,18 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _stamp(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
 def _describe(state: Any, now: float) -> str:
     """One line per instance, for a person: status, expiry, last refresh, last error."""
     parts = [f"{state.instance}: {state.status}"]
     if state.expires_at is not None:
         left = state.expires_at - now
         when = f"in {_span(left)}" if left > 0 else f"{_span(-left)} ago"
-        parts.append(f"access token expires {_stamp(state.expires_at)} ({when})")
+        parts.append(f"access token expires {stamp(state.expires_at)} ({when})")
     if state.status != "missing":
         parts.append("refreshable" if state.refreshable else "no refresh token")
         parts.append(f"generation {state.generation}")
     if state.last_refresh_at is not None:
-        parts.append(f"last refresh {_stamp(state.last_refresh_at)}")
+        parts.append(f"last refresh {stamp(state.last_refresh_at)}")
     if state.last_error:
         parts.append(f"last error: {state.last_error}")
     if state.status in ("missing", "needs_reauth"):
@@ -115,17 +112,17 @@ def _span(seconds: float) -> str:
 
 async def _with_token_store(loaded: LoadedConfig, action: Callable[[Any], Awaitable[T]]) -> T:
     from hub.app import oauth_token_store
-    from hub.redis_connection import open_redis
-    from storage.schema import ensure_schema
 
     config = loaded.config
-    async with open_redis(config) as (client, _owned):
-        await ensure_schema(client, partitions=config.storage.partitions)  # refuses newer data
+
+    async def on_client(client: Any) -> T:
         # With the embedded Redis the data directory is the hub's own, so its key file may be
         # made here (tokens loaded before the first serve); against an external Redis the hub
         # processes may be elsewhere, and a key made here would seal tokens none can read.
         return await action(await oauth_token_store(
             loaded, client, create_key=not config.storage.redis_url))
+
+    return await with_redis(loaded, on_client)
 
 
 def _read_tokens(args: argparse.Namespace) -> bytes:

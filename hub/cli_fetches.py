@@ -15,17 +15,15 @@ import argparse
 import asyncio
 import re
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
 from channels.services.fetches import FetchBacklog, FetchEntry, NotFailed, UnknownFetch
+from hub.cli_redis import stamp, with_redis
 from hub.config import LoadedConfig
-from hub.redis_connection import open_redis
 from storage.fetches import RedisFetchQueue
-from storage.schema import ensure_schema
 
 _INSTANCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -104,15 +102,10 @@ def _action(args: argparse.Namespace) -> Callable[[RedisFetchQueue], Awaitable[i
 
 async def _with_queue(loaded: LoadedConfig,
                       action: Callable[[RedisFetchQueue], Awaitable[int]]) -> int:
-    config = loaded.config
-    async with open_redis(config) as (client, _owned):
-        await ensure_schema(client, partitions=config.storage.partitions)  # refuses newer data
-        return await action(RedisFetchQueue(
-            client, dedupe_ttl_seconds=config.fetches.dedupe_ttl_seconds))
-
-
-def _stamp(t: float | None) -> str:
-    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    fetches = loaded.config.fetches
+    return await with_redis(loaded, lambda client: action(RedisFetchQueue(
+        client, dedupe_ttl_seconds=fetches.dedupe_ttl_seconds,
+        failed_retention_seconds=fetches.failed_retention_days * 86400)))
 
 
 def _age(seconds: float | None) -> str:
@@ -148,7 +141,7 @@ async def _list(queue: RedisFetchQueue, instance: str | None, *, failed: bool, l
               f"oldest={_age(b.oldest_age_seconds)}")
         if failed:
             for e in (e for e in entries if e.instance == b.instance):
-                print(f"  {e.id}  {_stamp(e.failed_at)}  attempts={e.attempts}  "
+                print(f"  {e.id}  {stamp(e.failed_at)}  attempts={e.attempts}  "
                       f"resource={e.resource[:80]}  {e.last_error or ''}")
     return 0
 
