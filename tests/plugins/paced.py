@@ -17,6 +17,7 @@ import pytest
 from channels.api import ApiChannel, ApiChannelSettings
 from channels.base import Capabilities
 from channels.services.limits import RateLimit
+from tests.channels.plugin_dist import install_entry_point
 
 TYPE = "paced-api"
 TARGET = "tests.plugins.paced:PacedApiChannel"
@@ -54,9 +55,5 @@ def register(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def entry_point_dir(root: Path) -> Path:
     """A directory that, on PYTHONPATH, makes ``importlib.metadata`` see the plugin."""
-    dist = root / "inboxhub_paced_test-0.dist-info"
-    dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: inboxhub-paced-test\n"
-                                   "Version: 0\n")
-    (dist / "entry_points.txt").write_text(f"[inboxhub.channels]\n{TYPE} = {TARGET}\n")
-    return root
+    return install_entry_point(root, distribution="inboxhub-paced-test", type_name=TYPE,
+                               target=TARGET)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.channels.plugin_dist import install_entry_point
+
 TYPE_NAME = "example-fetch"
 TOKEN_ENV = "IH_TEST_FETCH_TOKEN"
 SECRET_ENV = "IH_TEST_FETCH_SECRET"
@@ -14,14 +16,8 @@ SECRET_ENV = "IH_TEST_FETCH_SECRET"
 def install(site: Path) -> Path:
     """Write the distribution's metadata under ``site`` (put ``site`` on PYTHONPATH, with the
     repository root for the ``tests`` package)."""
-    dist = site / "inboxhub_fetch_example-0.1.dist-info"
-    dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: inboxhub-fetch-example\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        f"[inboxhub.channels]\n"
-        f"{TYPE_NAME} = tests.channels.fetch_example.adapter:ExampleFetchChannel\n")
-    return site
+    return install_entry_point(site, distribution="inboxhub-fetch-example", type_name=TYPE_NAME,
+                               target="tests.channels.fetch_example.adapter:ExampleFetchChannel")
 
 
 def channel_toml(name: str, url: str) -> str:

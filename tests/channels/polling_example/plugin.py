@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.channels.plugin_dist import install_entry_point
+
 TYPE_NAME = "example-poll"
 TOKEN_ENV = "IH_TEST_POLL_TOKEN"
 
@@ -16,14 +18,8 @@ TOKEN_ENV = "IH_TEST_POLL_TOKEN"
 def install(site: Path) -> Path:
     """Write the distribution's metadata under ``site`` (put ``site`` on sys.path or
     PYTHONPATH, with the repository root for the ``tests`` package)."""
-    dist = site / "inboxhub_polling_example-0.1.dist-info"
-    dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: inboxhub-polling-example\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        f"[inboxhub.channels]\n"
-        f"{TYPE_NAME} = tests.channels.polling_example.adapter:ExampleChannel\n")
-    return site
+    return install_entry_point(site, distribution="inboxhub-polling-example", type_name=TYPE_NAME,
+                               target="tests.channels.polling_example.adapter:ExampleChannel")
 
 
 def channel_toml(name: str, url: str, *, interval: float = 0.05, lease_seconds: float = 2.0,

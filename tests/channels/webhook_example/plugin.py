@@ -6,19 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.channels.plugin_dist import install_entry_point
+
 TYPE_NAME = "example-hook"
 SECRET_ENV = "IH_TEST_HOOK_SECRET"
 
 
 def install(site: Path) -> Path:
-    dist = site / "inboxhub_webhook_example-0.1.dist-info"
-    dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: inboxhub-webhook-example\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        f"[inboxhub.channels]\n"
-        f"{TYPE_NAME} = tests.channels.webhook_example.adapter:ExampleHookChannel\n")
-    return site
+    return install_entry_point(site, distribution="inboxhub-webhook-example", type_name=TYPE_NAME,
+                               target="tests.channels.webhook_example.adapter:ExampleHookChannel")
 
 
 def channel_toml(name: str, send_url: str) -> str:
