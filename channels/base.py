@@ -64,6 +64,7 @@ from channels.services.health import HealthRecorder, PushSubscriptionRule, Webho
 from channels.services.leases import LeaseManager
 from channels.services.limits import RateLimit, RateLimiter
 from channels.services.receipts import DeliveryIndex
+from channels.services.threads import ThreadMemory
 from channels.services.tokens import TokenStore
 from channels.supervisor import Supervisor, describe
 from channels.windows import (
@@ -165,6 +166,8 @@ class AdapterContext:
     signed). The services (``channels.services``) are None where the hub does not offer them:
     an adapter that needs one says so at start-up. ``max_attachment_bytes`` is the hub's cap
     on any one attachment (``attachments.max_bytes``), over every channel's own limit.
+    ``threads`` is what an adapter remembers about its threads across processes (email's
+    subject fallback and parent headers, ``channels.services.threads``).
     ``health`` is where the plumbing counts webhook answers and polls (``channels.services.
     health``); adapters themselves never call it.
     """
@@ -185,6 +188,7 @@ class AdapterContext:
         attachments: AttachmentStore | None = None,
         deliveries: DeliveryIndex | None = None,
         fetches: FetchQueue | None = None,
+        threads: ThreadMemory | None = None,
         max_attachment_bytes: int | None = None,
         health: HealthRecorder | None = None,
     ) -> None:
@@ -201,6 +205,7 @@ class AdapterContext:
         self.attachments = attachments
         self.deliveries = deliveries
         self.fetches = fetches
+        self.threads = threads
         self.max_attachment_bytes = max_attachment_bytes
         self.health = health
 

@@ -59,6 +59,7 @@ from storage.limiter import RedisLimiter
 from storage.schema import ensure_schema
 from storage.store import Store
 from storage.streams import Entry, StreamGroup, consumer_name
+from storage.threads import RedisThreads
 from storage.tokens import KEY_ENV, KEY_FILE, RedisTokenStore, TokenCipher, load_token_cipher
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             limiter=app[K.LIMITER], deliveries=RedisDeliveries(app[K.STORE]),
             tokens=app[K.OAUTH],
             fetches=app[K.FETCHES],
+            threads=RedisThreads(app[K.STORE]),
             health=app[K.HEALTH_COUNTERS],
         )
         manager = ChannelManager(loaded, context)

@@ -41,6 +41,10 @@ routing ``ih:{r}:``
 ``sticky:<contact>``                       deleted with the contact
 ========================================  ======================================================
 
+Adapters' thread memory (``storage/threads.py``): ``ih:memos-of:<hash(instance, thread)>``
+and every ``ih:memo:<hash>`` it names (an email's subject, sender and headers) are deleted with
+the conversation.
+
 Global: quarantine entries of the contact's channel instance whose raw body names the buyer's
 handle or one of the ids above are removed (erasure only).
 
@@ -67,6 +71,7 @@ from storage.attachments import sha_of
 from storage.keys import PartitionKeys
 from storage.scripts import load_script
 from storage.store import Store
+from storage.threads import forget_thread
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +229,8 @@ async def delete_conversations(store: Store, prints: Sequence[ConversationFootpr
             counts.keys += int(await redis.delete(*owned[i:i + _BATCH]))
         for cid in conv_ids:
             counts.keys += await _scan_delete(redis, k.reply_keys_pattern(cid))
+        for fp in group:  # what adapters remembered of the thread (storage/threads.py)
+            counts.keys += await forget_thread(redis, fp.thread_field)
         if msg_ids:
             await redis.zrem(k.retry, *msg_ids)
         named = {v.encode() for v in conv_ids | msg_ids}

@@ -15,20 +15,18 @@ parsed off the event loop: a ``MalformedEmail`` is quarantined with its reason, 
 is skipped (the cursor still moves past it), a bounce of one of our messages becomes a
 ``DeliveryUpdate`` ``failed`` with the diagnostic, anything else an ``InboundMessage``.
 
-Threads, without storage (first cut). A thread id is ``"e" + 32 hex``. Our outbound
-Message-IDs carry the conversation's thread id as their reply token
-(``threading.new_message_id``), so a mail whose In-Reply-To, References or quoted body names
-one of our ids joins that thread, whatever the client did to References. Otherwise the thread
-is ``"e" + sha256(sender + "\\n" + root)[:32]``, the root being the first References id, else
-In-Reply-To, else the mail's own Message-ID (or content digest): a follow-up that references
-the buyer's first mail joins it, scoped to the sender. Not done: the subject-plus-sender
-fallback (needs the store), and a reply carrying our token is not checked against the sender.
+Threads. A thread id is ``"e" + 32 hex``. Our outbound Message-IDs carry the conversation's
+thread id as their reply token (``threading.new_message_id``), so a mail whose In-Reply-To,
+References or quoted body names one of our ids joins that thread, whatever the client did to
+References; ``conversations.EmailThreads`` decides the rest (the buyer's own earlier ids, the
+subject-plus-sender fallback within ``subject_thread_days``, a new conversation for a new
+subject on a resolved one), with memos kept in the hub's store (``context.threads``) so every
+process and every restart decides alike.
 
-Outbound. ``OutboundReply`` carries no subject and no References; the adapter keeps the
-subject and References of the mails it polled (in memory, bounded) and uses them when the
-reply's ``in_reply_to`` names one. A reply whose parent it has not seen in this process
-(another process polled it, or a restart) goes out as ``Subject: Re:`` with In-Reply-To and
-References set to the parent id alone. After a send the parent it knows is flagged
+Outbound. ``OutboundReply`` carries no subject and no References; the adapter takes them from
+the mail the reply's ``in_reply_to`` names (kept in memory for what this process polled, else
+from the store's memo), else the thread's last subject, and builds ``Subject: Re: …``,
+In-Reply-To and References (RFC 5322 §3.6.4). After a send the parent is flagged
 ``\\Answered``. ``deliver`` returns the Message-ID it generated: that is
 the id a bounce names, so the receipt finds the reply.
 """
@@ -38,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -52,6 +49,7 @@ from channels.base import AdapterContext, Capabilities
 from channels.email.amazon import amazon_market, check_amazon_reply, is_amazon_relay, order_ids
 from channels.email.compose import address as plain_address
 from channels.email.compose import compose_reply, message_bytes
+from channels.email.conversations import THREAD_ID, EmailThreads, MessageMemo, provider_id_of
 from channels.email.imap import (
     FetchResult,
     ImapClient,
@@ -63,12 +61,7 @@ from channels.email.imap import (
 )
 from channels.email.mime import EmailAttachment, MalformedEmail, ParsedEmail, parse_email
 from channels.email.smtp import send_message
-from channels.email.threading import (
-    new_message_id,
-    reply_headers,
-    reply_tokens,
-    thread_candidates,
-)
+from channels.email.threading import new_message_id, reply_headers, reply_tokens
 from channels.errors import ChannelError, RateLimited, ReplyRejected, RetryableError
 from channels.models import Attachment, ChannelHints, DeliveryUpdate, InboundMessage, OutboundReply
 from channels.polling import Polled, PollingAdapter, PollingSettings, PollItem, Schedule, Unusable
@@ -87,7 +80,6 @@ FETCH_LIMIT: Final = 100
 PARENT_CACHE_SIZE: Final = 10_000
 SMTP_RATE_LIMIT_CODES: Final = frozenset({421, 452})
 SMTP_RATE_LIMIT_RETRY_SECONDS: Final = 60.0
-THREAD_ID = re.compile(r"e[0-9a-f]{32}")
 _DEFAULT_IMAP_PORT: Final = {"tls": 993, "starttls": 143, "none": 143}
 _DEFAULT_SMTP_PORT: Final = {"tls": 465, "starttls": 587, "none": 25}
 
@@ -114,6 +106,9 @@ class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_f
     reply_to: str | None = None
     mark_seen: bool = False
     max_attachment_bytes: Annotated[int, msgspec.Meta(ge=0)] = 25 * 1024 * 1024
+    # A mail with no usable References joins the same sender's conversation under the same
+    # subject only this long after the last mail there (channels/email/conversations.py).
+    subject_thread_days: Annotated[float, msgspec.Meta(ge=0, le=365)] = 7.0
 
     def __post_init__(self) -> None:
         plain_address(self.address)  # ValueError names the problem
@@ -151,24 +146,6 @@ class _OutFile:
     data: bytes
 
 
-def thread_root_id(parsed: ParsedEmail) -> str:
-    """The conversation's id when no id of ours is referenced (module docstring)."""
-    if parsed.references:
-        root = parsed.references[0]
-    else:
-        root = parsed.in_reply_to or parsed.message_id or "sha256:" + parsed.content_digest
-    digest = hashlib.sha256(f"{parsed.from_address}\n{root}".encode()).hexdigest()
-    return "e" + digest[:32]
-
-
-def thread_id_of(parsed: ParsedEmail) -> str:
-    """Our thread token when the mail names one of our Message-IDs, else ``thread_root_id``."""
-    for token in reply_tokens(thread_candidates(parsed)):
-        if THREAD_ID.fullmatch(token):
-            return token
-    return thread_root_id(parsed)
-
-
 def reply_token(thread_id: str) -> str:
     """The token our Message-ID carries: the thread id itself when it has the email form."""
     if THREAD_ID.fullmatch(thread_id):
@@ -197,6 +174,8 @@ class EmailChannel(PollingAdapter):
         self._state: MailboxState | None = None
         self._unseen: set[int] = set()  # mark_seen: UIDs handed out, flagged once stored
         self._parents: OrderedDict[str, _Parent] = OrderedDict()
+        self.threads = EmailThreads(instance, context.threads,
+                                    subject_window_seconds=settings.subject_thread_days * 86400)
         # tests shorten these
         self.idle_wait_seconds = IDLE_WAIT_SECONDS
         self.ssl_context: ssl.SSLContext | None = None
@@ -307,8 +286,12 @@ class EmailChannel(PollingAdapter):
                               state="failed", at=parsed.date, error=error[:1000])
 
     async def _message(self, parsed: ParsedEmail, uid: int) -> InboundMessage:
-        provider_id = parsed.message_id or "sha256:" + parsed.content_digest
+        provider_id = provider_id_of(parsed)
         self._remember(provider_id, parsed, uid)
+        assert self._state is not None
+        thread_id = await self.threads.thread_for(parsed)
+        await self.threads.remember(parsed, thread_id, uidvalidity=self._state.uidvalidity,
+                                    uid=uid)
         hints = ChannelHints()
         if is_amazon_relay(parsed.from_address):
             found = order_ids(parsed.subject, parsed.full_text)
@@ -316,7 +299,7 @@ class EmailChannel(PollingAdapter):
                                  order_id=found[0] if found else None)
         return InboundMessage(
             channel_type=self.type_name, channel_instance=self.instance,
-            provider_message_id=provider_id, thread_id=thread_id_of(parsed),
+            provider_message_id=provider_id, thread_id=thread_id,
             sender_handle=parsed.from_address, sender_name=parsed.from_name or None,
             text=parsed.text, html=parsed.html, sent_at=parsed.date, hints=hints,
             attachments=tuple([await self._attachment(a) for a in parsed.attachments]))
@@ -353,8 +336,8 @@ class EmailChannel(PollingAdapter):
         files = await self._outbound_files(reply.attachments)
         if is_amazon_relay(recipient):
             check_amazon_reply(reply.text, None, reply.attachments)
-        parent = self._parents.get(reply.in_reply_to) if reply.in_reply_to else None
-        subject = parent.subject if parent is not None else ""
+        parent = await self._parent(reply)
+        subject = parent.subject if parent is not None else await self._thread_subject(reply)
         in_reply_to: str | None
         references: tuple[str, ...]
         if parent is not None and parent.message_id:
@@ -386,6 +369,25 @@ class EmailChannel(PollingAdapter):
         if parent is not None:
             await self._mark_answered(parent)
         return message_id
+
+    async def _parent(self, reply: OutboundReply) -> _Parent | None:
+        """The mail a reply answers: polled by this process, else as remembered in the
+        store (polled by another process, or before a restart)."""
+        if not reply.in_reply_to:
+            return None
+        parent = self._parents.get(reply.in_reply_to)
+        if parent is not None:
+            return parent
+        memo: MessageMemo | None = await self.threads.parent(reply.in_reply_to)
+        if memo is None:
+            return None
+        return _Parent(memo.subject, memo.message_id, memo.in_reply_to, memo.references,
+                       memo.uidvalidity, memo.uid)
+
+    async def _thread_subject(self, reply: OutboundReply) -> str:
+        """A reply that names no known mail still gets the thread's subject (``Re: …``)."""
+        memo = await self.threads.thread(reply.thread_id)
+        return memo.subject if memo is not None else ""
 
     async def _mark_answered(self, parent: _Parent) -> None:
         """``\\Answered`` on the mail just answered, in a short session of its own (the

@@ -1,0 +1,219 @@
+"""Which conversation a mail joins, decided with what the hub remembers (``context.threads``).
+
+In order:
+
+1. An id of ours among the mail's In-Reply-To, References or quoted body (``threading``)
+   names the thread our reply belonged to; it counts only when the mail comes from that
+   thread's buyer (a forwarded copy of our mail sent by someone else opens their own).
+2. Otherwise an id of one of the buyer's own earlier mails that we stored (Outlook keeps only
+   In-Reply-To; a reply to the buyer's second mail names only that one), again only from the
+   same sender.
+3. Otherwise the same sender with the same subject (prefixes in any language stripped) within
+   ``subject_thread_days`` of the last mail under it; after that, or with a subject that is
+   only a prefix, a new conversation.
+4. Otherwise ``thread_root_id``: a fresh thread, stable for redeliveries.
+
+A mail joined by 1 or 2 whose subject differs from the thread's while the thread's
+conversation is resolved opens a new conversation: the buyer hit "reply" on an old mail to ask
+something new. Without ``context.threads`` (a bare kit harness) only 1 (without the sender
+check) and 4 apply, as in the channel's first cut.
+
+The memos written here (their TTLs below) are also what a reply's Subject and References are
+built from when the mail it answers was polled by another process or before a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from typing import Final
+
+import msgspec
+
+from channels.email.mime import ParsedEmail
+from channels.email.threading import (
+    normalize_subject,
+    reply_token_of,
+    thread_candidates,
+)
+from channels.services.threads import ThreadMemory
+
+log = logging.getLogger(__name__)
+
+THREAD_ID: Final = re.compile(r"e[0-9a-f]{32}")
+MESSAGE_MEMO_TTL_SECONDS: Final = 180 * 86400
+"""How long a buyer's mail can still be threaded onto and replied to with its headers."""
+MAX_MEMO_REFERENCES: Final = 20
+
+
+class MessageMemo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One stored mail: its thread, sender and what a reply to it needs."""
+
+    thread_id: str
+    sender: str
+    subject: str
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    uidvalidity: int = 0
+    uid: int = 0
+
+
+class ThreadMemo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One thread: whose it is, its current subject (for comparing and for "Re:")."""
+
+    buyer: str
+    subject_key: str
+    subject: str
+    at: float
+
+
+class SubjectMemo(msgspec.Struct, frozen=True):
+    thread_id: str
+    at: float
+
+
+_message_memo = msgspec.msgpack.Decoder(MessageMemo)
+_thread_memo = msgspec.msgpack.Decoder(ThreadMemo)
+_subject_memo = msgspec.msgpack.Decoder(SubjectMemo)
+_encode = msgspec.msgpack.encode
+
+
+def thread_root_id(parsed: ParsedEmail) -> str:
+    """A thread of its own: the sender plus the mail's first References id, else In-Reply-To,
+    else its own Message-ID (or content digest), so a redelivery lands in the same one."""
+    if parsed.references:
+        root = parsed.references[0]
+    else:
+        root = parsed.in_reply_to or parsed.message_id or "sha256:" + parsed.content_digest
+    digest = hashlib.sha256(f"{parsed.from_address}\n{root}".encode()).hexdigest()
+    return "e" + digest[:32]
+
+
+def fresh_thread_id(parsed: ParsedEmail) -> str:
+    """A new conversation for a mail that must not join the one it references."""
+    own = parsed.message_id or "sha256:" + parsed.content_digest
+    digest = hashlib.sha256(f"{parsed.from_address}\n{own}\nnew".encode()).hexdigest()
+    return "e" + digest[:32]
+
+
+def provider_id_of(parsed: ParsedEmail) -> str:
+    return parsed.message_id or "sha256:" + parsed.content_digest
+
+
+def message_key(provider_id: str) -> str:
+    return "m:" + provider_id
+
+
+def thread_key(thread_id: str) -> str:
+    return "t:" + thread_id
+
+
+def subject_key(sender: str, key: str) -> str:
+    return f"s:{sender}\x00{key}"
+
+
+class EmailThreads:
+    """Thread decisions and the memos behind them, for one mailbox (one channel instance)."""
+
+    def __init__(self, instance: str, memory: ThreadMemory | None, *,
+                 subject_window_seconds: float) -> None:
+        self.instance = instance
+        self.memory = memory
+        self.subject_window_seconds = subject_window_seconds
+
+    async def thread_for(self, parsed: ParsedEmail, *, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        candidates = thread_candidates(parsed)
+        memory = self.memory
+        if memory is None:
+            for candidate in candidates:
+                token = reply_token_of(candidate)
+                if token is not None and THREAD_ID.fullmatch(token):
+                    return token
+            return thread_root_id(parsed)
+        sender = parsed.from_address
+        subject = normalize_subject(parsed.subject)
+        joined = await self._by_reference(memory, candidates, sender)
+        if joined is not None:
+            thread_id, memo = joined
+            if (memo is not None and subject.key and memo.subject_key
+                    and subject.key != memo.subject_key
+                    and await memory.thread_status(self.instance, thread_id) == "resolved"):
+                return fresh_thread_id(parsed)
+            return thread_id
+        if subject.key:
+            found = await memory.recall(self.instance, subject_key(sender, subject.key))
+            if found is not None:
+                memo_s = _subject_memo.decode(found)
+                if now - memo_s.at <= self.subject_window_seconds:
+                    return memo_s.thread_id
+        return thread_root_id(parsed)
+
+    async def _by_reference(self, memory: ThreadMemory, candidates: list[str], sender: str,
+                            ) -> tuple[str, ThreadMemo | None] | None:
+        for candidate in candidates:
+            token = reply_token_of(candidate)
+            if token is not None:
+                if not THREAD_ID.fullmatch(token):
+                    continue
+                memo = await self.thread(token)
+                if memo is not None and memo.buyer != sender:
+                    log.info("channel %s: a mail names our message but comes from another "
+                             "sender than the thread's buyer; not joined", self.instance)
+                    continue
+                return token, memo
+            found = await memory.recall(self.instance, message_key(candidate))
+            if found is None:
+                continue
+            parent = _message_memo.decode(found)
+            if parent.sender != sender:
+                continue
+            return parent.thread_id, await self.thread(parent.thread_id)
+        return None
+
+    async def thread(self, thread_id: str) -> ThreadMemo | None:
+        if self.memory is None:
+            return None
+        found = await self.memory.recall(self.instance, thread_key(thread_id))
+        return _thread_memo.decode(found) if found is not None else None
+
+    async def parent(self, provider_id: str) -> MessageMemo | None:
+        if self.memory is None:
+            return None
+        found = await self.memory.recall(self.instance, message_key(provider_id))
+        return _message_memo.decode(found) if found is not None else None
+
+    async def remember(self, parsed: ParsedEmail, thread_id: str, *, uidvalidity: int,
+                       uid: int, now: float | None = None) -> None:
+        """Write the memos of a mail about to be stored (before: a crash in between leaves
+        memos that decide a redelivery the same way, never a stored mail without them)."""
+        memory = self.memory
+        if memory is None:
+            return
+        now = time.time() if now is None else now
+        subject = normalize_subject(parsed.subject)
+        references = parsed.references
+        if len(references) > MAX_MEMO_REFERENCES:
+            references = references[:1] + references[-(MAX_MEMO_REFERENCES - 1):]
+        message = MessageMemo(
+            thread_id=thread_id, sender=parsed.from_address, subject=parsed.subject[:998],
+            message_id=parsed.message_id, in_reply_to=parsed.in_reply_to,
+            references=references, uidvalidity=uidvalidity, uid=uid)
+        await memory.remember(self.instance, message_key(provider_id_of(parsed)),
+                              _encode(message), ttl_seconds=MESSAGE_MEMO_TTL_SECONDS,
+                              thread_id=thread_id)
+        known = await self.thread(thread_id)
+        buyer = known.buyer if known is not None else parsed.from_address
+        await memory.remember(
+            self.instance, thread_key(thread_id),
+            _encode(ThreadMemo(buyer=buyer, subject_key=subject.key,
+                               subject=parsed.subject[:998], at=now)),
+            ttl_seconds=MESSAGE_MEMO_TTL_SECONDS, thread_id=thread_id)
+        if subject.key:
+            await memory.remember(
+                self.instance, subject_key(parsed.from_address, subject.key),
+                _encode(SubjectMemo(thread_id=thread_id, at=now)),
+                ttl_seconds=max(self.subject_window_seconds, 1.0), thread_id=thread_id)

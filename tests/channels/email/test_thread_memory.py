@@ -1,0 +1,225 @@
+"""Threading that needs memory (``channels/email/conversations.py``), on real Dovecot, aiosmtpd
+and the hub's Redis store: what one process saw, another process or a restart decides alike."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from channels.base import AdapterContext
+from channels.email.adapter import EmailChannel
+from channels.email.conversations import EmailThreads, thread_root_id
+from channels.email.mime import parse_email
+from channels.models import OutboundReply
+from channels.services.threads import MemoryThreads
+from channels.testing import InboundCase
+from channels.testing.core import IngestGate
+from channels.testing.polling import (
+    MemoryCursorStore,
+    MemoryLeaseManager,
+    PollingHarness,
+    PollingKit,
+)
+from storage.kit import StoreKit
+from storage.store import Store
+from storage.threads import RedisThreads
+from tests.channels.email.test_conformance import DovecotProvider, mail, settings_for
+
+ANA = "ana@buyer.test"
+LIMITS: dict[str, Any] = {"max_attachment_bytes": 1024, "max_attachments": 1}
+
+
+@pytest.fixture
+def gate(store: Store) -> IngestGate:
+    return IngestGate(StoreKit(store))
+
+
+@pytest.fixture
+async def run(gate: IngestGate, store: Store, dovecot: Any,
+              smtp_server: Any) -> AsyncIterator[Any]:
+    """Start adapters that share the store's thread memory, as two hub processes would."""
+    leases = MemoryLeaseManager()
+    kit = PollingKit(gate, MemoryCursorStore(leases), leases)
+    running: list[Any] = []
+
+    async def start(**overrides: Any) -> PollingHarness:
+        settings = settings_for(dovecot, smtp_server, **overrides)
+
+        def factory(context: AdapterContext) -> EmailChannel:
+            context.threads = RedisThreads(store)
+            return EmailChannel("shop", settings, context)
+
+        manager = kit.run(DovecotProvider(dovecot, smtp_server), factory)
+        running.append(manager)
+        return await manager.__aenter__()
+
+    async def stop(harness: PollingHarness) -> None:
+        await harness.stop(harness.adapter)
+
+    start.stop = stop  # type: ignore[attr-defined]
+    yield start
+    for manager in reversed(running):
+        await manager.__aexit__(None, None, None)
+
+
+def case(raw: bytes, message_id: str, sender: str = ANA) -> InboundCase:
+    return InboundCase(name=message_id, payload=raw, provider_message_id=message_id,
+                       thread_id="", sender_handle=sender, text="")
+
+
+async def deliver(harness: PollingHarness, gate: IngestGate, raw: bytes, message_id: str,
+                  sender: str = ANA) -> tuple[str, str]:
+    """Deliver one mail; its (thread id, conversation id) once stored."""
+    before = len(gate.results)
+    await harness.publish(case(raw, message_id, sender))
+    await harness.wait_until(lambda: len(gate.results) > before, what=f"{message_id} not stored")
+    result = gate.results[-1]
+    message = await gate.store.inbound(result.message_id)
+    assert message is not None and message.provider_message_id == message_id
+    return message.thread_id, result.conversation_id
+
+
+def reply_to(thread_id: str, in_reply_to: str | None, text: str = "Sale hoy.") -> OutboundReply:
+    return OutboundReply(reply_id=f"r-{thread_id[-6:]}-{in_reply_to}", conversation_id="c",
+                         channel_type="email", channel_instance="shop", thread_id=thread_id,
+                         recipient_handle=ANA, text=text, in_reply_to=in_reply_to)
+
+
+def last_sent(smtp: Any) -> email.message.EmailMessage:
+    parsed = email.message_from_bytes(smtp.handler.received[-1].content,
+                                      policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    return parsed
+
+
+async def test_outlook_reply_to_the_buyers_second_mail_joins_the_first_thread(
+    run: Any, gate: IngestGate
+) -> None:
+    harness = await run()
+    first, conv = await deliver(harness, gate, mail(ANA, "Pedido 5", "¿Dónde está?",
+                                                    "<p5@buyer.test>"), "<p5@buyer.test>")
+    second, conv2 = await deliver(harness, gate, mail(
+        ANA, "Re: Pedido 5", "¿Y la factura?", "<p5b@buyer.test>",
+        headers={"In-Reply-To": "<p5@buyer.test>", "References": "<p5@buyer.test>"}),
+        "<p5b@buyer.test>")
+    assert (second, conv2) == (first, conv)
+    # Outlook: In-Reply-To only, naming the buyer's second mail, a subject of its own
+    third, conv3 = await deliver(harness, gate, mail(
+        ANA, "factura", "La necesito a nombre de la empresa.", "<p5c@buyer.test>",
+        headers={"In-Reply-To": "<p5b@buyer.test>"}), "<p5c@buyer.test>")
+    assert (third, conv3) == (first, conv)
+    # the same headers from another sender open their own conversation
+    other, conv4 = await deliver(harness, gate, mail(
+        "eve@other.test", "factura", "yo también", "<x1@other.test>",
+        headers={"In-Reply-To": "<p5b@buyer.test>"}), "<x1@other.test>", "eve@other.test")
+    assert other != first and conv4 != conv
+
+
+async def test_our_token_counts_only_from_the_threads_buyer(
+    run: Any, gate: IngestGate
+) -> None:
+    harness = await run()
+    thread, conv = await deliver(harness, gate, mail(ANA, "Pedido 6", "hola", "<p6@buyer.test>"),
+                                 "<p6@buyer.test>")
+    ours = await harness.adapter.send(reply_to(thread, "<p6@buyer.test>"))
+    forwarded, conv2 = await deliver(harness, gate, mail(
+        "eve@other.test", "Fwd: Pedido 6", "mira esto", "<fw@other.test>",
+        headers={"In-Reply-To": ours, "References": ours}), "<fw@other.test>", "eve@other.test")
+    assert forwarded != thread and conv2 != conv
+    answer, conv3 = await deliver(harness, gate, mail(
+        ANA, "Re: Pedido 6", "gracias", "<p6b@buyer.test>", headers={"In-Reply-To": ours}),
+        "<p6b@buyer.test>")
+    assert (answer, conv3) == (thread, conv)
+
+
+async def test_subject_and_sender_thread_only_within_the_time_limit(
+    run: Any, gate: IngestGate
+) -> None:
+    harness = await run(subject_thread_days=7)
+    thread, conv = await deliver(harness, gate, mail(ANA, "Pedido 7", "hola", "<p7@buyer.test>"),
+                                 "<p7@buyer.test>")
+    # a webmail that sends no In-Reply-To or References at all, a localized prefix
+    again, conv2 = await deliver(harness, gate, mail(ANA, "RV: [Important] pedido 7",
+                                                     "¿hay novedades?", "<p7b@buyer.test>"),
+                                 "<p7b@buyer.test>")
+    assert (again, conv2) == (thread, conv)
+    # same subject, another buyer: their own conversation
+    other, _ = await deliver(harness, gate, mail("eve@other.test", "Pedido 7", "hola",
+                                                 "<e7@other.test>"),
+                             "<e7@other.test>", "eve@other.test")
+    assert other != thread
+    # a subject that is only a prefix never matches anything
+    bare1, _ = await deliver(harness, gate, mail(ANA, "Re:", "uno", "<b1@buyer.test>"),
+                             "<b1@buyer.test>")
+    bare2, _ = await deliver(harness, gate, mail(ANA, "RE: ", "dos", "<b2@buyer.test>"),
+                             "<b2@buyer.test>")
+    assert len({bare1, bare2, thread}) == 3
+
+
+async def test_subject_fallback_expires() -> None:
+    """The time limit, on the decision itself (memory with a clock the test sets)."""
+    memory = MemoryThreads()
+    threads = EmailThreads("shop", memory, subject_window_seconds=3600)
+    first = parse_email(mail(ANA, "Pedido 8", "hola", "<p8@buyer.test>"), **LIMITS)
+    later = parse_email(mail(ANA, "Re: Pedido 8", "¿y?", "<p8b@buyer.test>"), **LIMITS)
+    t0 = 1_800_000_000.0
+    thread = await threads.thread_for(first, now=t0)
+    await threads.remember(first, thread, uidvalidity=1, uid=1, now=t0)
+    within = await threads.thread_for(later, now=t0 + 3000)
+    after = await threads.thread_for(later, now=t0 + 3700)
+    assert within == thread
+    assert after == thread_root_id(later) != thread
+
+
+async def test_new_subject_after_resolve_opens_a_new_conversation(
+    run: Any, gate: IngestGate, store: Store
+) -> None:
+    harness = await run()
+    thread, conv = await deliver(harness, gate, mail(ANA, "Pedido 9", "hola", "<p9@buyer.test>"),
+                                 "<p9@buyer.test>")
+    ours = await harness.adapter.send(reply_to(thread, "<p9@buyer.test>"))
+    assert await store.update_conversation(conv, {"status": "resolved"})
+    # "reply" on our old mail, same subject: the resolved conversation reopens
+    same, conv2 = await deliver(harness, gate, mail(
+        ANA, "Re: Pedido 9", "no llegó", "<p9b@buyer.test>", headers={"In-Reply-To": ours}),
+        "<p9b@buyer.test>")
+    assert (same, conv2) == (thread, conv)
+    reopened = await store.get_conversation(conv)
+    assert reopened is not None and reopened.status == "new"
+    # resolved again; now the buyer uses the old mail to ask something new
+    assert await store.update_conversation(conv, {"status": "resolved"})
+    new, conv3 = await deliver(harness, gate, mail(
+        ANA, "Devolución de otro producto", "quiero devolver", "<p9c@buyer.test>",
+        headers={"In-Reply-To": ours, "References": f"<p9@buyer.test> {ours}"}),
+        "<p9c@buyer.test>")
+    assert new != thread and conv3 != conv
+    # while a conversation is open a changed subject stays in it
+    open_thread, open_conv = await deliver(harness, gate, mail(
+        ANA, "otra cosa", "y otra", "<p9d@buyer.test>",
+        headers={"In-Reply-To": "<p9c@buyer.test>"}), "<p9d@buyer.test>")
+    assert (open_thread, open_conv) == (new, conv3)
+
+
+async def test_reply_after_a_restart_keeps_subject_and_references(
+    run: Any, gate: IngestGate, smtp_server: Any
+) -> None:
+    first_process = await run()
+    thread, _ = await deliver(first_process, gate, mail(
+        ANA, "Pedido 10", "hola", "<p10b@buyer.test>",
+        headers={"In-Reply-To": "<p10@buyer.test>", "References": "<p10@buyer.test>"}),
+        "<p10b@buyer.test>")
+    await run.stop(first_process)
+    second_process = await run()  # knows nothing in memory: only the store's memos
+    ours = await second_process.adapter.send(reply_to(thread, "<p10b@buyer.test>"))
+    sent = last_sent(smtp_server)
+    assert sent["Subject"] == "Re: Pedido 10"
+    assert sent["In-Reply-To"].strip() == "<p10b@buyer.test>"
+    assert sent["References"].split() == ["<p10@buyer.test>", "<p10b@buyer.test>"]
+    assert sent["Message-ID"].strip() == ours
+    # a reply naming no mail (the agent wrote first in the thread) still gets the subject
+    await second_process.adapter.send(reply_to(thread, None, "¿Algo más?"))
+    assert last_sent(smtp_server)["Subject"] == "Re: Pedido 10"
