@@ -42,6 +42,15 @@ class ChannelHints(msgspec.Struct, frozen=True, omit_defaults=True):
     marketplace_site: str | None = None
     phone_country: str | None = None
     order_id: str | None = None
+    # What the conversation is about for SLAs and rules when the instance alone does not say:
+    # one mailbox gets Amazon's relay ("amazon", 24 h wall-clock duty) and ordinary mail.
+    # Lower-case ``[a-z0-9_.-]{1,64}``; ``routing.sla.<label>`` applies to it.
+    label: str | None = None
+    # The sender cannot be answered on this channel (a no-reply notification address): the
+    # reason, shown to the agent, and the replies endpoint refuses with it.
+    replies_disabled: str | None = None
+    # Where the agent answers instead (the platform's message centre), shown as a link.
+    answer_url: str | None = None
 
 
 class InboundMessage(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -352,6 +352,10 @@ async def post_reply(request: web.Request) -> web.Response:
         tag=req.tag,
         attachments=files,
     )
+    if conversation.replies_disabled:  # the channel said so when the buyer wrote
+        where = f" at {conversation.answer_url}" if conversation.answer_url else ""
+        raise ApiError(422, f"replying is disabled: {conversation.replies_disabled}{where}",
+                       "reply_rejected")
     try:
         adapter.check_reply(reply, now=time.time())
     except WindowClosed as exc:

@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -318,7 +318,7 @@ def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Loa
         _check_public_url(config.hub.public_url)
         _check_redis_url(config.storage.redis_url)
         _check_routing(config.routing, {c.name: c.type for c in config.channels},
-                       build=not read_only)
+                       build=not read_only, labels=_hint_labels(channel_settings))
         for i, token in enumerate(config.api.tokens):
             if (token.token is None) == (token.token_sha256 is None):
                 raise ConfigError(
@@ -418,7 +418,18 @@ def _check_redis_url(url: str | None) -> None:
                           f"number such as /0")
 
 
-def _check_routing(routing: RoutingConfig, channels: dict[str, str], *, build: bool) -> None:
+def _hint_labels(channel_settings: dict[str, Any]) -> set[str]:
+    """Labels channels put on conversations themselves (``hint_labels()`` on settings)."""
+    found: set[str] = set()
+    for settings in channel_settings.values():
+        offered = getattr(settings, "hint_labels", None)
+        if callable(offered):
+            found.update(offered())
+    return found
+
+
+def _check_routing(routing: RoutingConfig, channels: dict[str, str], *, build: bool,
+                   labels: Collection[str] = ()) -> None:
     """Everything routing builds at start-up, built here so errors surface in ``check``."""
     from routing.classify.skill import SkillClassifier
     from routing.runtime import build_parts, parse_calendars, skill_names
@@ -426,7 +437,7 @@ def _check_routing(routing: RoutingConfig, channels: dict[str, str], *, build: b
     try:
         skills = (SkillClassifier.from_config(routing.skills, path="routing.skills")
                   if routing.skills is not None else SkillClassifier.default())
-        validate_routing(routing, channels=channels, skills=skill_names(skills))
+        validate_routing(routing, channels=channels, skills=skill_names(skills), labels=labels)
         if build:
             build_parts(routing)
         else:  # still cheap: calendars are parsed, only the language models are not loaded

@@ -142,16 +142,19 @@ def capacity_kinds(cfg: RoutingConfig) -> set[str]:
 
 def validate_routing(cfg: RoutingConfig, where: str = "routing", *,
                      channels: Mapping[str, str] | None = None,
-                     skills: Collection[str] | None = None) -> None:
+                     skills: Collection[str] | None = None,
+                     labels: Collection[str] = ()) -> None:
     """Cross-field checks; raises ValueError naming the key path and what was expected.
 
     ``channels`` (configured channel name -> type) and ``skills`` (what the skill classifier
     can produce) enable the checks that need them: rules on channels and skills, markets per
     channel, SLA sections per channel type. Values that can never match are rejected, not
     ignored: a rule that silently never fires misroutes every conversation it was meant for.
+    ``labels`` are those the channels themselves put on conversations (an email mailbox's
+    ``amazon`` and sender-rule labels), valid wherever a ``channel_labels`` label is.
     """
     _language_list(cfg, where)
-    _codes_and_kinds(cfg, where, channels)
+    _codes_and_kinds(cfg, where, channels, labels)
     names: set[str] = set()
     for i, q in enumerate(cfg.queues):
         at = f"{where}.queues[{i}]"
@@ -178,7 +181,7 @@ def validate_routing(cfg: RoutingConfig, where: str = "routing", *,
         if rule.queue not in known:
             raise ValueError(f"{where}.rules[{i}].queue: unknown queue {rule.queue!r} "
                              f"(declared: {', '.join(sorted(known))})")
-        _rule_values(cfg, rule, f"{where}.rules[{i}].when", channels, skills)
+        _rule_values(cfg, rule, f"{where}.rules[{i}].when", channels, skills, labels)
     seen: set[str] = set()
     for i, agent in enumerate(cfg.agents):
         at = f"{where}.agents[{i}]"
@@ -242,7 +245,7 @@ def _timezone(name: str, at: str) -> None:
 
 
 def _codes_and_kinds(cfg: RoutingConfig, where: str,
-                     channels: Mapping[str, str] | None) -> None:
+                     channels: Mapping[str, str] | None, hint_labels: Collection[str]) -> None:
     """Languages, markets, time zones and capacity kinds wherever the config names them."""
     kinds = capacity_kinds(cfg)
     listed = ", ".join(sorted(kinds))
@@ -273,7 +276,7 @@ def _codes_and_kinds(cfg: RoutingConfig, where: str,
         if not _ID.fullmatch(kind):
             raise ValueError(f"{where}.channel_kinds: expected kinds of 1-64 of A-Z a-z 0-9 _ . -, "
                              f"got {kind!r}")
-    labels = set(cfg.channel_labels.values())
+    labels = set(cfg.channel_labels.values()) | set(hint_labels)
     for name, label in cfg.channel_labels.items():
         if channels is not None and name not in channels:
             raise ValueError(f"{where}.channel_labels.{name}: no channel named {name!r} "
@@ -283,8 +286,9 @@ def _codes_and_kinds(cfg: RoutingConfig, where: str,
                              f"A-Z a-z 0-9 _ . -, got {label!r}")
     instances = set(channels) if channels is not None else set()
     for name in cfg.sla:
-        if name not in kinds | types | labels | instances and not (
-                channels is None and name in cfg.channel_labels):
+        # Without ``channels`` (a reload of rules already checked with them) an instance or
+        # a channel's own label cannot be told from a typo: only checked with them.
+        if channels is not None and name not in kinds | types | labels | instances:
             raise ValueError(f"{where}.sla.{name}: no channel instance, label, channel type or "
                              f"capacity kind {name!r}; expected an instance "
                              f"({', '.join(sorted(instances)) or 'none'}), a label of "
@@ -293,7 +297,8 @@ def _codes_and_kinds(cfg: RoutingConfig, where: str,
 
 
 def _rule_values(cfg: RoutingConfig, rule: RuleConfig, at: str,
-                 channels: Mapping[str, str] | None, skills: Collection[str] | None) -> None:
+                 channels: Mapping[str, str] | None, skills: Collection[str] | None,
+                 hint_labels: Collection[str] = ()) -> None:
     """A value no conversation can carry makes the condition (and so the rule) never hold."""
     w = rule.when
     for i, code in enumerate(w.language):
@@ -302,7 +307,8 @@ def _rule_values(cfg: RoutingConfig, rule: RuleConfig, at: str,
                              f"carry one of routing.languages ({', '.join(cfg.languages)})")
     _markets(w.market, f"{at}.market")
     if channels is not None:
-        known = set(channels) | set(channels.values()) | set(cfg.channel_labels.values())
+        known = (set(channels) | set(channels.values()) | set(cfg.channel_labels.values())
+                 | set(hint_labels))
         for i, name in enumerate(w.channel):
             if name not in known:
                 raise ValueError(f"{at}.channel[{i}]: {name!r} can never match: no channel has "

@@ -196,12 +196,13 @@ class RoutingEngine:
         a duplicate.
         """
         kind = self.cfg.kind_of(conversation.channel)
+        label = self.label_of(conversation, message)
         marker = ""
         if not replace:
             marker = message.provider_message_id
             # One round trip: redelivered entry? open conversation? (routing.lua "inbound")
             state = await self.call("inbound", conversation.id, marker, _MARKER_TTL,
-                                    *self._clock_args(("next",), kind, conversation))
+                                    *self._clock_args(("next",), kind, conversation, label))
             verdict = state[0].decode()
             if verdict in ("dup", "followup"):
                 return RoutingDecision(fields={})
@@ -213,7 +214,7 @@ class RoutingEngine:
             self._classify, conversation, message,
             conversation.language if corrected else None)
         facts = Facts(channel=conversation.channel, channel_instance=conversation.channel_instance,
-                      channel_label=self.cfg.channel_labels.get(conversation.channel_instance),
+                      channel_label=label,
                       language=language.language, market=market.market, skill=skill.skill)
         match = choose_queue(self.cfg, facts)
         queue = self.cfg.queue(match.queue)
@@ -234,11 +235,16 @@ class RoutingEngine:
             fields["language"] = language.language
         if market.market:
             fields["market"] = market.market
+        hints = message.hints
+        for name, value in (("label", label), ("replies_disabled", hints.replies_disabled),
+                            ("answer_url", hints.answer_url)):
+            if value:
+                fields[name] = value
         self.checkpoint("router:after-classify")
         result = await self._enqueue(
             conversation, queue, kind, match.priority, explain, replace=replace,
             marker=marker, classification=fields,
-            clocks=self._clock_args(("first", "resolution"), kind, conversation))
+            clocks=self._clock_args(("first", "resolution"), kind, conversation, label))
         self.checkpoint("router:after-enqueue")
         outcome = result[0].decode()
         return RoutingDecision(
@@ -309,15 +315,23 @@ class RoutingEngine:
             channel_default=self.cfg.channel_markets.get(conversation.channel_instance),
         )
 
+    def label_of(self, conversation: Conversation, message: InboundMessage) -> str | None:
+        """The message's label from its channel (Amazon's relay in a shared mailbox), else
+        the one the conversation got from its first message, else the instance's
+        (``channel_labels``)."""
+        return (message.hints.label or conversation.label
+                or self.cfg.channel_labels.get(conversation.channel_instance))
+
     def _clock_args(self, clocks: Sequence[str], kind: str,
-                    conversation: Conversation) -> list[str]:
+                    conversation: Conversation, label: str | None) -> list[str]:
         """``"<clock>:<started>"`` tokens and deadlines for the clocks that apply, as script
         arguments: started in the same atomic step as the event that starts them.
 
         The most specific policy wins: the channel instance's (``[routing.sla.amazon-es]``),
         its label's (``channel_labels``), its type's, then its capacity kind's.
         """
-        policy = self.sla_policy(conversation.channel_instance, conversation.channel, kind)
+        policy = self.sla_policy(conversation.channel_instance, conversation.channel, kind,
+                                 label)
         if policy is None:
             return []
         now = time.time()
@@ -331,8 +345,10 @@ class RoutingEngine:
                 out += [f"{clock}:{now!r}", repr(calendar.add(now, minutes * 60))]
         return out
 
-    def sla_policy(self, instance: str, channel_type: str, kind: str) -> SlaPolicy | None:
-        for key in (instance, self.cfg.channel_labels.get(instance), channel_type, kind):
+    def sla_policy(self, instance: str, channel_type: str, kind: str,
+                   label: str | None = None) -> SlaPolicy | None:
+        for key in (instance, label or self.cfg.channel_labels.get(instance), channel_type,
+                    kind):
             if key is not None and key in self.cfg.sla:
                 return self.cfg.sla[key]
         return None
@@ -522,7 +538,8 @@ class RoutingEngine:
 
 
 _MIRRORED = ("cls:language", "cls:market", "cls:skill", "cls:language_confidence",
-             "cls:language_low_confidence")
+             "cls:language_low_confidence", "cls:label", "cls:replies_disabled",
+             "cls:answer_url")
 
 
 def _pairs(flat: Sequence[Any]) -> list[tuple[str, str]]:

@@ -67,6 +67,11 @@ class Conversation(msgspec.Struct, frozen=True):
     language_confidence: float | None = None
     language_low_confidence: bool = False
     skill: str | None = None
+    # From the channel's hints (``ChannelHints``): what the conversation is about for SLAs
+    # ("amazon"), and, for a sender that cannot be answered here, why and where instead.
+    label: str | None = None
+    replies_disabled: str | None = None
+    answer_url: str | None = None
 
 
 class QuarantineEntry(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -638,6 +638,9 @@ def _conversation(raw: dict[bytes, bytes], contact: list[Any]) -> Conversation:
         language_confidence=_f(raw.get(b"language_confidence")),
         language_low_confidence=raw.get(b"language_low_confidence") == b"1",
         skill=get("skill"),
+        label=get("label"),
+        replies_disabled=get("replies_disabled"),
+        answer_url=get("answer_url"),
     )
 
 

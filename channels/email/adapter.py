@@ -46,7 +46,7 @@ import msgspec
 
 from channels.attachments import AttachmentRefused
 from channels.base import AdapterContext, Capabilities
-from channels.email.amazon import amazon_market, check_amazon_reply, is_amazon_relay, order_ids
+from channels.email.amazon import check_amazon_reply, is_amazon_relay, order_ids
 from channels.email.compose import address as plain_address
 from channels.email.compose import compose_reply, message_bytes
 from channels.email.conversations import THREAD_ID, EmailThreads, MessageMemo, provider_id_of
@@ -60,6 +60,7 @@ from channels.email.imap import (
     resume_uid,
 )
 from channels.email.mime import EmailAttachment, MalformedEmail, ParsedEmail, parse_email
+from channels.email.senders import AMAZON_LABEL, SenderRule, sender_facts
 from channels.email.smtp import send_message
 from channels.email.threading import new_message_id, reply_headers, reply_tokens
 from channels.errors import ChannelError, RateLimited, ReplyRejected, RetryableError
@@ -109,6 +110,8 @@ class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_f
     # A mail with no usable References joins the same sender's conversation under the same
     # subject only this long after the last mail there (channels/email/conversations.py).
     subject_thread_days: Annotated[float, msgspec.Meta(ge=0, le=365)] = 7.0
+    # Sender domain -> label, market, no-reply (channels/email/senders.py).
+    sender_rules: tuple[SenderRule, ...] = ()
 
     def __post_init__(self) -> None:
         plain_address(self.address)  # ValueError names the problem
@@ -125,6 +128,10 @@ class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_f
     @property
     def domain(self) -> str:
         return self.address.rsplit("@", 1)[1].lower()
+
+    def hint_labels(self) -> frozenset[str]:
+        """The labels this mailbox can put on conversations (``routing.sla.<label>``)."""
+        return frozenset({AMAZON_LABEL, *(rule.label for rule in self.sender_rules)})
 
 
 @dataclass(frozen=True)
@@ -292,11 +299,13 @@ class EmailChannel(PollingAdapter):
         thread_id = await self.threads.thread_for(parsed)
         await self.threads.remember(parsed, thread_id, uidvalidity=self._state.uidvalidity,
                                     uid=uid)
-        hints = ChannelHints()
-        if is_amazon_relay(parsed.from_address):
-            found = order_ids(parsed.subject, parsed.full_text)
-            hints = ChannelHints(market=amazon_market(parsed.from_address),
-                                 order_id=found[0] if found else None)
+        facts = sender_facts(parsed.from_address, self.settings.sender_rules)
+        found = (order_ids(parsed.subject, parsed.full_text)
+                 if facts.label == AMAZON_LABEL else ())
+        hints = ChannelHints(market=facts.market, label=facts.label,
+                             replies_disabled=facts.replies_disabled,
+                             answer_url=facts.answer_url,
+                             order_id=found[0] if found else None)
         return InboundMessage(
             channel_type=self.type_name, channel_instance=self.instance,
             provider_message_id=provider_id, thread_id=thread_id,
@@ -330,12 +339,19 @@ class EmailChannel(PollingAdapter):
 
     # -- outbound --------------------------------------------------------------------------
 
+    def check_reply(self, reply: OutboundReply, *, now: float) -> None:
+        super().check_reply(reply, now=now)
+        facts = sender_facts(reply.recipient_handle, self.settings.sender_rules)
+        if facts.replies_disabled:
+            where = f" at {facts.answer_url}" if facts.answer_url else ""
+            raise ReplyRejected(f"replying is disabled: {facts.replies_disabled}{where}")
+        if is_amazon_relay(reply.recipient_handle):  # refused before it is queued
+            check_amazon_reply(reply.text, None, reply.attachments)
+
     async def deliver(self, reply: OutboundReply) -> str:
         settings = self.settings
         recipient = reply.recipient_handle.strip()
         files = await self._outbound_files(reply.attachments)
-        if is_amazon_relay(recipient):
-            check_amazon_reply(reply.text, None, reply.attachments)
         parent = await self._parent(reply)
         subject = parent.subject if parent is not None else await self._thread_subject(reply)
         in_reply_to: str | None
