@@ -221,6 +221,13 @@ class ChannelAdapter(abc.ABC):
     # operator loads them with ``inboxhub channels auth INSTANCE``.
     uses_oauth_tokens: ClassVar[bool] = False
 
+    @classmethod
+    def oauth_for(cls, settings: Any) -> bool:
+        """Whether an instance configured with ``settings`` (its settings Struct, or the raw
+        ``[channels.settings]`` table) uses the token store. ``uses_oauth_tokens`` unless a
+        setting decides it (email's ``imap_auth = "xoauth2"``)."""
+        return cls.uses_oauth_tokens
+
     def __init__(self, instance: str, settings: Any, context: AdapterContext) -> None:
         self.instance = instance
         self.settings = settings

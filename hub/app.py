@@ -172,7 +172,7 @@ async def oauth_token_store(loaded: LoadedConfig, redis: Any, *,
     # In a thread: adapter classes are looked up through entry points (package metadata).
     oauth = await asyncio.to_thread(
         lambda: [c.name for c in config.channels
-                 if c.enabled and load_adapter_class(c.type).uses_oauth_tokens])
+                 if c.enabled and load_adapter_class(c.type).oauth_for(c.settings)])
     env_key = os.environ.get(KEY_ENV)
     if not oauth and not env_key and not (config.data_dir / KEY_FILE).exists():
         return RedisTokenStore(redis, TokenCipher([secrets.token_bytes(32)],

@@ -107,7 +107,7 @@ def oauth_channel(config: Config, instance: str) -> str:
     for channel in config.channels:
         if channel.name == instance:
             try:
-                uses = load_adapter_class(channel.type).uses_oauth_tokens
+                uses = load_adapter_class(channel.type).oauth_for(channel.settings)
             except ChannelRegistryError:
                 uses = False
             if not uses:
@@ -122,7 +122,7 @@ def oauth_instances(config: Config) -> list[str]:
     found = []
     for channel in config.channels:
         try:
-            if load_adapter_class(channel.type).uses_oauth_tokens:
+            if load_adapter_class(channel.type).oauth_for(channel.settings):
                 found.append(channel.name)
         except ChannelRegistryError:
             continue

@@ -224,7 +224,9 @@ class ChannelHealthService:
         return [c.name for c in self.channels]
 
     def uses_oauth_tokens(self, instance: str) -> bool:
-        return bool(getattr(self._classes.get(instance), "uses_oauth_tokens", False))
+        cls = self._classes.get(instance)
+        settings = next((c.settings for c in self.channels if c.name == instance), {})
+        return bool(cls is not None and cls.oauth_for(settings))
 
     def fetches_after_notify(self, instance: str) -> bool:
         """From the running adapter (its capabilities may depend on settings), else from the

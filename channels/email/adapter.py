@@ -36,11 +36,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import ssl
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 import msgspec
 
@@ -63,10 +64,18 @@ from channels.email.mime import EmailAttachment, MalformedEmail, ParsedEmail, pa
 from channels.email.senders import AMAZON_LABEL, SenderRule, sender_facts
 from channels.email.smtp import send_message
 from channels.email.threading import new_message_id, reply_headers, reply_tokens
-from channels.errors import ChannelError, RateLimited, ReplyRejected, RetryableError
+from channels.errors import (
+    AuthError,
+    ChannelError,
+    RateLimited,
+    ReplyRejected,
+    RetryableError,
+    TokenExpired,
+)
 from channels.models import Attachment, ChannelHints, DeliveryUpdate, InboundMessage, OutboundReply
 from channels.polling import Polled, PollingAdapter, PollingSettings, PollItem, Schedule, Unusable
 from channels.secrets import Secret
+from channels.tokens import OAuth2Refresher, with_token
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,7 @@ _DEFAULT_IMAP_PORT: Final = {"tls": 993, "starttls": 143, "none": 143}
 _DEFAULT_SMTP_PORT: Final = {"tls": 465, "starttls": 587, "none": 25}
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+_LOCAL = re.compile(r"http://(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?/")
 
 
 class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -104,6 +114,11 @@ class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_f
     smtp_port: Port | None = None
     smtp_username: str | None = None
     smtp_password: Secret | None = None
+    # imap_auth = "xoauth2" (Gmail, Microsoft 365): the access token comes from the token
+    # store (``inboxhub channels auth INSTANCE``) and is refreshed with this grant.
+    oauth_token_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: Secret | None = None
     reply_to: str | None = None
     mark_seen: bool = False
     max_attachment_bytes: Annotated[int, msgspec.Meta(ge=0)] = 25 * 1024 * 1024
@@ -118,9 +133,16 @@ class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_f
         if self.reply_to is not None:
             plain_address(self.reply_to)
         if self.imap_auth == "xoauth2":
-            raise ValueError('imap_auth = "xoauth2" is not supported yet (the token store is '
-                             'not wired to the email channel); use imap_auth = "password"')
-        if self.imap_password is None:
+            if self.imap_password is not None:
+                raise ValueError('imap_password is not used with imap_auth = "xoauth2" (the '
+                                 "token comes from the token store); remove it")
+            if not self.oauth_token_url or not self.oauth_client_id:
+                raise ValueError('imap_auth = "xoauth2" needs oauth_token_url and '
+                                 "oauth_client_id (the provider's refresh-token grant)")
+            if not self.oauth_token_url.startswith("https://") and not _LOCAL.match(
+                    self.oauth_token_url):
+                raise ValueError("oauth_token_url: expected an https:// URL")
+        elif self.imap_password is None:
             raise ValueError('imap_password is required with imap_auth = "password"')
         if (self.smtp_username is None) != (self.smtp_password is None):
             raise ValueError("give smtp_username and smtp_password together, or neither")
@@ -181,6 +203,12 @@ class EmailChannel(PollingAdapter):
         self._state: MailboxState | None = None
         self._unseen: set[int] = set()  # mark_seen: UIDs handed out, flagged once stored
         self._parents: OrderedDict[str, _Parent] = OrderedDict()
+        self.refresher: OAuth2Refresher | None = None
+        if settings.imap_auth == "xoauth2":
+            assert settings.oauth_token_url and settings.oauth_client_id  # checked
+            self.refresher = OAuth2Refresher(
+                context.http, settings.oauth_token_url, client_id=settings.oauth_client_id,
+                client_secret=settings.oauth_client_secret, timeout=NETWORK_TIMEOUT_SECONDS)
         self.threads = EmailThreads(instance, context.threads,
                                     subject_window_seconds=settings.subject_thread_days * 86400)
         # tests shorten these
@@ -192,22 +220,42 @@ class EmailChannel(PollingAdapter):
 
     # -- inbound ---------------------------------------------------------------------------
 
-    def _new_client(self) -> ImapClient:
+    @classmethod
+    def oauth_for(cls, settings: Any) -> bool:
+        auth = (settings.get("imap_auth") if isinstance(settings, Mapping)
+                else getattr(settings, "imap_auth", None))
+        return auth == "xoauth2"
+
+    def _new_client(self, oauth_token: str | None = None) -> ImapClient:
         password = self.settings.imap_password
-        assert password is not None  # checked with the settings
         return ImapClient(
             host=self.settings.imap_host, port=self.imap_port,
             security=self.settings.imap_security, username=self.settings.imap_username,
-            password=password.reveal(), mailbox=self.settings.mailbox,
+            password=password.reveal() if oauth_token is None and password else None,
+            oauth_token=oauth_token, mailbox=self.settings.mailbox,
             timeout=NETWORK_TIMEOUT_SECONDS, ssl_context=self.ssl_context,
             poll_interval=NOOP_INTERVAL_SECONDS)
+
+    async def _connect(self) -> tuple[ImapClient, MailboxState]:
+        """A logged-in session: with the password, or with a fresh XOAUTH2 token (a refused
+        token is refreshed once through the store, single-flight across processes)."""
+        if self.refresher is None:
+            client = self._new_client()
+            return client, await client.connect()  # closes itself when it fails
+
+        async def login(token: str) -> tuple[ImapClient, MailboxState]:
+            client = self._new_client(oauth_token=token)
+            try:
+                return client, await client.connect()
+            except AuthError as exc:  # the server refused the token: refresh, then once more
+                raise TokenExpired(f"IMAP server refused the access token: {exc}") from exc
+
+        return await with_token(self.context.tokens, self.instance, self.refresher, login)
 
     async def poll(self, account: str, cursor: bytes | None) -> Polled:
         fresh = self._client is None
         if self._client is None:
-            client = self._new_client()
-            self._state = await client.connect()  # closes itself when it fails
-            self._client = client
+            self._client, self._state = await self._connect()
         client, state = self._client, self._state
         assert state is not None
         try:
@@ -409,9 +457,13 @@ class EmailChannel(PollingAdapter):
         """``\\Answered`` on the mail just answered, in a short session of its own (the
         polling one may be in IDLE, where no other command may be sent). Best effort: the
         reply is already sent, so a failure is logged, never raised."""
-        client = self._new_client()
         try:
-            state = await client.connect()
+            client, state = await self._connect()
+        except ChannelError as exc:
+            log.warning("channel %s: could not flag UID %d as answered: %s", self.instance,
+                        parent.uid, type(exc).__name__)
+            return
+        try:
             if state.uidvalidity == parent.uidvalidity:
                 await client.add_flags(parent.uid, "\\Answered")
         except ChannelError as exc:

@@ -493,7 +493,7 @@ smtp_security = "starttls"
 """
 
 
-def test_config_requires_explicit_imap_security_and_refuses_xoauth2(
+def test_config_requires_explicit_imap_security(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IH_TEST_IMAP", "imap-secret")
@@ -503,9 +503,6 @@ def test_config_requires_explicit_imap_security_and_refuses_xoauth2(
     settings = loaded.channel_settings["mail"]
     assert isinstance(settings, EmailSettings)
     assert settings.mailbox == "INBOX" and settings.mark_seen is False
-    with pytest.raises(ConfigError, match="xoauth2"):
-        load_config(email_toml(tmp_path, BASE + 'imap_security = "tls"\n'
-                               'imap_auth = "xoauth2"\n'))
     with pytest.raises(ConfigError, match="imap_sekurity"):
         load_config(email_toml(tmp_path, BASE + 'imap_sekurity = "tls"\n'))
 
