@@ -37,6 +37,7 @@ from channels.testing.windows import WindowBattery
 from storage.kit import StoreDeliveries, StoreKit, StoreQuarantine
 from storage.store import Store
 from tests.channels.messenger import payloads as p
+from tests.channels.messenger.behaviour import MetaMessagingBehaviour
 from tests.channels.messenger.provider import GraphFake
 
 TOKEN = "EAAGm0PX4ZCpsBAtest-page-token-0123456789"
@@ -46,7 +47,8 @@ BUYER = "6789012345678901"
 STRANGER = "1111111111111111"
 
 
-class MessengerKit(ChannelConformance, HostileWebhookBattery, ReceiptsBattery, WindowBattery):
+class MessengerKit(ChannelConformance, HostileWebhookBattery, ReceiptsBattery, WindowBattery,
+                   MetaMessagingBehaviour):
     adapter_class: ClassVar[type[MetaMessagingChannel]] = MessengerChannel
     kind: ClassVar[str] = "page"
     human_agent_tag: ClassVar[bool] = True
