@@ -7,11 +7,14 @@ Both come through Meta's webhooks framework (``channels.meta``: the GET handshak
 * ``message``: a buyer's message (``mid``, ``text``, ``quick_reply.payload``,
   ``reply_to.mid``, ``attachments[{type, payload.url}]``), normalized with ``sender.id`` (the
   page-scoped PSID, or the IGSID) as handle and thread and ``timestamp`` (ms) as ``sent_at``.
-  A message with attachments is not stored from the webhook: it becomes a ``FetchNotice``
-  for its ``mid`` and the fetch worker reads the message back from the Graph API
-  (``GET /{mid}?fields=...``), downloads its files into the attachment store and stores it
-  whole (``fetch``). The CDN URLs in the webhook expire and the download must not hold up
-  the acknowledgement;
+  ``reply_to.mid`` and a quick reply's ``payload`` (beside its text) have no field in
+  ``InboundMessage`` yet and are not kept; a quick reply without text is stored as its
+  payload. A message with attachments is not stored from the webhook: it becomes a
+  ``FetchNotice`` for its ``mid`` and the fetch worker reads the message back from the Graph
+  API (``GET /{mid}?fields=id,created_time,from,to,message,attachments``, the Conversations
+  API's message node; not in CHANNELS.md), downloads its files into the attachment store and
+  stores it whole (``fetch``): the CDN URLs in the webhook expire, the download must not hold
+  up the acknowledgement, and only what the API returned is stored;
 * ``message`` with ``is_echo``: our own send (or the page's, from Meta's inbox) coming back.
   Never a buyer message; its ``mid`` confirms our send (``sent``) and its exact timestamp
   feeds the watermark log (``channels.messenger.watermarks``);
