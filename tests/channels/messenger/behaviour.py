@@ -305,3 +305,37 @@ class MetaMessagingBehaviour:
         with pytest.raises(ReplyRejected, match="not supported"):
             await harness.adapter.send(reply)
         assert graph.bodies == []
+
+    async def test_a_file_over_the_limit_is_kept_as_a_refused_placeholder(
+            self, harness: ServedWebhook, graph: GraphFake) -> None:
+        settings = self.settings(graph, max_attachment_bytes=100)  # type: ignore[attr-defined]
+        small = self.adapter_class("shop", settings, harness.adapter.context)
+        graph.publish("m_big", BUYER, "mire", p.T0 / 1000,
+                      [("image", "grande.png", "image/png", PNG)])
+        items = await small.fetch("m_big")
+        message: Any = items[0]
+        assert message.text == "mire"
+        [attachment] = message.attachments
+        assert attachment.storage_ref is None and "100 bytes" in (attachment.refused or "")
+
+    async def test_graph_trouble_during_a_fetch_is_retried(
+            self, harness: ServedWebhook, graph: GraphFake) -> None:
+        from channels.errors import AuthError, RetryableError
+        graph.publish("m_r", BUYER, "hola", p.T0 / 1000, [])
+        graph.token = "rotated"
+        with pytest.raises(AuthError, match="190"):
+            await harness.adapter.fetch_resource("m_r")
+        await graph.server.close()  # type: ignore[union-attr]
+        with pytest.raises(RetryableError):
+            await harness.adapter.fetch_resource("m_r")
+
+    async def test_a_send_graph_answered_without_an_id_is_not_sent_twice(
+            self, harness: ServedWebhook, ingest_gate: IngestGate, graph: GraphFake) -> None:
+        from aiohttp import web
+        conversation = await self._conversation(harness, ingest_gate)
+        graph.failures.append(web.Response(status=200, text="OK"))
+        reply = self._buyer_reply(harness, conversation, "hola", 60)
+        assert await harness.adapter.send(reply) == reply.reply_id
+        graph.failures.append(web.Response(status=307, headers={"Location": "http://x/"}))
+        with pytest.raises(PermanentError, match="redirect"):
+            await harness.adapter.send(reply)
