@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -21,7 +22,7 @@ from channels.models import DeliveryState
 from channels.secrets import Secret
 from channels.services.attachments import AttachmentStore
 from channels.services.fetches import FetchStore
-from channels.testing import ChannelConformance, InboundCase, KitStore
+from channels.testing import ChannelConformance, InboundCase, KitStore, fixtures
 from channels.testing.attachments import MemoryAttachmentStore
 from channels.testing.fetches import MemoryFetchQueue
 from channels.testing.receipts import KitDeliveries, ReceiptsBattery
@@ -44,6 +45,7 @@ TOKEN = "EAAGm0PX4ZCpsBAtest-page-token-0123456789"
 APP_SECRET = "meta-app-secret-0123456789abcdef"
 VERIFY_TOKEN = "inboxhub-verify-token-42"
 BUYER = "6789012345678901"
+FIXTURES = Path(__file__).parent / "fixtures"
 STRANGER = "1111111111111111"
 
 
@@ -69,6 +71,7 @@ class MessengerKit(ChannelConformance, HostileWebhookBattery, ReceiptsBattery, W
                 "m_in003", "2222222222222222", "Olá, e o rastreio?", kind=k,
                 reply_to={"mid": "m_sent000001"})], k),
                 "m_in003", "2222222222222222", "2222222222222222", "Olá, e o rastreio?"),
+            *fixtures.inbound_cases(FIXTURES / self.adapter_class.type_name),
         ]
 
     def malformed_bodies(self) -> list[MalformedCase]:
@@ -83,6 +86,7 @@ class MessengerKit(ChannelConformance, HostileWebhookBattery, ReceiptsBattery, W
                 {"object": k, "entry": [{"id": "1", "messaging": [
                     {"recipient": {"id": "1"}, "message": {"mid": "m_y", "text": "x"}}]}]}),
                 "sender"),
+            *fixtures.malformed_cases(FIXTURES / self.adapter_class.type_name),
             MalformedCase("a message without mid", p.encode(p.envelope(
                 [{"sender": {"id": BUYER}, "recipient": {"id": "1"},
                   "message": {"text": "x"}}], k)), "mid"),
