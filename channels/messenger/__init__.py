@@ -1,0 +1,1 @@
+"""Facebook Messenger and Instagram messaging channels (``channels.messenger.adapter``)."""
