@@ -18,6 +18,8 @@ ENTRY_POINT_GROUP = "inboxhub.channels"
 BUILTIN: dict[str, str] = {
     "api": "channels.api:ApiChannel",
     "email": "channels.email.adapter:EmailChannel",
+    "messenger": "channels.messenger.adapter:MessengerChannel",
+    "instagram": "channels.messenger.adapter:InstagramChannel",
 }
 
 
