@@ -49,7 +49,7 @@ from channels.attachments import AttachmentRefused
 from channels.base import AdapterContext, Capabilities
 from channels.email.amazon import check_amazon_reply, is_amazon_relay, order_ids
 from channels.email.compose import address as plain_address
-from channels.email.compose import compose_reply, message_bytes
+from channels.email.compose import compose_reply, html_body, message_bytes
 from channels.email.conversations import THREAD_ID, EmailThreads, MessageMemo, provider_id_of
 from channels.email.imap import (
     FetchResult,
@@ -120,6 +120,9 @@ class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_f
     oauth_client_id: str | None = None
     oauth_client_secret: Secret | None = None
     reply_to: str | None = None
+    # Replies carry an HTML alternative rendered from the agent's text (compose.html_body);
+    # never to Amazon's relay, which takes plain text only.
+    html_replies: bool = False
     mark_seen: bool = False
     max_attachment_bytes: Annotated[int, msgspec.Meta(ge=0)] = 25 * 1024 * 1024
     # A mail with no usable References joins the same sender's conversation under the same
@@ -193,7 +196,8 @@ class EmailChannel(PollingAdapter):
             max_text_length=MAX_TEXT_LENGTH, threading=True,
             attachments=settings.max_attachment_bytes > 0,
             max_attachment_bytes=settings.max_attachment_bytes,
-            max_attachments=MAX_ATTACHMENTS if settings.max_attachment_bytes > 0 else 0)
+            max_attachments=MAX_ATTACHMENTS if settings.max_attachment_bytes > 0 else 0,
+            html=settings.html_replies)
         self.schedule = Schedule(
             interval_seconds=0.0,
             timeout_seconds=IDLE_WAIT_SECONDS + 4 * NETWORK_TIMEOUT_SECONDS)
@@ -415,7 +419,10 @@ class EmailChannel(PollingAdapter):
             message = compose_reply(
                 from_address=settings.address, to=recipient, subject=subject,
                 message_id=message_id, text=reply.text, in_reply_to=in_reply_to,
-                references=references, reply_to=settings.reply_to, attachments=files)
+                references=references, reply_to=settings.reply_to, attachments=files,
+                html_part=(html_body(reply.text)
+                           if settings.html_replies and not is_amazon_relay(recipient)
+                           else None))
         except ValueError as exc:
             raise ReplyRejected(f"cannot compose the email: {exc}") from None
         try:

@@ -15,6 +15,7 @@ non-ASCII names and subjects, folds long headers and ends lines with CRLF; bodie
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -90,10 +91,38 @@ def body_text(text: str) -> str:
                    if ch in "\t\n" or unicodedata.category(ch) not in ("Cc", "Cs"))
 
 
+_URL = re.compile(r"https?://[^\s<>\"']{1,2000}[^\s<>\"'.,;:!?)\]]")
+
+
+def html_body(text: str) -> str:
+    """An HTML alternative of the agent's plain text (``html_replies``): every character
+    escaped, paragraphs at blank lines, line breaks kept, ``http(s)`` URLs as links, the
+    direction left to the reader (``dir="auto"``: Arabic and Hebrew buyers). Built from text,
+    never from HTML anyone typed, so nothing a buyer or an agent wrote becomes markup."""
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", body_text(text).strip()) if p.strip()]
+    rendered = []
+    for paragraph in paragraphs:
+        lines = [_linked(line) for line in paragraph.split("\n")]
+        rendered.append("<p>" + "<br>\n".join(lines) + "</p>")
+    return ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head>'
+            '<body><div dir="auto">\n' + "\n".join(rendered) + "\n</div></body></html>\n")
+
+
+def _linked(line: str) -> str:
+    out, last = [], 0
+    for found in _URL.finditer(line):
+        out.append(html.escape(line[last:found.start()]))
+        url = html.escape(found.group(0), quote=True)
+        out.append(f'<a href="{url}">{url}</a>')
+        last = found.end()
+    out.append(html.escape(line[last:]))
+    return "".join(out)
+
+
 def compose_reply(*, from_address: str, to: str, subject: str, message_id: str, text: str,
                   in_reply_to: str | None = None, references: Sequence[str] = (),
                   from_name: str | None = None, to_name: str | None = None,
-                  reply_to: str | None = None, html: str | None = None,
+                  reply_to: str | None = None, html_part: str | None = None,
                   attachments: Sequence[ReplyAttachment] = (),
                   date: float | None = None) -> EmailMessage:
     """The reply ready for SMTP (``message_bytes`` gives its wire form). ``subject`` is the
@@ -115,8 +144,8 @@ def compose_reply(*, from_address: str, to: str, subject: str, message_id: str, 
     if kept:
         message["References"] = " ".join(kept)
     message.set_content(body_text(text))
-    if html:
-        message.add_alternative(body_text(html), subtype="html")
+    if html_part:
+        message.add_alternative(body_text(html_part), subtype="html")
     for attachment in attachments:
         content_type = attachment.content_type.strip().lower()
         if not _CONTENT_TYPE.fullmatch(content_type):

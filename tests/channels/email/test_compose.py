@@ -3,7 +3,10 @@ or a buyer typed can become a header."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 from email import policy
+from email.message import EmailMessage
 from email.parser import BytesParser
 
 import msgspec
@@ -49,7 +52,7 @@ def test_a_reply_threads_and_round_trips() -> None:
         from_address="shop@example.com", from_name="Tienda Ñandú", to="buyer@example.org",
         to_name="José Pérez", reply_to="support@example.com", subject="¿Dónde está mi pedido?",
         message_id=ours, in_reply_to=in_reply_to, references=references,
-        text="Hola José,\nsale hoy.\n", html="<p>Hola José, sale hoy.</p>",
+        text="Hola José,\nsale hoy.\n", html_part="<p>Hola José, sale hoy.</p>",
         attachments=[File("factura ñ.png", "image/png", PNG)], date=1_704_700_800.0)
     raw = message_bytes(message)
     assert raw.isascii() and b"\r\n" in raw
@@ -140,3 +143,27 @@ def test_body_control_characters_and_long_lines_are_safe() -> None:
     parsed = parse_email(raw, max_attachment_bytes=1, max_attachments=0)
     assert "\x00" not in parsed.full_text and "\x1b" not in parsed.full_text
     assert parsed.full_text.startswith("line\n.\nnext[31maaa")
+
+
+def test_html_alternative_is_rendered_from_text_and_escapes_everything() -> None:
+    from channels.email.compose import html_body
+
+    text = ("Hola <b>Ana</b> & co,\nsu envío: https://track.test/a?b=1&c=\"2\".\n\n"
+            "<script>alert(1)</script>\nSaludos")
+    rendered = html_body(text)
+    assert "<b>" not in rendered and "<script>" not in rendered
+    assert "&lt;b&gt;Ana&lt;/b&gt; &amp; co,<br>" in rendered
+    assert '<a href="https://track.test/a?b=1&amp;c=">https://track.test/a?b=1&amp;c=</a>' \
+        in rendered
+    assert rendered.count("<p>") == 2 and 'dir="auto"' in rendered
+    message = compose_reply(from_address="ventas@tienda.test", to="ana@buyer.test",
+                            subject="Pedido", message_id="<ih.t.0123456789abcdef@tienda.test>",
+                            text=text, html_part=rendered)
+    parsed = email.message_from_bytes(message_bytes(message), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_content_type() == "multipart/alternative"
+    html_part = parsed.get_body(("html",))
+    plain = parsed.get_body(("plain",))
+    assert html_part is not None and plain is not None
+    assert "<script>" not in html_part.get_content()
+    assert "<script>" in plain.get_content()  # the text part is the agent's text as typed

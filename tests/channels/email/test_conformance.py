@@ -514,3 +514,25 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = load_config(example)
     assert any(isinstance(s, EmailSettings) for s in loaded.channel_settings.values())
 
+
+
+async def test_html_replies_carry_an_alternative_except_to_amazon(
+    run: Any, smtp_server: Any
+) -> None:
+    harness = await run(html_replies=True)
+    assert harness.adapter.capabilities.html
+
+    def reply(recipient: str) -> OutboundReply:
+        return OutboundReply(reply_id=f"r-{time.time_ns()}", conversation_id="c",
+                             channel_type="email", channel_instance="shop",
+                             thread_id="e" + "1" * 32, recipient_handle=recipient,
+                             text="Hola <Ana>,\n\nsale hoy.")
+
+    await harness.adapter.send(reply("ana@buyer.test"))
+    await harness.adapter.send(reply("wrmqqxtlynjf6kg@marketplace.amazon.es"))
+    to_buyer, to_amazon = (email.message_from_bytes(r.content, policy=email.policy.default)
+                           for r in smtp_server.handler.received)
+    assert isinstance(to_buyer, EmailMessage) and isinstance(to_amazon, EmailMessage)
+    html_part = to_buyer.get_body(("html",))
+    assert html_part is not None and "Hola &lt;Ana&gt;," in html_part.get_content()
+    assert to_amazon.get_content_type() == "text/plain"
