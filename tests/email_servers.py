@@ -396,10 +396,32 @@ class SmtpRecorder:
     received: list[ReceivedMail] = field(default_factory=list)
     fail_next: list[str] = field(default_factory=list)
     event: asyncio.Event | None = None
+    oauth_tokens: dict[str, str] = field(default_factory=dict)  # valid token -> user
 
     def refuse_next(self, reply: str) -> None:
         """E.g. ``"451 4.3.0 try again later"`` or ``"550 5.1.1 no such user"``."""
         self.fail_next.append(reply)
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:
+        """Google's XOAUTH2 as Gmail's SMTP speaks it: the initial response
+        ``base64("user=U\\x01auth=Bearer T\\x01\\x01")``; a bad token gets the error
+        challenge (334 + base64 JSON), then 535 after the client's empty line."""
+        import base64
+
+        from aiosmtpd.smtp import AuthResult
+
+        if len(args) < 2:  # ["XOAUTH2", initial response]
+            return AuthResult(success=False, handled=False)
+        try:
+            decoded = base64.b64decode(args[1], validate=True).decode()
+            fields = dict(part.split("=", 1) for part in decoded.split("\x01") if part)
+        except ValueError:
+            return AuthResult(success=False, handled=False)
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        if self.oauth_tokens.get(token) == fields.get("user"):
+            return AuthResult(success=True, auth_data=fields.get("user"))
+        await server.challenge_auth(b'{"status":"401","schemes":"Bearer"}')  # then 535
+        return AuthResult(success=False, handled=False)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.fail_next:
@@ -450,6 +472,7 @@ class SmtpServer:
     def reset(self) -> None:
         self.handler.received.clear()
         self.handler.fail_next.clear()
+        self.handler.oauth_tokens.clear()
 
     def stop(self) -> None:
         self.controller.stop()

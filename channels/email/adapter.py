@@ -114,6 +114,9 @@ class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_f
     smtp_port: Port | None = None
     smtp_username: str | None = None
     smtp_password: Secret | None = None
+    # "xoauth2": SMTP logs in with the same token as IMAP (one grant covers both at Gmail and
+    # Microsoft 365), so it needs imap_auth = "xoauth2" and smtp_username.
+    smtp_auth: Literal["password", "xoauth2"] = "password"
     # imap_auth = "xoauth2" (Gmail, Microsoft 365): the access token comes from the token
     # store (``inboxhub channels auth INSTANCE``) and is refreshed with this grant.
     oauth_token_url: str | None = None
@@ -147,7 +150,14 @@ class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_f
                 raise ValueError("oauth_token_url: expected an https:// URL")
         elif self.imap_password is None:
             raise ValueError('imap_password is required with imap_auth = "password"')
-        if (self.smtp_username is None) != (self.smtp_password is None):
+        if self.smtp_auth == "xoauth2":
+            if self.imap_auth != "xoauth2":
+                raise ValueError('smtp_auth = "xoauth2" uses the IMAP grant: set imap_auth = '
+                                 '"xoauth2" too')
+            if self.smtp_username is None or self.smtp_password is not None:
+                raise ValueError('smtp_auth = "xoauth2" needs smtp_username and no '
+                                 "smtp_password")
+        elif (self.smtp_username is None) != (self.smtp_password is None):
             raise ValueError("give smtp_username and smtp_password together, or neither")
 
     @property
@@ -426,12 +436,7 @@ class EmailChannel(PollingAdapter):
         except ValueError as exc:
             raise ReplyRejected(f"cannot compose the email: {exc}") from None
         try:
-            await send_message(
-                message_bytes(message), mail_from=settings.address, rcpt_to=[recipient],
-                host=settings.smtp_host, port=self.smtp_port, security=settings.smtp_security,
-                username=settings.smtp_username,
-                password=settings.smtp_password.reveal() if settings.smtp_password else None,
-                timeout=NETWORK_TIMEOUT_SECONDS, ssl_context=self.ssl_context)
+            await self._submit(message_bytes(message), recipient)
         except RetryableError as exc:
             code = getattr(exc.__cause__, "code", None)
             if code in SMTP_RATE_LIMIT_CODES:
@@ -440,6 +445,32 @@ class EmailChannel(PollingAdapter):
         if parent is not None:
             await self._mark_answered(parent)
         return message_id
+
+    async def _submit(self, data: bytes, recipient: str) -> None:
+        settings = self.settings
+
+        async def submit(oauth_token: str | None) -> None:
+            try:
+                await send_message(
+                    data, mail_from=settings.address, rcpt_to=[recipient],
+                    host=settings.smtp_host, port=self.smtp_port,
+                    security=settings.smtp_security, username=settings.smtp_username,
+                    password=settings.smtp_password.reveal() if settings.smtp_password else None,
+                    oauth_token=oauth_token, timeout=NETWORK_TIMEOUT_SECONDS,
+                    ssl_context=self.ssl_context)
+            except AuthError as exc:
+                if oauth_token is None:
+                    raise
+                raise TokenExpired(f"SMTP server refused the access token: {exc}") from exc
+
+        if settings.smtp_auth != "xoauth2" or self.refresher is None:
+            await submit(None)
+            return
+
+        async def with_access_token(token: str) -> None:
+            await submit(token)
+
+        await with_token(self.context.tokens, self.instance, self.refresher, with_access_token)
 
     async def _parent(self, reply: OutboundReply) -> _Parent | None:
         """The mail a reply answers: polled by this process, else as remembered in the

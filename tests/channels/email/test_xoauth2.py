@@ -17,6 +17,7 @@ from aiohttp import web
 from channels.base import AdapterContext
 from channels.email.adapter import EmailChannel, EmailSettings
 from channels.errors import AuthError
+from channels.models import OutboundReply
 from channels.secrets import Secret
 from channels.services.tokens import OAuthTokens
 from channels.testing.core import IngestGate, MemoryKitStore
@@ -65,11 +66,12 @@ async def token_url(dovecot: Any) -> AsyncIterator[tuple[str, TokenEndpoint]]:
     await runner.cleanup()
 
 
-def oauth_settings(dovecot: Any, smtp: Any, url: str) -> EmailSettings:
+def oauth_settings(dovecot: Any, smtp: Any, url: str, **more: Any) -> EmailSettings:
     base = settings_for(dovecot, smtp)
     values = {f: getattr(base, f) for f in base.__struct_fields__}
     values.update(imap_auth="xoauth2", imap_password=None, oauth_token_url=url,
                   oauth_client_id="inboxhub-test", oauth_client_secret=Secret("s" * 20, "t"))
+    values.update(more)
     return EmailSettings(**values)
 
 
@@ -114,6 +116,35 @@ async def test_a_refused_refresh_leaves_the_instance_needing_reauthorization(
         await adapter.close()
     state = await tokens.state("shop")
     assert state.status == "needs_reauth" and state.last_error
+
+
+async def test_smtp_xoauth2_sends_with_the_same_token_refreshed_once(
+    dovecot: Any, smtp_server: Any, token_url: tuple[str, TokenEndpoint]
+) -> None:
+    url, endpoint = token_url
+    tokens = MemoryTokenStore()
+    await tokens.put("shop", OAuthTokens(access_token="ya29.revoked", refresh_token="refresh-1"))
+    smtp_server.handler.oauth_tokens["ya29.fresh"] = smtp_server.username
+    settings = oauth_settings(dovecot, smtp_server, url, smtp_auth="xoauth2",
+                              smtp_password=None)
+    async with aiohttp.ClientSession() as http:
+        context = AdapterContext(http=http, quarantine=_no_quarantine, spawn=_no_spawn,
+                                 tokens=tokens)
+        adapter = EmailChannel("shop", settings, context)
+        our_id = await adapter.send(OutboundReply(
+            reply_id="r-1", conversation_id="c", channel_type="email", channel_instance="shop",
+            thread_id="e" + "2" * 32, recipient_handle="ana@buyer.test", text="Sale hoy."))
+        await adapter.close()
+    [sent] = smtp_server.handler.received
+    assert sent.rcpt_tos == ["ana@buyer.test"] and our_id.encode() in sent.content
+    assert len(endpoint.grants) == 1  # the refused token was refreshed once, then accepted
+
+
+def test_smtp_xoauth2_needs_the_imap_grant() -> None:
+    with pytest.raises(ValueError, match="imap_auth"):
+        EmailSettings(address="a@b.test", imap_host="h", imap_security="tls", imap_username="u",
+                      imap_password=Secret("p" * 20, "t"), smtp_host="h",
+                      smtp_security="tls", smtp_username="u", smtp_auth="xoauth2")
 
 
 async def _no_quarantine(*args: Any, **kwargs: Any) -> str:
