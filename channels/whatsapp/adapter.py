@@ -230,7 +230,7 @@ class WhatsAppChannel(MetaWebhookAdapter):
         items: list[Parsed] = []
         for entry in envelope.entry:
             for change in entry.changes:
-                if change.field != "messages" or change.value is None:
+                if change.field != "messages":
                     continue  # template reviews, account updates...: not for the inbox
                 try:
                     value = p.value_decoder.decode(change.value)

@@ -163,7 +163,7 @@ class Value(msgspec.Struct, frozen=True):
 
 class Change(msgspec.Struct, frozen=True):
     field: Short = ""
-    value: msgspec.Raw | None = None
+    value: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class Entry(msgspec.Struct, frozen=True):
