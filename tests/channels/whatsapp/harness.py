@@ -106,6 +106,10 @@ class WhatsAppKit:
         return StoreKit(store)
 
     @pytest.fixture
+    def ingest_gate(self, kit_store: KitStore) -> IngestGate:
+        return IngestGate(kit_store)
+
+    @pytest.fixture
     def kit_quarantine(self, store: Store) -> KitQuarantine:
         return StoreQuarantine(store)
 
