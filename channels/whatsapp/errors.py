@@ -35,8 +35,11 @@ AUTH = frozenset({190, 10, 200, 3, 131005})
 
 def describe_error(body: GraphErrorBody) -> str:
     """``(#code) message: details`` in Meta's words, without the trace id."""
-    parts = [f"(#{body.code})" if body.code is not None else "", body.message or ""]
-    text = " ".join(p for p in parts if p) or "no error message"
+    message = body.message or ""
+    code = f"(#{body.code})" if body.code is not None else ""
+    # Meta's message usually starts with its code already: "(#131047) Re-engagement message".
+    text = " ".join(p for p in ((code if not message.startswith(code) else ""), message)
+                    if p) or "no error message"
     details = body.error_data.details if body.error_data is not None else None
     if details and details not in text:
         text = f"{text}: {details}"
