@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.channels.whatsapp.graph import DISPLAY_NUMBER, PHONE_NUMBER_ID
@@ -12,7 +13,8 @@ WABA_ID = "102290129340398"
 BUYER_MX = "5215512345678"      # +52 Mexico (mobile, with the old "1")
 BUYER_BR = "5511987654321"      # +55 Brazil
 BUYER_ES = "34612345678"        # +34 Spain
-TS = "1767225600"               # 2026-01-01T00:00:00Z
+# The buyer wrote two minutes ago, by Meta's clock: reply windows count from this.
+TS = str(int(time.time()) - 120)
 
 
 def envelope(value: dict[str, Any], *, field: str = "messages") -> dict[str, Any]:

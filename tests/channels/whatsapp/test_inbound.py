@@ -5,6 +5,7 @@ one body, change fields and message types the inbox does not route, and hostile 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from channels.testing import IngestGate
 from channels.testing.receipts import KitDeliveries
 from channels.testing.webhooks import KitQuarantine
 from channels.whatsapp.adapter import phone_country
+from channels.windows import WindowClosed
 from tests.channels.whatsapp import fixtures as f
 from tests.channels.whatsapp.graph import meta_json
 from tests.channels.whatsapp.harness import MAX_BODY, WhatsAppHarness, WhatsAppKit
@@ -48,6 +50,50 @@ class TestInbound(WhatsAppKit):
         assert message.hints.phone_country == "BR"
         assert (message.thread_id, message.sender_handle) == (f.BUYER_BR, f.BUYER_BR)
         assert message.channel_type == "whatsapp"
+
+    async def test_the_window_counts_from_metas_timestamp_not_the_arrival(
+            self, harness: WhatsAppHarness, ingest_gate: IngestGate) -> None:
+        # Meta retried this webhook for a day (it retries for up to 7): the buyer wrote 25 h
+        # ago, so free text is refused now and the agent is told to send a template.
+        wrote = int(time.time()) - 25 * 3600
+        body = f.text(f.BUYER_MX, "wamid.late-1", "¿Sigue disponible?", "Ana",
+                      timestamp=str(wrote))
+        assert (await harness.post(body)).status == 200
+        conversation = await ingest_gate.store.conversation(
+            ingest_gate.results[0].conversation_id)
+        assert conversation is not None and conversation.last_inbound_at == float(wrote)
+        now = time.time()
+        state = harness.adapter.reply_window(conversation.last_inbound_at, now)
+        assert (state.open, state.template_required) == (False, True)
+        reply = OutboundReply(
+            reply_id="r-late", conversation_id=conversation.id, channel_type="whatsapp",
+            channel_instance=harness.adapter.instance, thread_id=conversation.thread_id,
+            recipient_handle=conversation.contact_handle, text="Sí, todavía",
+            last_inbound_at=conversation.last_inbound_at)
+        with pytest.raises(WindowClosed, match="order_update"):
+            await harness.adapter.send(reply)
+        assert harness.sent() == []
+
+    async def test_a_late_older_message_does_not_move_the_window_back(
+            self, harness: WhatsAppHarness, ingest_gate: IngestGate) -> None:
+        recent = int(time.time()) - 60
+        for wamid, ts in (("wamid.new-1", recent), ("wamid.old-1", recent - 30 * 3600)):
+            body = f.text(f.BUYER_MX, wamid, "hola", timestamp=str(ts))
+            assert (await harness.post(body)).status == 200
+        conversation = await ingest_gate.store.conversation(
+            ingest_gate.results[0].conversation_id)
+        assert conversation is not None and conversation.last_inbound_at == float(recent)
+
+    async def test_a_timestamp_from_the_future_counts_as_the_arrival(
+            self, harness: WhatsAppHarness, ingest_gate: IngestGate) -> None:
+        before = time.time()
+        body = f.text(f.BUYER_MX, "wamid.future-ts", "hola",
+                      timestamp=str(int(before) + 10 * 86400))
+        assert (await harness.post(body)).status == 200
+        conversation = await ingest_gate.store.conversation(
+            ingest_gate.results[0].conversation_id)
+        assert conversation is not None and conversation.last_inbound_at is not None
+        assert before <= conversation.last_inbound_at <= time.time()
 
     async def test_a_redelivery_storm_stores_one_message(
             self, harness: WhatsAppHarness, ingest_gate: IngestGate) -> None:
