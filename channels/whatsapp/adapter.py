@@ -53,6 +53,7 @@ from channels.models import (
     OutboundReply,
 )
 from channels.secrets import Secret
+from channels.services.fetches import MAX_RESOURCE_LENGTH
 from channels.services.limits import RateLimit
 from channels.whatsapp import payloads as p
 from channels.whatsapp.errors import graph_failure
@@ -348,11 +349,18 @@ class WhatsAppChannel(MetaWebhookAdapter):
             query["ts"] = m.timestamp
         if media.mime_type:
             query["mime"] = media.mime_type[:100]
-        if media.filename:
-            query["name"] = media.filename[:150]
         if media.sha256:
             query["sha256"] = media.sha256[:100]
         resource = f"media/{media.id}?{urllib.parse.urlencode(query)}"
+        if media.filename:
+            # The name is a nicety: it is shortened until the resource fits the queue's field.
+            name = media.filename[:150]
+            while name:
+                named = f"{resource}&{urllib.parse.urlencode({'name': name})}"
+                if len(named) <= MAX_RESOURCE_LENGTH:
+                    resource = named
+                    break
+                name = name[:len(name) // 2]
         return FetchNotice(resource=resource, dedupe_key=f"media/{m.id}/{media.id}"[:512])
 
     # -- fetch: the media of a message -----------------------------------------------------

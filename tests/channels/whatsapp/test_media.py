@@ -86,6 +86,17 @@ class TestMedia(WhatsAppKit):
         assert (attachment.name, attachment.content_type) == ("factura-0042.pdf",
                                                               "application/pdf")
 
+    async def test_a_long_non_ascii_file_name_still_fits_the_queue(
+            self, harness: WhatsAppHarness, ingest_gate: IngestGate, worker: None) -> None:
+        harness.graph.publish_media("99887767", PDF, "application/pdf")
+        name = "Fáctura " + "🧾" * 400 + ".pdf"
+        assert (await harness.post(f.document(f.BUYER_ES, "wamid.doc-2", "99887767",
+                                              name))).status == 200
+        found = await stored_count(ingest_gate, 2)
+        (attachment,) = found[-1].attachments
+        assert attachment.name.startswith("Fáctura 🧾")
+        assert attachment.size == len(PDF)
+
     async def test_a_redelivered_media_webhook_is_fetched_once(
             self, harness: WhatsAppHarness, ingest_gate: IngestGate, worker: None) -> None:
         harness.graph.publish_media("555", JPEG, "image/jpeg")
