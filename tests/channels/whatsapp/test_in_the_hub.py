@@ -67,14 +67,14 @@ async def graph(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeGraph]:
         await fake.close()
 
 
-async def post(client: TestClient, payload: Any) -> int:
+async def post(client: TestClient[Any, Any], payload: Any) -> int:
     body = meta_json(payload)
     resp = await client.post(URL, data=body, headers={
         "X-Hub-Signature-256": meta_signature(body), "Content-Type": "application/json"})
     return resp.status
 
 
-async def conversation_of(client: TestClient, wa_id: str) -> dict[str, Any]:
+async def conversation_of(client: TestClient[Any, Any], wa_id: str) -> dict[str, Any]:
     async def find() -> dict[str, Any] | None:
         resp = await client.get("/api/v1/conversations", headers=auth(ADMIN_TOKEN))
         for c in (await resp.json())["conversations"]:
@@ -85,7 +85,7 @@ async def conversation_of(client: TestClient, wa_id: str) -> dict[str, Any]:
     return found
 
 
-async def detail(client: TestClient, conversation_id: str) -> dict[str, Any]:
+async def detail(client: TestClient[Any, Any], conversation_id: str) -> dict[str, Any]:
     resp = await client.get(f"/api/v1/conversations/{conversation_id}",
                             headers=auth(ADMIN_TOKEN))
     assert resp.status == 200
