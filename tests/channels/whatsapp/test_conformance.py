@@ -4,10 +4,20 @@ on the hub's real Redis services and against the local Graph API."""
 
 from __future__ import annotations
 
+import pytest
+
 from channels.models import DeliveryState
-from channels.testing import ChannelConformance, InboundCase
-from channels.testing.receipts import ReceiptsBattery
-from channels.testing.webhooks import HandshakeCase, HostileWebhookBattery, MalformedCase
+from channels.services.attachments import AttachmentStore
+from channels.testing import ChannelConformance, InboundCase, KitStore, MemoryKitStore
+from channels.testing.attachments import MemoryAttachmentStore
+from channels.testing.receipts import KitDeliveries, MemoryDeliveries, ReceiptsBattery
+from channels.testing.webhooks import (
+    HandshakeCase,
+    HostileWebhookBattery,
+    KitQuarantine,
+    MalformedCase,
+    MemoryQuarantine,
+)
 from channels.testing.windows import WindowBattery
 from tests.channels.whatsapp import fixtures as f
 from tests.channels.whatsapp.graph import VERIFY_TOKEN, meta_json
@@ -120,3 +130,23 @@ class TestWhatsAppConformance(WhatsAppKit, ChannelConformance, HostileWebhookBat
                      error: str | None = None) -> bytes:
         errors = [f.failure(131026, error, "Message undeliverable")] if error else None
         return meta_json(f.statuses(f.status(provider_message_id, state, errors=errors)))
+
+
+class TestWhatsAppOnTheKitsMemoryServices(TestWhatsAppConformance):
+    """The same batteries with the kit's in-memory services, as a plugin author runs them."""
+
+    @pytest.fixture
+    def kit_store(self) -> KitStore:
+        return MemoryKitStore()
+
+    @pytest.fixture
+    def kit_quarantine(self) -> KitQuarantine:
+        return MemoryQuarantine()
+
+    @pytest.fixture
+    def kit_deliveries(self) -> KitDeliveries:
+        return MemoryDeliveries()
+
+    @pytest.fixture
+    def attachment_store(self) -> AttachmentStore:
+        return MemoryAttachmentStore()
