@@ -407,8 +407,12 @@ class WhatsAppChannel(MetaWebhookAdapter):
                 f"the file is {info.file_size} bytes; this channel keeps at most "
                 f"{policy.max_bytes}", 413))
         self._check_media_url(info.url)
+        # A 100 MB video takes longer than one API call: the download may run as long as it
+        # keeps moving (the fetch worker bounds the whole fetch), never stall.
+        stall = self.settings.timeout_seconds
+        download_timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
         async with self.context.http.get(info.url, headers=self._auth, allow_redirects=False,
-                                         timeout=self._timeout()) as resp:
+                                         timeout=download_timeout) as resp:
             if resp.status >= 300:
                 data, _ = await read_capped(resp, _MEDIA_INFO_BYTES)
                 raise graph_failure(resp.status, data, resp.headers)

@@ -89,8 +89,10 @@ class FakeGraph:
         self.media_requests = 0
         self.download_requests = 0
         self.corrupt_downloads = 0
-        self.hold = asyncio.Event()
+        self.hold = asyncio.Event()  # cleared: media lookups wait
         self.hold.set()
+        self.send_hold = asyncio.Event()  # cleared: sends wait
+        self.send_hold.set()
         self._ids = itertools.count(1)
         self.server: TestServer | None = None
 
@@ -136,6 +138,7 @@ class FakeGraph:
         return graph_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
 
     async def _messages(self, request: web.Request) -> web.Response:
+        await self.send_hold.wait()
         if not self._authorized(request):
             return self._unauthorized()
         if request.match_info["phone"] != PHONE_NUMBER_ID:

@@ -187,6 +187,20 @@ class TestOutbound(WhatsAppKit):
         assert harness.sent() == []
 
 
+class TestSlowGraph(WhatsAppKit):
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"timeout_seconds": 0.3}
+
+    async def test_a_send_that_hangs_times_out_as_retryable(
+            self, harness: WhatsAppHarness) -> None:
+        harness.graph.send_hold.clear()
+        try:
+            with pytest.raises(RetryableError, match="timed out"):
+                await harness.adapter.send(reply())
+        finally:
+            harness.graph.send_hold.set()
+
+
 def test_settings_defaults_and_checks() -> None:
     base = settings("http://127.0.0.1:1/v21.0")
     fields = {name: getattr(base, name) for name in
