@@ -59,6 +59,8 @@ class Conversation(msgspec.Struct, frozen=True):
     queue: str | None
     created_at: float
     updated_at: float
+    # When the buyer last wrote, by the provider's clock where the message has one (its
+    # ``sent_at``, never later than its arrival): reply windows count from here.
     last_inbound_at: float | None
     message_count: int
     last_inbound_provider_id: str | None = None

@@ -8,6 +8,7 @@ mutable delivery fields, so a status change never rewrites the payload.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -199,6 +200,7 @@ class Store:
                 message.sender_name or "",
                 message.provider_message_id,
                 _file_keys(message.attachments),
+                _provider_time(message.sent_at),
             ],
         )
         mid, cid, seq, dup, new = result
@@ -606,6 +608,14 @@ class Store:
         if k is None:
             raise UnknownMessage(message_id)
         return k
+
+
+def _provider_time(sent_at: float | None) -> str:
+    """The message's provider time for the conversation's ``last_inbound_at`` ("" when
+    unknown or unusable; the script never takes one later than now)."""
+    if sent_at is None or not math.isfinite(sent_at) or sent_at <= 0:
+        return ""
+    return repr(sent_at)
 
 
 def _file_keys(attachments: Iterable[Any]) -> str:

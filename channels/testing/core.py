@@ -20,6 +20,7 @@ reply-window rule. Example: ``tests/channels/api/test_conformance.py``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
@@ -146,8 +147,17 @@ class MemoryKitStore:
         return KitConversation(
             id=conversation_id, thread_id=messages[0].thread_id,
             contact_handle=messages[0].sender_handle,
-            last_inbound_at=messages[-1].received_at,
+            last_inbound_at=max(_inbound_at(m) for m in messages),
             provider_message_ids=tuple(m.provider_message_id for m in messages))
+
+
+def _inbound_at(message: InboundMessage) -> float:
+    """When the buyer wrote, as the hub's store counts it: the provider's time of the message
+    (``sent_at``), never later than its arrival."""
+    sent = message.sent_at
+    if sent is None or not math.isfinite(sent) or sent <= 0:
+        return message.received_at
+    return min(sent, message.received_at)
 
 
 class IngestGate:

@@ -24,6 +24,7 @@
 -- ARGV[15] provider message id (kept on the conversation for reply threading)
 -- ARGV[16] attachment file keys (sha256 hex), newline-separated ("" = none): the message joins
 --          each file's reference set blob:<sha> (storage/attachments.py) in this same step
+-- ARGV[17] the provider's time of the message (InboundMessage.sent_at; "" = unknown)
 -- Returns {message id, conversation id, seq, duplicate 0|1, new conversation 0|1}
 
 local base = ARGV[1]
@@ -77,8 +78,19 @@ end
 
 local seq = redis.call('HINCRBY', conv_key, 'seq', 1)
 redis.call('HINCRBY', conv_key, 'message_count', 1)
-redis.call('HSET', conv_key, 'updated_at', now, 'last_inbound_at', now,
-  'last_inbound_provider_id', ARGV[15])
+-- The buyer's last message by the provider's clock (ARGV[17], never later than now): a reply
+-- window (WhatsApp's 24 h) counts from when the buyer wrote, not from when a webhook Meta
+-- retried for hours arrived. A late redelivery of an older message moves neither it back nor
+-- the message a reply quotes.
+local inbound_at = now
+local sent = ARGV[17] and tonumber(ARGV[17])
+if sent and sent < tonumber(now) then inbound_at = ARGV[17] end
+local previous = redis.call('HGET', conv_key, 'last_inbound_at')
+redis.call('HSET', conv_key, 'updated_at', now)
+if not previous or tonumber(inbound_at) >= tonumber(previous) then
+  redis.call('HSET', conv_key, 'last_inbound_at', inbound_at,
+    'last_inbound_provider_id', ARGV[15])
+end
 
 local msg_id = ARGV[2]
 redis.call('HSET', base .. 'msg:' .. msg_id,
