@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "email": "channels.email.adapter:EmailChannel",
     "messenger": "channels.messenger.adapter:MessengerChannel",
     "instagram": "channels.messenger.adapter:InstagramChannel",
+    "whatsapp": "channels.whatsapp.adapter:WhatsAppChannel",
 }
 
 
