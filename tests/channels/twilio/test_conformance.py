@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-
 from redis.asyncio import Redis
 
 from channels.models import DeliveryState
 from channels.secrets import Secret
-from channels.testing import ChannelConformance, InboundCase, KitStore
 from channels.services.fetches import FetchStore
+from channels.testing import ChannelConformance, InboundCase, KitStore
 from channels.testing.attachments import MemoryAttachmentStore
 from channels.testing.fetches import MemoryFetchQueue
 from channels.testing.receipts import KitDeliveries, ReceiptsBattery
