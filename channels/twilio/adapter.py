@@ -220,6 +220,7 @@ def phone_country(number: str, from_country: str | None) -> str | None:
         code = from_country.strip().upper()
         if code in phonenumbers.SUPPORTED_REGIONS:
             return str(code)
+    number = number.strip().removeprefix("whatsapp:")  # Twilio's WhatsApp senders
     if not _E164.fullmatch(number):
         return None
     try:

@@ -75,12 +75,13 @@ class TwilioFake:
     def __init__(self) -> None:
         self.records: list[SentRecord] = []
         self.forms: list[MultiDict[str]] = []
+        self.created: list[str] = []  # the SIDs of the messages it accepted, in order
         self.failures: list[tuple[int, dict[str, str]]] = []
         self.fetch_failures: list[int] = []
         self.messages: dict[str, dict[str, Any]] = {}
         self.media: dict[str, list[tuple[str, str, bytes]]] = {}  # MessageSid -> files
         self.requests: list[tuple[str, str, str | None]] = []     # method, path, Authorization
-        self._next = 0
+        self._next = 0x5000  # apart from the tests' own inbound SIDs
         app = web.Application()
         base = "/2010-04-01/Accounts/{account}"
         app.router.add_post(base + "/Messages.json", self._create)
@@ -184,6 +185,7 @@ class TwilioFake:
         self.records.append(SentRecord(recipient=to, text=body))
         self._next += 1
         message_sid = sid("SM", self._next)
+        self.created.append(message_sid)
         return web.json_response({
             "account_sid": ACCOUNT_SID, "api_version": "2010-04-01", "body": body,
             "date_created": formatdate(usegmt=True), "date_sent": None,

@@ -189,6 +189,7 @@ async def test_a_redelivery_storm_stores_one_message(served: Served) -> None:
     ("+351912345678", "XX", "PT"),           # an unusable FromCountry falls back to the number
     ("+34600111222", "mx", "MX"),            # Twilio's lookup wins when it names a region
     ("BRAND", None, None),                   # an alphanumeric sender has no country
+    ("whatsapp:+5215512345678", None, "MX"),  # a WhatsApp sender through Twilio
 ])
 async def test_from_country_and_the_number_give_the_market_hint(
         served: Served, sender: str, from_country: str | None, expected: str | None) -> None:
