@@ -51,7 +51,13 @@ from aiohttp import web
 from multidict import MultiDict
 
 from channels.attachments import AttachmentRefused
-from channels.base import Capabilities, IngestOutcome, Parsed, WebhookAdapter
+from channels.base import (
+    Capabilities,
+    IngestCallback,
+    IngestOutcome,
+    Parsed,
+    WebhookAdapter,
+)
 from channels.errors import (
     AuthError,
     ChannelError,
@@ -269,6 +275,15 @@ class TwilioSmsChannel(WebhookAdapter):
         delivery_receipts=True,
         fetch_after_notify=True,
     )
+
+    async def start(self, ingest: IngestCallback) -> None:
+        await super().start(ingest)
+        if not self.context.public_url:
+            # Not fatal (a hub Twilio reaches directly verifies on request.url), but sends
+            # then name no StatusCallback, so no delivery receipts arrive.
+            log.warning("channel %s: hub.public_url is not set; Twilio's signatures are "
+                        "checked against the request's own URL and sends ask for no status "
+                        "callbacks", self.instance)
 
     # -- inbound ---------------------------------------------------------------------------
 

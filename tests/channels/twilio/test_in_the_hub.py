@@ -122,3 +122,34 @@ async def test_the_hub_serves_twilio_both_ways(make_config: Any, twilio_type: No
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_an_mms_is_fetched_by_the_hubs_worker_and_downloadable(
+        make_config: Any, twilio_type: None) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    async with TwilioFake() as provider:
+        loaded: LoadedConfig = make_config(extra=channel_toml(provider.url),
+                                           overrides={"hub": {"public_url": PUBLIC}})
+        async with running_hub(loaded) as client:
+            url = "/webhooks/twilio/sms"
+            fields = provider.publish_mms("MM" + "ab" * 16, "+5511987654321", "Olha a caixa",
+                                          [("image/png", png)])
+            body = form_body(fields)
+            answer = await client.post(url, data=body, headers={
+                "Content-Type": FORM, "X-Twilio-Signature": sign_form(PUBLIC + url, body)})
+            assert answer.status == 200  # acknowledged before the fetch
+
+            async def messages() -> list[dict[str, Any]]:
+                resp = await client.get("/api/v1/conversations", headers=auth(ADMIN_TOKEN))
+                found = (await resp.json())["conversations"]
+                if not found:
+                    return []
+                resp = await client.get(f"/api/v1/conversations/{found[0]['id']}/messages",
+                                        headers=auth(ADMIN_TOKEN))
+                return list((await resp.json())["messages"])
+
+            [message] = await eventually(messages)
+            assert message["text"] == "Olha a caixa"
+            download = await client.get(f"/api/v1/messages/{message['id']}/attachments/0",
+                                        headers=auth(ADMIN_TOKEN))
+            assert download.status == 200 and await download.read() == png
