@@ -83,6 +83,7 @@ from channels.twilio.segments import SegmentInfo, segments, utf16_length
 from channels.twilio.signature import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
+    signature_algorithm,
     signature_matches,
 )
 
@@ -239,8 +240,7 @@ def phone_country(number: str, from_country: str | None) -> str | None:
     return str(region) if region and region != "ZZ" else None
 
 
-def _one(form: MultiDict[str], *names: str, required: bool = False,
-         max_chars: int = 256) -> str | None:
+def _one(form: MultiDict[str], *names: str, max_chars: int = 256) -> str | None:
     """The value of the first of ``names`` present (Twilio still sends the deprecated
     ``SmsSid``/``SmsStatus`` twins); a repeated or over-long value is malformed."""
     for name in names:
@@ -251,9 +251,14 @@ def _one(form: MultiDict[str], *names: str, required: bool = False,
             if len(values[0]) > max_chars:
                 raise MalformedPayload(f"{name} is longer than {max_chars} characters")
             return values[0]
-    if required:
-        raise MalformedPayload(f"missing {names[0]}")
     return None
+
+
+def _required(form: MultiDict[str], *names: str, max_chars: int = 256) -> str:
+    value = _one(form, *names, max_chars=max_chars)
+    if value is None:
+        raise MalformedPayload(f"missing {names[0]}")
+    return value
 
 
 class TwilioSmsChannel(WebhookAdapter):
@@ -291,16 +296,19 @@ class TwilioSmsChannel(WebhookAdapter):
         given = request.headers.get(SIGNATURE_HEADER)
         if not given:
             raise InvalidSignature(f"missing {SIGNATURE_HEADER}")
-        settings_header = request.headers.get(SIGNATURE_SETTINGS_HEADER, "")
-        if "algorithm=" in settings_header and "algorithm=HMAC_SHA1" not in settings_header:
-            raise InvalidSignature(f"signed with a shared key ({SIGNATURE_SETTINGS_HEADER}); "
-                                   "this channel verifies auth-token signatures only")
+        shared_key = SIGNATURE_SETTINGS_HEADER in request.headers
+        if signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER)) != "HMAC_SHA1":
+            raise InvalidSignature(f"signed with a shared key ({SIGNATURE_SETTINGS_HEADER}) "
+                                   "and another algorithm; this channel verifies auth-token "
+                                   "signatures only")
         form = self.form(request, body)  # a malformed form is a 400, never verified
         token = self.settings.auth_token.reveal_bytes()
         if not signature_matches(token, self.signed_urls(request), form, given):
             raise InvalidSignature(
-                f"{SIGNATURE_HEADER} does not match; behind a proxy, set hub.public_url to "
-                "the address Twilio is configured with")
+                f"{SIGNATURE_HEADER} does not match"
+                + ("; it names a shared key, and this channel verifies with the auth token"
+                   if shared_key else "; behind a proxy, set hub.public_url to the address "
+                   "Twilio is configured with"))
 
     def parse(self, request: web.Request, body: bytes) -> Sequence[Parsed]:
         form = self.form(request, body)
@@ -309,16 +317,14 @@ class TwilioSmsChannel(WebhookAdapter):
         return self._parse_message(form)
 
     def _parse_message(self, form: MultiDict[str]) -> Sequence[Parsed]:
-        sid = _one(form, "MessageSid", "SmsSid", required=True)
-        assert sid is not None
+        sid = _required(form, "MessageSid", "SmsSid")
         if not _MESSAGE_SID.fullmatch(sid):
             raise MalformedPayload("MessageSid is not a Twilio message SID")
-        sender = _one(form, "From", required=True, max_chars=64)
-        assert sender is not None
+        sender = _required(form, "From", max_chars=64)
         if not sender.strip():
             raise MalformedPayload("From is empty")
         num_media = _one(form, "NumMedia") or "0"
-        if not num_media.isdigit() or int(num_media) > MAX_MEDIA:
+        if not (num_media.isascii() and num_media.isdigit()) or int(num_media) > MAX_MEDIA:
             raise MalformedPayload(f"NumMedia is not a count of 0-{MAX_MEDIA}")
         if int(num_media):
             # The files are fetched with the account's credentials after Twilio has its
@@ -335,9 +341,8 @@ class TwilioSmsChannel(WebhookAdapter):
         return ChannelHints(phone_country=phone_country(sender, from_country))
 
     def _parse_status(self, form: MultiDict[str]) -> Sequence[Parsed]:
-        sid = _one(form, "MessageSid", "SmsSid", required=True)
-        status = _one(form, "MessageStatus", "SmsStatus", required=True, max_chars=64)
-        assert sid is not None and status is not None
+        sid = _required(form, "MessageSid", "SmsSid")
+        status = _required(form, "MessageStatus", "SmsStatus", max_chars=64)
         state = STATUS_STATES.get(status.strip().lower())
         if state is None:
             return []  # queued, sending, accepted...: acknowledged, nothing to record
@@ -440,11 +445,10 @@ class TwilioSmsChannel(WebhookAdapter):
 
     async def deliver(self, reply: OutboundReply) -> str:
         fields: list[tuple[str, str]] = [("To", reply.recipient_handle)]
-        if self.settings.messaging_service_sid is not None:
-            fields.append(("MessagingServiceSid", self.settings.messaging_service_sid))
-        else:
-            assert self.settings.from_number is not None
+        if self.settings.from_number is not None:
             fields.append(("From", self.settings.from_number))
+        else:  # exactly one is set (TwilioSettings.__post_init__)
+            fields.append(("MessagingServiceSid", self.settings.messaging_service_sid or ""))
         fields.append(("Body", reply.text))
         callback = self.status_callback_url()
         if callback is not None:

@@ -23,6 +23,16 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 
 
+def signature_algorithm(settings_header: str | None) -> str:
+    """The algorithm ``X-Twilio-Webhooks-Signature-Settings`` names
+    (``key=...,algorithm=HMAC_SHA256``); none named means HMAC_SHA1, as in the reference."""
+    for part in (settings_header or "").split(","):
+        name, sep, value = part.partition("=")
+        if sep and name.strip() == "algorithm" and value.strip():
+            return value.strip().upper()
+    return "HMAC_SHA1"
+
+
 def signing_string(url: str, params: MultiDict[str]) -> str:
     """URL + sorted ``name value`` pairs; repeated identical values count once, as the
     reference validator's ``sorted(set(values))`` does."""

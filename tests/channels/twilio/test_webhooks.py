@@ -238,7 +238,13 @@ async def test_a_shared_key_signature_is_refused_not_misread(served: Served) -> 
         "Content-Type": FORM, "X-Twilio-Signature": sign_form(served.public(), body),
         "X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256",
     }, 401)
-    assert "shared key" in text
+    assert "shared key" in text and "another algorithm" in text
+    shared = sign_form(served.public(), body, token="the-shared-key-secret-0123456789")
+    text = await _refused(served, body, {
+        "Content-Type": FORM, "X-Twilio-Signature": shared,
+        "X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA1",
+    }, 401)
+    assert "names a shared key" in text
 
 
 @pytest.mark.parametrize(("body", "content_type", "reason"), [
