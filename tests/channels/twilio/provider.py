@@ -16,13 +16,11 @@ It also writes the webhooks Twilio would post (forms signed with twilio's own
 from __future__ import annotations
 
 import base64
-import secrets
 import urllib.parse
 from collections.abc import Mapping
 from email.utils import formatdate
 from typing import Any
 
-import msgspec
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import MultiDict
@@ -254,11 +252,3 @@ class TwilioFake:
         if found is None:
             return web.Response(status=404)
         return web.Response(body=found[1], content_type=found[0])
-
-
-def random_sid(prefix: str) -> str:
-    return prefix + secrets.token_hex(16)
-
-
-def decode_json(body: bytes) -> Any:
-    return msgspec.json.decode(body)
