@@ -1,0 +1,1 @@
+"""Twilio Programmable Messaging (SMS/MMS); see ``channels.twilio.adapter``."""
