@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "messenger": "channels.messenger.adapter:MessengerChannel",
     "instagram": "channels.messenger.adapter:InstagramChannel",
     "whatsapp": "channels.whatsapp.adapter:WhatsAppChannel",
+    "twilio": "channels.twilio.adapter:TwilioSmsChannel",
 }
 
 

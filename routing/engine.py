@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 AgentStatus = str  # "online" | "away" | "offline"
 _STATUSES = ("online", "away", "offline")
-_PHONE_CHANNELS = {"sms", "whatsapp"}
+_PHONE_CHANNELS = {"sms", "whatsapp", "twilio"}
 # How long "this message was routed" is remembered: longer than any redelivery can take.
 _MARKER_TTL = 7 * 86400
 
