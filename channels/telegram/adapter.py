@@ -135,7 +135,7 @@ class TelegramChannel(ChannelAdapter):
     async def items(self, update_data: Any) -> list[InboundMessage]:
         """The messages one update stores (none for an update that is not routed)."""
         update = decode_update(update_data)
-        drafted = normalize(update, self.instance)
+        drafted = update if isinstance(update, Skipped) else normalize(update, self.instance)
         if isinstance(drafted, Skipped):
             self._skip(drafted)
             return []

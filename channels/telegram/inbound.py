@@ -23,9 +23,11 @@ from telegram import Update
 
 from channels.errors import MalformedPayload
 from channels.models import ChannelHints, InboundMessage
+from channels.telegram.settings import ALLOWED_UPDATES
 
 EDIT_MARKER: Final = "[edited] "
 TYPE_NAME: Final = "telegram"
+READ_KINDS: Final = frozenset(ALLOWED_UPDATES)
 _MAX_LANGUAGE_CHARS: Final = 35
 
 
@@ -92,8 +94,10 @@ class _Update(msgspec.Struct, frozen=True):
     edited_message: _Message | None = None
 
 
-def decode_update(data: Any) -> Update:
-    """A JSON value as a PTB ``Update``; ``MalformedPayload`` names what is wrong."""
+def decode_update(data: Any) -> Update | Skipped:
+    """A JSON value as a PTB ``Update``, or ``Skipped`` for a kind this channel does not read
+    (not parsed further: a change in a kind we ignore must not quarantine it);
+    ``MalformedPayload`` names what is wrong."""
     if not isinstance(data, dict):
         raise MalformedPayload("an update must be a JSON object")
     update_id = data.get("update_id")
@@ -103,6 +107,9 @@ def decode_update(data: Any) -> Update:
         msgspec.convert(data, _Update)
     except msgspec.ValidationError as exc:
         raise MalformedPayload(f"update {update_id} is not a Bot API Update: {exc}") from None
+    kind = next((k for k in data if k != "update_id"), "empty")
+    if kind not in READ_KINDS:
+        return Skipped(update_id, kind[:64])
     try:
         return Update.de_json(data, None)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
