@@ -163,7 +163,8 @@ class TelegramChannel(ChannelAdapter):
             if time.monotonic() - first < DEFER_DOWNLOAD_SECONDS:
                 self._trim_deferred()
                 raise DownloadDeferred(f"update {draft.update_id}: the file could not be "
-                                       f"fetched from Telegram now ({exc}); deliver again"
+                                       f"fetched from Telegram now ({exc}); not acknowledged, so "
+                                       "Telegram sends it again"
                                        ) from None
             log.warning("channel %s: update %d: file still not fetchable after %.0f s; "
                         "storing the message without it", self.instance, draft.update_id,
