@@ -344,7 +344,12 @@ class TelegramPollingChannel(TelegramChannel, PollingAdapter):
         if not isinstance(result, list):
             raise RetryableError("Telegram getUpdates answered something other than a list")
         items: list[PollItem] = []
+        # Files are fetched per update; a batch of many stops early (the rest comes with the
+        # next poll) rather than running into the schedule's timeout and being fetched again.
+        budget = time.monotonic() + self.schedule.timeout_seconds / 2
         for raw in result:
+            if items and time.monotonic() > budget:
+                break
             update_id = raw.get("update_id") if isinstance(raw, dict) else None
             if not isinstance(update_id, int) or isinstance(update_id, bool):
                 items.append(Unusable(msgspec.json.encode(raw), "update has no update_id"))

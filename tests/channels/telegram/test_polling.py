@@ -4,10 +4,12 @@ getUpdates are retried with its retry_after."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from channels.base import AdapterContext
@@ -167,3 +169,25 @@ async def test_the_supervised_poller_retries_telegram_errors_without_loss() -> N
                 [c.provider_message_id for c in cases]
             assert not any(e.duplicate for e in harness.stored())
         assert api.calls.count("getUpdates") >= 3
+
+
+async def test_a_slow_batch_stops_early_and_resumes_where_it_stopped(
+        poller: Poller, monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter = poller.adapter()
+    adapter.schedule = msgspec.structs.replace(adapter.schedule, timeout_seconds=0.2)
+    original = adapter.items
+
+    async def slow(data: Any) -> list[InboundMessage]:
+        await asyncio.sleep(0.06)  # a file download each
+        return await original(data)
+
+    monkeypatch.setattr(adapter, "items", slow)
+    for n in range(1, 6):
+        poller.api.publish_update(updates.case(n).payload)
+    items, cursor = await adapter.poll("default", None)
+    assert 1 <= len(items) < 5
+    seen = texts(items)
+    for _ in range(5):
+        more, cursor = await adapter.poll("default", cursor)
+        seen += texts(more)
+    assert seen == [updates.case(n).text for n in range(1, 6)], "lost or repeated"
