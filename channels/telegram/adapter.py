@@ -125,7 +125,7 @@ class TelegramChannel(ChannelAdapter):
                           settings.timeout_seconds)
         self.sender = Sender(self.api, split=split, limit=MAX_TEXT_LENGTH,
                              max_parts=MAX_SPLIT_PARTS, limiter=context.limiter,
-                             limits=RATE_LIMITS)
+                             limits=RATE_LIMITS, files=context.attachments)
         self.skipped: collections.Counter[str] = collections.Counter()
         self.blocked_chats: OrderedDict[str, float] = OrderedDict()
         self._deferred: OrderedDict[int, float] = OrderedDict()
@@ -206,9 +206,6 @@ class TelegramChannel(ChannelAdapter):
     # -- outbound --------------------------------------------------------------------------
 
     async def deliver(self, reply: OutboundReply) -> str:
-        if reply.attachments:
-            raise PermanentError("sending files to Telegram is not supported yet; send the "
-                                 "text without attachments")
         try:
             return await self.sender.send(reply)
         except RecipientUnreachable:

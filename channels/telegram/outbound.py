@@ -1,5 +1,6 @@
 """Replies to Telegram: ``sendMessage`` to the buyer's chat, replying to their message, split
-or refused above 4096 characters, each part paced like a send of its own.
+or refused above 4096 characters, then each attached file by ``sendDocument``; every message
+after the first paced like a send of its own.
 
 The hub paces a reply once before ``deliver`` (``Capabilities.rate_limits``: 1/s per chat,
 30/s per bot). A split reply's later parts are further messages to the same chat, so each takes
@@ -19,8 +20,9 @@ from typing import Any, Final
 import msgspec
 from telegram import ReplyParameters
 
-from channels.errors import RateLimited, ReplyRejected
-from channels.models import OutboundReply
+from channels.errors import PermanentError, RateLimited, ReplyRejected
+from channels.models import Attachment, OutboundReply
+from channels.services.attachments import AttachmentStore
 from channels.services.limits import RateLimit, RateLimiter, pace
 from channels.telegram.api import BotApi
 from channels.telegram.split import split_text, utf16_length
@@ -33,8 +35,10 @@ class Sender:
     """Sends one bot's replies (see the module docstring)."""
 
     def __init__(self, api: BotApi, *, split: bool, limit: int, max_parts: int,
-                 limiter: RateLimiter | None, limits: Sequence[RateLimit]) -> None:
+                 limiter: RateLimiter | None, limits: Sequence[RateLimit],
+                 files: AttachmentStore | None) -> None:
         self.api = api
+        self.files = files
         self.split = split
         self.limit = limit
         self.max_parts = max_parts
@@ -57,23 +61,42 @@ class Sender:
         return parts
 
     async def send(self, reply: OutboundReply) -> str:
-        """Send every part not yet sent; the provider id is the first message's id."""
-        parts = self.parts(reply.text)
+        """Send every step not yet sent (the text's parts, then each file); the provider id
+        is the first message's id."""
+        parts = self.parts(reply.text) if reply.text.strip() else []
+        steps = len(parts) + len(reply.attachments)
         sent = self._partial.get(reply.reply_id, [])
-        for n in range(len(sent), len(parts)):
+        target = reply_target(reply)
+        for n in range(len(sent), steps):
             if n > 0:
                 await self._pace_part(reply, n)
-            params: dict[str, Any] = {"chat_id": reply.thread_id, "text": parts[n]}
-            target = reply_target(reply)
+            params: dict[str, Any] = {"chat_id": reply.thread_id}
             if n == 0 and target is not None:
                 params["reply_parameters"] = ReplyParameters(
                     message_id=target, allow_sending_without_reply=True).to_dict()
-            result = await self.api.call("sendMessage", params)
+            if n < len(parts):
+                result = await self.api.call("sendMessage", {**params, "text": parts[n]})
+            else:
+                result = await self._send_file(reply.attachments[n - len(parts)], params)
             sent.append(_message_id(result, reply, n))
-            if n + 1 < len(parts):
+            if n + 1 < steps:
                 self._remember(reply.reply_id, sent)
         self._partial.pop(reply.reply_id, None)
         return sent[0]
+
+    async def _send_file(self, attachment: Attachment, params: dict[str, Any]) -> Any:
+        """``sendDocument``: the bytes as stored, whatever their type (``sendPhoto`` would
+        recompress an image)."""
+        if self.files is None or attachment.storage_ref is None:
+            raise PermanentError(f"attachment {attachment.name!r} has no stored file")
+        data = await self.files.get(attachment.storage_ref)
+        if data is None:
+            raise PermanentError(f"attachment {attachment.name!r} is no longer stored")
+        fields = {k: v if isinstance(v, str) else msgspec.json.encode(v).decode()
+                  for k, v in params.items()}
+        return await self.api.upload("sendDocument", fields, field="document",
+                                     name=attachment.name, content_type=attachment.content_type,
+                                     data=data)
 
     async def _pace_part(self, reply: OutboundReply, n: int) -> None:
         if self.limiter is None or not self.limits:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
+import json
 import time
 from typing import Any
 
@@ -62,6 +63,7 @@ class FakeBotApi:
         self.confirmed = 0  # every update_id below this is gone
         self.webhook: dict[str, Any] | None = None
         self.sends: list[dict[str, Any]] = []
+        self.documents: list[tuple[str, str, bytes]] = []
         self.calls: list[str] = []
         self.failures: dict[str, list[web.Response]] = {}
         self.files: dict[str, tuple[str, bytes]] = {}
@@ -194,6 +196,24 @@ class FakeBotApi:
                                            "date": int(time.time()),
                                            "chat": message["chat"]}
         return _ok(message)
+
+    async def api_sendDocument(self, params: dict[str, Any]) -> web.Response:
+        document = params.get("document")
+        if not isinstance(document, web.FileField):
+            return error(400, description="Bad Request: there is no document in the request")
+        data = document.file.read()
+        if not data:
+            return error(400, description="Bad Request: file must be non-empty")
+        self.documents.append((document.filename, document.content_type, data))
+        reply = params.get("reply_parameters")
+        self.sends.append({"chat_id": params["chat_id"], "text": params.get("caption", ""),
+                           "document": document.filename,
+                           "reply_parameters": json.loads(reply) if reply else None})
+        return _ok({"message_id": next(self._message_ids), "date": int(time.time()),
+                    "chat": {"id": _chat_id(params["chat_id"]), "type": "private"},
+                    "document": {"file_id": f"d{len(self.documents)}",
+                                 "file_unique_id": f"ud{len(self.documents)}",
+                                 "file_name": document.filename}})
 
     async def api_getFile(self, params: dict[str, Any]) -> web.Response:
         file_id = params.get("file_id")

@@ -1,5 +1,6 @@
 """The Telegram channel runs the conformance kit in both modes against the local Bot API
-(``bot_api.py``): webhook mode with the core, hostile-webhook and rate-limit batteries,
+(``bot_api.py``): webhook mode with the core, hostile-webhook, rate-limit and attachment
+batteries,
 polling mode with the core and polling batteries; each on the kit's in-memory services and on
 the hub's own store, quarantine, cursors and leases on real Redis.
 
@@ -9,6 +10,7 @@ of exactly the limit. Splitting is tested in ``test_outbound.py``."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,12 +18,14 @@ import pytest
 from redis.asyncio import Redis
 
 from channels.secrets import Secret
+from channels.services.attachments import AttachmentStore
 from channels.services.cursors import CursorStore
 from channels.services.leases import LeaseManager
 from channels.services.limits import RateLimiter
 from channels.telegram.adapter import SECRET_HEADER, TelegramChannel
 from channels.telegram.settings import TelegramSettings
 from channels.testing import ChannelConformance, InboundCase, IngestGate, KitStore
+from channels.testing.attachments import AttachmentBattery
 from channels.testing.limits import RateLimitBattery
 from channels.testing.polling import PollingBattery, PollingHarness, PollingKit
 from channels.testing.webhooks import (
@@ -32,6 +36,7 @@ from channels.testing.webhooks import (
     WebhookHarness,
     WebhookKit,
 )
+from storage.attachments import AttachmentService, FileBlobStore
 from storage.cursors import RedisCursorStore
 from storage.kit import StoreKit, StoreQuarantine
 from storage.leases import RedisLeaseManager
@@ -72,9 +77,42 @@ def cases() -> list[InboundCase]:
     ]
 
 
-class TestTelegramWebhook(ChannelConformance, HostileWebhookBattery, RateLimitBattery):
+class TelegramServed(ServedWebhook):
+    """The kit's webhook harness plus what the attachment battery reads."""
+
+    provider: FakeBotApi
+
+    async def deliver_answer(self, case: InboundCase) -> tuple[bool, str]:
+        body = msgspec.json.encode(case.payload)
+        answer = await self.request("POST", "", body, signed(body))
+        return 200 <= answer.status < 300, answer.body.decode(errors="replace")
+
+    def sent_attachments(self) -> list[list[tuple[str, str, bytes]]]:
+        return [[document] for document in self.provider.documents]
+
+
+class TestTelegramWebhook(ChannelConformance, HostileWebhookBattery, RateLimitBattery,
+                          AttachmentBattery):
     def inbound_cases(self) -> list[InboundCase]:
         return cases()
+
+    def files(self) -> dict[str, tuple[str, bytes]]:
+        """The Bot API's files for this test (the fake serves this very dict)."""
+        found: dict[str, tuple[str, bytes]] = self.__dict__.setdefault("_files", {})
+        return found
+
+    def attachment_case(self, name: str, content_type: str, data: bytes) -> InboundCase:
+        files = self.files()
+        file_id = f"doc-{len(files) + 1}"
+        files[file_id] = (f"documents/file_{len(files) + 1}.bin", data)
+        n = 500 + len(files)
+        user = updates.buyer()
+        return InboundCase(
+            name=f"document {name}",
+            payload=updates.document_update(841266500 + n, n, file_id, name, content_type,
+                                            len(data)),
+            provider_message_id=f"{user.id}:{n}", thread_id=str(user.id),
+            sender_handle=str(user.id), text="")
 
     def malformed_bodies(self) -> list[MalformedCase]:
         return [
@@ -90,13 +128,16 @@ class TestTelegramWebhook(ChannelConformance, HostileWebhookBattery, RateLimitBa
         ]
 
     @pytest.fixture
-    async def harness(self, webhook_kit: WebhookKit, kit_limiter: RateLimiter
-                      ) -> AsyncIterator[ServedWebhook]:
+    async def harness(self, webhook_kit: WebhookKit, kit_limiter: RateLimiter,
+                      attachment_store: AttachmentStore) -> AsyncIterator[ServedWebhook]:
+        config = {"max_attachment_bytes": 100_000}
         async with FakeBotApi(TOKEN) as api, webhook_kit.run(
-            api, lambda context: TelegramChannel("shop", settings(api), context),
-            sign=signed, limiter=kit_limiter,
-        ) as harness:
-            yield harness
+            api, lambda context: TelegramChannel("shop", settings(api, **config), context),
+            sign=signed, limiter=kit_limiter, attachments=attachment_store,
+        ) as served:
+            api.files = self.files()
+            yield TelegramServed(served.adapter, served.server, served.session, api, signed,
+                                 msgspec.json.encode)
 
     async def test_a_bad_or_missing_signature_is_refused_and_nothing_kept(
         self, harness: WebhookHarness, ingest_gate: IngestGate, kit_quarantine: KitQuarantine
@@ -132,6 +173,13 @@ class TestTelegramWebhookOnRedis(TestTelegramWebhook):
     @pytest.fixture
     def kit_limiter(self, redis: Redis) -> RateLimiter:
         return RedisLimiter(redis)
+
+    @pytest.fixture
+    def attachment_store(self, store: Store, tmp_path: Path) -> AttachmentStore:
+        service = AttachmentService(store.redis, FileBlobStore(tmp_path / "attachments"),
+                                    store.partition_keys())
+        store.attachments = service  # the hub's files, referenced by the atomic ingest
+        return service
 
 
 class TestTelegramPolling(ChannelConformance, PollingBattery):

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from channels.base import AdapterContext
@@ -20,10 +21,12 @@ from channels.errors import (
     RetryableError,
 )
 from channels.models import OutboundReply
+from channels.services.attachments import AttachmentStore
 from channels.services.limits import RateLimiter
 from channels.telegram.adapter import TelegramChannel
 from channels.telegram.api import RecipientUnreachable
 from channels.telegram.split import utf16_length
+from channels.testing.attachments import PNG, MemoryAttachmentStore
 from channels.testing.limits import MemoryLimiter
 from tests.channels.telegram.bot_api import FakeBotApi, error
 from tests.channels.telegram.test_conformance import TOKEN, settings
@@ -36,7 +39,8 @@ class Outbox:
         self.api = api
         self.session = session
 
-    def adapter(self, limiter: RateLimiter | None = None, **overrides: Any) -> TelegramChannel:
+    def adapter(self, limiter: RateLimiter | None = None, files: AttachmentStore | None = None,
+                **overrides: Any) -> TelegramChannel:
         async def quarantine(*args: Any, **kwargs: Any) -> str:
             raise AssertionError("nothing is quarantined when sending")
 
@@ -44,7 +48,7 @@ class Outbox:
             raise AssertionError("sending spawns nothing")
 
         context = AdapterContext(http=self.session, quarantine=quarantine, spawn=spawn,
-                                 limiter=limiter)
+                                 limiter=limiter, attachments=files)
         return TelegramChannel("shop", settings(self.api, **overrides), context)
 
 
@@ -229,12 +233,23 @@ async def test_a_long_wait_for_a_part_hands_the_reply_back(outbox: Outbox) -> No
     assert len(outbox.api.sends) == 1, "the first part went; the second waits its turn"
 
 
-async def test_attachments_are_refused_not_dropped(outbox: Outbox) -> None:
-    from channels.models import Attachment
-    with_file = OutboundReply(**{**{f: getattr(reply("ver adjunto"), f) for f in
-                                   reply("x").__struct_fields__},
-                                "attachments": (Attachment("a.png", "image/png", 10,
-                                                           storage_ref="x"),)})
-    with pytest.raises(PermanentError, match="not supported"):
-        await outbox.adapter().send(with_file)
-    assert outbox.api.sends == []
+async def test_files_follow_the_text_and_a_missing_file_is_permanent(outbox: Outbox) -> None:
+    files = MemoryAttachmentStore()
+    stored = await files.put(PNG, name="etiqueta.png", content_type="image/png")
+    adapter = outbox.adapter(files=files)
+    with_file = msgspec.structs.replace(reply("Adjunto la etiqueta"), attachments=(stored,))
+    provider_id = await adapter.send(with_file)
+    assert [s.get("document") for s in outbox.api.sends] == [None, "etiqueta.png"]
+    assert outbox.api.documents == [("etiqueta.png", "image/png", PNG)]
+    assert outbox.api.sends[0]["reply_parameters"]["message_id"] == 698
+    assert outbox.api.sends[1]["reply_parameters"] is None
+    assert provider_id == f"{CHAT}:9000"
+    only_file = msgspec.structs.replace(reply("", reply_id="r-2"), attachments=(stored,))
+    await adapter.send(only_file)
+    assert outbox.api.sends[-1]["document"] == "etiqueta.png"
+    assert outbox.api.sends[-1]["reply_parameters"] == {
+        "message_id": 698, "allow_sending_without_reply": True}
+    await files.delete(stored.storage_ref or "")
+    gone = msgspec.structs.replace(reply("otra", reply_id="r-3"), attachments=(stored,))
+    with pytest.raises(PermanentError, match="no longer stored"):
+        await adapter.send(gone)
