@@ -191,3 +191,22 @@ async def test_a_slow_batch_stops_early_and_resumes_where_it_stopped(
         more, cursor = await adapter.poll("default", cursor)
         seen += texts(more)
     assert seen == [updates.case(n).text for n in range(1, 6)], "lost or repeated"
+
+
+async def test_a_redelivery_storm_in_polling_stores_one_message() -> None:
+    """The same update_id 50 times (a Bot API that repeats itself) is one message."""
+    leases = MemoryLeaseManager()
+    gate = IngestGate(MemoryKitStore())
+    kit = PollingKit(gate, MemoryCursorStore(leases), leases)
+    async with FakeBotApi(TOKEN) as api:
+        case = updates.case(1)
+        for _ in range(50):
+            api.publish_update(case.payload, keep_id=True)
+        config = settings(api, mode="polling", webhook_secret=None, long_poll_seconds=1)
+        async with kit.run(api, lambda context: TelegramChannel("shop", config,
+                                                                 context)) as harness:
+            await harness.wait_stored([case.provider_message_id])
+            await harness.wait_until(lambda: api.pending() == [],
+                                     what="the updates were not confirmed")
+        assert sum(not r.duplicate for r in gate.results) == 1
+        assert len(gate.results) == 1, "the repeats after the first were skipped by offset"
