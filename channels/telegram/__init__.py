@@ -1,0 +1,1 @@
+"""The Telegram Bot API channel (``channels.telegram.adapter:TelegramChannel``)."""
