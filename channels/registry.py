@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "instagram": "channels.messenger.adapter:InstagramChannel",
     "whatsapp": "channels.whatsapp.adapter:WhatsAppChannel",
     "twilio": "channels.twilio.adapter:TwilioSmsChannel",
+    "telegram": "channels.telegram.adapter:TelegramChannel",
 }
 
 
