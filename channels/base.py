@@ -55,10 +55,12 @@ from channels.models import (
     DeliveryUpdate,
     FetchNotice,
     InboundMessage,
+    MessageEdit,
     OutboundReply,
 )
 from channels.services.attachments import AttachmentStore
 from channels.services.cursors import CursorStore
+from channels.services.edits import MessageEdits
 from channels.services.fetches import FetchQueue, check_notice
 from channels.services.health import HealthRecorder, PushSubscriptionRule, WebhookOutcome
 from channels.services.leases import LeaseManager
@@ -77,7 +79,7 @@ from channels.windows import (
 
 log = logging.getLogger(__name__)
 
-Parsed = InboundMessage | DeliveryUpdate | FetchNotice
+Parsed = InboundMessage | DeliveryUpdate | FetchNotice | MessageEdit
 """What ``parse`` yields (and ``fetch`` returns): buyer messages, receipts for our own
 messages, and notices of resources to fetch."""
 
@@ -167,7 +169,8 @@ class AdapterContext:
     an adapter that needs one says so at start-up. ``max_attachment_bytes`` is the hub's cap
     on any one attachment (``attachments.max_bytes``), over every channel's own limit.
     ``threads`` is what an adapter remembers about its threads across processes (email's
-    subject fallback and parent headers, ``channels.services.threads``).
+    subject fallback and parent headers, ``channels.services.threads``); ``edits`` applies a
+    buyer's edit to the stored message (``MessageEdit``).
     ``health`` is where the plumbing counts webhook answers and polls (``channels.services.
     health``); adapters themselves never call it.
     """
@@ -189,6 +192,7 @@ class AdapterContext:
         deliveries: DeliveryIndex | None = None,
         fetches: FetchQueue | None = None,
         threads: ThreadMemory | None = None,
+        edits: MessageEdits | None = None,
         max_attachment_bytes: int | None = None,
         health: HealthRecorder | None = None,
     ) -> None:
@@ -206,6 +210,7 @@ class AdapterContext:
         self.deliveries = deliveries
         self.fetches = fetches
         self.threads = threads
+        self.edits = edits
         self.max_attachment_bytes = max_attachment_bytes
         self.health = health
 
@@ -290,9 +295,13 @@ class ChannelAdapter(abc.ABC):
                 await self.apply_delivery(item)
             elif isinstance(item, FetchNotice):
                 await self.queue_fetch(item)
+            elif isinstance(item, MessageEdit):
+                edits = self.context.edits
+                if edits is None or not await edits.apply(item):
+                    outcomes.append(await store(item.fallback))
             else:
                 raise TypeError(f"got a {type(item).__name__}; expected InboundMessage, "
-                                "DeliveryUpdate or FetchNotice")
+                                "DeliveryUpdate, FetchNotice or MessageEdit")
         return outcomes
 
     async def fetch(self, resource: str) -> Sequence[Parsed]:

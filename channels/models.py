@@ -73,6 +73,9 @@ class InboundMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     received_at: float = 0.0
     hints: ChannelHints = ChannelHints()
     raw_ref: str | None = None
+    # The provider id of the message this one answers (a Telegram reply, Messenger's
+    # ``reply_to.mid``): the inbox shows what the buyer quoted.
+    reply_to: str | None = None
 
 
 class OutboundReply(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -125,6 +128,24 @@ class DeliveryUpdate(msgspec.Struct, frozen=True, omit_defaults=True):
     state: DeliveryState
     at: float | None = None
     error: str | None = None
+
+
+class MessageEdit(msgspec.Struct, frozen=True):
+    """The buyer changed a message we stored (Telegram ``edited_message``).
+
+    Applied to the stored message found by ``(channel_instance, thread_id,
+    provider_message_id)``: the inbox shows the new text with ``edited_at``, the original is
+    kept, an older edit arriving late changes nothing. When the original is not stored (never
+    seen, or past the dedupe window) or the hub records no edits, ``fallback`` (the edit as a
+    message of its own) is ingested instead, so the buyer's words are never lost.
+    """
+
+    channel_instance: str
+    thread_id: str
+    provider_message_id: str
+    text: str
+    edited_at: float
+    fallback: InboundMessage
 
 
 class FetchNotice(msgspec.Struct, frozen=True):

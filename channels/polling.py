@@ -51,7 +51,7 @@ import msgspec
 
 from channels.base import AdapterContext, ChannelAdapter, IngestCallback
 from channels.errors import ChannelError, RetryableError
-from channels.models import DeliveryUpdate, InboundMessage
+from channels.models import DeliveryUpdate, InboundMessage, MessageEdit
 from channels.services.cursors import CursorStore, check_cursor, cursor_lease_name
 from channels.services.leases import Lease, LeaseManager
 from channels.supervisor import Supervisor, describe
@@ -92,7 +92,7 @@ class Unusable(msgspec.Struct, frozen=True):
     reason: str
 
 
-PollItem = InboundMessage | DeliveryUpdate | Unusable
+PollItem = InboundMessage | DeliveryUpdate | MessageEdit | Unusable
 Polled = tuple[Sequence[PollItem], bytes]
 """What ``poll`` returns: the items in provider order and the cursor just past the last one."""
 
@@ -326,15 +326,13 @@ class _AccountPoller:
     async def _store(self, items: Sequence[Any], next_cursor: bytes) -> None:
         adapter = self.adapter
         for item in items:
-            if isinstance(item, InboundMessage):
-                await adapter.ingest(item)
-            elif isinstance(item, DeliveryUpdate):
-                await adapter.apply_delivery(item)
-            elif isinstance(item, Unusable):
+            if isinstance(item, Unusable):
                 await adapter.context.quarantine(adapter.instance, item.raw, item.reason)
+            elif isinstance(item, InboundMessage | DeliveryUpdate | MessageEdit):
+                await adapter.store_items([item])
             else:
                 raise TypeError(f"poll returned a {type(item).__name__}; expected "
-                                "InboundMessage, DeliveryUpdate or Unusable")
+                                "InboundMessage, DeliveryUpdate, MessageEdit or Unusable")
         if next_cursor == self.cursor:
             return
         assert self.lease is not None

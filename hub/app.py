@@ -51,6 +51,7 @@ from storage import keys as storage_keys
 from storage.attachments import AttachmentService, FileBlobStore
 from storage.cursors import RedisCursorStore
 from storage.deliveries import RedisDeliveries
+from storage.edits import RedisEdits
 from storage.fetches import RedisFetchQueue
 from storage.health import HealthCounters
 from storage.leases import RedisLeaseManager
@@ -142,6 +143,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
             tokens=app[K.OAUTH],
             fetches=app[K.FETCHES],
             threads=RedisThreads(app[K.STORE]),
+            edits=RedisEdits(app[K.STORE]),
             health=app[K.HEALTH_COUNTERS],
         )
         manager = ChannelManager(loaded, context)

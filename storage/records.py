@@ -40,6 +40,13 @@ class MessageView(msgspec.Struct, frozen=True, omit_defaults=True):
     # When ``status`` last changed for an outbound message: the send returned ("sent"), or the
     # provider's time of a receipt (delivered, read, failed; ours when it gave none).
     status_at: float | None = None
+    # The provider id of the message this one answers (inbound: what the buyer quoted;
+    # outbound: the buyer's message the reply was threaded to).
+    reply_to: str | None = None
+    # The buyer edited the message: ``text`` is the newest words, ``original_text`` what
+    # first arrived.
+    edited_at: float | None = None
+    original_text: str | None = None
 
 
 class Conversation(msgspec.Struct, frozen=True):

@@ -680,12 +680,17 @@ def _message_view(message_id: str, row: dict[bytes, bytes]) -> MessageView:
         reply = _reply_decoder.decode(row[b"data"])
         return MessageView(
             direction="out", channel=reply.channel_type, channel_instance=reply.channel_instance,
-            text=reply.text, author=reply.author, attachments=reply.attachments, **common,
+            text=reply.text, author=reply.author, attachments=reply.attachments,
+            reply_to=reply.in_reply_to, **common,
         )
     msg = _inbound_decoder.decode(row[b"data"])
     common["provider_message_id"] = msg.provider_message_id
+    edited = row.get(b"edited_text")
     return MessageView(
         direction="in", channel=msg.channel_type, channel_instance=msg.channel_instance,
-        text=msg.text, sender_handle=msg.sender_handle, sender_name=msg.sender_name,
-        sent_at=msg.sent_at, attachments=msg.attachments, **common,
+        text=_s(edited) or "" if edited is not None else msg.text,
+        sender_handle=msg.sender_handle, sender_name=msg.sender_name,
+        sent_at=msg.sent_at, attachments=msg.attachments, reply_to=msg.reply_to,
+        edited_at=_f(row.get(b"edited_at")),
+        original_text=msg.text if edited is not None else None, **common,
     )

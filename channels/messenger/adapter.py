@@ -7,9 +7,9 @@ Both come through Meta's webhooks framework (``channels.meta``: the GET handshak
 * ``message``: a buyer's message (``mid``, ``text``, ``quick_reply.payload``,
   ``reply_to.mid``, ``attachments[{type, payload.url}]``), normalized with ``sender.id`` (the
   page-scoped PSID, or the IGSID) as handle and thread and ``timestamp`` (ms) as ``sent_at``.
-  ``reply_to.mid`` and a quick reply's ``payload`` (beside its text) have no field in
-  ``InboundMessage`` yet and are not kept; a quick reply without text is stored as its
-  payload. A message with attachments is not stored from the webhook: it becomes a
+  ``reply_to.mid`` is kept as ``reply_to``; a quick reply's ``payload`` (beside its text)
+  has no field in ``InboundMessage`` and is not kept; a quick reply without text is stored as
+  its payload. A message with attachments is not stored from the webhook: it becomes a
   ``FetchNotice`` for its ``mid`` and the fetch worker reads the message back from the Graph
   API (``GET /{mid}?fields=id,created_time,from,to,message,attachments``, the Conversations
   API's message node; not in CHANNELS.md), downloads its files into the attachment store and
@@ -301,14 +301,16 @@ class MetaMessagingChannel(MetaWebhookAdapter):
         if not text:
             ignored["message without text"] += 1
             return []
-        return [self._inbound(message.mid, event.sender.id, text, at)]
+        return [self._inbound(message.mid, event.sender.id, text, at,
+                              reply_to=message.reply_to.mid if message.reply_to else None)]
 
     def _inbound(self, mid: str, sender: str, text: str, at: float | None,
-                 attachments: tuple[Attachment, ...] = ()) -> InboundMessage:
+                 attachments: tuple[Attachment, ...] = (), *,
+                 reply_to: str | None = None) -> InboundMessage:
         return InboundMessage(
             channel_type=self.type_name, channel_instance=self.instance,
             provider_message_id=mid, thread_id=sender, sender_handle=sender, text=text,
-            attachments=attachments, sent_at=at)
+            attachments=attachments, sent_at=at, reply_to=reply_to)
 
     def _receipts(self, buyer: str, mids: Sequence[str], watermark: int | None,
                   state: str) -> list[Parsed]:

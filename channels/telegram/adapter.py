@@ -51,7 +51,7 @@ from channels.errors import (
     PermanentError,
     RetryableError,
 )
-from channels.models import Attachment, InboundMessage, OutboundReply
+from channels.models import Attachment, InboundMessage, MessageEdit, OutboundReply
 from channels.polling import Polled, PollingAdapter, PollItem, Schedule, Unusable
 from channels.supervisor import Backoff, describe
 from channels.telegram.api import BotApi, RecipientUnreachable
@@ -132,15 +132,20 @@ class TelegramChannel(ChannelAdapter):
 
     # -- inbound, shared by both modes -----------------------------------------------------
 
-    async def items(self, update_data: Any) -> list[InboundMessage]:
-        """The messages one update stores (none for an update that is not routed)."""
+    async def items(self, update_data: Any) -> list[InboundMessage | MessageEdit]:
+        """What one update stores: a message, an edit of one, or nothing (not routed)."""
         update = decode_update(update_data)
         drafted = update if isinstance(update, Skipped) else normalize(update, self.instance)
         if isinstance(drafted, Skipped):
             self._skip(drafted)
             return []
         attachments = await self._attachments(drafted)
-        return [msgspec.structs.replace(drafted.message, attachments=attachments)]
+        message = msgspec.structs.replace(drafted.message, attachments=attachments)
+        if drafted.edit_of is None:
+            return [message]
+        return [MessageEdit(channel_instance=self.instance, thread_id=message.thread_id,
+                            provider_message_id=drafted.edit_of, text=drafted.edited_text,
+                            edited_at=drafted.edited_at, fallback=message)]
 
     def _skip(self, skipped: Skipped) -> None:
         self.skipped[skipped.kind] += 1

@@ -8,9 +8,11 @@ and counted, not routed. A ``my_chat_member`` update whose new status is ``kicke
 chat is the buyer blocking the bot.
 
 Ids: a message is ``"<chat id>:<message id>"`` (message ids are unique per chat only); the chat
-id is the thread. An edit has no way to change a stored message in this hub's store, so it is
-stored as a new message ``"<chat id>:<message id>:edit:<edit_date>"`` whose text starts with
-``EDIT_MARKER``: the agent sees the buyer's corrected words, the original stays as it was.
+id is the thread. An edit becomes a ``MessageEdit`` of the stored message (the inbox shows the
+corrected words, the original is kept); its fallback, stored when the original is not (never
+seen, or past the dedupe window), is a message of its own
+``"<chat id>:<message id>:edit:<edit_date>"`` whose text starts with ``EDIT_MARKER``. A reply
+names the message it answers in ``reply_to``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ class Draft(msgspec.Struct, frozen=True):
     update_id: int
     message: InboundMessage
     files: tuple[FileRef, ...] = ()
+    # An edit: the stored message's id, the new text and when it was edited; ``message`` is
+    # then the fallback (MessageEdit).
+    edit_of: str | None = None
+    edited_text: str = ""
+    edited_at: float = 0.0
 
 
 class Skipped(msgspec.Struct, frozen=True):
@@ -128,20 +135,25 @@ def normalize(update: Update, instance: str) -> Draft | Skipped:
                        "_message")
     user = message.from_user
     chat_id = str(message.chat.id)
-    message_id = f"{chat_id}:{message.message_id}"
+    original_id = message_id = f"{chat_id}:{message.message_id}"
+    stamp = message.edit_date or message.date
     if edited:
-        stamp = message.edit_date or message.date
         message_id += f":edit:{int(stamp.timestamp()) if stamp else update.update_id}"
-    text = message.text or message.caption or _placeholder(message)
-    if edited:
-        text = EDIT_MARKER + text
-    return Draft(update.update_id, InboundMessage(
+    words = message.text or message.caption or _placeholder(message)
+    quoted = message.reply_to_message
+    draft = InboundMessage(
         channel_type=TYPE_NAME, channel_instance=instance, provider_message_id=message_id,
         thread_id=chat_id, sender_handle=str(user.id) if user else chat_id,
-        sender_name=_name(user, message.chat), text=text,
+        sender_name=_name(user, message.chat), text=EDIT_MARKER + words if edited else words,
         sent_at=message.date.timestamp() if message.date else None,
         hints=ChannelHints(language=_language(user)),
-    ), files=_files(message))
+        reply_to=f"{chat_id}:{quoted.message_id}" if quoted is not None else None,
+    )
+    if not edited:
+        return Draft(update.update_id, draft, files=_files(message))
+    return Draft(update.update_id, draft, files=_files(message), edit_of=original_id,
+                 edited_text=words,
+                 edited_at=stamp.timestamp() if stamp else float(update.update_id))
 
 
 def _skipped(update: Update) -> Skipped:

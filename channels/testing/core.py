@@ -54,6 +54,8 @@ class InboundCase(msgspec.Struct, frozen=True):
     sender_handle: str
     text: str
     sender_name: str | None = None
+    # The provider id of the message this one answers, when the provider says (a reply).
+    reply_to: str | None = None
 
 
 class SentRecord(msgspec.Struct, frozen=True):
@@ -241,6 +243,8 @@ class ChannelConformance:
             assert stored.text == case.text
             if case.sender_name is not None:
                 assert stored.sender_name == case.sender_name
+            if case.reply_to is not None:
+                assert stored.reply_to == case.reply_to, f"{case.name}: reply_to"
             assert stored.received_at > 0
 
     async def test_redelivery_is_deduplicated(

@@ -70,7 +70,8 @@ class MessengerKit(ChannelConformance, HostileWebhookBattery, ReceiptsBattery, W
             InboundCase("a reply to an earlier message", p.envelope([p.message(
                 "m_in003", "2222222222222222", "Olá, e o rastreio?", kind=k,
                 reply_to={"mid": "m_sent000001"})], k),
-                "m_in003", "2222222222222222", "2222222222222222", "Olá, e o rastreio?"),
+                "m_in003", "2222222222222222", "2222222222222222", "Olá, e o rastreio?",
+                reply_to="m_sent000001"),
             *fixtures.inbound_cases(FIXTURES / self.adapter_class.type_name),
         ]
 

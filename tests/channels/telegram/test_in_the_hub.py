@@ -125,3 +125,35 @@ async def test_a_reply_to_a_blocked_bot_is_dead_lettered_with_the_reason(
             assert "bot was blocked by the user" in letter["error"]
             assert letter["attempts"] == 1, "a permanent failure is not retried"
             assert api.sends == []
+
+
+async def test_an_edit_changes_the_stored_message_and_a_reply_names_its_quote(
+    make_config: Any, telegram_plugin: None
+) -> None:
+    """On the hub's store the edit is applied to the message (newest words shown, the original
+    kept, a late older edit ignored), and a buyer's reply names the message it quotes."""
+    async with FakeBotApi(TOKEN) as api:
+        loaded: LoadedConfig = make_config(extra=channel_toml(api, "webhook"))
+        async with running_hub(loaded) as client:
+            url = "/webhooks/telegram/tg"
+            headers = {SECRET_HEADER: SECRET, "Content-Type": "application/json"}
+
+            async def post(payload: dict[str, Any]) -> None:
+                resp = await client.post(url, data=msgspec.json.encode(payload),
+                                         headers=headers)
+                assert resp.status == 200, await resp.text()
+
+            first = updates.message(30, "quiero 2")
+            await post(updates.update(1, message=first))
+            await post(updates.edited_update(3, 30, "quiero 4", updates.SENT_AT + 200))
+            await post(updates.edited_update(2, 30, "quiero 3", updates.SENT_AT + 100))  # late
+            await post(updates.text_update(4, 31, "y en azul", reply_to_message=first))
+            [conversation] = await eventually(lambda: conversations(client))
+            resp = await client.get(f"/api/v1/conversations/{conversation['id']}/messages",
+                                    headers=auth(ADMIN_TOKEN))
+            messages = (await resp.json())["messages"]
+            assert [m["text"] for m in messages] == ["quiero 4", "y en azul"]
+            edited, answer = messages
+            assert edited["original_text"] == "quiero 2"
+            assert edited["edited_at"] == updates.SENT_AT + 200
+            assert answer["reply_to"] == edited["provider_message_id"]
