@@ -43,6 +43,15 @@ class AuthError(PermanentError):
     ``needs_reauth`` until ``inboxhub channels auth INSTANCE`` loads new ones)."""
 
 
+class RecipientUnreachable(PermanentError):
+    """The buyer cannot be reached on this channel until they write again (Telegram: they
+    blocked the bot; Messenger: the person is unavailable). The hub marks the conversation
+    ``unreachable`` with this text, refuses replies while it is, and clears the mark when the
+    buyer's next message arrives."""
+
+    code = "recipient_unreachable"
+
+
 class ReplyRejected(PermanentError):
     """The reply breaks a channel rule (too long, window closed) and was never sent."""
 

@@ -352,6 +352,9 @@ async def post_reply(request: web.Request) -> web.Response:
         tag=req.tag,
         attachments=files,
     )
+    if conversation.unreachable:
+        raise ApiError(422, f"the buyer cannot be reached on this channel until they write "
+                       f"again: {conversation.unreachable}", "reply_rejected")
     if conversation.replies_disabled:  # the channel said so when the buyer wrote
         where = f" at {conversation.answer_url}" if conversation.answer_url else ""
         raise ApiError(422, f"replying is disabled: {conversation.replies_disabled}{where}",

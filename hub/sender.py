@@ -28,7 +28,7 @@ import time
 
 import msgspec
 
-from channels.errors import ChannelError, PermanentError, RetryableError
+from channels.errors import ChannelError, PermanentError, RecipientUnreachable, RetryableError
 from channels.models import OutboundReply
 from channels.services.limits import RateLimiter, pace
 from channels.supervisor import describe
@@ -137,6 +137,10 @@ class Sender:
 
     async def _give_up(self, reply: OutboundReply, attempts: int, exc: ChannelError) -> None:
         self._failed(reply, exc)
+        if isinstance(exc, RecipientUnreachable):
+            # Until the buyer writes again (ingest clears it), replies are refused up front.
+            await self.store.update_conversation(reply.conversation_id,
+                                                 {"unreachable": str(exc)[:500]})
         self.metrics.dead_lettered.labels(reply.channel_instance).inc()
         error = f"{type(exc).__name__}: {exc}"
         await self.store.dead_letter(reply, error, attempts)

@@ -89,7 +89,7 @@ class BusinessHoursConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
 
 DEFAULT_KINDS: dict[str, str] = {
     "api": "chat", "telegram": "chat", "whatsapp": "chat", "messenger": "chat",
-    "instagram": "chat", "sms": "chat", "email": "email", "amazon": "email",
+    "instagram": "chat", "sms": "chat", "twilio": "chat", "email": "email", "amazon": "email",
     "mercadolibre": "email", "ebay": "email", "aliexpress": "email", "shopee": "chat",
 }
 

@@ -81,6 +81,8 @@ class Conversation(msgspec.Struct, frozen=True):
     label: str | None = None
     replies_disabled: str | None = None
     answer_url: str | None = None
+    # The channel could not reach the buyer (they blocked the bot): why, until they write again.
+    unreachable: str | None = None
 
 
 class QuarantineEntry(msgspec.Struct, frozen=True, omit_defaults=True):

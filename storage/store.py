@@ -651,6 +651,7 @@ def _conversation(raw: dict[bytes, bytes], contact: list[Any]) -> Conversation:
         label=get("label"),
         replies_disabled=get("replies_disabled"),
         answer_url=get("answer_url"),
+        unreachable=get("unreachable"),
     )
 
 

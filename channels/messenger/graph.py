@@ -29,6 +29,7 @@ from channels.errors import (
     ChannelError,
     PermanentError,
     RateLimited,
+    RecipientUnreachable,
     RetryableError,
 )
 from channels.http import read_capped
@@ -103,8 +104,8 @@ def map_graph_error(status: int, body: bytes, headers: Mapping[str, str],
                             "(or, within 7 days, as a human reply with tag HUMAN_AGENT where "
                             "the page has it)")
     if code == USER_UNAVAILABLE:
-        return PermanentError(f"the buyer cannot be reached on {channel} (blocked the page "
-                              f"or left): {detail}")
+        return RecipientUnreachable(f"the buyer cannot be reached on {channel} (blocked the "
+                                    f"page or left): {detail}")
     if code in RATE_LIMIT_CODES:
         retry_after = _retry_after(headers)
         return RateLimited(detail, retry_after=DEFAULT_RATE_LIMIT_WAIT

@@ -21,6 +21,7 @@ from typing import Any, Final
 import aiohttp
 import msgspec
 
+from channels import errors
 from channels.errors import (
     AuthError,
     ChannelError,
@@ -37,12 +38,10 @@ _FILE_PATH_CHARS: Final = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./")
 
 
-class RecipientUnreachable(PermanentError):
+class RecipientUnreachable(errors.RecipientUnreachable):
     """Telegram answered 403 for a chat: the buyer blocked the bot (``Forbidden: bot was
     blocked by the user``), deleted their account, or never started it. Retrying cannot
-    succeed until the buyer writes to the bot again; ``code`` names the case for the hub."""
-
-    code = "recipient_unreachable"
+    succeed until the buyer writes to the bot again."""
 
 
 class ApiError(msgspec.Struct, frozen=True):

@@ -63,6 +63,8 @@ if not conv_id then
     '_idx', table.concat(memberships, '\n'))
 else
   conv_key = base .. 'conv:' .. conv_id
+  -- The buyer wrote again: a channel that could not reach them (blocked bot) can now.
+  redis.call('HDEL', conv_key, 'unreachable')
   local f = redis.call('HMGET', conv_key, 'status', '_idx')
   if f[1] == 'resolved' then
     redis.call('HSET', conv_key, 'status', 'new')

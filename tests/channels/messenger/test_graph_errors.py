@@ -12,6 +12,7 @@ from channels.errors import (
     ChannelError,
     PermanentError,
     RateLimited,
+    RecipientUnreachable,
     ReplyRejected,
     RetryableError,
 )
@@ -30,7 +31,7 @@ def body(code: int, message: str, subcode: int | None = None, **extra: object) -
 @pytest.mark.parametrize(("status", "raw", "expected", "not_expected"), [
     (400, body(10, "(#10) This message is sent outside of allowed window.", 2018278),
      WindowClosed, RetryableError),
-    (400, body(551, "This person isn't available right now.", 1545041), PermanentError,
+    (400, body(551, "This person isn't available right now.", 1545041), RecipientUnreachable,
      RetryableError),
     (400, body(4, "Application request limit reached"), RateLimited, PermanentError),
     (400, body(613, "Calls to this api have exceeded the rate limit."), RateLimited,

@@ -126,6 +126,34 @@ async def test_a_reply_to_a_blocked_bot_is_dead_lettered_with_the_reason(
             assert letter["attempts"] == 1, "a permanent failure is not retried"
             assert api.sends == []
 
+            # The conversation is unreachable: the next reply is refused before it is queued
+            async def marked() -> dict[str, Any] | None:
+                resp = await client.get(f"/api/v1/conversations/{conversation['id']}",
+                                        headers=auth(ADMIN_TOKEN))
+                body: dict[str, Any] = (await resp.json())["conversation"]
+                return body if body.get("unreachable") else None
+
+            view = await eventually(marked)
+            assert "blocked" in view["unreachable"]
+            resp = await client.post(f"/api/v1/conversations/{conversation['id']}/replies",
+                                     json={"text": "¿Hola?"}, headers=auth(ADMIN_TOKEN))
+            assert resp.status == 422
+            assert "until they write again" in (await resp.json())["error"]["message"]
+            # ...until the buyer writes again
+            api.publish_update(updates.text_update(1, 701, "perdón, ya está"))
+
+            async def cleared() -> bool:
+                resp = await client.get(f"/api/v1/conversations/{conversation['id']}",
+                                        headers=auth(ADMIN_TOKEN))
+                body = (await resp.json())["conversation"]
+                return not body.get("unreachable")
+
+            await eventually(cleared)
+            resp = await client.post(f"/api/v1/conversations/{conversation['id']}/replies",
+                                     json={"text": "¡Bienvenido de vuelta!"},
+                                     headers=auth(ADMIN_TOKEN))
+            assert resp.status == 202, await resp.text()
+
 
 async def test_an_edit_changes_the_stored_message_and_a_reply_names_its_quote(
     make_config: Any, telegram_plugin: None
