@@ -225,6 +225,10 @@ class ChannelAdapter(abc.ABC):
     # Its provider calls carry OAuth tokens from ``context.tokens`` (``channels.tokens``): the
     # operator loads them with ``inboxhub channels auth INSTANCE``.
     uses_oauth_tokens: ClassVar[bool] = False
+    # Settings that are not secrets but may be given as ``env:NAME`` / ``file:PATH`` as well
+    # as literally (``channels.secrets.resolve_references``): ids operators script per
+    # environment, such as WhatsApp's ``phone_number_id``.
+    referable_settings: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def oauth_for(cls, settings: Any) -> bool:

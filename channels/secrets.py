@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,26 @@ class Secret:
         if not value:
             raise ValueError(f"secret file {name} is empty")
         return cls(value, f"file:{name}")
+
+
+def resolve_references(settings: Any, names: Iterable[str]) -> Any:
+    """``settings`` (a raw ``[channels.settings]`` table) with each of ``names`` that is an
+    ``env:NAME`` / ``file:PATH`` reference replaced by what it names.
+
+    For values that are not secrets but that operators keep out of config files anyway (a
+    WhatsApp phone number id, a Twilio account SID): the adapter lists them in
+    ``ChannelAdapter.referable_settings``, and either a literal or a reference works.
+    ``ValueError`` names the setting and what is missing.
+    """
+    if not isinstance(settings, dict):
+        return settings
+    resolved = dict(settings)
+    for name in names:
+        value = resolved.get(name)
+        if isinstance(value, str) and value.partition(":")[0] in ("env", "file") \
+                and ":" in value:
+            try:
+                resolved[name] = Secret.parse(value).reveal()
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+    return resolved

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from channels.secrets import Secret
+from channels.secrets import Secret, resolve_references
 from routing.config import RoutingConfig, validate_routing
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -310,8 +310,11 @@ def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Loa
                 adapter_cls = load_adapter_class(channel.type)
             except ChannelRegistryError as exc:
                 raise ConfigError(f"{where}.type: {exc}") from None
-            settings = convert(channel.settings, adapter_cls.settings_type, f"{where}.settings",
-                               hook)
+            try:
+                raw = resolve_references(channel.settings, adapter_cls.referable_settings)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.settings.{exc}") from None
+            settings = convert(raw, adapter_cls.settings_type, f"{where}.settings", hook)
             _check_channel_settings(settings, f"{where}.settings")
             channel_settings[channel.name] = settings
         _check_ranges(config)
