@@ -8,16 +8,23 @@ The CLI runs in-process through ``hub.cli.main``; commands that open Redis call
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-from collections.abc import Sequence
+import re
+import tomllib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
+from channels.registry import load_adapter_class
+from channels.secrets import Secret
+from channels.telegram.settings import TelegramSettings
 from hub.cli import main
-from hub.config import LoadedConfig
+from hub.config import LoadedConfig, load_config
 from storage.store import Store
 from tests.conftest import ADMIN_TOKEN, RedisServer, write_config
 from tests.helpers import (
@@ -72,15 +79,95 @@ def test_check_accepts_config_before_the_subcommand(
     assert "OK" in capsys.readouterr().out
 
 
-def test_check_example_config(monkeypatch: pytest.MonkeyPatch,
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+EXAMPLES = sorted(CONFIG_DIR.glob("*.toml"))
+# ${NAME} / ${NAME:-default}, as hub.config interpolates plain values.
+_INTERPOLATED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+
+
+def _strings(node: object) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+def example_env(path: Path) -> tuple[dict[str, str], set[str]]:
+    """The ``env:NAME`` secrets a config file references (each given a distinct 40-character
+    value of [0-9a-f], which every secret's alphabet and length rule accepts), and the
+    ``${NAME}`` variables its plain values read."""
+    values = list(_strings(tomllib.loads(path.read_text(encoding="utf-8"))))
+    secrets = {v.removeprefix("env:") for v in values if v.startswith("env:")}
+    plain = {m.group(1) for v in values for m in _INTERPOLATED.finditer(v)}
+    return ({name: hashlib.sha256(name.encode()).hexdigest()[:40] for name in sorted(secrets)},
+            plain)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_check_example_config(example: Path, monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:
-    """The shipped example validates with the environment its comments ask for."""
-    example = Path(__file__).resolve().parent.parent / "config" / "example.toml"
-    monkeypatch.setenv("INBOXHUB_ADMIN_TOKEN", "x" * 32)
-    monkeypatch.setenv("INBOXHUB_DEMO_SECRET", "y" * 32)
+    """Every shipped example validates with the environment its comments ask for: the
+    ``env:`` secrets set, the ``${NAME:-default}`` values left to their defaults; through
+    the loader (each channel's settings are its adapter's, each secret the variable's value)
+    and through ``inboxhub check``, which names every channel."""
+    secrets, plain = example_env(example)
+    assert "INBOXHUB_ADMIN_TOKEN" in secrets
+    for name in plain:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+
+    loaded = load_config(example)
+    channels = loaded.config.channels
+    assert channels
+    resolved: dict[str, str] = {}
+    for channel in channels:
+        settings = loaded.channel_settings[channel.name]
+        assert isinstance(settings, load_adapter_class(channel.type).settings_type)
+        for field in msgspec.structs.fields(settings):
+            value = getattr(settings, field.name)
+            if isinstance(value, Secret):
+                resolved[value.source] = value.reveal()
+    hub_secrets = [t.token for t in loaded.config.api.tokens]
+    hub_secrets.append(loaded.config.storage.redis_password)
+    for secret in hub_secrets:
+        if secret is not None:
+            resolved[secret.source] = secret.reveal()
+    assert resolved == {f"env:{name}": value for name, value in secrets.items()}
+
     code, out, err = run_check(capsys, example)
     assert code == 0, err
-    assert "demo (api)" in out
+    assert f"{example}: OK" in out
+    for channel in channels:
+        assert f"{channel.name} ({channel.type})" in out
+
+
+def test_example_chat_polling_alternative(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The Telegram polling lines example-chat.toml offers in a comment are valid settings:
+    uncommented in place of the mode line, the file still checks and the bot polls."""
+    example = CONFIG_DIR / "example-chat.toml"
+    secrets, _ = example_env(example)
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    text = example.read_text(encoding="utf-8")
+    alternative = ['# mode = "polling"', "# long_poll_seconds = 25", "# lease_seconds = 15"]
+    mode_line = next(line for line in text.splitlines() if line.startswith('mode = "webhook"'))
+    assert all(line in text for line in alternative)
+    for line in alternative:
+        text = text.replace(line, line.removeprefix("# "), 1)
+    path = tmp_path / "example-chat-polling.toml"
+    path.write_text(text.replace(mode_line + "\n", "", 1), encoding="utf-8")
+    settings = load_config(path).channel_settings["ventas-bot"]
+    assert isinstance(settings, TelegramSettings)
+    assert settings.mode == "polling" and settings.long_poll_seconds == 25
+    code, out, err = run_check(capsys, path)
+    assert code == 0, err
+    assert "ventas-bot (telegram)" in out
 
 
 SECOND_CHANNEL = """
