@@ -53,6 +53,7 @@ from channels.errors import (
 from channels.models import (
     Attachment,
     DeliveryUpdate,
+    DraftCheck,
     FetchNotice,
     InboundMessage,
     MessageEdit,
@@ -374,6 +375,25 @@ class ChannelAdapter(abc.ABC):
         if reply.attachments:
             self._check_outbound_attachments(reply.attachments)
         check_window(caps, reply, now, self.type_name)
+
+    def check_draft(self, draft: OutboundReply, *, now: float) -> DraftCheck:
+        """The reply box's view of a draft (``DraftCheck``): its length and limit, and the
+        refusal ``check_reply`` would give for its text, recipient and files. The reply
+        window is not judged here (the conversation's ``reply_window`` says it). A channel
+        that counts otherwise (UTF-16 units, SMS segments, split parts) overrides this,
+        calling ``draft_problem`` for the refusal."""
+        return DraftCheck(length=len(draft.text), max_length=self.capabilities.max_text_length,
+                          fits=(problem := self.draft_problem(draft, now=now)) is None,
+                          problem=problem)
+
+    def draft_problem(self, draft: OutboundReply, *, now: float) -> str | None:
+        """Why ``check_reply`` would refuse ``draft`` if the window were open, else None."""
+        probe = msgspec.structs.replace(draft, last_inbound_at=now)
+        try:
+            self.check_reply(probe, now=now)
+        except ReplyRejected as exc:
+            return str(exc)
+        return None
 
     @property
     def attachment_policy(self) -> AttachmentPolicy:

@@ -166,3 +166,24 @@ class FetchNotice(msgspec.Struct, frozen=True):
 
     resource: str
     dedupe_key: str
+
+
+class DraftCheck(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the reply box shows under a draft before it is sent (``ChannelAdapter.
+    check_draft``): its length as the channel counts it and whether it fits; ``problem`` is
+    why the channel would refuse it (the refusal ``send`` would give), else None.
+
+    Channels that split or bill by the piece say so: ``parts`` (Telegram: the messages a long
+    reply goes out as); ``segments``, ``encoding`` (``GSM-7`` / ``UCS-2``), ``remaining``
+    (units left in the last segment) and ``unicode_characters`` (what forced UCS-2) for SMS.
+    """
+
+    length: int
+    max_length: int
+    fits: bool
+    problem: str | None = None
+    parts: int | None = None
+    segments: int | None = None
+    encoding: str | None = None
+    remaining: int | None = None
+    unicode_characters: tuple[str, ...] = ()

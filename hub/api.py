@@ -35,6 +35,7 @@ from hub.views import (
     ConversationDetail,
     ConversationList,
     DeadLetterList,
+    DraftAnswer,
     MessageList,
     QuarantineList,
     ReplyAccepted,
@@ -378,6 +379,53 @@ async def post_reply(request: web.Request) -> web.Response:
     if view is None:
         raise ApiError(409, "the reply for this idempotency key is gone", "conflict")
     return json_response(ReplyAccepted(view, duplicate), 200 if duplicate else 202)
+
+
+class DraftRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The text in the reply box (and the tag the agent chose, if any)."""
+
+    text: Annotated[str, msgspec.Meta(max_length=100_000)] = ""
+    tag: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
+@routes.post("/api/v1/conversations/{id}/draft")
+@operation(
+    "Check a draft reply before sending it",
+    {200: DraftAnswer, 403: None, 404: None},
+    description="Nothing is stored or sent. check: the draft's length as the channel counts "
+                "it (UTF-16 units on Telegram and SMS), its limit, whether it fits and the "
+                "refusal the channel would give (a link to Amazon, over the limit), the "
+                "messages a long Telegram reply goes out as (parts) and, for SMS, the "
+                "segments Twilio bills with their encoding (GSM-7 or UCS-2) and the "
+                "characters that forced UCS-2. reply_window: what a reply may be now. "
+                "refused: the conversation takes no reply at all (answer_url: where to "
+                "answer instead).",
+    body=DraftRequest, path_params=CID,
+)
+async def check_draft(request: web.Request) -> web.Response:
+    require_role(request, "agent")
+    req = decode_body(await request.read(), DraftRequest)
+    conversation = await conversation_or_404(request, access="act")
+    adapter = request.app[K.CHANNELS].get(conversation.channel_instance)
+    refused = None
+    if conversation.unreachable:
+        refused = (f"the buyer cannot be reached on this channel until they write again: "
+                   f"{conversation.unreachable}")
+    elif conversation.replies_disabled:
+        refused = f"replying is disabled: {conversation.replies_disabled}"
+    if adapter is None:
+        return json_response(DraftAnswer(None, None, refused, conversation.answer_url))
+    now = time.time()
+    draft = OutboundReply(
+        reply_id="draft", conversation_id=conversation.id,
+        channel_type=conversation.channel, channel_instance=conversation.channel_instance,
+        thread_id=conversation.thread_id, recipient_handle=conversation.contact_handle,
+        text=req.text, in_reply_to=conversation.last_inbound_provider_id,
+        last_inbound_at=conversation.last_inbound_at, tag=req.tag)
+    return json_response(DraftAnswer(
+        adapter.check_draft(draft, now=now),
+        adapter.reply_window(conversation.last_inbound_at, now), refused,
+        conversation.answer_url))
 
 
 OPERATOR_QUERY = q.Query((q.integer("limit", "entries, newest first", 1, 1000, 100),))

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from channels.models import DraftCheck
 from channels.windows import WindowState
 from routing.config import AgentConfig
 from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
@@ -40,6 +41,19 @@ class ConversationList(msgspec.Struct, frozen=True):
 class MessageList(msgspec.Struct, frozen=True):
     messages: list[MessageView]
     next_cursor: str | None
+
+
+class DraftAnswer(msgspec.Struct, frozen=True):
+    """What the reply box shows under a draft: ``check`` (length, limit, parts or SMS
+    segments, and the refusal the channel would give), ``reply_window`` (null: the channel
+    instance is not configured) and ``refused``, set while the conversation takes no replies
+    at all (the buyer is unreachable, or a no-reply sender: ``answer_url`` says where to
+    answer instead)."""
+
+    check: DraftCheck | None
+    reply_window: WindowState | None
+    refused: str | None = None
+    answer_url: str | None = None
 
 
 class ReplyAccepted(msgspec.Struct, frozen=True):

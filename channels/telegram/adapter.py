@@ -49,9 +49,10 @@ from channels.errors import (
     InvalidSignature,
     MalformedPayload,
     PermanentError,
+    ReplyRejected,
     RetryableError,
 )
-from channels.models import Attachment, InboundMessage, MessageEdit, OutboundReply
+from channels.models import Attachment, DraftCheck, InboundMessage, MessageEdit, OutboundReply
 from channels.polling import Polled, PollingAdapter, PollItem, Schedule, Unusable
 from channels.supervisor import Backoff, describe
 from channels.telegram.api import BotApi, RecipientUnreachable
@@ -66,6 +67,7 @@ from channels.telegram.settings import (
     WEBHOOK_PORTS,
     TelegramSettings,
 )
+from channels.telegram.split import utf16_length
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +211,19 @@ class TelegramChannel(ChannelAdapter):
             return self.refused_attachment(ref.name, ref.declared_type, ref.size or 0, exc)
 
     # -- outbound --------------------------------------------------------------------------
+
+    def check_draft(self, draft: OutboundReply, *, now: float) -> DraftCheck:
+        """The reply box under a Telegram draft: UTF-16 length per message and how many
+        messages a long reply goes out as (``long_messages = "split"``)."""
+        problem = self.draft_problem(draft, now=now)
+        parts: int | None = None
+        if draft.text.strip():
+            try:
+                parts = len(self.sender.parts(draft.text))
+            except ReplyRejected:
+                parts = None
+        return DraftCheck(length=utf16_length(draft.text), max_length=MAX_TEXT_LENGTH,
+                          fits=problem is None, problem=problem, parts=parts)
 
     async def deliver(self, reply: OutboundReply) -> str:
         try:

@@ -74,6 +74,7 @@ from channels.models import (
     ChannelHints,
     DeliveryState,
     DeliveryUpdate,
+    DraftCheck,
     FetchNotice,
     InboundMessage,
     OutboundReply,
@@ -435,6 +436,16 @@ class TwilioSmsChannel(WebhookAdapter):
         if utf16_length(reply.text) > MAX_BODY_CHARS:
             raise ReplyRejected(f"reply is {utf16_length(reply.text)} UTF-16 characters "
                                 f"(emoji count twice); Twilio allows {MAX_BODY_CHARS}")
+
+    def check_draft(self, draft: OutboundReply, *, now: float) -> DraftCheck:
+        """The reply box under an SMS draft: UTF-16 length against 1600, and the segments
+        Twilio will bill (``segments``), with what forced UCS-2."""
+        problem = self.draft_problem(draft, now=now)
+        info = segments(draft.text)
+        return DraftCheck(length=utf16_length(draft.text), max_length=MAX_BODY_CHARS,
+                          fits=problem is None, problem=problem, segments=info.segments,
+                          encoding=info.encoding, remaining=info.remaining,
+                          unicode_characters=info.unicode_characters)
 
     def status_callback_url(self) -> str | None:
         """Where Twilio posts this instance's receipts: the hub's public address (Twilio signs

@@ -108,6 +108,15 @@ async def test_sender_labels_route_slas_and_disable_replies(
         assert r.status == 422
         body = await r.json()
         assert "https://message.alibaba.test/inbox" in body["error"]["message"]
+        draft = await (await client.post(
+            f"/api/v1/conversations/{convs[b2b]['id']}/draft", json={"text": "Hola"},
+            headers=auth(ADMIN_TOKEN))).json()
+        assert draft["refused"] and draft["answer_url"] == "https://message.alibaba.test/inbox"
+        draft = await (await client.post(
+            f"/api/v1/conversations/{convs[amazon]['id']}/draft",
+            json={"text": "Siga el envío en https://track.test/1"},
+            headers=auth(ADMIN_TOKEN))).json()
+        assert draft["check"]["fits"] is False and "links" in draft["check"]["problem"]
         # Amazon's relay rules are judged before the reply is queued
         r = await client.post(f"/api/v1/conversations/{convs[amazon]['id']}/replies",
                               json={"text": "Siga el envío en https://track.test/1"},

@@ -135,6 +135,11 @@ async def test_a_reply_to_a_blocked_bot_is_dead_lettered_with_the_reason(
 
             view = await eventually(marked)
             assert "blocked" in view["unreachable"]
+            draft = await client.post(f"/api/v1/conversations/{conversation['id']}/draft",
+                                      json={"text": "x" * 5000}, headers=auth(ADMIN_TOKEN))
+            answer = await draft.json()
+            assert "until they write again" in answer["refused"]
+            assert answer["check"]["parts"] == 2 and answer["check"]["length"] == 5000
             resp = await client.post(f"/api/v1/conversations/{conversation['id']}/replies",
                                      json={"text": "¿Hola?"}, headers=auth(ADMIN_TOKEN))
             assert resp.status == 422

@@ -81,6 +81,23 @@ async def test_the_hub_serves_twilio_both_ways(make_config: Any, twilio_type: No
 
             await eventually(routed)  # FromCountry=ES -> the phone_country hint -> market
 
+            # The reply box asks before sending: segments and encoding as Twilio bills them
+            draft_url = f"/api/v1/conversations/{conversation['id']}/draft"
+            plain = await (await client.post(draft_url, json={"text": "Sale hoy." * 20},
+                                             headers=auth(ADMIN_TOKEN))).json()
+            assert plain["check"] == {"length": 180, "max_length": 1600, "fits": True,
+                                      "segments": 2, "encoding": "GSM-7", "remaining": 126}
+            emoji = await (await client.post(draft_url, json={"text": "Gracias 🙏"},
+                                             headers=auth(ADMIN_TOKEN))).json()
+            assert emoji["check"]["encoding"] == "UCS-2"
+            assert emoji["check"]["unicode_characters"] == ["🙏"]
+            assert emoji["check"]["length"] == 10  # UTF-16 units: the emoji counts twice
+            too_long = await (await client.post(draft_url, json={"text": "x" * 1601},
+                                                headers=auth(ADMIN_TOKEN))).json()
+            assert too_long["check"]["fits"] is False and "1600" in too_long["check"]["problem"]
+            assert plain["reply_window"]["open"] is True and plain["refused"] is None
+            assert provider.sent() == []  # a draft is never sent
+
             provider.fail_with(429, {"Retry-After": "0.1"})
             reply = await client.post(
                 f"/api/v1/conversations/{conversation['id']}/replies",
