@@ -203,9 +203,45 @@ def _text(response: Any) -> str:
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
-    """aioimaplib's protocol, plus the SASL error challenge it does not answer."""
+    """aioimaplib's protocol, plus the SASL error challenge it does not answer, and its
+    response parser as a loop."""
 
     sasl_challenge: bytes = b""
+
+    def _handle_responses(self, data: bytes, line_handler: Any,
+                          current_cmd: Any = None) -> None:
+        """aioimaplib's own parser (2.0.3) with its tail recursion turned into a loop.
+
+        Upstream calls itself once per line of a read (up to 256 KiB), so an answer of more
+        than about 1000 short lines in one read (``UID FETCH 1:* (UID RFC822.SIZE)`` of a
+        large mailbox, a long list of EXISTS) overflowed the stack inside ``data_received``:
+        the connection was dropped and every retry failed the same way (aioimaplib issue
+        #118, open). Same steps, same order, same exceptions."""
+        while True:
+            if not data:
+                if self.pending_sync_command is not None:
+                    self.pending_sync_command.flush()
+                if current_cmd is not None and current_cmd.wait_data():
+                    raise aioimaplib.IncompleteRead(current_cmd)
+                return
+            if current_cmd is not None and current_cmd.wait_literal_data():
+                data = current_cmd.append_literal_data(data)
+                if current_cmd.wait_literal_data():
+                    raise aioimaplib.IncompleteRead(current_cmd)
+            line, separator, tail = data.partition(aioimaplib.CRLF)
+            if not separator:
+                raise aioimaplib.IncompleteRead(current_cmd, data)
+            cmd = line_handler(line, current_cmd)
+            begin_literal = aioimaplib.literal_data_re.match(line)
+            if begin_literal:
+                if cmd is None:
+                    cmd = aioimaplib.Command("NIL", "unused")
+                cmd.begin_literal_data(int(begin_literal.group("size")))
+                data, current_cmd = tail, cmd
+            elif cmd is not None and cmd.wait_data():
+                data, current_cmd = tail, cmd
+            else:
+                data, current_cmd = tail, None
 
     def _continuation(self, line: bytes) -> None:
         command = self.pending_sync_command
