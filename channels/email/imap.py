@@ -45,6 +45,7 @@ _UID_RE = re.compile(rb"\bUID (\d+)")
 _SIZE_RE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _FLAGS_RE = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _FETCH_RE = re.compile(rb"^\d+ FETCH \(")
+_SEARCH_RE = re.compile(rb"[0-9 ]*")  # aioimaplib strips "SEARCH" off "* SEARCH 3 4 7"
 _CODE_RE = re.compile(r"\[([A-Z0-9.-]+)")
 _AUTH_CODES = {"AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED", "PRIVACYREQUIRED"}
 
@@ -432,7 +433,8 @@ class ImapClient:
                           max_batch_bytes: int = 32 * 1024 * 1024) -> FetchResult:
         """The messages with the lowest UIDs above ``last_uid``, ascending, flags untouched.
 
-        Sizes first (``RFC822.SIZE``), so a message over ``max_message_bytes`` is reported in
+        ``UID SEARCH`` for the UIDs above, then the sizes (``RFC822.SIZE``) of the lowest
+        ``limit`` of them, so a message over ``max_message_bytes`` is reported in
         ``skipped`` and never downloaded; then the bodies with ``BODY.PEEK[]``, at most
         ``limit`` messages or ``max_batch_bytes`` (always at least one) per call, and
         ``more`` says whether to call again. The result covers a UID prefix: every UID up to
@@ -446,7 +448,20 @@ class ImapClient:
         noop = await self._call("NOOP", self._client().noop())
         if noop.result != "OK":
             raise RetryableError(f"IMAP NOOP failed: {_text(noop)}")
-        response = await self._uid("UID FETCH", "fetch", f"{last_uid + 1}:*",
+        # The UIDs above the cursor (one line), then the sizes of this batch's candidates
+        # only: asking every message above the cursor for its size made a first sync of N
+        # messages read N lines per batch, N^2/limit in all.
+        search = await self._call("UID SEARCH", self._client().protocol.search(
+            "UID", f"{last_uid + 1}:*", charset=None, by_uid=True))
+        if search.result != "OK":
+            raise RetryableError(f"IMAP UID SEARCH failed: {_text(search)}")
+        above = sorted({int(u) for line in search.lines if isinstance(line, bytes | bytearray)
+                        and _SEARCH_RE.fullmatch(bytes(line)) for u in bytes(line).split()
+                        if int(u) > last_uid})
+        if not above:
+            return FetchResult()
+        candidates = above[:limit]
+        response = await self._uid("UID FETCH", "fetch", uid_set(candidates),
                                    "(UID RFC822.SIZE)")
         sizes: dict[int, int] = {}
         for line in response.lines:
@@ -454,7 +469,7 @@ class ImapClient:
                 uid_m, size_m = _UID_RE.search(line), _SIZE_RE.search(line)
                 if uid_m and size_m and int(uid_m.group(1)) > last_uid:
                     sizes[int(uid_m.group(1))] = int(size_m.group(1))
-        result = FetchResult()
+        result = FetchResult(more=len(above) > len(candidates))
         wanted: list[int] = []
         total = 0
         for uid in sorted(sizes):
