@@ -48,6 +48,7 @@ import functools
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -256,6 +257,11 @@ async def bench(args: argparse.Namespace) -> int:
     from storage.schema import ensure_schema
     from storage.store import Store
 
+    # SIGTERM (``timeout``, a CI runner) ends the run through the finally blocks below, like
+    # Ctrl-C: Dovecot runs in its own session and would otherwise outlive the bench.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     n = args.messages
     print(f"inboxhub email channel: {n} messages, {args.latency_samples} latency samples per "
           f"delivery path, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}", flush=True)
@@ -502,6 +508,8 @@ def main() -> int:
         return asyncio.run(bench(args))
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:  # SIGTERM
+        return 143
 
 
 if __name__ == "__main__":
