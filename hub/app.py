@@ -33,7 +33,7 @@ from hub.channel_health import HealthEvaluator, HealthFlush, health_service
 from hub.channel_manager import ChannelManager
 from hub.channels_api import routes as channel_routes
 from hub.config import ConfigError, LoadedConfig, load_config
-from hub.crashpoints import crash_point
+from hub.crashpoints import crash_before_checkpoint, crash_point
 from hub.fetcher import Fetcher, policy_of
 from hub.fetches_api import routes as fetch_routes
 from hub.health import routes as health_routes
@@ -134,7 +134,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
         context = AdapterContext(
             http=http, quarantine=ingestor.quarantine, spawn=owner.spawn,
             max_body_bytes=loaded.config.hub.max_body_bytes,
-            loops=loops, cursors=RedisCursorStore(redis),
+            loops=loops, cursors=crash_before_checkpoint(RedisCursorStore(redis)),
             leases=RedisLeaseManager(redis, owner=consumer_name()),
             public_url=loaded.config.hub.public_url,
             attachments=app[K.STORE].attachments,

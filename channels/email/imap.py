@@ -45,6 +45,7 @@ _UID_RE = re.compile(rb"\bUID (\d+)")
 _SIZE_RE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _FLAGS_RE = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _FETCH_RE = re.compile(rb"^\d+ FETCH \(")
+_SEARCH_RE = re.compile(rb"[0-9 ]*")  # aioimaplib strips "SEARCH" off "* SEARCH 3 4 7"
 _CODE_RE = re.compile(r"\[([A-Z0-9.-]+)")
 _AUTH_CODES = {"AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED", "PRIVACYREQUIRED"}
 
@@ -203,9 +204,45 @@ def _text(response: Any) -> str:
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
-    """aioimaplib's protocol, plus the SASL error challenge it does not answer."""
+    """aioimaplib's protocol, plus the SASL error challenge it does not answer, and its
+    response parser as a loop."""
 
     sasl_challenge: bytes = b""
+
+    def _handle_responses(self, data: bytes, line_handler: Any,
+                          current_cmd: Any = None) -> None:
+        """aioimaplib's own parser (2.0.3) with its tail recursion turned into a loop.
+
+        Upstream calls itself once per line of a read (up to 256 KiB), so an answer of more
+        than about 1000 short lines in one read (``UID FETCH 1:* (UID RFC822.SIZE)`` of a
+        large mailbox, a long list of EXISTS) overflowed the stack inside ``data_received``:
+        the connection was dropped and every retry failed the same way (aioimaplib issue
+        #118, open). Same steps, same order, same exceptions."""
+        while True:
+            if not data:
+                if self.pending_sync_command is not None:
+                    self.pending_sync_command.flush()
+                if current_cmd is not None and current_cmd.wait_data():
+                    raise aioimaplib.IncompleteRead(current_cmd)
+                return
+            if current_cmd is not None and current_cmd.wait_literal_data():
+                data = current_cmd.append_literal_data(data)
+                if current_cmd.wait_literal_data():
+                    raise aioimaplib.IncompleteRead(current_cmd)
+            line, separator, tail = data.partition(aioimaplib.CRLF)
+            if not separator:
+                raise aioimaplib.IncompleteRead(current_cmd, data)
+            cmd = line_handler(line, current_cmd)
+            begin_literal = aioimaplib.literal_data_re.match(line)
+            if begin_literal:
+                if cmd is None:
+                    cmd = aioimaplib.Command("NIL", "unused")
+                cmd.begin_literal_data(int(begin_literal.group("size")))
+                data, current_cmd = tail, cmd
+            elif cmd is not None and cmd.wait_data():
+                data, current_cmd = tail, cmd
+            else:
+                data, current_cmd = tail, None
 
     def _continuation(self, line: bytes) -> None:
         command = self.pending_sync_command
@@ -396,7 +433,8 @@ class ImapClient:
                           max_batch_bytes: int = 32 * 1024 * 1024) -> FetchResult:
         """The messages with the lowest UIDs above ``last_uid``, ascending, flags untouched.
 
-        Sizes first (``RFC822.SIZE``), so a message over ``max_message_bytes`` is reported in
+        ``UID SEARCH`` for the UIDs above, then the sizes (``RFC822.SIZE``) of the lowest
+        ``limit`` of them, so a message over ``max_message_bytes`` is reported in
         ``skipped`` and never downloaded; then the bodies with ``BODY.PEEK[]``, at most
         ``limit`` messages or ``max_batch_bytes`` (always at least one) per call, and
         ``more`` says whether to call again. The result covers a UID prefix: every UID up to
@@ -410,7 +448,20 @@ class ImapClient:
         noop = await self._call("NOOP", self._client().noop())
         if noop.result != "OK":
             raise RetryableError(f"IMAP NOOP failed: {_text(noop)}")
-        response = await self._uid("UID FETCH", "fetch", f"{last_uid + 1}:*",
+        # The UIDs above the cursor (one line), then the sizes of this batch's candidates
+        # only: asking every message above the cursor for its size made a first sync of N
+        # messages read N lines per batch, N^2/limit in all.
+        search = await self._call("UID SEARCH", self._client().protocol.search(
+            "UID", f"{last_uid + 1}:*", charset=None, by_uid=True))
+        if search.result != "OK":
+            raise RetryableError(f"IMAP UID SEARCH failed: {_text(search)}")
+        above = sorted({int(u) for line in search.lines if isinstance(line, bytes | bytearray)
+                        and _SEARCH_RE.fullmatch(bytes(line)) for u in bytes(line).split()
+                        if int(u) > last_uid})
+        if not above:
+            return FetchResult()
+        candidates = above[:limit]
+        response = await self._uid("UID FETCH", "fetch", uid_set(candidates),
                                    "(UID RFC822.SIZE)")
         sizes: dict[int, int] = {}
         for line in response.lines:
@@ -418,7 +469,7 @@ class ImapClient:
                 uid_m, size_m = _UID_RE.search(line), _SIZE_RE.search(line)
                 if uid_m and size_m and int(uid_m.group(1)) > last_uid:
                     sizes[int(uid_m.group(1))] = int(size_m.group(1))
-        result = FetchResult()
+        result = FetchResult(more=len(above) > len(candidates))
         wanted: list[int] = []
         total = 0
         for uid in sorted(sizes):

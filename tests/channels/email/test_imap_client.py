@@ -265,3 +265,30 @@ async def test_close_after_a_cancelled_idle_is_clean(dovecot: Any) -> None:
             break
         await asyncio.sleep(0.05)
     assert logouts() == before + 1
+
+
+async def test_a_large_backlog_is_fetched_in_batches(dovecot: Any) -> None:
+    """A first sync of a mailbox with thousands of messages. aioimaplib parses the lines of
+    one read recursively, one stack frame per line: a ``(UID RFC822.SIZE)`` answer for every
+    message above the cursor overflowed the stack (RecursionError inside ``data_received``,
+    the connection dropped, and every retry did the same), so only the batch's own UIDs may be
+    asked for their size."""
+    count = 3000
+    for n in range(1, count + 1):
+        dovecot.deliver(message(n))
+    async with client(dovecot) as imap:
+        first = await imap.fetch_since(0, limit=100)
+        uids = [m.uid for m in first.messages]
+        assert len(uids) == 100 and uids == sorted(uids) and first.more
+        last = first.last_uid
+        assert last is not None
+        seen = [m.raw for m in first.messages]
+        while True:
+            batch = await imap.fetch_since(last, limit=300)
+            assert all(m.uid > last for m in batch.messages)
+            seen += [m.raw for m in batch.messages]
+            if batch.last_uid is None:
+                break
+            last = batch.last_uid
+    # the maildir's files get their UIDs in directory order, not delivery order
+    assert sorted(seen) == sorted(message(n) for n in range(1, count + 1))
