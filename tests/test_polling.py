@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,9 @@ async def test_auth_error_backs_off_visibly_and_recovers(
         assert state.status in ("backing_off", "running")  # not "crashed": not a bug
         assert state.restarts >= 1
         assert await harness.deliver(buyer_message(1))
-        assert loop_health(harness)[NAME].status == "running"
+        # the loop reports "running" once the poll that stored it has returned
+        await harness.wait_until(lambda: loop_health(harness)[NAME].status == "running",
+                                 what="the loop did not report running after recovering")
         assert provider.poll_failures == []
 
 
@@ -285,6 +288,11 @@ async def test_each_account_has_its_own_lease_cursor_and_loop(
         assert await harness.deliver(buyer_message(1))
         inbox, archive = (cursor_lease_name("shop", a) for a in ("INBOX", "Archive/2026"))
         assert await kit.cursors.load("shop", "INBOX") == b"1"
+        # the archive's own loop checkpoints on its own schedule (a loaded machine: later)
+        deadline = time.monotonic() + 10
+        while await kit.cursors.load("shop", "Archive/2026") is None:
+            assert time.monotonic() < deadline, "the second account's loop never polled"
+            await asyncio.sleep(0.01)
         assert await kit.cursors.load("shop", "Archive/2026") == b"uidvalidity=7;uid=0"
         a, b = await kit.leases.holder(inbox), await kit.leases.holder(archive)
         assert a is not None and b is not None
