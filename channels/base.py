@@ -53,6 +53,7 @@ from channels.errors import (
 from channels.models import (
     Attachment,
     DeliveryUpdate,
+    DeliveryWatermark,
     DraftCheck,
     FetchNotice,
     InboundMessage,
@@ -66,7 +67,7 @@ from channels.services.fetches import FetchQueue, check_notice
 from channels.services.health import HealthRecorder, PushSubscriptionRule, WebhookOutcome
 from channels.services.leases import LeaseManager
 from channels.services.limits import RateLimit, RateLimiter
-from channels.services.receipts import DeliveryIndex
+from channels.services.receipts import DeliveryIndex, WatermarkIndex
 from channels.services.threads import ThreadMemory
 from channels.services.tokens import TokenStore
 from channels.supervisor import Supervisor, describe
@@ -80,7 +81,7 @@ from channels.windows import (
 
 log = logging.getLogger(__name__)
 
-Parsed = InboundMessage | DeliveryUpdate | FetchNotice | MessageEdit
+Parsed = InboundMessage | DeliveryUpdate | DeliveryWatermark | FetchNotice | MessageEdit
 """What ``parse`` yields (and ``fetch`` returns): buyer messages, receipts for our own
 messages, and notices of resources to fetch."""
 
@@ -155,6 +156,9 @@ class Capabilities(msgspec.Struct, frozen=True):
     html: bool = False
     rate_limits: tuple[RateLimit, ...] = ()
     delivery_receipts: bool = False
+    # Receipts come as watermarks per recipient (``DeliveryWatermark``): the sender records
+    # each send's provider id per recipient for them.
+    watermark_receipts: bool = False
     approved_templates: tuple[TemplateSpec, ...] = ()
     fetch_after_notify: bool = False
     push_subscription: PushSubscriptionRule | None = None
@@ -263,6 +267,16 @@ class ChannelAdapter(abc.ABC):
             raise RuntimeError(f"channel {self.instance} is not started")
         return self._ingest
 
+    async def apply_watermark(self, watermark: DeliveryWatermark) -> None:
+        """Hand a watermark to the hub's index of sends per recipient (raises if it could not
+        be recorded); a hub without one keeps nothing of it."""
+        index = self.context.deliveries
+        if not isinstance(index, WatermarkIndex):
+            log.info("channel %s: a delivery watermark is not recorded (this hub keeps no "
+                     "sends per recipient)", self.instance)
+            return
+        await index.apply_watermark(watermark)
+
     async def apply_delivery(self, update: DeliveryUpdate) -> None:
         """Hand a receipt to the hub's delivery index (raises if it could not be recorded, so
         the provider delivers it again)."""
@@ -300,13 +314,16 @@ class ChannelAdapter(abc.ABC):
                 await self.apply_delivery(item)
             elif isinstance(item, FetchNotice):
                 await self.queue_fetch(item)
+            elif isinstance(item, DeliveryWatermark):
+                await self.apply_watermark(item)
             elif isinstance(item, MessageEdit):
                 edits = self.context.edits
                 if edits is None or not await edits.apply(item):
                     outcomes.append(await store(item.fallback))
             else:
                 raise TypeError(f"got a {type(item).__name__}; expected InboundMessage, "
-                                "DeliveryUpdate, FetchNotice or MessageEdit")
+                                "DeliveryUpdate, DeliveryWatermark, FetchNotice or "
+                                "MessageEdit")
         return outcomes
 
     async def fetch(self, resource: str) -> Sequence[Parsed]:

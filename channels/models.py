@@ -130,6 +130,21 @@ class DeliveryUpdate(msgspec.Struct, frozen=True, omit_defaults=True):
     error: str | None = None
 
 
+class DeliveryWatermark(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Everything we sent ``recipient_handle`` on this instance up to ``at`` reached ``state``
+    (Messenger's and Instagram's ``delivery``/``read`` watermarks, which name no message).
+
+    The hub keeps, per instance and recipient, the provider ids of our sends with the time
+    each send was recorded (``DeliveryIndex.record_sent``), so any hub process, after any
+    restart, turns a watermark into one ``DeliveryUpdate`` per send at or before ``at``.
+    """
+
+    channel_instance: str
+    recipient_handle: str
+    state: DeliveryState
+    at: float
+
+
 class MessageEdit(msgspec.Struct, frozen=True):
     """The buyer changed a message we stored (Telegram ``edited_message``).
 

@@ -51,7 +51,7 @@ import msgspec
 
 from channels.base import AdapterContext, ChannelAdapter, IngestCallback
 from channels.errors import ChannelError, RetryableError
-from channels.models import DeliveryUpdate, InboundMessage, MessageEdit
+from channels.models import DeliveryUpdate, DeliveryWatermark, InboundMessage, MessageEdit
 from channels.services.cursors import CursorStore, check_cursor, cursor_lease_name
 from channels.services.leases import Lease, LeaseManager
 from channels.supervisor import Supervisor, describe
@@ -92,7 +92,7 @@ class Unusable(msgspec.Struct, frozen=True):
     reason: str
 
 
-PollItem = InboundMessage | DeliveryUpdate | MessageEdit | Unusable
+PollItem = InboundMessage | DeliveryUpdate | DeliveryWatermark | MessageEdit | Unusable
 Polled = tuple[Sequence[PollItem], bytes]
 """What ``poll`` returns: the items in provider order and the cursor just past the last one."""
 
@@ -328,7 +328,8 @@ class _AccountPoller:
         for item in items:
             if isinstance(item, Unusable):
                 await adapter.context.quarantine(adapter.instance, item.raw, item.reason)
-            elif isinstance(item, InboundMessage | DeliveryUpdate | MessageEdit):
+            elif isinstance(item, InboundMessage | DeliveryUpdate | DeliveryWatermark
+                            | MessageEdit):
                 await adapter.store_items([item])
             else:
                 raise TypeError(f"poll returned a {type(item).__name__}; expected "

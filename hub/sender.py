@@ -31,6 +31,7 @@ import msgspec
 from channels.errors import ChannelError, PermanentError, RecipientUnreachable, RetryableError
 from channels.models import OutboundReply
 from channels.services.limits import RateLimiter, pace
+from channels.services.receipts import WatermarkIndex
 from channels.supervisor import describe
 from hub.channel_manager import ChannelManager
 from hub.config import OutboxSettings
@@ -113,9 +114,26 @@ class Sender:
         else:
             await self.store.mark_sent(message_id, provider_id,
                                        channel_instance=reply.channel_instance)
+            if adapter.capabilities.watermark_receipts:
+                await self._remember_for_watermarks(adapter.context.deliveries, reply,
+                                                    provider_id)
             self.metrics.sent.labels(reply.channel_instance).inc()
             if self.health is not None:
                 self.health.sent(reply.channel_instance)
+
+    async def _remember_for_watermarks(self, index: object, reply: OutboundReply,
+                                       provider_id: str) -> None:
+        """Messenger's receipts name no message, only "everything up to T": keep this send
+        per recipient so any process can resolve them. Best effort: the send is recorded
+        already, and a lost entry only leaves that reply at "sent"."""
+        if not isinstance(index, WatermarkIndex):
+            return
+        try:
+            await index.record_sent(reply.channel_instance, reply.recipient_handle,
+                                    provider_id, time.time())
+        except Exception as exc:
+            log.warning("reply %s: not kept for delivery watermarks: %s", reply.reply_id,
+                        describe(exc))
 
     def _failed(self, reply: OutboundReply, exc: ChannelError) -> None:
         self.metrics.send_failures.labels(reply.channel_instance, type(exc).__name__).inc()

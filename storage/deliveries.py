@@ -11,10 +11,11 @@ the send lands applies it in the same step that writes the index; the other copi
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from channels.models import DeliveryUpdate
+from channels.models import DeliveryUpdate, DeliveryWatermark
 from storage import keys
 from storage.keys import PartitionKeys
 
@@ -28,6 +29,9 @@ INDEX_TTL_SECONDS = 30 * 86400
 # recorded: longer than any send (outbox.send_timeout_seconds) takes to return.
 PARKED_TTL_SECONDS = 900
 MAX_PARKED = 16  # per id: a provider reports a handful of states per message
+
+MAX_WATERMARKED = 200
+"""Sends one watermark applies at most (the newest): a buyer's unread backlog is short."""
 
 Verdict = Literal["applied", "unchanged", "stale", "pending", "parked", "unknown"]
 _PREFERENCE: tuple[Verdict, ...] = ("applied", "unchanged", "stale", "pending")
@@ -46,6 +50,28 @@ class RedisDeliveries:
 
     async def apply(self, update: DeliveryUpdate) -> bool:
         return await self.record(update) == "applied"
+
+    # -- watermarks (Messenger, Instagram) -------------------------------------------------
+
+    async def record_sent(self, channel_instance: str, recipient_handle: str,
+                          provider_message_id: str, at: float) -> None:
+        key = sent_to_key(channel_instance, recipient_handle)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {provider_message_id: at})
+            pipe.zremrangebyscore(key, "-inf", at - INDEX_TTL_SECONDS)
+            pipe.expire(key, INDEX_TTL_SECONDS)
+            await pipe.execute()
+
+    async def apply_watermark(self, watermark: DeliveryWatermark) -> int:
+        key = sent_to_key(watermark.channel_instance, watermark.recipient_handle)
+        ids = await self.redis.zrevrangebyscore(key, repr(float(watermark.at)), "-inf",
+                                                start=0, num=MAX_WATERMARKED)
+        changed = 0
+        for raw in ids:
+            changed += await self.apply(DeliveryUpdate(
+                channel_instance=watermark.channel_instance, provider_message_id=_s(raw),
+                state=watermark.state, at=watermark.at))
+        return changed
 
     async def record(self, update: DeliveryUpdate) -> Verdict:
         """Apply one receipt; says what became of it (``apply`` reduces it to a bool)."""
@@ -86,3 +112,10 @@ class RedisDeliveries:
                 )
             replies = await pipe.execute()
         return [_s(verdict) for verdict, _mid in replies]  # type: ignore[misc]
+
+
+def sent_to_key(channel_instance: str, recipient_handle: str) -> str:
+    """Our sends to one recipient (zset provider id -> send time); the handle is hashed, so no
+    buyer's id is in a key name."""
+    digest = hashlib.sha256(f"{channel_instance}\x00{recipient_handle}".encode()).hexdigest()
+    return f"{keys.PREFIX}:sentto:{digest[:40]}"

@@ -45,6 +45,10 @@ Adapters' thread memory (``storage/threads.py``): ``ih:memos-of:<hash(instance, 
 and every ``ih:memo:<hash>`` it names (an email's subject, sender and headers) are deleted with
 the conversation.
 
+Receipt watermarks (``storage/deliveries.py``): ``ih:sentto:<hash(instance, recipient)>`` holds
+the provider ids of our sends to one recipient (no text, no handle) and expires 30 days after
+the last send; it is left to expire.
+
 Global: quarantine entries of the contact's channel instance whose raw body names the buyer's
 handle or one of the ids above are removed (erasure only).
 

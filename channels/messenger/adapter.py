@@ -58,6 +58,7 @@ from channels.meta import MetaWebhookAdapter
 from channels.models import (
     Attachment,
     DeliveryUpdate,
+    DeliveryWatermark,
     FetchNotice,
     InboundMessage,
     OutboundReply,
@@ -226,7 +227,7 @@ class MetaMessagingChannel(MetaWebhookAdapter):
             # Meta lets a page answer people who wrote to it, never write first.
             can_initiate=False,
             attachments=True, max_attachment_bytes=MAX_ATTACHMENT_BYTES,
-            max_attachments=MAX_ATTACHMENTS,
+            max_attachments=MAX_ATTACHMENTS, watermark_receipts=True,
             delivery_receipts=True, fetch_after_notify=True,
         )
         self.sent_log = SentLog()
@@ -318,10 +319,16 @@ class MetaMessagingChannel(MetaWebhookAdapter):
         read = state == "read"
         named = list(dict.fromkeys(mids))
         if watermark is not None:
+            # this process's own sends, at once (and without a hub index: the kit)...
             named += [m for m in self.sent_log.below(buyer, watermark, read=read)
                       if m not in named]
-        return [DeliveryUpdate(self.instance, mid, "read" if read else "delivered", at=at)
-                for mid in named]
+        items: list[Parsed] = [DeliveryUpdate(self.instance, mid, "read" if read else
+                                              "delivered", at=at) for mid in named]
+        if at is not None:
+            # ...and every process's, through the hub's index of sends per recipient
+            items.append(DeliveryWatermark(self.instance, buyer,
+                                           "read" if read else "delivered", at))
+        return items
 
     # -- fetch after notify: a message with attachments ---------------------------------------
 

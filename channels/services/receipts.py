@@ -27,9 +27,9 @@ about an earlier attempt of a reply that was sent again is ignored.
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
-from channels.models import DeliveryState, DeliveryUpdate
+from channels.models import DeliveryState, DeliveryUpdate, DeliveryWatermark
 
 RANK: Final[dict[str, int]] = {"sent": 1, "failed": 2, "delivered": 3, "read": 4}
 """The order of the module docstring; a state not listed (queued, sending) ranks 0."""
@@ -51,4 +51,20 @@ class DeliveryIndex(Protocol):
         ``update.provider_message_id`` is the provider's id for the message; a channel whose
         far end knows our reply id (the API channel) may pass that instead.
         """
+        ...
+
+
+@runtime_checkable
+class WatermarkIndex(Protocol):
+    """The sends per recipient, for providers whose receipts are watermarks
+    (``DeliveryWatermark``); ``storage.deliveries.RedisDeliveries`` is one."""
+
+    async def record_sent(self, channel_instance: str, recipient_handle: str,
+                          provider_message_id: str, at: float) -> None:
+        """Remember a send the provider accepted (the sender calls it after ``mark_sent``)."""
+        ...
+
+    async def apply_watermark(self, watermark: DeliveryWatermark) -> int:
+        """Apply the watermark's state to every remembered send at or before its time; the
+        number of sends it changed."""
         ...
