@@ -223,6 +223,12 @@ class ChannelHealthService:
     def instances(self) -> list[str]:
         return [c.name for c in self.channels]
 
+    def kind(self, instance: str) -> _Kind:
+        """Webhook, poller or both: from the running adapter (Telegram's class becomes its
+        webhook or polling variant by ``mode``), else from the configured class."""
+        adapter = self.adapters.get(instance) if self.adapters is not None else None
+        return _kind(type(adapter) if adapter is not None else self._classes[instance])
+
     def uses_oauth_tokens(self, instance: str) -> bool:
         cls = self._classes.get(instance)
         settings = next((c.settings for c in self.channels if c.name == instance), {})
@@ -251,7 +257,7 @@ class ChannelHealthService:
         out: list[ChannelHealth] = []
         for channel in channels:
             s = stored[channel.name]
-            kind = _kind(self._classes[channel.name])
+            kind = self.kind(channel.name)
             rule = self.rule(channel.name)
             out.append(ChannelHealth(
                 instance=channel.name, type=channel.type,
@@ -368,7 +374,7 @@ class ChannelHealthService:
             m.channel_subscription_at_risk.labels(instance, name).set(1 if level == name else 0)
         if s.inbound_at is not None:
             m.channel_last_inbound.labels(instance).set(s.inbound_at)
-        kind = _kind(self._classes[instance])
+        kind = self.kind(instance)
         if kind.poll:
             lag = self._poll(s, now).lag_seconds
             if lag is not None:

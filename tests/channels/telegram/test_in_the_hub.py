@@ -103,6 +103,10 @@ async def test_polling_mode_in_the_hub(make_config: Any, telegram_plugin: None) 
             assert message["reply_parameters"]["message_id"] == 699
             assert api.webhook is None
             assert (await client.post("/webhooks/telegram/tg", data=b"{}")).status == 405
+            # channel health shows what this instance is: a poller, not a webhook
+            resp = await client.get("/api/v1/channels", headers=auth(ADMIN_TOKEN))
+            [health] = [c for c in (await resp.json())["channels"] if c["instance"] == "tg"]
+            assert health["poll"] is not None and health["webhook"] is None
 
 
 async def test_a_reply_to_a_blocked_bot_is_dead_lettered_with_the_reason(
