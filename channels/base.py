@@ -50,6 +50,7 @@ from channels.errors import (
     ReplyRejected,
     RetryableError,
 )
+from channels.http import retry_after_seconds
 from channels.models import (
     Attachment,
     DeliveryUpdate,
@@ -487,7 +488,7 @@ def map_http_error(exc: BaseException) -> ChannelError:
         if status == 429:
             retry_after = None
             if exc.headers is not None:
-                retry_after = _parse_retry_after(exc.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(exc.headers.get("Retry-After"))
             return RateLimited(detail, retry_after=retry_after)
         if status in (401, 403):
             return AuthError(detail)
@@ -499,15 +500,6 @@ def map_http_error(exc: BaseException) -> ChannelError:
     if isinstance(exc, aiohttp.ClientError | OSError):
         return RetryableError(f"connection failed: {type(exc).__name__}")
     return PermanentError(f"unexpected error: {type(exc).__name__}: {exc}")
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 # Kept with a quarantined body that came to a sub-path, beside the replay headers, so a retry

@@ -13,6 +13,8 @@ twice; a 4xx/5xx answer is mapped by ``channels.base.map_http_error`` as usual.
 
 from __future__ import annotations
 
+import email.utils
+import time
 from collections.abc import Mapping
 
 import aiohttp
@@ -67,3 +69,19 @@ async def read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> tuple[byt
         size += len(chunk)
     body = b"".join(chunks)
     return body[:max_bytes], size > max_bytes
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (RFC 9110 §10.2.3: delay-seconds or an HTTP-date),
+    never negative; None when absent or unreadable. Every adapter honours it the same way."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())

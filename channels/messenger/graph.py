@@ -32,7 +32,7 @@ from channels.errors import (
     RecipientUnreachable,
     RetryableError,
 )
-from channels.http import read_capped
+from channels.http import read_capped, retry_after_seconds
 from channels.windows import WindowClosed
 
 MAX_ANSWER_BYTES: Final = 256 * 1024
@@ -60,26 +60,16 @@ class _ErrorBody(msgspec.Struct, frozen=True):
 _error_body = msgspec.json.Decoder(_ErrorBody)
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
 def _by_status(status: int, headers: Mapping[str, str]) -> ChannelError:
     detail = f"HTTP {status} without a Graph error body"
     if status == 429:
-        retry_after = _retry_after(headers)
+        retry_after = retry_after_seconds(headers.get("Retry-After"))
         return RateLimited(detail, retry_after=DEFAULT_RATE_LIMIT_WAIT
                            if retry_after is None else retry_after)
     if status in (401, 403):
         return AuthError(detail)
     if status in (408, 409, 425) or status >= 500:
-        return RetryableError(detail, retry_after=_retry_after(headers))
+        return RetryableError(detail, retry_after=retry_after_seconds(headers.get("Retry-After")))
     return PermanentError(detail)
 
 
@@ -107,11 +97,11 @@ def map_graph_error(status: int, body: bytes, headers: Mapping[str, str],
         return RecipientUnreachable(f"the buyer cannot be reached on {channel} (blocked the "
                                     f"page or left): {detail}")
     if code in RATE_LIMIT_CODES:
-        retry_after = _retry_after(headers)
+        retry_after = retry_after_seconds(headers.get("Retry-After"))
         return RateLimited(detail, retry_after=DEFAULT_RATE_LIMIT_WAIT
                            if retry_after is None else retry_after)
     if code in TRANSIENT_CODES or error.is_transient or status >= 500:
-        return RetryableError(detail, retry_after=_retry_after(headers))
+        return RetryableError(detail, retry_after=retry_after_seconds(headers.get("Retry-After")))
     if code in AUTH_CODES or code == 10 or 200 <= code <= 299:
         return AuthError(f"the page access token or the app's permissions were refused: "
                          f"{detail}")

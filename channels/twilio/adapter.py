@@ -39,7 +39,6 @@ import email.utils
 import logging
 import mimetypes
 import re
-import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Annotated, ClassVar, Final
@@ -68,7 +67,7 @@ from channels.errors import (
     ReplyRejected,
     RetryableError,
 )
-from channels.http import read_capped
+from channels.http import read_capped, retry_after_seconds
 from channels.models import (
     Attachment,
     ChannelHints,
@@ -510,7 +509,7 @@ def twilio_error(status: int, body: bytes, headers: Mapping[str, str]) -> Channe
     except (msgspec.DecodeError, msgspec.ValidationError):
         detail = f"Twilio answered HTTP {status}"
     detail = f"{detail} [HTTP {status}]"
-    retry_after = _retry_after(headers.get("Retry-After"))
+    retry_after = retry_after_seconds(headers.get("Retry-After"))
     if status == 429:
         return RateLimited(detail, retry_after=retry_after)
     if status >= 500 or status in (408, 409, 425):
@@ -518,17 +517,3 @@ def twilio_error(status: int, body: bytes, headers: Mapping[str, str]) -> Channe
     if status in (401, 403):
         return AuthError(detail)
     return PermanentError(detail)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import msgspec
 
 from channels.errors import AuthError, ChannelError, PermanentError, RateLimited, RetryableError
+from channels.http import retry_after_seconds
 from channels.whatsapp.payloads import GraphErrorBody, graph_error_decoder
 from channels.windows import WindowClosed
 
@@ -48,16 +49,6 @@ def describe_error(body: GraphErrorBody) -> str:
     return text[:500]
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
 def window_closed_message(detail: str, template_hint: str) -> str:
     return (f"WhatsApp refused free text: the 24 h customer-service window has closed "
             f"({detail}); send an approved template instead{template_hint}")
@@ -74,7 +65,7 @@ def graph_failure(status: int, body: bytes, headers: Mapping[str, str], *,
     detail = (describe_error(error) if error is not None
               else f"HTTP {status} without Graph API error body")
     detail = f"HTTP {status} {detail}"
-    retry_after = _retry_after(headers)
+    retry_after = retry_after_seconds(headers.get("Retry-After"))
     if code == REENGAGEMENT:
         return WindowClosed(window_closed_message(detail, template_hint))
     if code in THROTTLED:
