@@ -127,7 +127,8 @@ class TelegramChannel(ChannelAdapter):
                           settings.timeout_seconds)
         self.sender = Sender(self.api, split=split, limit=MAX_TEXT_LENGTH,
                              max_parts=MAX_SPLIT_PARTS, limiter=context.limiter,
-                             limits=RATE_LIMITS, files=context.attachments)
+                             limits=RATE_LIMITS, files=context.attachments,
+                             memory=context.threads, instance=instance)
         self.skipped: collections.Counter[str] = collections.Counter()
         self.blocked_chats: OrderedDict[str, float] = OrderedDict()
         self._deferred: OrderedDict[int, float] = OrderedDict()

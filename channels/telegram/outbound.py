@@ -24,10 +24,13 @@ from channels.errors import PermanentError, RateLimited, ReplyRejected
 from channels.models import Attachment, OutboundReply
 from channels.services.attachments import AttachmentStore
 from channels.services.limits import RateLimit, RateLimiter, pace
+from channels.services.threads import ThreadMemory
 from channels.telegram.api import BotApi
 from channels.telegram.split import split_text, utf16_length
 
 MAX_PART_WAIT_SECONDS: Final = 5.0
+PROGRESS_TTL_SECONDS: Final = 7 * 86400
+"""How long a split reply's progress is kept: longer than the outbox retries a reply."""
 _REMEMBERED_REPLIES: Final = 1000
 
 
@@ -36,8 +39,13 @@ class Sender:
 
     def __init__(self, api: BotApi, *, split: bool, limit: int, max_parts: int,
                  limiter: RateLimiter | None, limits: Sequence[RateLimit],
-                 files: AttachmentStore | None) -> None:
+                 files: AttachmentStore | None, memory: ThreadMemory | None = None,
+                 instance: str = "") -> None:
         self.api = api
+        # Where the parts already sent of a split reply are kept across restarts and
+        # processes (Telegram has no idempotency key: resending part 1 is a duplicate).
+        self.memory = memory
+        self.instance = instance
         self.files = files
         self.split = split
         self.limit = limit
@@ -65,7 +73,7 @@ class Sender:
         is the first message's id."""
         parts = self.parts(reply.text) if reply.text.strip() else []
         steps = len(parts) + len(reply.attachments)
-        sent = self._partial.get(reply.reply_id, [])
+        sent = await self._progress(reply)
         target = reply_target(reply)
         for n in range(len(sent), steps):
             if n > 0:
@@ -80,9 +88,20 @@ class Sender:
                 result = await self._send_file(reply.attachments[n - len(parts)], params)
             sent.append(_message_id(result, reply, n))
             if n + 1 < steps:
-                self._remember(reply.reply_id, sent)
+                await self._remember(reply, sent)
         self._partial.pop(reply.reply_id, None)
         return sent[0]
+
+    async def _progress(self, reply: OutboundReply) -> list[str]:
+        """The parts of this reply already sent: this process's, else the store's."""
+        sent = self._partial.get(reply.reply_id)
+        if sent is not None:
+            return sent
+        if self.memory is not None:
+            found = await self.memory.recall(self.instance, _progress_key(reply.reply_id))
+            if found is not None:
+                return list(msgspec.json.decode(found, type=list[str]))
+        return []
 
     async def _send_file(self, attachment: Attachment, params: dict[str, Any]) -> Any:
         """``sendDocument``: the bytes as stored, whatever their type (``sendPhoto`` would
@@ -110,11 +129,20 @@ class Sender:
             await asyncio.sleep(wait)
             wait = await pace(self.limiter, part, self.limits)
 
-    def _remember(self, reply_id: str, sent: list[str]) -> None:
-        self._partial[reply_id] = sent
-        self._partial.move_to_end(reply_id)
+    async def _remember(self, reply: OutboundReply, sent: list[str]) -> None:
+        self._partial[reply.reply_id] = sent
+        self._partial.move_to_end(reply.reply_id)
         while len(self._partial) > _REMEMBERED_REPLIES:
             self._partial.popitem(last=False)
+        if self.memory is not None:
+            await self.memory.remember(self.instance, _progress_key(reply.reply_id),
+                                       msgspec.json.encode(sent),
+                                       ttl_seconds=PROGRESS_TTL_SECONDS,
+                                       thread_id=reply.thread_id)
+
+
+def _progress_key(reply_id: str) -> str:
+    return "parts:" + reply_id
 
 
 def reply_target(reply: OutboundReply) -> int | None:

@@ -23,11 +23,14 @@ from channels.errors import (
 from channels.models import OutboundReply
 from channels.services.attachments import AttachmentStore
 from channels.services.limits import RateLimiter
+from channels.services.threads import ThreadMemory
 from channels.telegram.adapter import TelegramChannel
 from channels.telegram.api import RecipientUnreachable
 from channels.telegram.split import utf16_length
 from channels.testing.attachments import PNG, MemoryAttachmentStore
 from channels.testing.limits import MemoryLimiter
+from storage.store import Store
+from storage.threads import RedisThreads
 from tests.channels.telegram.bot_api import FakeBotApi, error
 from tests.channels.telegram.test_conformance import TOKEN, settings
 
@@ -40,7 +43,7 @@ class Outbox:
         self.session = session
 
     def adapter(self, limiter: RateLimiter | None = None, files: AttachmentStore | None = None,
-                **overrides: Any) -> TelegramChannel:
+                threads: ThreadMemory | None = None, **overrides: Any) -> TelegramChannel:
         async def quarantine(*args: Any, **kwargs: Any) -> str:
             raise AssertionError("nothing is quarantined when sending")
 
@@ -48,7 +51,7 @@ class Outbox:
             raise AssertionError("sending spawns nothing")
 
         context = AdapterContext(http=self.session, quarantine=quarantine, spawn=spawn,
-                                 limiter=limiter, attachments=files)
+                                 limiter=limiter, attachments=files, threads=threads)
         return TelegramChannel("shop", settings(self.api, **overrides), context)
 
 
@@ -253,3 +256,30 @@ async def test_files_follow_the_text_and_a_missing_file_is_permanent(outbox: Out
     gone = msgspec.structs.replace(reply("otra", reply_id="r-3"), attachments=(stored,))
     with pytest.raises(PermanentError, match="no longer stored"):
         await adapter.send(gone)
+
+
+async def test_a_split_reply_resumes_after_a_restart_without_resending_parts(
+        outbox: Outbox, store: Store) -> None:
+    """The progress of a split reply is in the hub's store: a new process (a restart, or the
+    other hub process that claims the retry) sends only the parts not yet sent."""
+    memory = RedisThreads(store)
+    first = outbox.adapter(threads=memory, long_messages="split")
+    text = "\n\n".join(f"{n} " + "x" * 4000 for n in range(3))
+    original = outbox.api.api_sendMessage
+    calls = 0
+
+    async def third_fails(params: dict[str, Any]) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            return error(502)
+        return await original(params)
+
+    outbox.api.api_sendMessage = third_fails  # type: ignore[method-assign]
+    with pytest.raises(RetryableError):
+        await first.send(reply(text))
+    assert [s["text"][:1] for s in outbox.api.sends] == ["0", "1"]
+    restarted = outbox.adapter(threads=memory, long_messages="split")
+    provider_id = await restarted.send(reply(text))
+    assert [s["text"][:1] for s in outbox.api.sends] == ["0", "1", "2"]
+    assert provider_id == f"{CHAT}:9000"
