@@ -28,7 +28,7 @@ drain until the inbound stream is empty counts). Afterwards every acknowledged P
 stored message, nothing quarantined.
 
 Everything is bounded in time and count; the subprocesses and the data directory are removed
-on exit, also on Ctrl-C. About 60 s with the defaults.
+on exit, also on Ctrl-C. About 65 s with the defaults on 2 cores.
 """
 
 from __future__ import annotations
