@@ -33,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 
@@ -53,6 +54,16 @@ TEXTS = (
     "Ciao, avete questo modello anche in taglia L?",
 )
 DRAIN_TIMEOUT = 120.0
+WARMUP_CAP = 60.0  # seconds: a warm-up bounded by count is still bounded in time
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a bench's subprocesses: this one's, ``extra`` (the secrets its config
+    names), this checkout first on the path, and no crash point left over from a test."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env.pop("INBOXHUB_TEST_CRASH_POINT", None)
+    return env
 
 
 def free_port() -> int:
@@ -64,9 +75,10 @@ def free_port() -> int:
 # -- targets ------------------------------------------------------------------------------------
 
 
-def serve_bare(port: int, path: str = "/webhooks/api/bench") -> None:
+def serve_bare(port: int, *paths: str) -> None:
     """The baseline: read the body, answer 200 with a small JSON body (like the hub does).
-    ``path``: the webhook path of the target it stands beside (other benches reuse it)."""
+    ``paths``: the webhook paths of the target it stands beside (other benches reuse it);
+    the API channel's by default."""
     from aiohttp import web
 
     async def handle(request: web.Request) -> web.Response:
@@ -74,7 +86,8 @@ def serve_bare(port: int, path: str = "/webhooks/api/bench") -> None:
         return web.json_response({"stored": ["x"], "duplicates": 0})
 
     app = web.Application()
-    app.router.add_post(path, handle)
+    for path in paths or ("/webhooks/api/bench",):
+        app.router.add_post(path, handle)
     app.router.add_get("/readyz", handle)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
@@ -120,6 +133,53 @@ class Child:
         return self.proc.returncode
 
 
+async def start(started: list[Child], name: str, args: list[str], log: Path,
+                env: dict[str, str], port: int) -> tuple[Child, str]:
+    """A server subprocess on loopback ``port``, in ``started`` (so it is stopped whatever
+    happens), once its ``/readyz`` answers; and its base URL."""
+    child = Child(name, args, log, env)
+    started.append(child)
+    base = f"http://127.0.0.1:{port}"
+    await child.wait_ready(f"{base}/readyz")
+    return child, base
+
+
+async def start_bare(started: list[Child], module: str, workdir: Path,
+                     env: dict[str, str]) -> tuple[Child, str]:
+    """``python -m <module> --serve-bare PORT``: the bench's bare aiohttp handler."""
+    port = free_port()
+    return await start(started, "bare server",
+                       [sys.executable, "-m", module, "--serve-bare", str(port)],
+                       workdir / "bare.log", env, port)
+
+
+@contextlib.asynccontextmanager
+async def running_hub(started: list[Child], workdir: Path, env: dict[str, str],
+                      config: Callable[[Path, int], Path],
+                      ) -> AsyncIterator[tuple[Child, str, Pipeline]]:
+    """``python -m hub serve`` with ``config(workdir, port)``, its base URL, and a Pipeline
+    on its embedded Redis (closed on exit; the hub is stopped by ``children``)."""
+    port = free_port()
+    hub, base = await start(
+        started, "inboxhub",
+        [sys.executable, "-m", "hub", "--config", str(config(workdir, port)), "serve"],
+        workdir / "hub.log", env, port)
+    pipeline = Pipeline(workdir / "data" / "redis.sock")
+    try:
+        yield hub, base, pipeline
+    finally:
+        await pipeline.close()
+
+
+def run_bench(bench: Callable[[argparse.Namespace], Coroutine[None, None, int]],
+              args: argparse.Namespace) -> int:
+    """The exit code of ``bench(args)``; 130 on Ctrl-C (the clean-up has run by then)."""
+    try:
+        return asyncio.run(bench(args))
+    except KeyboardInterrupt:
+        return 130
+
+
 @contextlib.contextmanager
 def children() -> Iterator[list[Child]]:
     started: list[Child] = []
@@ -130,7 +190,10 @@ def children() -> Iterator[list[Child]]:
             child.stop()
 
 
-def hub_config(workdir: Path, port: int) -> Path:
+def write_config(workdir: Path, port: int, channels: str, hub_extra: str = "") -> Path:
+    """``workdir/inboxhub.toml``: a hub on loopback ``port`` on the embedded default with one
+    partition and the admin token ``env:IH_BENCH_ADMIN``, plus ``channels`` (TOML) and
+    ``hub_extra`` (more ``[hub]`` keys)."""
     path = workdir / "inboxhub.toml"
     path.write_text(f"""
 [hub]
@@ -138,7 +201,7 @@ host = "127.0.0.1"
 port = {port}
 data_dir = "{workdir / 'data'}"
 log_level = "warning"
-
+{hub_extra}
 [storage]
 # no redis_url: the embedded default (redis-server on a unix socket, AOF everysec)
 partitions = 1
@@ -147,7 +210,12 @@ partitions = 1
 name = "admin"
 role = "admin"
 token = "env:IH_BENCH_ADMIN"
+{channels}""")
+    return path
 
+
+def hub_config(workdir: Path, port: int) -> Path:
+    return write_config(workdir, port, f"""
 [[channels]]
 name = "{CHANNEL}"
 type = "api"
@@ -155,7 +223,6 @@ type = "api"
 secret = "env:IH_BENCH_SECRET"
 outbound_url = "http://127.0.0.1:9/unused"
 """)
-    return path
 
 
 # -- load generator -----------------------------------------------------------------------------
@@ -180,6 +247,13 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+class BodySource(Protocol):
+    """What the load generator posts: the next body and its headers (signed), distinct each
+    time. ``Bodies`` here; other benches bring their providers' shapes."""
+
+    def next(self) -> tuple[bytes, dict[str, str]]: ...
+
+
 class Bodies:
     """Distinct, signed message bodies (new provider ids every time: no dedupe shortcut)."""
 
@@ -201,7 +275,7 @@ class Bodies:
         return body, {"Content-Type": "application/json", "X-Inboxhub-Signature": signature}
 
 
-async def drive(http: aiohttp.ClientSession, url: str, bodies: Bodies, seconds: float,
+async def drive(http: aiohttp.ClientSession, url: str, bodies: BodySource, seconds: float,
                 concurrency: int, max_requests: int) -> LoadResult:
     result = LoadResult()
     started = time.perf_counter()
@@ -295,13 +369,20 @@ def ms(seconds: float) -> str:
 
 async def measure(url: str, run: str, args: argparse.Namespace,
                   after_warmup: Callable[[], Awaitable[None]] | None = None,
+                  source: Callable[[str], BodySource] = Bodies, warmup_requests: int = 0,
                   ) -> tuple[LoadResult, LoadResult]:
-    """(warm-up, measured) with one session and connection pool for both phases."""
+    """(warm-up, measured) with one session and connection pool for both phases; the bodies
+    are ``source(run)``'s, one stream across both phases (no id posted twice). The warm-up is
+    ``args.warmup`` seconds, or with ``warmup_requests`` that many requests (at most
+    ``WARMUP_CAP`` seconds)."""
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
-        bodies = Bodies(run)
+        bodies = source(run)
         warm = LoadResult()
-        if args.warmup > 0:
+        if warmup_requests > 0:
+            warm = await drive(http, url, bodies, WARMUP_CAP, args.concurrency,
+                               warmup_requests)
+        elif args.warmup > 0:
             warm = await drive(http, url, bodies, args.warmup, args.concurrency,
                                args.max_requests)
         if after_warmup is not None:
@@ -311,72 +392,63 @@ async def measure(url: str, run: str, args: argparse.Namespace,
         return warm, measured
 
 
-async def bench(args: argparse.Namespace) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="ihbench-", dir="/tmp"))
-    env = dict(os.environ, IH_BENCH_SECRET=SECRET, IH_BENCH_ADMIN=ADMIN,
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
-                                                        os.environ.get("PYTHONPATH")])))
-    env.pop("INBOXHUB_TEST_CRASH_POINT", None)
-    print(f"inboxhub ingest benchmark: {args.seconds:g} s per target after {args.warmup:g} s "
-          f"warm-up, concurrency {args.concurrency}, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}", flush=True)
+@dataclass
+class Ingested:
+    """One target's load through the hub: the acknowledged POSTs, then the drain until every
+    one is routed."""
+
+    warm: LoadResult
+    acked: LoadResult
+    drain: float
+    peak_backlog: int
+
+    @property
+    def routed_seconds(self) -> float:
+        return self.acked.seconds + self.drain
+
+    @property
+    def routed_rate(self) -> float:
+        return self.acked.requests / self.routed_seconds if self.routed_seconds else 0.0
+
+
+async def ingest_run(pipeline: Pipeline, url: str, run: str, args: argparse.Namespace,
+                     source: Callable[[str], BodySource] = Bodies, warmup_requests: int = 0,
+                     ) -> Ingested:
+    """Warm-up, drain, measured load (sampling the inbound backlog), drain again: the measured
+    phase starts on an empty pipeline and its drain is timed."""
+    stop = asyncio.Event()
+    peak = [0]
+    sampler: asyncio.Task[None] | None = None
+
+    async def drain_warmup_then_sample() -> None:
+        nonlocal sampler
+        await pipeline.drain()
+        sampler = asyncio.create_task(pipeline.sample_backlog(stop, peak))
+
     try:
-        with children() as started:
-            # 1. bare aiohttp
-            port = free_port()
-            bare = Child("bare server", [sys.executable, "-m", "bench.ingest", "--serve-bare",
-                                         str(port)], workdir / "bare.log", env)
-            started.append(bare)
-            await bare.wait_ready(f"http://127.0.0.1:{port}/readyz")
-            _, base = await measure(f"http://127.0.0.1:{port}/webhooks/api/bench", "bare",
-                                    args)
-            bare.stop()
-
-            # 2. the hub, full pipeline
-            port = free_port()
-            config = hub_config(workdir, port)
-            hub = Child("inboxhub", [sys.executable, "-m", "hub", "--config", str(config),
-                                     "serve"], workdir / "hub.log", env)
-            started.append(hub)
-            await hub.wait_ready(f"http://127.0.0.1:{port}/readyz")
-            pipeline = Pipeline(workdir / "data" / "redis.sock")
-            try:
-                url = f"http://127.0.0.1:{port}/webhooks/api/{CHANNEL}"
-                stop = asyncio.Event()
-                peak = [0]
-                sampler: asyncio.Task[None] | None = None
-
-                async def drain_warmup_then_sample() -> None:
-                    # The measured phase starts on an empty pipeline.
-                    nonlocal sampler
-                    await pipeline.drain()
-                    sampler = asyncio.create_task(pipeline.sample_backlog(stop, peak))
-
-                try:
-                    warm, acked = await measure(url, "hub", args, drain_warmup_then_sample)
-                    drain = await pipeline.drain()
-                finally:
-                    stop.set()
-                    if sampler is not None:
-                        await sampler
-                stored, conversations, by_status = await pipeline.verify()
-                quarantined = await pipeline.quarantined()
-            finally:
-                await pipeline.close()
-            hub_exit = hub.stop()
+        warm, acked = await measure(url, run, args, drain_warmup_then_sample, source,
+                                    warmup_requests)
+        drain = await pipeline.drain()
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        stop.set()
+        if sampler is not None:
+            await sampler
+    return Ingested(warm, acked, drain, peak[0])
 
-    routed_seconds = acked.seconds + drain
-    routed_rate = acked.requests / routed_seconds if routed_seconds else 0.0
-    rows = [
-        ("bare aiohttp handler", base.requests, base.errors, base.seconds, base.rate,
-         ms(base.percentile(0.5)), ms(base.percentile(0.99))),
-        ("inboxhub acknowledged", acked.requests, acked.errors, acked.seconds, acked.rate,
-         ms(acked.percentile(0.5)), ms(acked.percentile(0.99))),
-        ("inboxhub routed", acked.requests, acked.errors, routed_seconds, routed_rate,
-         "-", "-"),
-    ]
+
+Row = tuple[str, int, int, float, float, str, str]
+
+
+def load_row(name: str, r: LoadResult) -> Row:
+    return (name, r.requests, r.errors, r.seconds, r.rate, ms(r.percentile(0.5)),
+            ms(r.percentile(0.99)))
+
+
+def routed_row(name: str, r: Ingested) -> Row:
+    return (name, r.acked.requests, r.acked.errors, r.routed_seconds, r.routed_rate, "-", "-")
+
+
+def print_table(rows: list[Row]) -> None:
     header = f"{'target':<24}{'ok':>9}{'errors':>8}{'seconds':>9}{'msg/s':>10}" \
              f"{'p50 ms':>9}{'p99 ms':>9}"
     print()
@@ -385,11 +457,39 @@ async def bench(args: argparse.Namespace) -> int:
     for name, n, errors, secs, rate, p50, p99 in rows:
         print(f"{name:<24}{n:>9}{errors:>8}{secs:>9.2f}{rate:>10.0f}{p50:>9}{p99:>9}")
     print("-" * len(header))
+
+
+async def bench(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="ihbench-", dir="/tmp"))
+    env = child_env(IH_BENCH_SECRET=SECRET, IH_BENCH_ADMIN=ADMIN)
+    print(f"inboxhub ingest benchmark: {args.seconds:g} s per target after {args.warmup:g} s "
+          f"warm-up, concurrency {args.concurrency}, {os.cpu_count()} CPUs, "
+          f"Python {sys.version.split()[0]}", flush=True)
+    try:
+        with children() as started:
+            # 1. bare aiohttp
+            bare, url = await start_bare(started, "bench.ingest", workdir, env)
+            _, base = await measure(f"{url}/webhooks/api/bench", "bare", args)
+            bare.stop()
+
+            # 2. the hub, full pipeline
+            async with running_hub(started, workdir, env, hub_config) as (hub, url, pipeline):
+                run = await ingest_run(pipeline, f"{url}/webhooks/api/{CHANNEL}", "hub", args)
+                stored, conversations, by_status = await pipeline.verify()
+                quarantined = await pipeline.quarantined()
+            hub_exit = hub.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    acked = run.acked
+    print_table([load_row("bare aiohttp handler", base),
+                 load_row("inboxhub acknowledged", acked),
+                 routed_row("inboxhub routed", run)])
     ratio_acked = acked.rate / base.rate if base.rate else 0.0
-    ratio_routed = routed_rate / base.rate if base.rate else 0.0
-    print(f"drain after load: {drain:.3f} s; peak inbound backlog during load: {peak[0]} "
-          f"entries (sampled every 0.25 s)")
-    expected = warm.requests + acked.requests
+    ratio_routed = run.routed_rate / base.rate if base.rate else 0.0
+    print(f"drain after load: {run.drain:.3f} s; peak inbound backlog during load: "
+          f"{run.peak_backlog} entries (sampled every 0.25 s)")
+    expected = run.warm.requests + acked.requests
     consistent = (stored == expected and quarantined == 0
                   and by_status == {"queued": conversations})
     print(f"pipeline check: {stored} messages stored for {expected} acknowledged POSTs "
@@ -419,10 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.seconds <= 0 or args.concurrency < 1 or args.max_requests < 1:
         parser.error("--seconds, --concurrency and --max-requests must be positive")
-    try:
-        return asyncio.run(bench(args))
-    except KeyboardInterrupt:
-        return 130
+    return run_bench(bench, args)
 
 
 if __name__ == "__main__":
