@@ -282,6 +282,8 @@ class TwilioSmsChannel(WebhookAdapter):
         delivery_receipts=True,
         fetch_after_notify=True,
     )
+    # The last form ``verify`` parsed, with the body it came from (``parse`` reuses it).
+    _verified: tuple[bytes, MultiDict[str]] | None = None
 
     async def start(self, ingest: IngestCallback) -> None:
         await super().start(ingest)
@@ -304,6 +306,7 @@ class TwilioSmsChannel(WebhookAdapter):
                                    "and another algorithm; this channel verifies auth-token "
                                    "signatures only")
         form = self.form(request, body)  # a malformed form is a 400, never verified
+        self._verified = (body, form)  # parse reads it again: once per request is enough
         token = self.settings.auth_token.reveal_bytes()
         if not signature_matches(token, self.signed_urls(request), form, given):
             raise InvalidSignature(
@@ -313,7 +316,10 @@ class TwilioSmsChannel(WebhookAdapter):
                    "Twilio is configured with"))
 
     def parse(self, request: web.Request, body: bytes) -> Sequence[Parsed]:
-        form = self.form(request, body)
+        verified = self._verified
+        # the very bytes verify just parsed (identity, not equality: never another request's)
+        form = verified[1] if verified is not None and verified[0] is body \
+            else self.form(request, body)
         if request.match_info.get("path", "") == STATUS_PATH:
             return self._parse_status(form)
         return self._parse_message(form)
