@@ -154,6 +154,35 @@ def check_window(caps: Capabilities, reply: OutboundReply, now: float, channel: 
     raise WindowClosed(f"{problem}; " + ", or ".join(remedies))
 
 
+def templates_for(caps: Capabilities, language: str | None) -> tuple[TemplateSpec, ...]:
+    """The approved templates for a conversation in ``language`` (``es`` matches ``es`` and
+    ``es_MX``, ``pt`` matches ``pt_BR``), with those without a language; all of them when
+    none fits, so the agent always sees what can be sent."""
+    if not language:
+        return caps.approved_templates
+    base = _base_language(language)
+    found = tuple(t for t in caps.approved_templates
+                  if t.language is None or _base_language(t.language) == base)
+    return found or caps.approved_templates
+
+
+def template_language(caps: Capabilities, name: str, language: str | None) -> str | None:
+    """The language to send template ``name`` in for a conversation in ``language``: the
+    approved one matching it (``pt`` -> ``pt_BR``), else the only one there is, else None
+    (the reply then has to say which)."""
+    named = [t for t in caps.approved_templates if t.name == name]
+    if language:
+        base = _base_language(language)
+        for spec in named:
+            if spec.language is not None and _base_language(spec.language) == base:
+                return spec.language
+    return named[0].language if len(named) == 1 else None
+
+
+def _base_language(code: str) -> str:
+    return code.replace("-", "_").split("_")[0].lower()
+
+
 def check_template(caps: Capabilities, ref: TemplateRef, channel: str) -> TemplateSpec | None:
     """The declared template ``ref`` names (None when the channel declares none), or raise
     ``TemplateRejected`` saying what is wrong."""

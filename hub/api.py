@@ -17,7 +17,13 @@ from aiohttp import web
 
 from channels.errors import ReplyRejected
 from channels.models import OutboundReply, TemplateRef
-from channels.windows import WindowClosed, check_template, render_template
+from channels.windows import (
+    WindowClosed,
+    check_template,
+    render_template,
+    template_language,
+    templates_for,
+)
 from hub import keys as K
 from hub import query as q
 from hub.auth import PRINCIPAL, Principal, require_role
@@ -270,7 +276,9 @@ async def get_conversation(request: web.Request) -> web.Response:
     adapter = request.app[K.CHANNELS].get(conversation.channel_instance)
     window = (None if adapter is None
               else adapter.reply_window(conversation.last_inbound_at, time.time()))
-    return json_response(ConversationDetail(conversation, messages, cursor, window))
+    templates = (list(templates_for(adapter.capabilities, conversation.language))
+                 if adapter is not None else [])
+    return json_response(ConversationDetail(conversation, messages, cursor, window, templates))
 
 
 @routes.get("/api/v1/conversations/{id}/messages")
@@ -330,7 +338,11 @@ async def post_reply(request: web.Request) -> web.Response:
     files = (await uploaded_attachments(request, conversation.id, req.attachments,
                                         principal.name) if req.attachments else ())
     template = None if req.template is None else TemplateRef(
-        req.template.name, req.template.language, tuple(req.template.parameters))
+        req.template.name,
+        # left out: the one approved in the conversation's language (es -> es_MX)
+        req.template.language or template_language(
+            adapter.capabilities, req.template.name, conversation.language),
+        tuple(req.template.parameters))
     text = req.text
     if template is not None and not text.strip():
         try:

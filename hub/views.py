@@ -12,7 +12,7 @@ from typing import Any, Literal
 import msgspec
 
 from channels.models import DraftCheck
-from channels.windows import WindowState
+from channels.windows import TemplateSpec, WindowState
 from routing.config import AgentConfig
 from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
 
@@ -29,6 +29,9 @@ class ConversationDetail(msgspec.Struct, frozen=True):
     messages: list[MessageView]
     next_cursor: str | None = None
     reply_window: WindowState | None = None
+    # The approved templates for the conversation's language (what the agent can send when
+    # the window has closed; name, language, parameter labels, body).
+    templates: list[TemplateSpec] = []
 
 
 class ConversationList(msgspec.Struct, frozen=True):

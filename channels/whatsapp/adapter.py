@@ -58,7 +58,7 @@ from channels.services.fetches import MAX_RESOURCE_LENGTH
 from channels.services.limits import RateLimit
 from channels.whatsapp import payloads as p
 from channels.whatsapp.errors import graph_failure
-from channels.windows import TemplateSpec, WindowClosed
+from channels.windows import TemplateSpec, WindowClosed, templates_for
 
 log = logging.getLogger(__name__)
 
@@ -213,13 +213,8 @@ class WhatsAppChannel(MetaWebhookAdapter):
 
     def templates_for(self, language: str | None) -> tuple[TemplateSpec, ...]:
         """The configured templates for a conversation's language (``es`` matches ``es`` and
-        ``es_MX``); all of them when none is in that language."""
-        if not language:
-            return self.settings.templates
-        base = language.replace("-", "_").split("_")[0].lower()
-        found = tuple(t for t in self.settings.templates
-                      if (t.language or "").split("_")[0].lower() == base)
-        return found or self.settings.templates
+        ``es_MX``); all of them when none is in that language (``channels.windows``)."""
+        return templates_for(self.capabilities, language)
 
     # -- inbound ---------------------------------------------------------------------------
 

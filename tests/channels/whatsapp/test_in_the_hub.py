@@ -50,6 +50,12 @@ name = "order_update"
 language = "es"
 parameters = ["nombre", "pedido"]
 body = "Hola {{{{1}}}}, su pedido {{{{2}}}} salió hoy."
+
+[[channels.settings.templates]]
+name = "order_update"
+language = "pt_BR"
+parameters = ["nome", "pedido"]
+body = "Olá {{{{1}}}}, seu pedido {{{{2}}}} saiu hoje."
 """
 
 
@@ -151,13 +157,24 @@ async def test_the_inbox_shows_the_closed_window_and_a_template_goes(
         assert "closed at" in error and "order_update (es, 2 parameters)" in error
         assert graph.sent() == []
 
+        # the inbox lists the templates in the buyer's language (routing found Portuguese)
+        async def classified() -> dict[str, Any] | None:
+            found = await detail(client, conversation["id"])
+            return found if found["conversation"].get("language") == "pt" else None
+
+        shown = await eventually(classified)
+        assert [(t["name"], t["language"], t["parameters"]) for t in shown["templates"]] == [
+            ("order_update", "pt_BR", ["nome", "pedido"])]
+        # ...and a template named without a language goes in that one
         sent = await client.post(
             f"/api/v1/conversations/{conversation['id']}/replies",
-            json={"text": "", "template": {"name": "order_update", "language": "es",
+            json={"text": "", "template": {"name": "order_update",
                                            "parameters": ["João", "BR-7"]}},
             headers=auth(ADMIN_TOKEN))
         assert sent.status == 202, await sent.text()
+        assert (await sent.json())["message"]["text"] == "Olá João, seu pedido BR-7 saiu hoje."
         await eventually(lambda: _async(graph.sent()))
+        assert graph.bodies[0]["template"]["language"] == {"code": "pt_BR"}
         assert graph.bodies[0]["template"]["name"] == "order_update"
         assert graph.bodies[0]["template"]["components"][0]["parameters"][1] == {
             "type": "text", "text": "BR-7"}
