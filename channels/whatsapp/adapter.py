@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import logging
 import urllib.parse
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ import phonenumbers
 from aiohttp import web
 
 from channels.attachments import AttachmentRefused
-from channels.base import Capabilities, Parsed
+from channels.base import Capabilities, IngestCallback, Parsed, StoredRequest
 from channels.errors import MalformedPayload, PermanentError, ReplyRejected, RetryableError
 from channels.http import read_capped
 from channels.meta import MetaWebhookAdapter
@@ -163,6 +164,10 @@ class WhatsAppChannel(MetaWebhookAdapter):
     referable_settings: ClassVar[tuple[str, ...]] = ("phone_number_id",)
     settings_type: ClassVar[type[WhatsAppSettings]] = WhatsAppSettings
     settings: WhatsAppSettings
+    # The running instances of this process by phone number id: one Meta app posts every
+    # number's changes to the one callback URL it has, so the instance that URL names hands
+    # another number's changes to the instance configured for it (``_peer``).
+    _by_number: ClassVar[dict[str, WhatsAppChannel]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -187,6 +192,24 @@ class WhatsAppChannel(MetaWebhookAdapter):
         )
         self._base = self.settings.api_base_url.rstrip("/")
 
+    async def start(self, ingest: IngestCallback) -> None:
+        await super().start(ingest)
+        WhatsAppChannel._by_number[self.settings.phone_number_id] = self
+
+    async def stop(self) -> None:
+        if WhatsAppChannel._by_number.get(self.settings.phone_number_id) is self:
+            del WhatsAppChannel._by_number[self.settings.phone_number_id]
+        await super().stop()
+
+    def _peer(self, number: str) -> WhatsAppChannel | None:
+        """The running instance for another number of the same Meta app (same app secret:
+        the webhook was verified with it), else None."""
+        peer = WhatsAppChannel._by_number.get(number)
+        if peer is None or peer is self or not hmac.compare_digest(
+                peer.settings.app_secret.reveal_bytes(), self.settings.app_secret.reveal_bytes()):
+            return None
+        return peer
+
     # -- helpers ---------------------------------------------------------------------------
 
     @property
@@ -199,14 +222,10 @@ class WhatsAppChannel(MetaWebhookAdapter):
     def template_hint(self, language: str | None = None) -> str:
         """The approved templates an agent can send instead of free text (those in
         ``language`` first, or only those, when any exist in it)."""
-        specs = list(self.settings.templates)
+        specs = list(templates_for(self.capabilities, language))
         if not specs:
             return (" (none is configured for this channel: add one under "
                     "[[channels.settings.templates]])")
-        if language:
-            base = language.replace("-", "_").split("_")[0].lower()
-            matching = [t for t in specs if (t.language or "").split("_")[0].lower() == base]
-            specs = matching or specs
         names = ", ".join(f"{t.name} ({t.language}, {len(t.parameters)} parameter"
                           f"{'' if len(t.parameters) == 1 else 's'})" for t in specs[:10])
         return f": the reply's template (name, language, parameters), one of {names}"
@@ -218,7 +237,7 @@ class WhatsAppChannel(MetaWebhookAdapter):
 
     # -- inbound ---------------------------------------------------------------------------
 
-    def parse(self, request: web.Request, body: bytes) -> Sequence[Parsed]:
+    async def parse(self, request: web.Request, body: bytes) -> Sequence[Parsed]:
         try:
             envelope = p.envelope_decoder.decode(body)
         except msgspec.ValidationError as exc:
@@ -237,18 +256,33 @@ class WhatsAppChannel(MetaWebhookAdapter):
                     value = p.value_decoder.decode(change.value)
                 except msgspec.ValidationError as exc:
                     raise MalformedPayload(f"messages change: {exc}") from None
-                items.extend(self._value(value))
+                number = value.metadata.phone_number_id if value.metadata is not None else None
+                if number is None or number == self.settings.phone_number_id:
+                    items.extend(self._value(value))
+                elif (peer := self._peer(number)) is not None:
+                    items.extend(peer._value(value))
+                else:
+                    await self._keep_unclaimed(request, envelope.object, entry.id, change,
+                                               number)
         return items
 
+    async def _keep_unclaimed(self, request: web.Request, kind: str, entry_id: str | None,
+                              change: p.Change, number: str) -> None:
+        """A change for a number no configured instance serves: kept in the quarantine (as
+        an envelope of its own, so ``inboxhub quarantine retry`` parses it once the number
+        is configured), never dropped: Meta does not send it again after our 200."""
+        reason = (f"a change for WhatsApp phone number id {number[:32]}, which no configured "
+                  "whatsapp instance of this Meta app serves; add one with that "
+                  "phone_number_id, then retry this entry")
+        if isinstance(request, StoredRequest):  # an operator's retry: still unclaimed
+            raise MalformedPayload(reason)
+        alone = msgspec.json.encode({"object": kind, "entry": [
+            {"id": entry_id, "changes": [{"field": change.field, "value": change.value}]}]})
+        await self.context.quarantine(self.instance, alone, reason)
+        log.warning("channel %s: kept a change for an unconfigured phone number id in the "
+                    "quarantine", self.instance)
+
     def _value(self, value: p.Value) -> list[Parsed]:
-        number = value.metadata.phone_number_id if value.metadata is not None else None
-        if number is not None and number != self.settings.phone_number_id:
-            # One Meta app posts every number's traffic to its one callback URL; this
-            # instance answers for its own number only.
-            log.warning("channel %s: ignored a change for another phone number id (%d "
-                        "messages, %d statuses)", self.instance, len(value.messages),
-                        len(value.statuses))
-            return []
         names = {c.wa_id: c.profile.name for c in value.contacts
                  if c.wa_id and c.profile is not None and c.profile.name}
         items: list[Parsed] = []
@@ -344,7 +378,8 @@ class WhatsAppChannel(MetaWebhookAdapter):
     def _media_notice(self, m: p.Message, media: p.Media) -> FetchNotice:
         if not set(media.id) <= _MEDIA_ID_CHARS or len(media.id) > 128:
             raise MalformedPayload("a media id has characters Meta does not use")
-        query = {"wamid": m.id, "from": m.sender, "type": m.type}
+        query = {"wamid": m.id, "from": m.sender, "type": m.type,
+                 "number": self.settings.phone_number_id}
         if m.timestamp:
             query["ts"] = m.timestamp
         if media.mime_type:
@@ -372,6 +407,14 @@ class WhatsAppChannel(MetaWebhookAdapter):
         if (kind != "media" or not media_id or not set(media_id) <= _MEDIA_ID_CHARS
                 or not query.get("wamid") or not query.get("from", "").isdigit()):
             raise PermanentError(f"not a WhatsApp media resource: {resource[:100]!r}")
+        number = query.get("number", self.settings.phone_number_id)
+        if number != self.settings.phone_number_id:
+            # another number of this app whose webhook came to this instance's URL
+            peer = self._peer(number)
+            if peer is None:
+                raise PermanentError(f"media of phone number id {number[:32]}, which no "
+                                     "running whatsapp instance of this app serves")
+            return await peer.fetch(resource)
         attachment = await self._download(media_id, query)
         wa_id = query["from"]
         return [InboundMessage(

@@ -201,3 +201,43 @@ async def test_media_is_fetched_by_the_hubs_worker(make_config: Any, graph: Fake
 
 async def _async(value: Any) -> Any:
     return value
+
+
+BR_NUMBER = "106540352249999"
+
+
+async def test_one_meta_app_two_numbers_one_callback_url(
+        make_config: Any, graph: FakeGraph) -> None:
+    """Meta posts every number of an app to the app's one callback URL: a Brazilian number's
+    message that arrives at the Mexican instance's URL is stored in the Brazilian instance's
+    conversation (its media fetched by it too), and a number no instance serves is kept in the
+    quarantine, never dropped after the 200."""
+    brazil = channel_toml(graph.base_url).split("[[channels.settings.templates]]")[0] \
+        .replace('name = "wa-mx"', 'name = "wa-br"') \
+        .replace(f'phone_number_id = "{PHONE_NUMBER_ID}"', f'phone_number_id = "{BR_NUMBER}"')
+    loaded: LoadedConfig = make_config(extra=channel_toml(graph.base_url) + brazil)
+    graph.publish_media("2718281", JPEG, "image/jpeg")
+    async with running_hub(loaded) as client:
+        for_brazil = f.text(f.BUYER_BR, "wamid.br-1", "Oi, tem em azul?")
+        for_brazil["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = BR_NUMBER
+        assert await post(client, for_brazil) == 200
+        conversation = await conversation_of(client, f.BUYER_BR)
+        assert conversation["channel_instance"] == "wa-br"
+
+        picture = f.image(f.BUYER_BR, "wamid.br-2", "2718281", caption="assim")
+        picture["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = BR_NUMBER
+        assert await post(client, picture) == 200
+
+        async def with_file() -> list[dict[str, Any]]:
+            found = (await detail(client, conversation["id"]))["messages"]
+            return [m for m in found if m.get("attachments")]
+
+        [stored] = await eventually(with_file)
+        assert stored["channel_instance"] == "wa-br"
+
+        nobody = f.text(f.BUYER_ES, "wamid.es-1", "Hola")
+        nobody["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999000111"
+        assert await post(client, nobody) == 200
+        resp = await client.get("/api/v1/quarantine", headers=auth(ADMIN_TOKEN))
+        [kept] = (await resp.json())["entries"]
+        assert "999000111" in kept["error"]

@@ -191,12 +191,15 @@ class TestInbound(WhatsAppKit):
         assert len(ingest_gate.results) == 1
         assert await kit_quarantine.entries() == []
 
-    async def test_a_change_for_another_number_is_not_this_instances(
-            self, harness: WhatsAppHarness, ingest_gate: IngestGate) -> None:
+    async def test_a_change_for_an_unconfigured_number_is_kept_not_dropped(
+            self, harness: WhatsAppHarness, ingest_gate: IngestGate,
+            kit_quarantine: KitQuarantine) -> None:
         body = f.messages(f.message(f.BUYER_MX, "wamid.other-1", "text", {"body": "hola"}),
                           phone_number_id="999000111")
-        assert (await harness.post(body)).status == 200
+        assert (await harness.post(body)).status == 200  # Meta must not retry it for days
         assert ingest_gate.results == []
+        [kept] = await kit_quarantine.entries()
+        assert "999000111" in kept.error and b"wamid.other-1" in kept.raw
 
     async def test_statuses_out_of_order_in_one_body_end_in_read(
             self, harness: WhatsAppHarness, ingest_gate: IngestGate,
