@@ -235,6 +235,9 @@ class ChannelAdapter(abc.ABC):
     # as literally (``channels.secrets.resolve_references``): ids operators script per
     # environment, such as WhatsApp's ``phone_number_id``.
     referable_settings: ClassVar[tuple[str, ...]] = ()
+    # Settings no two instances of this type may share (a WhatsApp number, a bot's token):
+    # two instances on one provider account would each take the other's traffic.
+    unique_settings: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def oauth_for(cls, settings: Any) -> bool:

@@ -296,6 +296,7 @@ def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Loa
                 config, storage=convert(data.get("storage", {}), StorageSettings, "storage"))
         channel_settings: dict[str, Any] = {}
         seen: set[str] = set()
+        unique: dict[tuple[str, str, Any], str] = {}  # (type, setting, value) -> instance
         for i, channel in enumerate(config.channels):
             where = f"channels[{i}]"
             if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", channel.name):
@@ -316,6 +317,13 @@ def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Loa
                 raise ConfigError(f"{where}.settings.{exc}") from None
             settings = convert(raw, adapter_cls.settings_type, f"{where}.settings", hook)
             _check_channel_settings(settings, f"{where}.settings")
+            for name in adapter_cls.unique_settings:
+                key = (channel.type, name, getattr(settings, name, None))
+                if key[2] is not None and key in unique:
+                    raise ConfigError(
+                        f"{where}.settings.{name}: channel {unique[key]} already has this "
+                        f"{name}; one instance per {name}")
+                unique[key] = channel.name
             channel_settings[channel.name] = settings
         _check_ranges(config)
         _check_public_url(config.hub.public_url)

@@ -68,3 +68,15 @@ def test_a_missing_reference_names_the_setting(tmp_path: Path) -> None:
                           number="+34911000000"))
     with pytest.raises(ConfigError, match="account_sid"):  # the value is still validated
         load_config(write(tmp_path, phone="1", sid="not-a-sid", number="+34911000000"))
+
+
+def test_two_instances_on_one_number_are_refused(tmp_path: Path) -> None:
+    sid = "AC" + "0" * 32
+    text = CHANNELS.format(data=tmp_path / "data", phone="106540352242922", sid=sid,
+                           number="+34911000000")
+    second = text.split("[[channels]]")[1].replace('name = "wa"', 'name = "wa2"')
+    path = tmp_path / "twice.toml"
+    path.write_text(text + "\n[[channels]]" + second)
+    with pytest.raises(ConfigError, match=r"channels\[2\]\.settings\.phone_number_id: channel "
+                                          r"wa already has this phone_number_id"):
+        load_config(path)

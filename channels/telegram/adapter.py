@@ -104,6 +104,7 @@ class TelegramChannel(ChannelAdapter):
     bot while this process ran (newest last)."""
 
     type_name: ClassVar[str] = "telegram"
+    unique_settings: ClassVar[tuple[str, ...]] = ("bot_token",)
     settings_type: ClassVar[type[TelegramSettings]] = TelegramSettings
     settings: TelegramSettings
     webhook_methods: ClassVar[frozenset[str]] = frozenset({"POST"})

@@ -263,6 +263,7 @@ def _required(form: MultiDict[str], *names: str, max_chars: int = 256) -> str:
 
 class TwilioSmsChannel(WebhookAdapter):
     type_name: ClassVar[str] = "twilio"
+    unique_settings: ClassVar[tuple[str, ...]] = ("from_number",)
     referable_settings: ClassVar[tuple[str, ...]] = ("account_sid", "from_number",
                                                      "messaging_service_sid")
     settings_type: ClassVar[type[TwilioSettings]] = TwilioSettings

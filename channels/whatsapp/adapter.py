@@ -162,6 +162,7 @@ def wamid_of(provider_message_id: str) -> str:
 class WhatsAppChannel(MetaWebhookAdapter):
     type_name: ClassVar[str] = "whatsapp"
     referable_settings: ClassVar[tuple[str, ...]] = ("phone_number_id",)
+    unique_settings: ClassVar[tuple[str, ...]] = ("phone_number_id",)
     settings_type: ClassVar[type[WhatsAppSettings]] = WhatsAppSettings
     settings: WhatsAppSettings
     # The running instances of this process by phone number id: one Meta app posts every
