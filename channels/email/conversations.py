@@ -81,6 +81,12 @@ _subject_memo = msgspec.msgpack.Decoder(SubjectMemo)
 _encode = msgspec.msgpack.encode
 
 
+def mail_time(parsed: ParsedEmail, now: float) -> float:
+    """When a mail was written, for the subject window: its Date, never later than now (a
+    backlog read after downtime keeps its own spacing; a Date in the future counts as now)."""
+    return min(parsed.date, now) if parsed.date else now
+
+
 def thread_root_id(parsed: ParsedEmail) -> str:
     """A thread of its own: the sender plus the mail's first References id, else In-Reply-To,
     else its own Message-ID (or content digest), so a redelivery lands in the same one."""
@@ -125,7 +131,7 @@ class EmailThreads:
         self.subject_window_seconds = subject_window_seconds
 
     async def thread_for(self, parsed: ParsedEmail, *, now: float | None = None) -> str:
-        now = time.time() if now is None else now
+        now = mail_time(parsed, time.time() if now is None else now)
         candidates = thread_candidates(parsed)
         memory = self.memory
         if memory is None:
@@ -144,7 +150,7 @@ class EmailThreads:
                     and await memory.thread_status(self.instance, thread_id) == "resolved"):
                 return fresh_thread_id(parsed)
             return thread_id
-        if subject.key:
+        if subject.key and sender:
             found = await memory.recall(self.instance, subject_key(sender, subject.key))
             if found is not None:
                 memo_s = _subject_memo.decode(found)
@@ -160,7 +166,11 @@ class EmailThreads:
                 if not THREAD_ID.fullmatch(token):
                     continue
                 memo = await self.thread(token)
-                if memo is not None and memo.buyer != sender:
+                # the thread's buyer: from its memo, else (a thread older than the memos,
+                # or one whose memo expired) the conversation's contact
+                buyer = (memo.buyer if memo is not None
+                         else await memory.thread_contact(self.instance, token))
+                if buyer is not None and buyer != sender:
                     log.info("channel %s: a mail names our message but comes from another "
                              "sender than the thread's buyer; not joined", self.instance)
                     continue
@@ -193,7 +203,7 @@ class EmailThreads:
         memory = self.memory
         if memory is None:
             return
-        now = time.time() if now is None else now
+        now = mail_time(parsed, time.time() if now is None else now)
         subject = normalize_subject(parsed.subject)
         references = parsed.references
         if len(references) > MAX_MEMO_REFERENCES:
@@ -212,7 +222,7 @@ class EmailThreads:
             _encode(ThreadMemo(buyer=buyer, subject_key=subject.key,
                                subject=parsed.subject[:998], at=now)),
             ttl_seconds=MESSAGE_MEMO_TTL_SECONDS, thread_id=thread_id)
-        if subject.key:
+        if subject.key and parsed.from_address:  # no sender: nothing to scope a subject to
             await memory.remember(
                 self.instance, subject_key(parsed.from_address, subject.key),
                 _encode(SubjectMemo(thread_id=thread_id, at=now)),

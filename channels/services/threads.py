@@ -49,6 +49,10 @@ class ThreadMemory(Protocol):
         ``assigned``, ``resolved``), or None when no conversation has that thread."""
         ...
 
+    async def thread_contact(self, instance: str, thread_id: str) -> str | None:
+        """The handle of the buyer whose conversation that thread is, or None."""
+        ...
+
 
 class MemoryThreads:
     """In-process ``ThreadMemory`` for tests and the conformance kit; ``statuses`` is what the
@@ -57,6 +61,7 @@ class MemoryThreads:
     def __init__(self) -> None:
         self.memos: dict[tuple[str, str], tuple[bytes, float]] = {}
         self.statuses: dict[tuple[str, str], str] = {}
+        self.contacts: dict[tuple[str, str], str] = {}
         self.owners: dict[tuple[str, str], set[str]] = {}
 
     async def recall(self, instance: str, key: str) -> bytes | None:
@@ -77,3 +82,6 @@ class MemoryThreads:
 
     async def thread_status(self, instance: str, thread_id: str) -> str | None:
         return self.statuses.get((instance, thread_id))
+
+    async def thread_contact(self, instance: str, thread_id: str) -> str | None:
+        return self.contacts.get((instance, thread_id))

@@ -13,7 +13,7 @@ import pytest
 from channels.base import AdapterContext
 from channels.email.adapter import EmailChannel
 from channels.email.conversations import EmailThreads, thread_root_id
-from channels.email.mime import parse_email
+from channels.email.mime import ParsedEmail, parse_email
 from channels.models import OutboundReply
 from channels.services.threads import MemoryThreads
 from channels.testing import InboundCase
@@ -164,15 +164,21 @@ async def test_subject_fallback_expires() -> None:
     """The time limit, on the decision itself (memory with a clock the test sets)."""
     memory = MemoryThreads()
     threads = EmailThreads("shop", memory, subject_window_seconds=3600)
-    first = parse_email(mail(ANA, "Pedido 8", "hola", "<p8@buyer.test>"), **LIMITS)
-    later = parse_email(mail(ANA, "Re: Pedido 8", "¿y?", "<p8b@buyer.test>"), **LIMITS)
-    t0 = 1_800_000_000.0
-    thread = await threads.thread_for(first, now=t0)
-    await threads.remember(first, thread, uidvalidity=1, uid=1, now=t0)
-    within = await threads.thread_for(later, now=t0 + 3000)
-    after = await threads.thread_for(later, now=t0 + 3700)
+    def dated(subject: str, message_id: str, date: str) -> ParsedEmail:
+        raw = mail(ANA, subject, "hola", message_id).replace(
+            b"Tue, 01 Dec 2026 10:00:00 +0000", date.encode())
+        return parse_email(raw, **LIMITS)
+
+    first = dated("Pedido 8", "<p8@buyer.test>", "Tue, 01 Dec 2026 10:00:00 +0000")
+    later = dated("Re: Pedido 8", "<p8b@buyer.test>", "Tue, 01 Dec 2026 10:50:00 +0000")
+    late = dated("Re: Pedido 8", "<p8c@buyer.test>", "Tue, 01 Dec 2026 11:02:00 +0000")
+    now = 1_800_000_000.0  # read long after (a backlog): the mails' own dates decide
+    thread = await threads.thread_for(first, now=now)
+    await threads.remember(first, thread, uidvalidity=1, uid=1, now=now)
+    within = await threads.thread_for(later, now=now)
+    after = await threads.thread_for(late, now=now)
     assert within == thread
-    assert after == thread_root_id(later) != thread
+    assert after == thread_root_id(late) != thread
 
 
 async def test_new_subject_after_resolve_opens_a_new_conversation(
