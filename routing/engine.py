@@ -214,7 +214,8 @@ class RoutingEngine:
             self._classify, conversation, message,
             conversation.language if corrected else None)
         facts = Facts(channel=conversation.channel, channel_instance=conversation.channel_instance,
-                      channel_label=label,
+                      channel_label=self.cfg.channel_labels.get(conversation.channel_instance),
+                      hint_label=label,
                       language=language.language, market=market.market, skill=skill.skill)
         match = choose_queue(self.cfg, facts)
         queue = self.cfg.queue(match.queue)
@@ -316,11 +317,10 @@ class RoutingEngine:
         )
 
     def label_of(self, conversation: Conversation, message: InboundMessage) -> str | None:
-        """The message's label from its channel (Amazon's relay in a shared mailbox), else
-        the one the conversation got from its first message, else the instance's
-        (``channel_labels``)."""
-        return (message.hints.label or conversation.label
-                or self.cfg.channel_labels.get(conversation.channel_instance))
+        """The label the channel gave (Amazon's relay in a shared mailbox): the message's,
+        else the one the conversation got from its first message. The instance's configured
+        label (``channel_labels``) is separate and applies too (``sla_policy``, rules)."""
+        return message.hints.label or conversation.label
 
     def _clock_args(self, clocks: Sequence[str], kind: str,
                     conversation: Conversation, label: str | None) -> list[str]:
@@ -347,7 +347,9 @@ class RoutingEngine:
 
     def sla_policy(self, instance: str, channel_type: str, kind: str,
                    label: str | None = None) -> SlaPolicy | None:
-        for key in (instance, label or self.cfg.channel_labels.get(instance), channel_type,
+        """The instance's policy, the channel-given label's (``label``), the instance's
+        configured label's, the type's, the capacity kind's: the most specific wins."""
+        for key in (instance, label, self.cfg.channel_labels.get(instance), channel_type,
                     kind):
             if key is not None and key in self.cfg.sla:
                 return self.cfg.sla[key]

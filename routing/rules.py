@@ -18,6 +18,9 @@ class Facts(msgspec.Struct, frozen=True):
     channel: str
     channel_instance: str
     channel_label: str | None = None
+    # The label the channel gave the conversation itself (Amazon's relay in a mailbox):
+    # rules match it beside the instance's configured ``channel_label``.
+    hint_label: str | None = None
     language: str | None = None
     market: str | None = None
     skill: str | None = None
@@ -35,8 +38,8 @@ def _holds(rule: RuleConfig, facts: Facts) -> bool:
         return False
     if w.market and (facts.market or "").upper() not in {m.upper() for m in w.market}:
         return False
-    if w.channel and not ({facts.channel, facts.channel_instance, facts.channel_label}
-                          & set(w.channel)):
+    if w.channel and not ({facts.channel, facts.channel_instance, facts.channel_label,
+                           facts.hint_label} & set(w.channel)):
         return False
     return not (w.skill and facts.skill not in w.skill)
 

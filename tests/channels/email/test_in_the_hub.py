@@ -18,6 +18,25 @@ from tests.conftest import ADMIN_TOKEN
 from tests.helpers import auth, eventually, running_hub
 
 ROUTING = """
+[routing]
+channel_labels = { mail = "shared_box" }
+
+[[routing.queues]]
+name = "marketplaces"
+[[routing.queues]]
+name = "mailbox"
+
+[[routing.rules]]
+name = "amazon"
+queue = "marketplaces"
+when = { channel = ["amazon"] }
+[[routing.rules]]
+name = "the shared mailbox"
+queue = "mailbox"
+when = { channel = ["shared_box"] }
+
+[routing.sla.shared_box]
+first_response_minutes = 240
 [routing.sla.email]
 first_response_minutes = 60
 [routing.sla.amazon]
@@ -94,6 +113,10 @@ async def test_sender_labels_route_slas_and_disable_replies(
         assert convs[amazon]["label"] == "amazon" and convs[amazon]["market"] == "MX"
         assert convs[b2b]["label"] == "alibaba" and convs[b2b]["market"] == "CN"
         assert convs[shopper].get("label") is None
+        # the instance's own label still applies: its rule takes ordinary mail, Amazon's
+        # label (more specific) takes Amazon's
+        assert convs[amazon]["queue"] == "marketplaces"
+        assert convs[shopper]["queue"] == "mailbox" and convs[b2b]["queue"] == "mailbox"
         deadlines = {s: float((await state.conversation_state(c["id"]))["sla:first"])
                      for s, c in convs.items()}
         # Amazon's duty is 24 h of wall-clock time from arrival, whatever the mailbox's own
