@@ -31,6 +31,9 @@ PARKED_TTL_SECONDS = 900
 MAX_PARKED = 16  # per id: a provider reports a handful of states per message
 
 MAX_WATERMARKED = 200
+WATERMARK_MARGIN_SECONDS = 2.0
+"""A send counts under a watermark only if we recorded it this much earlier: our clock and
+the provider's differ, and we record a send after the provider answered."""
 """Sends one watermark applies at most (the newest): a buyer's unread backlog is short."""
 
 Verdict = Literal["applied", "unchanged", "stale", "pending", "parked", "unknown"]
@@ -63,14 +66,20 @@ class RedisDeliveries:
             await pipe.execute()
 
     async def apply_watermark(self, watermark: DeliveryWatermark) -> int:
+        """Sends recorded at least ``WATERMARK_MARGIN_SECONDS`` before the watermark (our
+        clock against the provider's: a late "read" beats a false one); once read, a send
+        is dropped from the set, so a chat's watermarks stay cheap."""
         key = sent_to_key(watermark.channel_instance, watermark.recipient_handle)
-        ids = await self.redis.zrevrangebyscore(key, repr(float(watermark.at)), "-inf",
-                                                start=0, num=MAX_WATERMARKED)
+        bound = repr(float(watermark.at) - WATERMARK_MARGIN_SECONDS)
+        ids = await self.redis.zrevrangebyscore(key, bound, "-inf", start=0,
+                                                num=MAX_WATERMARKED)
         changed = 0
         for raw in ids:
             changed += await self.apply(DeliveryUpdate(
                 channel_instance=watermark.channel_instance, provider_message_id=_s(raw),
                 state=watermark.state, at=watermark.at))
+        if watermark.state == "read" and ids:
+            await self.redis.zrem(key, *ids)
         return changed
 
     async def record(self, update: DeliveryUpdate) -> Verdict:
