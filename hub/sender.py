@@ -114,6 +114,8 @@ class Sender:
         else:
             await self.store.mark_sent(message_id, provider_id,
                                        channel_instance=reply.channel_instance)
+            if conversation is not None and conversation.unreachable:
+                await self.store.clear_unreachable(reply.conversation_id)
             if adapter.capabilities.watermark_receipts:
                 await self._remember_for_watermarks(adapter.context.deliveries, reply,
                                                     provider_id)
@@ -156,9 +158,10 @@ class Sender:
     async def _give_up(self, reply: OutboundReply, attempts: int, exc: ChannelError) -> None:
         self._failed(reply, exc)
         if isinstance(exc, RecipientUnreachable):
-            # Until the buyer writes again (ingest clears it), replies are refused up front.
-            await self.store.update_conversation(reply.conversation_id,
-                                                 {"unreachable": str(exc)[:500]})
+            # Until the buyer writes again (ingest clears it), replies are refused up front;
+            # not if they wrote since this send looked (a race with that ingest).
+            await self.store.mark_unreachable(reply.conversation_id, str(exc)[:500],
+                                              last_inbound_at=reply.last_inbound_at)
         self.metrics.dead_lettered.labels(reply.channel_instance).inc()
         error = f"{type(exc).__name__}: {exc}"
         await self.store.dead_letter(reply, error, attempts)

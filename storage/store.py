@@ -333,6 +333,25 @@ class Store:
             raise
         return True
 
+    async def mark_unreachable(self, conversation_id: str, reason: str, *,
+                               last_inbound_at: float | None) -> bool:
+        """Mark the buyer unreachable (their channel refused our send), unless they wrote
+        after ``last_inbound_at`` (what the failed send knew): the ingest of that message
+        already cleared the mark, and writing it back would refuse replies to a buyer who is
+        reachable again. False when not written (that, or the record is gone)."""
+        k = self.keys_for(conversation_id)
+        if k is None:
+            raise UnknownConversation(conversation_id)
+        return bool(await self.redis.eval(
+            _MARK_UNREACHABLE, 1, k.conversation(conversation_id), reason,
+            repr(last_inbound_at) if last_inbound_at is not None else ""))
+
+    async def clear_unreachable(self, conversation_id: str) -> None:
+        """A send went through: whatever made the buyer unreachable is over."""
+        k = self.keys_for(conversation_id)
+        if k is not None:
+            await self.redis.hdel(k.conversation(conversation_id), "unreachable")
+
     async def reindex_conversation(self, conversation_id: str) -> bool:
         """Recompute a record's filter-index memberships from its fields (self-healing)."""
         k = self.keys_for(conversation_id)
@@ -620,6 +639,15 @@ def _provider_time(sent_at: float | None) -> str:
 
 def _file_keys(attachments: Iterable[Any]) -> str:
     return "\n".join(sha for a in attachments if (sha := sha_of(a.storage_ref)) is not None)
+
+
+_MARK_UNREACHABLE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local seen = redis.call('HGET', KEYS[1], 'last_inbound_at')
+if seen and ARGV[2] ~= '' and tonumber(seen) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'unreachable', ARGV[1])
+return 1
+"""
 
 
 def _conversation(raw: dict[bytes, bytes], contact: list[Any]) -> Conversation:
