@@ -370,7 +370,8 @@ class ImapClient:
         imap = self._client()
         if self._oauth_token is not None:
             if not imap.has_capability("AUTH=XOAUTH2"):
-                raise AuthError(f"IMAP server {self.host} does not offer AUTH=XOAUTH2")
+                # the server, not the token: refreshing cannot help (a config to fix)
+                raise PermanentError(f"IMAP server {self.host} does not offer AUTH=XOAUTH2")
             if not imap.has_capability("SASL-IR"):
                 # aioimaplib sends the token inline (RFC 4959); Gmail and Outlook offer SASL-IR
                 raise PermanentError(f"IMAP server {self.host} offers XOAUTH2 without SASL-IR")

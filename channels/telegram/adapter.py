@@ -145,7 +145,9 @@ class TelegramChannel(ChannelAdapter):
             return []
         attachments = await self._attachments(drafted)
         message = msgspec.structs.replace(drafted.message, attachments=attachments)
-        if drafted.edit_of is None:
+        if drafted.edit_of is None or attachments:
+            # an edit that carries a file (a replaced photo) is stored as a message of its
+            # own: an edit keeps only words, and the new file must not be lost
             return [message]
         return [MessageEdit(channel_instance=self.instance, thread_id=message.thread_id,
                             provider_message_id=drafted.edit_of, text=drafted.edited_text,

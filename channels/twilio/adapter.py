@@ -447,8 +447,14 @@ class TwilioSmsChannel(WebhookAdapter):
         """The reply box under an SMS draft: UTF-16 length against 1600, and the segments
         Twilio will bill (``segments``), with what forced UCS-2."""
         problem = self.draft_problem(draft, now=now)
+        length = utf16_length(draft.text)
+        if length > MAX_BODY_CHARS:
+            # over the limit it cannot go anyway; segmenting 100k characters would hold the
+            # event loop for a quarter of a second
+            return DraftCheck(length=length, max_length=MAX_BODY_CHARS, fits=False,
+                              problem=problem)
         info = segments(draft.text)
-        return DraftCheck(length=utf16_length(draft.text), max_length=MAX_BODY_CHARS,
+        return DraftCheck(length=length, max_length=MAX_BODY_CHARS,
                           fits=problem is None, problem=problem, segments=info.segments,
                           encoding=info.encoding, remaining=info.remaining,
                           unicode_characters=info.unicode_characters)

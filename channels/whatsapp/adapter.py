@@ -262,9 +262,13 @@ class WhatsAppChannel(MetaWebhookAdapter):
                     items.extend(self._value(value))
                 elif (peer := self._peer(number)) is not None:
                     items.extend(peer._value(value))
-                else:
+                elif value.messages:
                     await self._keep_unclaimed(request, envelope.object, entry.id, change,
                                                number)
+                else:
+                    # receipts of a number another system sends from: nothing of ours
+                    log.info("channel %s: %d statuses for an unconfigured phone number id "
+                             "ignored", self.instance, len(value.statuses))
         return items
 
     async def _keep_unclaimed(self, request: web.Request, kind: str, entry_id: str | None,
