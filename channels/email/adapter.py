@@ -15,6 +15,13 @@ parsed off the event loop: a ``MalformedEmail`` is quarantined with its reason, 
 is skipped (the cursor still moves past it), a bounce of one of our messages becomes a
 ``DeliveryUpdate`` ``failed`` with the diagnostic, anything else an ``InboundMessage``.
 
+Parsing is CPU work (MIME, charsets, HTML to text, quotes: about as long as the download) and
+a thread would hold the GIL the event loop needs, so a fetched batch goes to the adapter's
+parse process (``parse_processes``, default one, spawned on first use and shut down by
+``close``) in one hand-off (``mime.parse_many``) and the results come back pickled; with
+``parse_processes = 0`` the batch is parsed on a thread instead. A parse process that dies
+(out of memory on a hostile message) fails the poll as retryable and a new one is started.
+
 Threads. A thread id is ``"e" + 32 hex``. Our outbound Message-IDs carry the conversation's
 thread id as their reply token (``threading.new_message_id``), so a mail whose In-Reply-To,
 References or quoted body names one of our ids joins that thread, whatever the client did to
@@ -34,12 +41,16 @@ the id a bounce names, so the receipt finds the reply.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
+import multiprocessing
 import re
 import ssl
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Final, Literal
 
@@ -60,7 +71,7 @@ from channels.email.imap import (
     encode_cursor,
     resume_uid,
 )
-from channels.email.mime import EmailAttachment, MalformedEmail, ParsedEmail, parse_email
+from channels.email.mime import EmailAttachment, ParsedEmail, parse_many
 from channels.email.senders import AMAZON_LABEL, SenderRule, sender_facts
 from channels.email.smtp import send_message
 from channels.email.threading import new_message_id, reply_headers, reply_tokens
@@ -88,6 +99,8 @@ NOOP_INTERVAL_SECONDS: Final = 10.0
 """Without IDLE: how often a waiting poll asks the server (NOOP) whether mail came."""
 FETCH_LIMIT: Final = 100
 PARENT_CACHE_SIZE: Final = 10_000
+POOL_SHUTDOWN_SECONDS: Final = 10.0
+"""``close`` waits this long for the parse process to finish the batch in hand."""
 SMTP_RATE_LIMIT_CODES: Final = frozenset({421, 452})
 SMTP_RATE_LIMIT_RETRY_SECONDS: Final = 60.0
 _DEFAULT_IMAP_PORT: Final = {"tls": 993, "starttls": 143, "none": 143}
@@ -133,6 +146,9 @@ class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_f
     subject_thread_days: Annotated[float, msgspec.Meta(ge=0, le=365)] = 7.0
     # Sender domain -> label, market, no-reply (channels/email/senders.py).
     sender_rules: tuple[SenderRule, ...] = ()
+    # Processes that parse fetched mail (MIME, charsets, HTML) beside the event loop; 0
+    # parses on a thread of this process instead (the GIL then slows the loop meanwhile).
+    parse_processes: Annotated[int, msgspec.Meta(ge=0, le=16)] = 1
 
     def __post_init__(self) -> None:
         plain_address(self.address)  # ValueError names the problem
@@ -217,6 +233,7 @@ class EmailChannel(PollingAdapter):
         self._state: MailboxState | None = None
         self._unseen: set[int] = set()  # mark_seen: UIDs handed out, flagged once stored
         self._parents: OrderedDict[str, _Parent] = OrderedDict()
+        self._pool: ProcessPoolExecutor | None = None
         self.refresher: OAuth2Refresher | None = None
         if settings.imap_auth == "xoauth2":
             assert settings.oauth_token_url and settings.oauth_client_id  # checked
@@ -281,7 +298,7 @@ class EmailChannel(PollingAdapter):
             if not batch.messages and not batch.skipped:
                 await client.wait_for_new(self.idle_wait_seconds)
                 batch = await client.fetch_since(last, limit=FETCH_LIMIT)
-            items = await self._items(batch)
+            items = await self._items(batch, await self._parse(batch))
         except BaseException:
             # Failed or cancelled mid-command (a stop during IDLE): the session is unusable.
             self._client = self._state = None
@@ -308,21 +325,45 @@ class EmailChannel(PollingAdapter):
         for uid in done:
             await client.add_flags(uid, "\\Seen")
 
-    async def _items(self, batch: FetchResult) -> list[PollItem]:
-        items: list[PollItem] = []
+    async def _parse(self, batch: FetchResult) -> list[ParsedEmail | str]:
+        """``parse_many`` over the batch's messages, off the event loop (module docstring):
+        per message its ``ParsedEmail`` or the ``MalformedEmail`` reason."""
+        if not batch.messages:
+            return []
         policy = self.attachment_policy
+        work = functools.partial(parse_many, [fetched.raw for fetched in batch.messages],
+                                 max_attachment_bytes=policy.max_bytes,
+                                 max_attachments=max(policy.max_count, 1))
+        if self.settings.parse_processes == 0:
+            return await asyncio.to_thread(work)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.settings.parse_processes,
+                # spawn, not fork: this process has threads and open connections
+                mp_context=multiprocessing.get_context("spawn"))
+        pool = self._pool
+        try:
+            # submit starts the worker on first use (a process start): not on the loop
+            future = await asyncio.to_thread(pool.submit, work)
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool as exc:
+            if self._pool is pool:
+                self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise RetryableError("the email parse process died; the batch is fetched "
+                                 "again") from exc
+
+    async def _items(self, batch: FetchResult, results: Sequence[ParsedEmail | str],
+                     ) -> list[PollItem]:
+        items: list[PollItem] = []
         for skipped in batch.skipped:
             items.append(Unusable(
                 f"IMAP UID {skipped.uid} in {self.settings.mailbox}".encode(),
                 f"message of {skipped.size} bytes is over the download limit; left in the "
                 "mailbox, not fetched"))
-        for fetched in batch.messages:
-            try:
-                parsed = await asyncio.to_thread(
-                    parse_email, fetched.raw, max_attachment_bytes=policy.max_bytes,
-                    max_attachments=max(policy.max_count, 1))
-            except MalformedEmail as exc:
-                items.append(Unusable(fetched.raw, f"IMAP UID {fetched.uid}: {exc}"))
+        for fetched, parsed in zip(batch.messages, results, strict=True):
+            if isinstance(parsed, str):  # MalformedEmail's reason
+                items.append(Unusable(fetched.raw, f"IMAP UID {fetched.uid}: {parsed}"))
                 continue
             if self.settings.mark_seen:
                 self._unseen.add(fetched.uid)
@@ -396,8 +437,23 @@ class EmailChannel(PollingAdapter):
 
     async def close(self) -> None:
         client, self._client, self._state = self._client, None, None
-        if client is not None:
-            await client.close()
+        pool, self._pool = self._pool, None
+        try:
+            if client is not None:
+                await client.close()
+        finally:
+            if pool is not None:
+                await self._shutdown(pool)
+
+    async def _shutdown(self, pool: ProcessPoolExecutor) -> None:
+        """Stop the parse process: queued batches are dropped (never acknowledged, fetched
+        again), the one in hand finishes; bounded, so a stop never hangs on a huge message."""
+        shutdown = asyncio.ensure_future(asyncio.to_thread(
+            pool.shutdown, wait=True, cancel_futures=True))
+        done, _ = await asyncio.wait({shutdown}, timeout=POOL_SHUTDOWN_SECONDS)
+        if not done:
+            log.warning("channel %s: the parse process did not stop within %.0f s; left to "
+                        "finish on its own", self.instance, POOL_SHUTDOWN_SECONDS)
 
     # -- outbound --------------------------------------------------------------------------
 

@@ -220,6 +220,24 @@ def parse_email(raw: bytes, *, max_attachment_bytes: int, max_attachments: int) 
         defects=tuple(collector.defects))
 
 
+def parse_many(raws: Sequence[bytes], *, max_attachment_bytes: int,
+               max_attachments: int) -> list[ParsedEmail | str]:
+    """``parse_email`` over a batch, in order: each result is the ``ParsedEmail`` or, for a
+    message that raised ``MalformedEmail``, its reason (str). Any other exception propagates
+    and fails the whole batch, as it would have failed the one message.
+
+    The adapter runs it in its parse process (``channels.email.adapter``): one hand-off per
+    fetched batch instead of one per message, and the results cross back pickled."""
+    out: list[ParsedEmail | str] = []
+    for raw in raws:
+        try:
+            out.append(parse_email(raw, max_attachment_bytes=max_attachment_bytes,
+                                   max_attachments=max_attachments))
+        except MalformedEmail as exc:
+            out.append(str(exc))
+    return out
+
+
 def _bound_header_section(raw: bytes, collector: _Collector) -> bytes:
     """Cut an over-long header section, keeping the body after it."""
     if len(raw) <= MAX_HEADER_SECTION:
