@@ -21,6 +21,10 @@ parse process (``parse_processes``, default one, spawned on first use and shut d
 ``close``) in one hand-off (``mime.parse_many``) and the results come back pickled; with
 ``parse_processes = 0`` the batch is parsed on a thread instead. A parse process that dies
 (out of memory on a hostile message) fails the poll as retryable and a new one is started.
+While a backlog lasts (a batch stopped at ``FETCH_LIMIT``), the next batch is fetched and
+parsed while the polling base stores this one (``_Ahead``); threads, memos and attachments
+are still decided and written by ``poll``, one batch after the other, after the previous batch
+was stored, and the ahead batch is only used by a poll that starts where it was fetched.
 
 Threads. A thread id is ``"e" + 32 hex``. Our outbound Message-IDs carry the conversation's
 thread id as their reply token (``threading.new_message_id``), so a mail whose In-Reply-To,
@@ -198,6 +202,18 @@ class _Parent:
 
 
 @dataclass(frozen=True)
+class _Ahead:
+    """The next batch of a long backlog, fetched and parsed (``task``) while the polling base
+    stores the one ``poll`` returned; nothing in it is stored or acknowledged until a later
+    ``poll`` that starts at ``after`` (the UID it was fetched above) returns it."""
+
+    client: ImapClient
+    uidvalidity: int
+    after: int
+    task: asyncio.Task[tuple[FetchResult, list[ParsedEmail | str]]]
+
+
+@dataclass(frozen=True)
 class _OutFile:
     name: str
     content_type: str
@@ -234,6 +250,7 @@ class EmailChannel(PollingAdapter):
         self._unseen: set[int] = set()  # mark_seen: UIDs handed out, flagged once stored
         self._parents: OrderedDict[str, _Parent] = OrderedDict()
         self._pool: ProcessPoolExecutor | None = None
+        self._ahead: _Ahead | None = None
         self.refresher: OAuth2Refresher | None = None
         if settings.imap_auth == "xoauth2":
             assert settings.oauth_token_url and settings.oauth_client_id  # checked
@@ -293,19 +310,63 @@ class EmailChannel(PollingAdapter):
             # A UIDNEXT at or below the cursor means a restored mailbox, but only as SELECT
             # saw it: later in the session the cursor legitimately passes that UIDNEXT.
             last = resume_uid(cursor, state.uidvalidity, state.uidnext if fresh else None)
+            ahead = await self._take_ahead(client, state.uidvalidity, last)
             await self._mark_seen(client, cursor, state.uidvalidity)
-            batch = await client.fetch_since(last, limit=FETCH_LIMIT)
-            if not batch.messages and not batch.skipped:
-                await client.wait_for_new(self.idle_wait_seconds)
+            if ahead is not None:
+                batch, results = ahead
+            else:
                 batch = await client.fetch_since(last, limit=FETCH_LIMIT)
-            items = await self._items(batch, await self._parse(batch))
+                if not batch.messages and not batch.skipped:
+                    await client.wait_for_new(self.idle_wait_seconds)
+                    batch = await client.fetch_since(last, limit=FETCH_LIMIT)
+                results = await self._parse(batch)
+            end = batch.last_uid if batch.last_uid is not None else last
+            if batch.more:
+                self._ahead = _Ahead(client, state.uidvalidity, end, asyncio.create_task(
+                    self._fetch_parsed(client, end), name=f"{self.instance}:fetch-ahead"))
+            items = await self._items(batch, results)
         except BaseException:
             # Failed or cancelled mid-command (a stop during IDLE): the session is unusable.
             self._client = self._state = None
-            await client.close()
+            try:
+                await self._drop_ahead()
+            finally:
+                await client.close()
             raise
-        end = batch.last_uid if batch.last_uid is not None else last
         return items, encode_cursor(state.uidvalidity, end)
+
+    async def _fetch_parsed(self, client: ImapClient, after: int,
+                            ) -> tuple[FetchResult, list[ParsedEmail | str]]:
+        batch = await client.fetch_since(after, limit=FETCH_LIMIT)
+        return batch, await self._parse(batch)
+
+    async def _take_ahead(self, client: ImapClient, uidvalidity: int, last: int,
+                          ) -> tuple[FetchResult, list[ParsedEmail | str]] | None:
+        """The batch fetched ahead, when it starts where this poll does. It was fetched above
+        the cursor the last poll returned; when that was not checkpointed (its store failed,
+        the lease moved) this poll starts lower and the batch is dropped, never stored out
+        of order. Waited for in any case: one command at a time on the session."""
+        ahead = self._ahead
+        if ahead is None:
+            return None
+        try:
+            if ahead.client is not client:  # from a session closed since
+                ahead.task.cancel()
+                await asyncio.gather(ahead.task, return_exceptions=True)
+                return None
+            result = await ahead.task  # its failure is this session's: the poll fails
+        finally:
+            if self._ahead is ahead:
+                self._ahead = None
+        if (ahead.uidvalidity, ahead.after) != (uidvalidity, last):
+            return None
+        return result
+
+    async def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.task.cancel()
+            await asyncio.gather(ahead.task, return_exceptions=True)
 
     async def _mark_seen(self, client: ImapClient, cursor: bytes | None,
                          uidvalidity: int) -> None:
@@ -439,6 +500,7 @@ class EmailChannel(PollingAdapter):
         client, self._client, self._state = self._client, None, None
         pool, self._pool = self._pool, None
         try:
+            await self._drop_ahead()
             if client is not None:
                 await client.close()
         finally:
