@@ -52,7 +52,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine, Sequence
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -194,8 +194,8 @@ class Recorder:
     """The channel's ingest: the hub's ``Ingestor`` underneath, plus when each Message-ID was
     stored (for the latency) and a wake-up once ``target`` are stored."""
 
-    def __init__(self, ingest: Callable[[InboundMessage], Awaitable[IngestOutcome]]) -> None:
-        self._ingest = ingest
+    def __init__(self, ingest: Any) -> None:
+        self._ingest = ingest  # the hub's Ingestor: __call__ and ingest_many
         self.stored = 0
         self.duplicates = 0
         self.target = 0
@@ -219,9 +219,23 @@ class Recorder:
 
     async def __call__(self, message: InboundMessage) -> IngestOutcome:
         began = time.perf_counter()
-        result = await self._ingest(message)
+        result: IngestOutcome = await self._ingest(message)
         now = time.perf_counter()
         self.ingest_seconds += now - began
+        self._stored(message, result, now)
+        return result
+
+    async def ingest_many(self, messages: Sequence[InboundMessage]) -> Sequence[IngestOutcome]:
+        """The Ingestor's batch path (what the hub hands the channel has it too)."""
+        began = time.perf_counter()
+        results: Sequence[IngestOutcome] = await self._ingest.ingest_many(messages)
+        now = time.perf_counter()
+        self.ingest_seconds += now - began
+        for message, result in zip(messages, results, strict=True):
+            self._stored(message, result, now)
+        return results
+
+    def _stored(self, message: InboundMessage, result: IngestOutcome, now: float) -> None:
         if result.duplicate:
             self.duplicates += 1
         else:
@@ -230,7 +244,6 @@ class Recorder:
         if waiter is not None and not waiter.done():
             waiter.set_result(now)
         self._check()
-        return result
 
 
 def percentile(values: list[float], q: float) -> float:
