@@ -101,9 +101,21 @@ class IngestOutcome(Protocol):
 
 
 class IngestCallback(Protocol):
-    """Stores a message; returns only after it is durable, raises if it could not be stored."""
+    """Stores a message; returns only after it is durable, raises if it could not be stored.
+
+    The hub's (``hub.ingest.Ingestor``) also has ``ingest_many`` (``BatchIngest``), which
+    ``store_items`` uses for a run of messages; any other callback is called per message."""
 
     def __call__(self, message: InboundMessage) -> Awaitable[IngestOutcome]: ...
+
+
+class BatchIngest(Protocol):
+    """An ingest callback's optional batch form: the messages in order, in one round trip;
+    returns only after every one is durable (its outcome per message, duplicates flagged) and
+    raises if any could not be stored (those after it may be; a redelivery dedupes them)."""
+
+    def ingest_many(self, messages: Sequence[InboundMessage],
+                    ) -> Awaitable[Sequence[IngestOutcome]]: ...
 
 
 class QuarantineCallback(Protocol):
@@ -308,11 +320,29 @@ class ChannelAdapter(abc.ABC):
         callback (``ingest``, default the one the adapter was started with), receipts through
         the delivery index, fetch notices into the fetch queue. Raises on the first item that
         could not be stored; the caller does not acknowledge (what was stored before it is
-        deduplicated when the provider delivers again)."""
+        deduplicated when the provider delivers again). A run of two or more consecutive
+        messages goes through the callback's ``ingest_many`` when it has one (``BatchIngest``:
+        same order and outcomes, one round trip)."""
         store = self.ingest if ingest is None else ingest
+        many = getattr(store, "ingest_many", None)
         outcomes: list[IngestOutcome] = []
-        for item in items:
-            if isinstance(item, InboundMessage):
+        run: list[InboundMessage] = []
+        for index, item in enumerate(items):
+            if isinstance(item, InboundMessage) and many is not None:
+                run.append(item)
+                following = items[index + 1] if index + 1 < len(items) else None
+                if isinstance(following, InboundMessage):
+                    continue
+                if len(run) == 1:
+                    outcomes.append(await store(run[0]))
+                else:
+                    stored = await many(run)
+                    if len(stored) != len(run):
+                        raise RuntimeError(f"ingest_many returned {len(stored)} outcomes for "
+                                           f"{len(run)} messages")
+                    outcomes.extend(stored)
+                run = []
+            elif isinstance(item, InboundMessage):
                 outcomes.append(await store(item))
             elif isinstance(item, DeliveryUpdate):
                 await self.apply_delivery(item)

@@ -11,8 +11,9 @@ next_cursor)``. The ``@final`` plumbing here runs one supervised loop per accoun
 3. calls ``poll``, which may long-poll or IDLE; the lease is renewed every third of its TTL
    meanwhile, and a stop cancels the poll at once (nothing it returned is lost: it was never
    acknowledged to the provider);
-4. stores every item in order: messages through the ingest callback, delivery updates through
-   ``apply_delivery``, ``Unusable`` items into the quarantine;
+4. stores every item in order: messages through the ingest callback (consecutive ones in one
+   round trip when it has ``ingest_many``), delivery updates through ``apply_delivery``,
+   ``Unusable`` items into the quarantine;
 5. only then checkpoints ``next_cursor`` with the lease's fence (invariant 1). A refused
    checkpoint or renewal means another process holds the account now: this loop stops polling
    it at once and goes back to step 1. The messages it stored meanwhile are duplicates of what
@@ -325,15 +326,23 @@ class _AccountPoller:
 
     async def _store(self, items: Sequence[Any], next_cursor: bytes) -> None:
         adapter = self.adapter
+        run: list[InboundMessage | DeliveryUpdate | DeliveryWatermark | MessageEdit] = []
         for item in items:
+            if isinstance(item, InboundMessage | DeliveryUpdate | DeliveryWatermark
+                          | MessageEdit):
+                run.append(item)  # stored together (a run of messages in one round trip)
+                continue
+            if run:
+                await adapter.store_items(run)
+                run = []
             if isinstance(item, Unusable):
                 await adapter.context.quarantine(adapter.instance, item.raw, item.reason)
-            elif isinstance(item, InboundMessage | DeliveryUpdate | DeliveryWatermark
-                            | MessageEdit):
-                await adapter.store_items([item])
             else:
                 raise TypeError(f"poll returned a {type(item).__name__}; expected "
-                                "InboundMessage, DeliveryUpdate, MessageEdit or Unusable")
+                                "InboundMessage, DeliveryUpdate, DeliveryWatermark, MessageEdit "
+                                "or Unusable")
+        if run:
+            await adapter.store_items(run)
         if next_cursor == self.cursor:
             return
         assert self.lease is not None

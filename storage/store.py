@@ -170,50 +170,76 @@ class Store:
 
     async def ingest(self, message: InboundMessage) -> IngestResult:
         """Store a message durably (dedupe + upsert + append + enqueue, one atomic step)."""
+        script_keys, args, message = self._ingest_call(message)
+        result = await self.scripts.ingest(keys=script_keys, args=args)
+        if self.attachments is not None and message.attachments:
+            await self.attachments.unpin(_shas(message.attachments))
+        return _ingest_result(result)
+
+    async def ingest_many(self, messages: Sequence[InboundMessage],
+                          ) -> list[IngestResult | Exception]:
+        """``ingest`` for each of ``messages``, in order, in one round trip (a pipeline of the
+        same atomic script: Redis runs them one after the other, so a later message of the
+        batch sees an earlier one, as a duplicate too). Per message its result, or the error
+        Redis answered its script with (the caller raises it: that message is not stored);
+        a connection failure raises for the whole batch, of which any prefix may be stored.
+        Messages after a failed one are still stored: when the batch is delivered again they
+        are duplicates, so nothing is lost or stored twice."""
+        if not messages:
+            return []
+        calls = [self._ingest_call(message) for message in messages]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script_keys, args, _ in calls:
+                await self.scripts.ingest(keys=script_keys, args=args, client=pipe)
+            answers = await pipe.execute(raise_on_error=False)
+        results: list[IngestResult | Exception] = []
+        pinned: list[str] = []
+        for (_, _, message), answer in zip(calls, answers, strict=True):
+            if isinstance(answer, Exception):
+                results.append(answer)
+                continue
+            results.append(_ingest_result(answer))
+            if message.attachments:
+                pinned.extend(_shas(message.attachments))
+        if self.attachments is not None and pinned:
+            await self.attachments.unpin(pinned)
+        return results
+
+    def _ingest_call(self, message: InboundMessage,
+                     ) -> tuple[list[str], list[Any], InboundMessage]:
+        """The ingest script's keys and arguments for ``message`` (stamped ``received_at``)."""
         p = keys.partition_of(message.channel_instance, message.thread_id, self.partitions)
         k = self._parts[p]
         now = time.time()
         if not message.received_at:
             message = msgspec.structs.replace(message, received_at=now)
-        result = await self.scripts.ingest(
-            keys=[
-                k.seen(message.channel_instance, message.provider_message_id),
-                k.threads,
-                k.contacts,
-                k.conversations,
-                k.inbound,
-            ],
-            args=[
-                k.base,
-                keys.new_id(p),
-                keys.new_id(p),
-                keys.new_id(p),
-                f"{message.channel_instance}\x00{message.thread_id}",
-                f"{message.channel_instance}\x00{message.sender_handle}",
-                _inbound_encoder.encode(message),
-                repr(now),
-                self.dedupe_ttl,
-                message.channel_type,
-                message.channel_instance,
-                message.thread_id,
-                message.sender_handle,
-                message.sender_name or "",
-                message.provider_message_id,
-                _file_keys(message.attachments),
-                _provider_time(message.sent_at),
-            ],
-        )
-        mid, cid, seq, dup, new = result
-        if self.attachments is not None and message.attachments:
-            await self.attachments.unpin(
-                [sha for sha in _file_keys(message.attachments).split("\n") if sha])
-        return IngestResult(
-            message_id=_s(mid) or "",
-            conversation_id=_s(cid) or "",
-            seq=int(seq),
-            duplicate=bool(dup),
-            new_conversation=bool(new),
-        )
+        script_keys = [
+            k.seen(message.channel_instance, message.provider_message_id),
+            k.threads,
+            k.contacts,
+            k.conversations,
+            k.inbound,
+        ]
+        args: list[Any] = [
+            k.base,
+            keys.new_id(p),
+            keys.new_id(p),
+            keys.new_id(p),
+            f"{message.channel_instance}\x00{message.thread_id}",
+            f"{message.channel_instance}\x00{message.sender_handle}",
+            _inbound_encoder.encode(message),
+            repr(now),
+            self.dedupe_ttl,
+            message.channel_type,
+            message.channel_instance,
+            message.thread_id,
+            message.sender_handle,
+            message.sender_name or "",
+            message.provider_message_id,
+            _file_keys(message.attachments),
+            _provider_time(message.sent_at),
+        ]
+        return script_keys, args, message
 
     async def load_for_routing(
         self, conversation_id: str, message_id: str
@@ -635,6 +661,21 @@ def _provider_time(sent_at: float | None) -> str:
     if sent_at is None or not math.isfinite(sent_at) or sent_at <= 0:
         return ""
     return repr(sent_at)
+
+
+def _ingest_result(result: Any) -> IngestResult:
+    mid, cid, seq, dup, new = result
+    return IngestResult(
+        message_id=_s(mid) or "",
+        conversation_id=_s(cid) or "",
+        seq=int(seq),
+        duplicate=bool(dup),
+        new_conversation=bool(new),
+    )
+
+
+def _shas(attachments: Iterable[Any]) -> list[str]:
+    return [sha for sha in _file_keys(attachments).split("\n") if sha]
 
 
 def _file_keys(attachments: Iterable[Any]) -> str:

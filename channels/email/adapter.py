@@ -15,6 +15,18 @@ parsed off the event loop: a ``MalformedEmail`` is quarantined with its reason, 
 is skipped (the cursor still moves past it), a bounce of one of our messages becomes a
 ``DeliveryUpdate`` ``failed`` with the diagnostic, anything else an ``InboundMessage``.
 
+Parsing is CPU work (MIME, charsets, HTML to text, quotes: about as long as the download) and
+a thread would hold the GIL the event loop needs, so a fetched batch goes to the adapter's
+parse process (``parse_process.ParseProcesses``: ``parse_processes`` children, default one,
+started on first use and stopped by ``close``) in one request (``mime.parse_many``); with
+``parse_processes = 0`` the batch is parsed on a thread instead. A parse process that dies
+(out of memory on a hostile message) fails the poll as retryable and a new one is started.
+While a backlog lasts (a batch stopped at ``FETCH_LIMIT``), a reader (``_Reader``) fetches
+the next batches and has them parsed while the polling base stores this one: download, parse
+and store overlap. Threads, memos and attachments are still decided and written by ``poll``,
+one batch after the other, after the previous batch was stored, and a batch read ahead is
+only used by a poll that starts where it was fetched.
+
 Threads. A thread id is ``"e" + 32 hex``. Our outbound Message-IDs carry the conversation's
 thread id as their reply token (``threading.new_message_id``), so a mail whose In-Reply-To,
 References or quoted body names one of our ids joins that thread, whatever the client did to
@@ -34,12 +46,13 @@ the id a bounce names, so the receipt finds the reply.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
 import ssl
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Final, Literal
 
@@ -60,7 +73,8 @@ from channels.email.imap import (
     encode_cursor,
     resume_uid,
 )
-from channels.email.mime import EmailAttachment, MalformedEmail, ParsedEmail, parse_email
+from channels.email.mime import EmailAttachment, ParsedEmail, parse_many
+from channels.email.parse_process import ParseProcesses
 from channels.email.senders import AMAZON_LABEL, SenderRule, sender_facts
 from channels.email.smtp import send_message
 from channels.email.threading import new_message_id, reply_headers, reply_tokens
@@ -79,6 +93,9 @@ from channels.tokens import OAuth2Refresher, with_token
 
 log = logging.getLogger(__name__)
 
+ParseResults = list[ParsedEmail | str]
+"""``mime.parse_many``'s answer: per message its ``ParsedEmail`` or ``MalformedEmail``'s reason."""
+
 MAX_TEXT_LENGTH: Final = 100_000
 MAX_ATTACHMENTS: Final = 50
 NETWORK_TIMEOUT_SECONDS: Final = 30.0
@@ -87,6 +104,9 @@ IDLE_WAIT_SECONDS: Final = 60.0
 NOOP_INTERVAL_SECONDS: Final = 10.0
 """Without IDLE: how often a waiting poll asks the server (NOOP) whether mail came."""
 FETCH_LIMIT: Final = 100
+AHEAD_BATCHES: Final = 2
+"""Batches of a backlog read (and parsed) ahead of the one being stored: each at most
+``FETCH_LIMIT`` messages or ``fetch_since``'s 32 MB."""
 PARENT_CACHE_SIZE: Final = 10_000
 SMTP_RATE_LIMIT_CODES: Final = frozenset({421, 452})
 SMTP_RATE_LIMIT_RETRY_SECONDS: Final = 60.0
@@ -133,6 +153,9 @@ class EmailSettings(PollingSettings, frozen=True, kw_only=True, forbid_unknown_f
     subject_thread_days: Annotated[float, msgspec.Meta(ge=0, le=365)] = 7.0
     # Sender domain -> label, market, no-reply (channels/email/senders.py).
     sender_rules: tuple[SenderRule, ...] = ()
+    # Processes that parse fetched mail (MIME, charsets, HTML) beside the event loop; 0
+    # parses on a thread of this process instead (the GIL then slows the loop meanwhile).
+    parse_processes: Annotated[int, msgspec.Meta(ge=0, le=16)] = 1
 
     def __post_init__(self) -> None:
         plain_address(self.address)  # ValueError names the problem
@@ -181,6 +204,85 @@ class _Parent:
     uid: int
 
 
+class _Reader:
+    """Reads a backlog ahead of the batch ``poll`` returned, while the polling base stores it:
+    fetches batch after batch above ``after`` and hands each to the parse process as soon as
+    it arrives, so the next download overlaps this parse and both overlap the store. At most
+    ``depth`` batches wait to be taken. Nothing here is stored or acknowledged: ``take`` gives
+    a batch only to a poll that starts at the UID it was fetched above. Its session commands
+    hold ``lock`` (one command at a time on a session)."""
+
+    def __init__(self, client: ImapClient, uidvalidity: int, after: int, *, depth: int,
+                 lock: asyncio.Lock,
+                 parse: Callable[[FetchResult], Awaitable[ParseResults]]) -> None:
+        self.client = client
+        self.uidvalidity = uidvalidity
+        self.depth = depth
+        self._lock = lock
+        self._parse = parse
+        self._ready: deque[tuple[int, FetchResult, asyncio.Future[ParseResults]]] = deque()
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(after), name="email:read-ahead")
+
+    async def _run(self, after: int) -> None:
+        while True:
+            while len(self._ready) >= self.depth and not self._stopping:
+                self._room.clear()
+                await self._room.wait()
+            if self._stopping:
+                return
+            async with self._lock:
+                batch = await self.client.fetch_since(after, limit=FETCH_LIMIT)
+            self._ready.append((after, batch, asyncio.ensure_future(self._parse(batch))))
+            self._arrived.set()
+            if not batch.more or batch.last_uid is None:
+                return
+            after = batch.last_uid
+
+    async def take(self, after: int) -> tuple[FetchResult, ParseResults] | None:
+        """The next batch read ahead, parsed, if it was fetched above ``after``; None when it
+        was not (the cursor did not move as expected) or the backlog ended. A failure of the
+        reading is the session's and raises."""
+        while True:
+            self._arrived.clear()
+            if self._ready:
+                break
+            if self._task.done():
+                self._task.result()
+                return None
+            arrived = asyncio.ensure_future(self._arrived.wait())
+            try:
+                await asyncio.wait({self._task, arrived}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                arrived.cancel()
+        if self._ready[0][0] != after:
+            return None
+        _, batch, parsing = self._ready.popleft()
+        self._room.set()
+        return batch, await parsing
+
+    async def close(self, *, cancel: bool) -> None:
+        """Stop reading. ``cancel=False`` (the session goes on): the fetch in flight is let
+        finish, so the next command does not meet its answer; its failure raises. Parses
+        not taken are dropped either way."""
+        self._stopping = True
+        self._room.set()
+        try:
+            if cancel:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+            else:
+                await self._task
+        finally:
+            pending = [parsing for _, _, parsing in self._ready]
+            self._ready.clear()
+            for parsing in pending:
+                parsing.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
 @dataclass(frozen=True)
 class _OutFile:
     name: str
@@ -217,6 +319,9 @@ class EmailChannel(PollingAdapter):
         self._state: MailboxState | None = None
         self._unseen: set[int] = set()  # mark_seen: UIDs handed out, flagged once stored
         self._parents: OrderedDict[str, _Parent] = OrderedDict()
+        self._parsers: ParseProcesses | None = None
+        self._reader: _Reader | None = None
+        self._session_lock = asyncio.Lock()  # the reader's fetches vs. poll's own commands
         self.refresher: OAuth2Refresher | None = None
         if settings.imap_auth == "xoauth2":
             assert settings.oauth_token_url and settings.oauth_client_id  # checked
@@ -276,19 +381,54 @@ class EmailChannel(PollingAdapter):
             # A UIDNEXT at or below the cursor means a restored mailbox, but only as SELECT
             # saw it: later in the session the cursor legitimately passes that UIDNEXT.
             last = resume_uid(cursor, state.uidvalidity, state.uidnext if fresh else None)
+            ahead = await self._take_ahead(client, state.uidvalidity, last)
             await self._mark_seen(client, cursor, state.uidvalidity)
-            batch = await client.fetch_since(last, limit=FETCH_LIMIT)
-            if not batch.messages and not batch.skipped:
-                await client.wait_for_new(self.idle_wait_seconds)
+            if ahead is not None:
+                batch, results = ahead
+            else:  # no reader here: the session is this poll's alone
                 batch = await client.fetch_since(last, limit=FETCH_LIMIT)
-            items = await self._items(batch)
+                if not batch.messages and not batch.skipped:
+                    await client.wait_for_new(self.idle_wait_seconds)
+                    batch = await client.fetch_since(last, limit=FETCH_LIMIT)
+                results = await self._parse(batch)
+            end = batch.last_uid if batch.last_uid is not None else last
+            if batch.more and self._reader is None:
+                self._reader = _Reader(client, state.uidvalidity, end, depth=AHEAD_BATCHES,
+                                       lock=self._session_lock, parse=self._parse)
+            items = await self._items(batch, results)
         except BaseException:
             # Failed or cancelled mid-command (a stop during IDLE): the session is unusable.
             self._client = self._state = None
-            await client.close()
+            try:
+                await self._drop_reader()
+            finally:
+                await client.close()
             raise
-        end = batch.last_uid if batch.last_uid is not None else last
         return items, encode_cursor(state.uidvalidity, end)
+
+    async def _take_ahead(self, client: ImapClient, uidvalidity: int, last: int,
+                          ) -> tuple[FetchResult, ParseResults] | None:
+        """The batch read ahead, when it starts where this poll does. It was fetched above
+        the cursor the last poll returned; when that was not checkpointed (its store failed,
+        the lease moved) this poll starts lower and the reader is stopped, its batches
+        dropped, never stored out of order."""
+        reader = self._reader
+        if reader is None:
+            return None
+        if reader.client is not client or reader.uidvalidity != uidvalidity:
+            self._reader = None
+            await reader.close(cancel=True)
+            return None
+        ahead = await reader.take(last)
+        if ahead is None:
+            self._reader = None
+            await reader.close(cancel=False)
+        return ahead
+
+    async def _drop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close(cancel=True)
 
     async def _mark_seen(self, client: ImapClient, cursor: bytes | None,
                          uidvalidity: int) -> None:
@@ -305,24 +445,35 @@ class EmailChannel(PollingAdapter):
             return
         done = sorted(uid for uid in self._unseen if uid <= stored)
         self._unseen.difference_update(done)
-        for uid in done:
-            await client.add_flags(uid, "\\Seen")
+        async with self._session_lock:  # the reader may be fetching on this session
+            for uid in done:
+                await client.add_flags(uid, "\\Seen")
 
-    async def _items(self, batch: FetchResult) -> list[PollItem]:
-        items: list[PollItem] = []
+    async def _parse(self, batch: FetchResult) -> ParseResults:
+        """``parse_many`` over the batch's messages, off the event loop (module docstring):
+        per message its ``ParsedEmail`` or the ``MalformedEmail`` reason."""
+        if not batch.messages:
+            return []
         policy = self.attachment_policy
+        raws = [fetched.raw for fetched in batch.messages]
+        limits = {"max_attachment_bytes": policy.max_bytes,
+                  "max_attachments": max(policy.max_count, 1)}
+        if self.settings.parse_processes == 0:
+            return await asyncio.to_thread(functools.partial(parse_many, raws, **limits))
+        if self._parsers is None:
+            self._parsers = ParseProcesses(self.settings.parse_processes)
+        return await self._parsers.parse(raws, **limits)
+
+    async def _items(self, batch: FetchResult, results: ParseResults) -> list[PollItem]:
+        items: list[PollItem] = []
         for skipped in batch.skipped:
             items.append(Unusable(
                 f"IMAP UID {skipped.uid} in {self.settings.mailbox}".encode(),
                 f"message of {skipped.size} bytes is over the download limit; left in the "
                 "mailbox, not fetched"))
-        for fetched in batch.messages:
-            try:
-                parsed = await asyncio.to_thread(
-                    parse_email, fetched.raw, max_attachment_bytes=policy.max_bytes,
-                    max_attachments=max(policy.max_count, 1))
-            except MalformedEmail as exc:
-                items.append(Unusable(fetched.raw, f"IMAP UID {fetched.uid}: {exc}"))
+        for fetched, parsed in zip(batch.messages, results, strict=True):
+            if isinstance(parsed, str):  # MalformedEmail's reason
+                items.append(Unusable(fetched.raw, f"IMAP UID {fetched.uid}: {parsed}"))
                 continue
             if self.settings.mark_seen:
                 self._unseen.add(fetched.uid)
@@ -396,8 +547,14 @@ class EmailChannel(PollingAdapter):
 
     async def close(self) -> None:
         client, self._client, self._state = self._client, None, None
-        if client is not None:
-            await client.close()
+        parsers, self._parsers = self._parsers, None
+        try:
+            await self._drop_reader()
+            if client is not None:
+                await client.close()
+        finally:
+            if parsers is not None:
+                await parsers.close()
 
     # -- outbound --------------------------------------------------------------------------
 

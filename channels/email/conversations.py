@@ -24,11 +24,13 @@ built from when the mail it answers was polled by another process or before a re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
 import time
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final
 
 import msgspec
 
@@ -212,18 +214,33 @@ class EmailThreads:
             thread_id=thread_id, sender=parsed.from_address, subject=parsed.subject[:998],
             message_id=parsed.message_id, in_reply_to=parsed.in_reply_to,
             references=references, uidvalidity=uidvalidity, uid=uid)
-        await memory.remember(self.instance, message_key(provider_id_of(parsed)),
-                              _encode(message), ttl_seconds=MESSAGE_MEMO_TTL_SECONDS,
-                              thread_id=thread_id)
-        known = await self.thread(thread_id)
+        # Independent keys, so written side by side (round trips of a backlog's every mail);
+        # the thread memo keeps its buyer, so it is read before it is rewritten.
+        _, known = await _together(
+            memory.remember(self.instance, message_key(provider_id_of(parsed)),
+                            _encode(message), ttl_seconds=MESSAGE_MEMO_TTL_SECONDS,
+                            thread_id=thread_id),
+            self.thread(thread_id))
+        assert known is None or isinstance(known, ThreadMemo)
         buyer = known.buyer if known is not None else parsed.from_address
-        await memory.remember(
+        writes = [memory.remember(
             self.instance, thread_key(thread_id),
             _encode(ThreadMemo(buyer=buyer, subject_key=subject.key,
                                subject=parsed.subject[:998], at=now)),
-            ttl_seconds=MESSAGE_MEMO_TTL_SECONDS, thread_id=thread_id)
+            ttl_seconds=MESSAGE_MEMO_TTL_SECONDS, thread_id=thread_id)]
         if subject.key and parsed.from_address:  # no sender: nothing to scope a subject to
-            await memory.remember(
+            writes.append(memory.remember(
                 self.instance, subject_key(parsed.from_address, subject.key),
                 _encode(SubjectMemo(thread_id=thread_id, at=now)),
-                ttl_seconds=max(self.subject_window_seconds, 1.0), thread_id=thread_id)
+                ttl_seconds=max(self.subject_window_seconds, 1.0), thread_id=thread_id))
+        await _together(*writes)
+
+
+async def _together(*steps: Coroutine[Any, Any, Any]) -> list[Any]:
+    """Run ``steps`` concurrently and wait for every one; then raise the first failure as
+    itself (not an ExceptionGroup: the supervisor classifies Redis errors by type)."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results

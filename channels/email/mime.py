@@ -62,6 +62,7 @@ Kind = Literal["message", "auto_reply", "bounce"]
 _MSG_ID = re.compile(r"<([^<>\s]{1,250})>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _WS = re.compile(r"\s+")
+_SURROGATE = re.compile("[\udc80-\udcff]")  # 8-bit header bytes, as the parser carries them
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _SMTP_CODE = re.compile(r"(?<![\d.])([45]\d\d)(?:[ -]|$)", re.MULTILINE)
 _BODY_MSG_ID = re.compile(r"^[ \t>]{0,8}Message-ID:[ \t]{0,8}(<[^<>\s]{1,250}>)",
@@ -220,6 +221,24 @@ def parse_email(raw: bytes, *, max_attachment_bytes: int, max_attachments: int) 
         defects=tuple(collector.defects))
 
 
+def parse_many(raws: Sequence[bytes], *, max_attachment_bytes: int,
+               max_attachments: int) -> list[ParsedEmail | str]:
+    """``parse_email`` over a batch, in order: each result is the ``ParsedEmail`` or, for a
+    message that raised ``MalformedEmail``, its reason (str). Any other exception propagates
+    and fails the whole batch, as it would have failed the one message.
+
+    The adapter runs it in its parse process (``channels.email.adapter``): one hand-off per
+    fetched batch instead of one per message, and the results cross back pickled."""
+    out: list[ParsedEmail | str] = []
+    for raw in raws:
+        try:
+            out.append(parse_email(raw, max_attachment_bytes=max_attachment_bytes,
+                                   max_attachments=max_attachments))
+        except MalformedEmail as exc:
+            out.append(str(exc))
+    return out
+
+
 def _bound_header_section(raw: bytes, collector: _Collector) -> bytes:
     """Cut an over-long header section, keeping the body after it."""
     if len(raw) <= MAX_HEADER_SECTION:
@@ -260,6 +279,8 @@ class _Headers:
 
     def __init__(self, message: Message, collector: _Collector) -> None:
         self._raw: dict[str, str] = {}
+        self._text: dict[str, str] = {}  # decoded once: subject, from, date are asked again
+        self._addresses: dict[str, list[tuple[str, str]]] = {}
         self._collector = collector
         try:
             items = list(message.raw_items()) if hasattr(message, "raw_items") else []
@@ -283,12 +304,21 @@ class _Headers:
     def text(self, name: str) -> str:
         """The decoded value: RFC 2047 words decoded, 8-bit bytes read as UTF-8 (else
         Windows-1252), unfolded, control characters removed."""
+        found = self._text.get(name)
+        if found is not None:
+            return found
         value = self._raw.get(name)
-        if value is None:
-            return ""
-        return decode_header_value(value)
+        decoded = "" if value is None else decode_header_value(value)
+        self._text[name] = decoded
+        return decoded
 
     def addresses(self, name: str) -> list[tuple[str, str]]:
+        found = self._addresses.get(name)
+        if found is None:
+            found = self._addresses[name] = self._parse_addresses(name)
+        return list(found)
+
+    def _parse_addresses(self, name: str) -> list[tuple[str, str]]:
         value = self.text(name)
         if not value:
             return []
@@ -343,7 +373,7 @@ class _Headers:
 
 def _to_text(value: str) -> str:
     """A raw header value with 8-bit bytes (carried as surrogates by the parser) decoded."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in value):
+    if not _SURROGATE.search(value):
         return value
     data = value.encode("ascii", "surrogateescape")
     return decode_bytes(data, None)[0]
