@@ -65,13 +65,15 @@ class RedisThreads:
         name = memo_key(instance, key)
         index = memos_of(f"{instance}\x00{thread_id}")
         ttl_ms = int(ttl_seconds * 1000)
-        # The index first: a crash in between leaves a name to delete, never a memo that
-        # erasure cannot find.
+        # One round trip (the email channel writes three memos per mail), the index first:
+        # Redis runs a pipeline's commands in order, so a memo is never in Redis without
+        # the index entry erasure finds it by (a connection lost mid-way leaves at most a
+        # name to delete). Not a MULTI: the memo and the index live in other cluster slots.
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.sadd(index, name)
             await self.raise_ttl(keys=[index], args=[ttl_ms], client=pipe)
+            pipe.set(name, value, px=ttl_ms)
             await pipe.execute()
-        await self.redis.set(name, value, px=ttl_ms)
 
     async def thread_status(self, instance: str, thread_id: str) -> str | None:
         found = await self._conversation_fields(instance, thread_id, "status")
