@@ -99,7 +99,7 @@ ParseResults = list[ParsedEmail | str]
 MAX_TEXT_LENGTH: Final = 100_000
 MAX_ATTACHMENTS: Final = 50
 NETWORK_TIMEOUT_SECONDS: Final = 30.0
-IDLE_WAIT_SECONDS: Final = 60.0
+IDLE_WAIT_SECONDS: Final = 20.0
 """How long one poll waits in IDLE for news before it returns (and fetches anyway)."""
 NOOP_INTERVAL_SECONDS: Final = 10.0
 """Without IDLE: how often a waiting poll asks the server (NOOP) whether mail came."""

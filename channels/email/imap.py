@@ -325,6 +325,10 @@ class ImapClient:
         self.state: MailboxState | None = None
         self.idling = asyncio.Event()  # set while an IDLE is acknowledged (tests wait on it)
         self.idle_commands = 0  # IDLE commands issued in this session (re-issues included)
+        # The server announced a message (untagged EXISTS) in the answer to some command
+        # since the last fetch began: Dovecot reports it once, so an IDLE started after it
+        # would wait for the next change. wait_for_new returns at once instead.
+        self.announced = False
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -350,7 +354,10 @@ class ImapClient:
         if step in done and not step.cancelled():
             exc = step.exception()
             if exc is None:
-                return step.result()
+                result = step.result()
+                if what != "IDLE" and _announces(result):
+                    self.announced = True
+                return result
             if isinstance(exc, aioimaplib.CommandTimeout | TimeoutError):
                 raise RetryableError(f"IMAP {what} timed out") from exc
             if isinstance(exc, OSError | ssl.SSLError):
@@ -379,7 +386,9 @@ class ImapClient:
             if self.security == "starttls":
                 await self._starttls()
             await self._authenticate()
-            return await self._select()
+            state = await self._select()
+            self.announced = False  # SELECT's EXISTS is the count, not news
+            return state
         except BaseException:
             await self.close()
             raise
@@ -480,6 +489,8 @@ class ImapClient:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         noop = await self._call("NOOP", self._client().noop())
+        # what the NOOP announced, the search below sees; what later answers announce, not
+        self.announced = False
         if noop.result != "OK":
             raise RetryableError(f"IMAP NOOP failed: {_text(noop)}")
         # The UIDs above the cursor (one line), then the sizes of this batch's candidates
@@ -567,6 +578,9 @@ class ImapClient:
         True may be spurious (an EXPUNGE, another client's flag change): the caller fetches
         either way. With IDLE the command is ended with DONE and re-issued every
         ``idle_renew_seconds``; without it, NOOP every ``poll_interval``."""
+        if self.announced:  # a message came during the last fetch, after its search
+            self.announced = False
+            return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self.has_capability("IDLE"):
@@ -652,3 +666,12 @@ class ImapClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+
+
+def _announces(response: object) -> bool:
+    """Whether a command's answer carries an untagged ``* n EXISTS``."""
+    lines = getattr(response, "lines", None)
+    if not isinstance(lines, list):
+        return False
+    return any(isinstance(line, bytes | bytearray) and line.endswith(b" EXISTS")
+               and line[:1].isdigit() for line in lines)

@@ -294,3 +294,20 @@ async def test_a_large_backlog_is_fetched_in_batches(dovecot: Any) -> None:
             last = batch.last_uid
     # the maildir's files get their UIDs in directory order, not delivery order
     assert sorted(seen) == sorted(message(n) for n in range(1, count + 1))
+
+
+async def test_a_message_announced_in_another_answer_is_not_waited_for(dovecot: Any) -> None:
+    """A server reports a new message once, in the answer to a command that syncs (RFC 3501
+    lets it be any; Dovecot's is NOOP, as mark_seen's or a flag change's session sends): an
+    IDLE started after that would wait for the next change. The wait returns at once, and
+    the fetch after it finds the message."""
+    async with client(dovecot) as imap:
+        assert (await imap.fetch_since(0)).messages == []
+        assert await imap.wait_for_new(timeout=0.3) is False  # nothing came: it waited
+        await dovecot.adeliver(message(1))
+        await imap._call("NOOP", imap._client().noop())  # answer: * 1 EXISTS
+        assert imap.announced
+        started = asyncio.get_running_loop().time()
+        assert await imap.wait_for_new(timeout=30) is True
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert [m.raw for m in (await imap.fetch_since(0)).messages] == [message(1)]
