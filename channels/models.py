@@ -76,6 +76,10 @@ class InboundMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     # The provider id of the message this one answers (a Telegram reply, Messenger's
     # ``reply_to.mid``): the inbox shows what the buyer quoted.
     reply_to: str | None = None
+    # The marketplace moderated this message (Mercado Libre ``message_moderation``): its
+    # status and reason as the marketplace names them (``rejected: PERSONAL_DATA``). It is
+    # stored and shown with the mark, never dropped: the buyer did write it.
+    moderation: str | None = None
 
 
 class OutboundReply(msgspec.Struct, frozen=True, omit_defaults=True):

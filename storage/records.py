@@ -47,6 +47,8 @@ class MessageView(msgspec.Struct, frozen=True, omit_defaults=True):
     # first arrived.
     edited_at: float | None = None
     original_text: str | None = None
+    # The marketplace moderated or blocked this message: its status and reason (shown as such).
+    moderation: str | None = None
 
 
 class Conversation(msgspec.Struct, frozen=True):

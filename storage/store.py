@@ -762,5 +762,6 @@ def _message_view(message_id: str, row: dict[bytes, bytes]) -> MessageView:
         sender_handle=msg.sender_handle, sender_name=msg.sender_name,
         sent_at=msg.sent_at, attachments=msg.attachments, reply_to=msg.reply_to,
         edited_at=_f(row.get(b"edited_at")),
-        original_text=msg.text if edited is not None else None, **common,
+        original_text=msg.text if edited is not None else None, moderation=msg.moderation,
+        **common,
     )

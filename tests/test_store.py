@@ -166,3 +166,16 @@ async def test_inbound_payload_round_trips(store: Store) -> None:
     loaded = await store.load_inbound(r.message_id)
     assert loaded is not None and loaded.sender_name == "Ana" and loaded.sent_at == 1.5
     assert loaded.received_at > 0
+
+
+async def test_a_moderated_message_is_stored_and_read_back_with_its_mark(store: Store) -> None:
+    """A marketplace's moderation (Mercado Libre ``message_moderation``) is kept and shown,
+    never a reason to drop what the buyer wrote."""
+    flagged = msgspec.structs.replace(msg("m1", text="mi whatsapp es ..."),
+                                      moderation="rejected: PERSONAL_DATA")
+    result = await store.ingest(flagged)
+    [view] = await store.get_messages(result.conversation_id)
+    assert view.moderation == "rejected: PERSONAL_DATA" and view.text == "mi whatsapp es ..."
+    [plain] = await store.get_messages((await store.ingest(msg("m2", thread="t2"))
+                                        ).conversation_id)
+    assert plain.moderation is None
