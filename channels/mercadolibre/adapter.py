@@ -38,6 +38,7 @@ from aiohttp import web
 from channels.attachments import AttachmentRefused
 from channels.base import AdapterContext, Capabilities, Parsed
 from channels.errors import (
+    AuthError,
     ChannelError,
     MalformedPayload,
     PermanentError,
@@ -294,6 +295,11 @@ class MercadoLibreChannel(MarketplaceChannel):
             code = None
         if status == 403 and code in BLOCKED_CODES:
             return ReplyRejected(f"mercadolibre refused the message: {code}")
+        if status == 403:
+            # Our seller's token was refused for our seller's resource: the grant no longer
+            # covers it (scopes, a revoked app); no refresh mends that, an operator does.
+            return AuthError(f"mercadolibre HTTP 403 ({code or 'forbidden'}): the seller's "
+                             "grant does not cover this call")
         base = super().api_error(status, body, headers)
         if code is not None and type(base) is PermanentError:
             return PermanentError(f"{base} ({code})")

@@ -29,10 +29,11 @@ import itertools
 import json
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.web_request import FileField
 
 SELLER = "415458330"
 BUYER = "77001122"
@@ -216,7 +217,7 @@ class MercadoLibreFake:
             return refused
         form = await request.post()
         item = form.get("file")
-        if item is None or not hasattr(item, "file"):
+        if not isinstance(item, FileField):
             return error(400, "bad_request")
         data = item.file.read()
         if len(data) > 25 * 1024 * 1024:
@@ -233,7 +234,7 @@ class MercadoLibreFake:
             return error(404, "not_found")
         return web.Response(body=data, content_type="application/octet-stream")
 
-    async def __aenter__(self) -> MercadoLibreFake:
+    async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_post("/oauth/token", self.token)
         app.router.add_get("/messages/unread", self.unread)
@@ -249,3 +250,99 @@ class MercadoLibreFake:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         await self.server.close()
+
+
+class KitMercadoLibre(MercadoLibreFake):
+    """The fake as the conformance kit's ``FetchProvider``: each ``InboundCase`` payload is a
+    buyer message, published into the pack its ``message_resources`` name."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._open = asyncio.Event()
+        self._open.set()
+        self.fetches = 0
+        self.send_failures: list[tuple[int, str, dict[str, str]]] = []
+        self.fetch_failures: list[tuple[int, str, dict[str, str]]] = []
+        # The kit drives the notify path: the reconciliation poll sees no unread packs
+        # unless a test turns it on, so it does not store the kit's cases beside the fetches.
+        self.unread_enabled = False
+
+    def publish_case(self, payload: dict[str, Any]) -> None:
+        self.publish(str(payload["message_resources"][0]["id"]), payload)
+
+    # -- channels.testing.fetches.FetchProvider ----------------------------------------------
+
+    def publish(self, case_or_pack: Any, message: dict[str, Any] | None = None) -> None:
+        if message is None:
+            payload = case_or_pack.payload
+            super().publish(str(payload["message_resources"][0]["id"]), payload)
+        else:
+            super().publish(case_or_pack, message)
+
+    def notification(self, resource: Any, number: int = 1, **claims: Any) -> bytes:
+        case_or_resource = resource
+        resource = case_or_resource if isinstance(case_or_resource, str) \
+            else case_or_resource.provider_message_id
+        return super().notification(resource, number, **claims)
+
+    def forged_notification(self, case: Any, number: int) -> bytes | None:
+        return self.notification(case, number, text="Pague aqui: forged",
+                                 **{"from": {"user_id": 666}})
+
+    def signed_headers(self, body: bytes) -> dict[str, str]:
+        return {"Content-Type": "application/json"}  # Mercado Libre signs nothing
+
+    def hold_fetches(self) -> None:
+        self._open.clear()
+
+    def release_fetches(self) -> None:
+        self._open.set()
+
+    def fail_next_fetch(self, kind: str) -> None:
+        self.fetch_failures.append(_failure(kind))
+
+    @property
+    def fetch_requests(self) -> int:
+        return self.fetches
+
+    def sent_records(self) -> list[Any]:
+        from channels.testing import SentRecord
+        return [SentRecord(recipient=str(s["to"]["user_id"]), text=s["text"], thread_id=s["pack"])
+                for s in self.sent]
+
+    def fail_next_send(self, kind: str) -> None:
+        self.send_failures.append(_failure(kind))
+
+    async def message(self, request: web.Request) -> web.Response:
+        self.fetches += 1
+        await self._open.wait()
+        if self.fetch_failures:
+            status, code, headers = self.fetch_failures.pop(0)
+            response = error(status, code)
+            response.headers.update(headers)
+            return response
+        return await super().message(request)
+
+    async def unread(self, request: web.Request) -> web.Response:
+        if not self.unread_enabled:
+            if (refused := await self._gate(request)) is not None:
+                return refused
+            return web.json_response({"user_id": int(self.seller), "results": []})
+        return await super().unread(request)
+
+    async def _reply(self, request: web.Request, pack: str) -> web.Response:
+        if self.send_failures:
+            status, code, headers = self.send_failures.pop(0)
+            response = error(status, code)
+            response.headers.update(headers)
+            return response
+        return await super()._reply(request, pack)
+
+
+def _failure(kind: str) -> tuple[int, str, dict[str, str]]:
+    return {"retryable": (503, "internal_error", {}),
+            "rate_limited": (429, "too_many_requests", {"Retry-After": "7"}),
+            "permanent": (400, "bad_request", {}),
+            # A 401 is answered with a refresh (channels.tokens); what no refresh mends is a
+            # 403 on our own seller's resource: the grant does not cover it (inferred shape).
+            "auth": (403, "forbidden", {})}[kind]

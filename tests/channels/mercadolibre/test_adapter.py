@@ -4,6 +4,7 @@ reconciliation, replies and the marketplace's rules."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import cast
 
 import msgspec
@@ -21,9 +22,9 @@ REQ = cast(web.Request, None)
 
 
 @pytest.fixture
-async def fake() -> MercadoLibreFake:
+async def fake() -> AsyncIterator[MercadoLibreFake]:
     async with MercadoLibreFake() as running:
-        yield running  # type: ignore[misc]
+        yield running
 
 
 def reply(text: str, *, thread: str = PACK, inbound: float | None = 1.0) -> OutboundReply:
