@@ -246,3 +246,16 @@ async def test_over_length_reply_refused_before_any_request(rig: Rig) -> None:
 
 def test_fetch_notice_names_the_conversation() -> None:
     assert FetchNotice(resource="9001", dedupe_key="m:1").resource == "9001"
+
+
+async def test_429_storm_keeps_the_cursor_and_recovers(rig: Rig) -> None:
+    rig.fake.buyer_writes("9001", BUYER, "oi", ts=int(time.time()) - 10)
+    _, cursor = await rig.adapter.poll("default", None)
+    rig.fake.buyer_writes("9002", BUYER + 1, "depois", ts=int(time.time()))
+    rig.fake.rate_limited = 20
+    for _ in range(3):
+        with pytest.raises(RateLimited):
+            await rig.adapter.poll("default", cursor)
+    rig.fake.rate_limited = 0
+    items, _ = await rig.adapter.poll("default", cursor)
+    assert [m.text for m in items if isinstance(m, InboundMessage)] == ["depois"]
