@@ -1,0 +1,1 @@
+"""Shopee Open Platform v2 seller chat channel (see README.md)."""

@@ -1,0 +1,174 @@
+"""A local fake of the Shopee Open Platform v2, for tests.
+
+DOCUMENTED (docs copy [S1][S2], CHANNELS.md §6.4): the common query params and ``sign`` of
+shop-level and public calls, the 5-minute timestamp window, the ``{request_id, error, message,
+warning, response}`` envelope, the token refresh body and answer, refresh-token rotation, the
+push ``Authorization`` HMAC over ``callback_url|body``.
+INFERRED (SDK names only [S3]): the chat endpoints' response shapes (``messages``,
+``conversations``, ``page_result.next_cursor.next_message_time_nano``), the push ``data``
+shape (``conversation_id``, ``message_id``), the error code names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from channels.shopee.signing import public_sign, push_signature, shop_sign
+
+PUBLIC_PATHS = {"/api/v2/auth/access_token/get"}
+
+
+def envelope(response: Any = None, *, error: str = "", message: str = "") -> dict[str, Any]:
+    return {"request_id": "r-1", "error": error, "message": message, "warning": "",
+            "response": response}
+
+
+class ShopeeFake:
+    def __init__(self, *, partner_id: int, partner_key: str, shop_id: int,
+                 access_token: str = "at-0", refresh_token: str = "rt-0") -> None:
+        self.partner_id, self.key, self.shop_id = partner_id, partner_key.encode(), shop_id
+        self.access_tokens = {access_token}
+        self.refresh_token = refresh_token
+        self.used_refresh_tokens: set[str] = set()
+        self.refreshes = 0
+        self.latency = 0.0
+        self.rate_limited = 0  # the next N calls answer 429 error_rate_limit
+        self.conversations: dict[str, dict[str, Any]] = {}
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+        self.sent: list[dict[str, Any]] = []
+        self.requests: list[str] = []
+        self.bad_signs = 0
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- state --------------------------------------------------------------------------------
+
+    def buyer_writes(self, conversation: str, buyer: int, text: str, *, name: str = "Ana",
+                     ts: int | None = None, order_sn: str | None = None) -> str:
+        ts = ts or int(time.time())
+        mid = f"{next(self._ids):06d}"
+        content: dict[str, Any] = {"text": text}
+        if order_sn:
+            content = {"order_sn": order_sn}
+        self.messages.setdefault(conversation, []).append({
+            "message_id": mid, "message_type": "order" if order_sn else "text",
+            "from_id": buyer, "to_id": self.shop_id, "conversation_id": conversation,
+            "created_timestamp": ts, "content": content})
+        self.conversations[conversation] = {"conversation_id": conversation, "to_id": buyer,
+                                            "to_name": name,
+                                            "last_message_timestamp": ts * 10**9}
+        return mid
+
+    def expire_tokens(self) -> None:
+        self.access_tokens.clear()
+
+    # -- server -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> ShopeeFake:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _err(self, status: int, code: str, **headers: str) -> web.Response:
+        return web.json_response(envelope(error=code, message="echo of data"), status=status,
+                                 headers=headers)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests.append(request.path)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self.rate_limited > 0:
+            self.rate_limited -= 1
+            return self._err(429, "error_rate_limit", **{"Retry-After": "1"})
+        q = request.query
+        try:
+            partner_id, ts = int(q["partner_id"]), int(q["timestamp"])
+        except (KeyError, ValueError):
+            return self._err(400, "error_param")
+        if partner_id != self.partner_id or abs(time.time() - ts) > 300:
+            return self._err(403, "error_sign")
+        if request.path in PUBLIC_PATHS:
+            want = public_sign(self.key, partner_id=partner_id, path=request.path, timestamp=ts)
+            if q.get("sign") != want:
+                self.bad_signs += 1
+                return self._err(403, "error_sign")
+            return await self._refresh(request)
+        token, shop = q.get("access_token", ""), q.get("shop_id", "")
+        if not shop.isdigit():
+            return self._err(400, "error_param")
+        want = shop_sign(self.key, partner_id=partner_id, path=request.path, timestamp=ts,
+                         access_token=token, shop_id=int(shop))
+        if q.get("sign") != want:
+            self.bad_signs += 1
+            return self._err(403, "error_sign")
+        if int(shop) != self.shop_id:
+            return self._err(403, "error_shop")
+        if token not in self.access_tokens:
+            return self._err(403, "invalid_access_token")
+        if request.path == "/api/v2/sellerchat/get_message":
+            conv = self.messages.get(q.get("conversation_id", ""), [])
+            return web.json_response(envelope({"messages": conv}))
+        if request.path == "/api/v2/sellerchat/get_conversation_list":
+            return self._conversations(q)
+        if request.path == "/api/v2/sellerchat/send_message":
+            body = await request.json()
+            self.sent.append(body)
+            mid = f"s-{next(self._ids)}"
+            return web.json_response(envelope({"message_id": mid}))
+        return self._err(404, "error_not_found")
+
+    def _conversations(self, q: Any) -> web.Response:
+        size = int(q.get("page_size", "25"))
+        before = int(q["next_timestamp_nano"]) if q.get("next_timestamp_nano") else None
+        ordered = sorted(self.conversations.values(),
+                         key=lambda c: c["last_message_timestamp"], reverse=True)
+        if before is not None:
+            ordered = [c for c in ordered if c["last_message_timestamp"] < before]
+        page, rest = ordered[:size], ordered[size:]
+        nxt = {"next_message_time_nano": str(page[-1]["last_message_timestamp"])} if page \
+            else {}
+        return web.json_response(envelope({"conversations": page, "page_result": {
+            "page_size": len(page), "more": bool(rest), "next_cursor": nxt}}))
+
+    async def _refresh(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        given = body.get("refresh_token")
+        if given != self.refresh_token or given in self.used_refresh_tokens:
+            return web.json_response({"error": "error_auth", "message": "invalid refresh",
+                                      "request_id": "r"}, status=403)
+        self.used_refresh_tokens.add(given)
+        self.refreshes += 1
+        access, self.refresh_token = f"at-{self.refreshes}", f"rt-{self.refreshes}"
+        self.access_tokens = {access}
+        return web.json_response({"access_token": access, "refresh_token": self.refresh_token,
+                                  "expire_in": 14400, "error": "", "message": "",
+                                  "request_id": "r"})
+
+    def push_body(self, conversation: str, message_id: str, *,
+                  shop_id: int | None = None, code: int = 10) -> bytes:
+        # INFERRED data shape (CHANNELS.md documents only code 10).
+        return msgspec.json.encode({"shop_id": shop_id or self.shop_id, "code": code,
+                                    "timestamp": int(time.time()),
+                                    "data": {"conversation_id": conversation,
+                                             "message_id": message_id}})
+
+    def push_headers(self, callback_url: str, body: bytes) -> dict[str, str]:
+        return {"Authorization": push_signature(self.key, callback_url, body),
+                "Content-Type": "application/json"}
