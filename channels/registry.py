@@ -23,6 +23,8 @@ BUILTIN: dict[str, str] = {
     "whatsapp": "channels.whatsapp.adapter:WhatsAppChannel",
     "twilio": "channels.twilio.adapter:TwilioSmsChannel",
     "telegram": "channels.telegram.adapter:TelegramChannel",
+    "mercadolibre": "channels.mercadolibre.adapter:MercadoLibreChannel",
+    "shopee": "channels.shopee.adapter:ShopeeChannel",
 }
 
 
