@@ -128,7 +128,8 @@ class MarketplaceChannel(WebhookAdapter, PollingAdapter):
 
     uses_oauth_tokens: ClassVar[bool] = True
     marketplace: ClassVar[str]
-    read_limits: ClassVar[tuple[RateLimit, ...]] = ()
+    # Per instance: an application's quota is a setting where the marketplace varies it.
+    read_limits: tuple[RateLimit, ...] = ()
     settings: MarketplaceSettings
 
     def __init__(self, instance: str, settings: Any, context: AdapterContext) -> None:

@@ -105,6 +105,9 @@ class MercadoLibreSettings(MarketplaceSettings, frozen=True, kw_only=True,
     client_secret: Secret
     token_url: str | None = None
     site_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")] | None = None
+    # GETs per minute the application may make (Mercado Libre's default quota is 500, shared
+    # by every GET of the app); paced through the shared limiter so no burst meets a 429.
+    reads_per_minute: Annotated[int, msgspec.Meta(ge=20, le=1_000_000)] = 500
 
 
 class Notification(msgspec.Struct, frozen=True):
@@ -239,7 +242,7 @@ class MercadoLibreChannel(MarketplaceChannel):
     referable_settings: ClassVar[tuple[str, ...]] = ("seller_id", "client_id")
     unique_settings: ClassVar[tuple[str, ...]] = ("seller_id",)
     # GETs share 500 per minute per application (CHANNELS.md §6.1).
-    read_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit.within(500, 60, burst=10),)
+    read_limits: tuple[RateLimit, ...] = (RateLimit.within(500, 60, burst=10),)
     capabilities = Capabilities(
         max_text_length=MAX_TEXT, can_initiate=False, threading=True, attachments=True,
         max_attachment_bytes=MAX_ATTACHMENT_BYTES, max_attachments=5,
@@ -251,6 +254,7 @@ class MercadoLibreChannel(MarketplaceChannel):
 
     def __init__(self, instance: str, settings: Any, context: AdapterContext) -> None:
         super().__init__(instance, settings, context)
+        self.read_limits = (RateLimit.within(settings.reads_per_minute, 60, burst=10),)
         self._refresher: Refresher | None = None
         self._nicknames: OrderedDict[str, str | None] = OrderedDict()
         # What the last read of each pack said, for replies refused before sending: its site

@@ -160,7 +160,7 @@ class ShopeeChannel(MarketplaceChannel):
     referable_settings: ClassVar[tuple[str, ...]] = ()
     unique_settings: ClassVar[tuple[str, ...]] = ("shop_id",)
     # UNVERIFIED: Shopee publishes no chat rate limits; conservative values of ours.
-    read_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit.within(300, 60.0),)
+    read_limits: tuple[RateLimit, ...] = (RateLimit.within(300, 60.0),)
     capabilities = Capabilities(
         max_text_length=MAX_TEXT_LENGTH,
         # Conservative: we only answer buyers who wrote; seller-initiated chat is not assumed.
