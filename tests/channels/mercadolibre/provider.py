@@ -48,7 +48,9 @@ def error(status: int, code: str, message: str = "error") -> web.Response:
 
 class MercadoLibreFake:
     def __init__(self, *, seller: str = SELLER, latency_seconds: float = 0.0,
-                 rate_per_minute: int | None = None, access_seconds: float = 6 * 3600) -> None:
+                 rate_per_minute: int | None = None, access_seconds: float = 6 * 3600,
+                 port: int | None = None) -> None:
+        self.port = port
         self.seller = seller
         self.latency_seconds = latency_seconds
         self.rate_per_minute = rate_per_minute
@@ -243,7 +245,7 @@ class MercadoLibreFake:
         app.router.add_get("/messages/attachments/{id}", self.download)
         app.router.add_get("/messages/{id}", self.message)
         app.router.add_get("/users/{id}", self.user)
-        self.server = TestServer(app, host="127.0.0.1")
+        self.server = TestServer(app, host="127.0.0.1", port=self.port)
         await self.server.start_server()
         return self
 
