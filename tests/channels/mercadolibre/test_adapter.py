@@ -206,3 +206,13 @@ async def test_attachments_are_downloaded_and_uploaded(fake: MercadoLibreFake) -
     async with adapter(fake, attachments=False) as bare:
         [m] = messages(await bare.fetch(first["id"]))
         assert m.attachments[0].refused and m.attachments[0].storage_ref is None
+
+
+async def test_the_read_budget_follows_the_applications_quota(fake: MercadoLibreFake) -> None:
+    """500 GETs a minute is Mercado Libre's default quota; an app granted more sets
+    ``reads_per_minute`` and the shared limiter paces reads by it."""
+    from channels.services.limits import RateLimit
+
+    async with adapter(fake) as default, adapter(fake, reads_per_minute=6000) as larger:
+        assert default.read_limits == (RateLimit.within(500, 60, burst=10),)
+        assert larger.read_limits == (RateLimit.within(6000, 60, burst=10),)
