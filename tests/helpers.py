@@ -13,8 +13,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from channels.base import ChannelAdapter
+from channels.supervisor import Backoff, Supervisor, TaskHealth
+from channels.testing.fetches import KIT_POLICY
 from hub.app import build_app
 from hub.config import LoadedConfig
+from hub.fetcher import Fetcher
+from storage.fetches import RedisFetchQueue
 from tests.conftest import TEST_SECRET
 
 
@@ -98,3 +103,25 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0,
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def hub_fetch_worker(queue: RedisFetchQueue,
+                     ) -> Callable[[ChannelAdapter], contextlib.AbstractAsyncContextManager[None]]:
+    """The kit's ``fetch_worker`` fixture on the hub's own fetch worker (consumer group, claim
+    renewal, retry release) over ``queue``: what an adapter's on-Redis conformance run uses."""
+
+    @contextlib.asynccontextmanager
+    async def run(adapter: ChannelAdapter) -> AsyncIterator[None]:
+        supervisor = Supervisor("kit-fetcher", TaskHealth(), backoff=Backoff(base=0.01, cap=0.1))
+        fetcher = Fetcher(queue, {adapter.instance: adapter}, KIT_POLICY, consumer="kit",
+                          claim_idle_ms=1000, concurrency=4, block_ms=50)
+        fetcher.start(supervisor)
+        try:
+            yield
+        finally:
+            supervisor.stop.set()
+            await supervisor.wait(2.0)
+            await supervisor.cancel_all()
+            await fetcher.cancel()
+
+    return run

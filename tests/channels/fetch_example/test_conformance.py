@@ -5,25 +5,22 @@ Redis."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from channels.base import ChannelAdapter
 from channels.secrets import Secret
 from channels.services.fetches import FetchStore
-from channels.supervisor import Backoff, Supervisor, TaskHealth
 from channels.testing import ChannelConformance, InboundCase, KitStore
-from channels.testing.fetches import KIT_POLICY, FetchBattery, FetchHarness, FetchKit
+from channels.testing.fetches import FetchBattery, FetchHarness, FetchKit
 from channels.testing.webhooks import HostileWebhookBattery, KitQuarantine, MalformedCase
-from hub.fetcher import Fetcher
 from storage.fetches import RedisFetchQueue
 from storage.kit import StoreKit, StoreQuarantine
 from storage.store import Store
 from tests.channels.fetch_example.adapter import ExampleFetchChannel, ExampleFetchSettings
 from tests.channels.fetch_example.provider import FetchProviderFake, notification_body
+from tests.helpers import hub_fetch_worker
 
 TOKEN = "example-fetch-token-0123456789"
 SECRET = "example-fetch-secret-0123456789"
@@ -91,19 +88,4 @@ class TestExampleFetchChannelOnRedis(TestExampleFetchChannel):
 
     @pytest.fixture
     def fetch_worker(self, fetch_queue: RedisFetchQueue) -> object:
-        @contextlib.asynccontextmanager
-        async def run(adapter: ChannelAdapter) -> AsyncIterator[None]:
-            supervisor = Supervisor("kit-fetcher", TaskHealth(),
-                                    backoff=Backoff(base=0.01, cap=0.1))
-            fetcher = Fetcher(fetch_queue, {adapter.instance: adapter}, KIT_POLICY,
-                              consumer="kit", claim_idle_ms=1000, concurrency=4, block_ms=50)
-            fetcher.start(supervisor)
-            try:
-                yield
-            finally:
-                supervisor.stop.set()
-                await supervisor.wait(2.0)
-                await supervisor.cancel_all()
-                await fetcher.cancel()
-
-        return run
+        return hub_fetch_worker(fetch_queue)

@@ -3,28 +3,26 @@ the local fake, on the kit's memory stores and on the hub's store and fetch work
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from channels.base import AdapterContext, ChannelAdapter
+from channels.base import AdapterContext
 from channels.mercadolibre.adapter import MercadoLibreChannel
 from channels.services.fetches import FetchStore
-from channels.supervisor import Backoff, Supervisor, TaskHealth
 from channels.testing import ChannelConformance, InboundCase, IngestGate, KitStore
-from channels.testing.fetches import KIT_POLICY, FetchBattery, FetchHarness, FetchKit
+from channels.testing.fetches import FetchBattery, FetchHarness, FetchKit
 from channels.testing.polling import MemoryCursorStore, MemoryLeaseManager
 from channels.testing.tokens import MemoryTokenStore
 from channels.testing.webhooks import HostileWebhookBattery, KitQuarantine, MalformedCase
-from hub.fetcher import Fetcher
 from storage.fetches import RedisFetchQueue
 from storage.kit import StoreKit, StoreQuarantine
 from storage.store import Store
 from tests.channels.mercadolibre.harness import load_tokens, settings
 from tests.channels.mercadolibre.provider import BUYER, SELLER, KitMercadoLibre
+from tests.helpers import hub_fetch_worker
 
 
 def buyer_message(n: int, text: str, site: str = "MPE") -> InboundCase:
@@ -125,19 +123,4 @@ class TestMercadoLibreConformanceOnRedis(TestMercadoLibreConformance):
 
     @pytest.fixture
     def fetch_worker(self, fetch_queue: RedisFetchQueue) -> object:
-        @contextlib.asynccontextmanager
-        async def run(adapter: ChannelAdapter) -> AsyncIterator[None]:
-            supervisor = Supervisor("kit-fetcher", TaskHealth(),
-                                    backoff=Backoff(base=0.01, cap=0.1))
-            fetcher = Fetcher(fetch_queue, {adapter.instance: adapter}, KIT_POLICY,
-                              consumer="kit", claim_idle_ms=1000, concurrency=4, block_ms=50)
-            fetcher.start(supervisor)
-            try:
-                yield
-            finally:
-                supervisor.stop.set()
-                await supervisor.wait(2.0)
-                await supervisor.cancel_all()
-                await fetcher.cancel()
-
-        return run
+        return hub_fetch_worker(fetch_queue)
