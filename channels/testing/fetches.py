@@ -266,7 +266,11 @@ class FetchProvider(Protocol):
         carry no data at all."""
         ...
 
-    def signed_headers(self, body: bytes) -> dict[str, str]: ...
+    def signed_headers(self, body: bytes) -> dict[str, str]:
+        """The headers the provider sends with ``body``. A provider that signs the URL as well
+        (Shopee: ``callback_url|body``) also defines ``signed_headers_for(body, url)``, which
+        the harness then calls with the exact URL it posts to."""
+        ...
 
     def hold_fetches(self) -> None:
         """Resource requests wait, unanswered, until ``release_fetches``."""
@@ -344,17 +348,26 @@ class FetchHarness:
 
     # -- WebhookHarness ----------------------------------------------------------------------
 
+    def url(self, subpath: str = "") -> str:
+        """The webhook URL the harness posts ``subpath`` to (what a URL-signing provider signs)."""
+        path, _, query = subpath.partition("?")
+        return str(self.server.make_url(
+            f"/webhooks/{self.adapter.type_name}/{self.adapter.instance}"
+            + (f"/{path}" if path else "") + (f"?{query}" if query else "")))
+
     async def request(self, method: str, subpath: str, body: bytes,
                       headers: Mapping[str, str]) -> WebhookAnswer:
-        path, _, query = subpath.partition("?")
-        url = self.server.make_url(f"/webhooks/{self.adapter.type_name}/{self.adapter.instance}"
-                                   + (f"/{path}" if path else "") + (f"?{query}" if query else ""))
+        url = self.url(subpath)
         async with self.http.request(method, url, data=body or None, headers=dict(headers),
                                      timeout=aiohttp.ClientTimeout(total=self.ack_timeout)
                                      ) as resp:
             return WebhookAnswer(resp.status, await resp.read(), dict(resp.headers))
 
     def signed_headers(self, body: bytes, subpath: str = "") -> dict[str, str]:
+        signed_for: Callable[[bytes, str], dict[str, str]] | None = getattr(
+            self.provider, "signed_headers_for", None)
+        if signed_for is not None:
+            return signed_for(body, self.url(subpath))
         return self.provider.signed_headers(body)
 
     # -- ConformanceHarness ------------------------------------------------------------------
@@ -364,7 +377,7 @@ class FetchHarness:
         return self._numbers
 
     async def post(self, body: bytes) -> WebhookAnswer:
-        return await self.request("POST", "", body, self.provider.signed_headers(body))
+        return await self.request("POST", "", body, self.signed_headers(body))
 
     async def notify(self, case: InboundCase, number: int | None = None) -> WebhookAnswer:
         """Publish ``case``'s resource and post notification ``number`` (default: a new one)."""
