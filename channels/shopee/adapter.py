@@ -60,6 +60,9 @@ _RATE_CODES: Final = frozenset({"error_rate_limit", "error_too_many_request",
                                 "rate_limit_exceeded"})
 _RETRY_CODES: Final = frozenset({"error_server", "error_inner", "error_busi_timeout",
                                  "error_network"})
+# The grant does not cover the call (the shop revoked it, or the app lost the chat
+# permission): no refresh mends that, an operator must re-authorize (INFERRED names).
+_GRANT_CODES: Final = frozenset({"error_permission", "error_shop_unauthorized"})
 
 
 class ShopeeSettings(MarketplaceSettings, frozen=True, kw_only=True,
@@ -207,6 +210,9 @@ class ShopeeChannel(MarketplaceChannel):
         lowered = code.lower()
         if lowered in _TOKEN_CODES or "access_token" in lowered:
             return TokenExpired(detail)
+        if lowered in _GRANT_CODES:
+            return AuthError(f"{detail}: the shop's authorization does not cover this call; "
+                             "re-authorize with `inboxhub channels auth`")
         if lowered in _RATE_CODES or status == 429 or "rate_limit" in lowered:
             return RateLimited(detail,
                                retry_after=retry_after_seconds(headers.get("Retry-After")))

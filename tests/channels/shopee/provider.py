@@ -172,3 +172,108 @@ class ShopeeFake:
     def push_headers(self, callback_url: str, body: bytes) -> dict[str, str]:
         return {"Authorization": push_signature(self.key, callback_url, body),
                 "Content-Type": "application/json"}
+
+
+class KitShopee(ShopeeFake):
+    """The fake as the conformance kit's ``FetchProvider`` and ``PollingProvider``: each
+    ``InboundCase`` payload is one buyer message, published into the conversation it names.
+
+    Shopee signs the URL with the body (``callback_url|body``), so the kit calls
+    ``signed_headers_for(body, url)`` with the exact webhook URL it posts to."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._open = asyncio.Event()
+        self._open.set()
+        self.fetches = 0
+        self.fetch_failures: list[tuple[int, str, dict[str, str]]] = []
+        self.send_failures: list[tuple[int, str, dict[str, str]]] = []
+        # The fetch battery drives the push path: the reconciliation poll sees an empty
+        # conversation list unless a test turns it on, so it does not store the kit's cases
+        # beside the fetches.
+        self.listing_enabled = True
+
+    # -- channels.testing.fetches.FetchProvider ----------------------------------------------
+
+    def publish(self, case: Any) -> None:
+        message = dict(case.payload)
+        conversation = str(message["conversation_id"])
+        thread = self.messages.setdefault(conversation, [])
+        thread[:] = [m for m in thread if m["message_id"] != message["message_id"]]
+        thread.append(message)
+        self.conversations[conversation] = {
+            "conversation_id": conversation, "to_id": message["from_id"],
+            "to_name": case.sender_name or "", "last_message_timestamp":
+                max(m["created_timestamp"] for m in thread) * 10**9}
+
+    def notification(self, case: Any, number: int) -> bytes:
+        # Another number is another push about the same conversation: it names another
+        # message id (a new action), the same number the same bytes.
+        payload = case.payload
+        message_id = payload["message_id"] if number == 1 else f"{payload['message_id']}.{number}"
+        return msgspec.json.encode({"shop_id": self.shop_id, "code": 10, "timestamp": number,
+                                    "data": {"conversation_id": str(payload["conversation_id"]),
+                                             "message_id": message_id}})
+
+    def forged_notification(self, case: Any, number: int) -> bytes | None:
+        payload = case.payload
+        return msgspec.json.encode({"shop_id": self.shop_id, "code": 10, "timestamp": number,
+                                    "data": {"conversation_id": str(payload["conversation_id"]),
+                                             "message_id": f"forged-{number}",
+                                             "from_id": 666,
+                                             "content": {"text": "Pague aqui: forged"}}})
+
+    def signed_headers(self, body: bytes) -> dict[str, str]:
+        raise AssertionError("Shopee signs the URL too: the kit calls signed_headers_for")
+
+    def signed_headers_for(self, body: bytes, url: str) -> dict[str, str]:
+        return self.push_headers(url, body)
+
+    def hold_fetches(self) -> None:
+        self._open.clear()
+
+    def release_fetches(self) -> None:
+        self._open.set()
+
+    def fail_next_fetch(self, kind: str) -> None:
+        self.fetch_failures.append(_failure(kind))
+
+    @property
+    def fetch_requests(self) -> int:
+        return self.fetches
+
+    def sent_records(self) -> list[Any]:
+        from channels.testing import SentRecord
+        return [SentRecord(recipient=str(s["to_id"]), text=s["content"]["text"])
+                for s in self.sent]
+
+    def fail_next_send(self, kind: str) -> None:
+        self.send_failures.append(_failure(kind))
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.path == "/api/v2/sellerchat/get_message":
+            self.fetches += 1
+            await self._open.wait()
+            if self.fetch_failures:
+                return self._failed(self.fetch_failures.pop(0))
+        elif request.path == "/api/v2/sellerchat/send_message" and self.send_failures:
+            return self._failed(self.send_failures.pop(0))
+        return await super()._handle(request)
+
+    def _conversations(self, q: Any) -> web.Response:
+        if not self.listing_enabled:
+            return web.json_response(envelope({"conversations": [], "page_result": {
+                "page_size": 0, "more": False, "next_cursor": {}}}))
+        return super()._conversations(q)
+
+    def _failed(self, failure: tuple[int, str, dict[str, str]]) -> web.Response:
+        status, code, headers = failure
+        return self._err(status, code, **headers)
+
+
+def _failure(kind: str) -> tuple[int, str, dict[str, str]]:
+    # INFERRED error codes (Shopee documents the envelope, not these names).
+    return {"retryable": (503, "error_server", {}),
+            "rate_limited": (429, "error_rate_limit", {"Retry-After": "7"}),
+            "permanent": (400, "error_param", {}),
+            "auth": (403, "error_permission", {})}[kind]
