@@ -77,6 +77,7 @@ from channels.windows import (
     WindowState,
     check_template,
     check_window,
+    templates_for,
     window_state,
 )
 
@@ -503,6 +504,16 @@ class ChannelAdapter(abc.ABC):
     def reply_window(self, last_inbound_at: float | None, now: float) -> WindowState:
         """What a reply may be now (the same rules ``check_reply`` enforces), for the inbox."""
         return window_state(self.capabilities, last_inbound_at, now)
+
+    async def templates_for_thread(self, thread_id: str,
+                                   language: str | None) -> tuple[TemplateSpec, ...]:
+        """The templates an agent can send in this conversation now, for the inbox.
+
+        Most channels declare theirs once (``approved_templates``, picked by language); a
+        marketplace whose reasons differ per order and are spent as they are used (Mercado
+        Libre's action guide) reads them from the provider here. May raise a
+        ``ChannelError``: the inbox then shows the declared ones."""
+        return templates_for(self.capabilities, language)
 
     @abc.abstractmethod
     async def deliver(self, reply: OutboundReply) -> str:

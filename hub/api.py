@@ -8,16 +8,19 @@ What an agent may see and do is decided in hub/scope.py.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 import phonenumbers
 from aiohttp import web
 
-from channels.errors import ReplyRejected
+from channels.errors import ChannelError, ReplyRejected
 from channels.models import OutboundReply, TemplateRef
 from channels.windows import (
+    TemplateSpec,
     WindowClosed,
     check_template,
     render_template,
@@ -58,7 +61,15 @@ from storage.store import (
     UnknownMessage,
 )
 
+if TYPE_CHECKING:
+    from channels.base import ChannelAdapter
+
+log = logging.getLogger(__name__)
+
 routes = web.RouteTableDef()
+# A conversation opens with its templates; a provider that lists them per conversation gets
+# this long before the declared ones are shown instead.
+TEMPLATES_TIMEOUT_SECONDS: Final = 3.0
 
 
 class TemplateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -276,9 +287,21 @@ async def get_conversation(request: web.Request) -> web.Response:
     adapter = request.app[K.CHANNELS].get(conversation.channel_instance)
     window = (None if adapter is None
               else adapter.reply_window(conversation.last_inbound_at, time.time()))
-    templates = (list(templates_for(adapter.capabilities, conversation.language))
-                 if adapter is not None else [])
+    templates = [] if adapter is None else await _templates(adapter, conversation)
     return json_response(ConversationDetail(conversation, messages, cursor, window, templates))
+
+
+async def _templates(adapter: ChannelAdapter, conversation: Conversation) -> list[TemplateSpec]:
+    """What the agent can send as a template here; the declared ones when the provider cannot
+    say in time (a marketplace's per-order reasons come from its API)."""
+    try:
+        async with asyncio.timeout(TEMPLATES_TIMEOUT_SECONDS):
+            return list(await adapter.templates_for_thread(conversation.thread_id,
+                                                           conversation.language))
+    except (ChannelError, TimeoutError) as exc:
+        log.warning("channel %s: templates not read (%s); showing the declared ones",
+                    conversation.channel_instance, type(exc).__name__)
+        return list(templates_for(adapter.capabilities, conversation.language))
 
 
 @routes.get("/api/v1/conversations/{id}/messages")
