@@ -19,7 +19,9 @@ Inbound:
 
 Outbound: ``POST /messages/packs/{pack}/sellers/{seller}?tag=post_sale``, to the country agent
 id where Mercado Libre's agent layer is in force, after ``check_reply`` enforced 350
-characters, ISO-8859-1, no seller-initiated free text and the blocked substatuses.
+characters, ISO-8859-1, no seller-initiated free text and the blocked substatuses. Writing
+first takes a reason from the action guide, sent as a template (``reasons.py``); the
+conversation lists the pack's open reasons (``templates_for_thread``).
 """
 
 from __future__ import annotations
@@ -46,13 +48,22 @@ from channels.errors import (
 )
 from channels.marketplace.base import MarketplaceChannel, MarketplaceSettings, error_code
 from channels.marketplace.sites import MERCADOLIBRE_SITES, market_hints
-from channels.models import Attachment, DraftCheck, FetchNotice, InboundMessage, OutboundReply
+from channels.mercadolibre import reasons
+from channels.models import (
+    Attachment,
+    DraftCheck,
+    FetchNotice,
+    InboundMessage,
+    OutboundReply,
+    TemplateRef,
+)
 from channels.polling import Polled, PollItem
 from channels.secrets import Secret
 from channels.services.health import PushSubscriptionRule
 from channels.services.limits import RateLimit
 from channels.services.tokens import Refresher
 from channels.tokens import OAuth2Refresher
+from channels.windows import TemplateSpec
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +255,8 @@ class MercadoLibreChannel(MarketplaceChannel):
     # GETs share 500 per minute per application (CHANNELS.md §6.1).
     read_limits: tuple[RateLimit, ...] = (RateLimit.within(500, 60, burst=10),)
     capabilities = Capabilities(
-        max_text_length=MAX_TEXT, can_initiate=False, threading=True, attachments=True,
+        max_text_length=MAX_TEXT, can_initiate=False, templates=True, threading=True,
+        attachments=True,
         max_attachment_bytes=MAX_ATTACHMENT_BYTES, max_attachments=5,
         attachment_types=ATTACHMENT_TYPES, fetch_after_notify=True,
         push_subscription=PushSubscriptionRule.mercadolibre(),
@@ -299,6 +311,10 @@ class MercadoLibreChannel(MarketplaceChannel):
             code = None
         if status == 403 and code in BLOCKED_CODES:
             return ReplyRejected(f"mercadolibre refused the message: {code}")
+        if code == reasons.EXCEPTED_CODE:
+            return reasons.NotInActionGuide(f"mercadolibre: {code}")
+        if status in (400, 403) and code in reasons.REFUSED_CODES:
+            return ReplyRejected(f"mercadolibre refused the reason: {code}")
         if status == 403:
             # Our seller's token was refused for our seller's resource: the grant no longer
             # covers it (scopes, a revoked app); no refresh mends that, an operator does.
@@ -502,18 +518,24 @@ class MercadoLibreChannel(MarketplaceChannel):
         blocked = self._packs.get(reply.thread_id, (None, None))[1]
         if blocked is not None:
             raise ReplyRejected(blocked)
-        if reply.template is None:
-            if reply.last_inbound_at is None:
-                raise ReplyRejected(
-                    "mercadolibre sellers cannot start a conversation with free text; "
-                    "seller-initiated contact needs a reason from the action guide (not "
-                    "supported by this channel yet)")
-            outside = latin1_outsiders(reply.text)
+        if reply.template is None and reply.last_inbound_at is None:
+            raise ReplyRejected(
+                "mercadolibre sellers cannot start a conversation with free text; pick a "
+                "reason from the action guide (the conversation's templates: OTHER takes "
+                "your text, the others send Mercado Libre's fixed text)")
+        texts = [reply.text] if reply.template is None else list(reply.template.parameters)
+        for text in texts:
+            if len(text) > MAX_TEXT:
+                raise ReplyRejected(f"the text is {len(text)} characters; mercadolibre "
+                                    f"allows {MAX_TEXT}")
+            outside = latin1_outsiders(text)
             if outside:
                 shown = " ".join(f"{c!r} (U+{ord(c):04X})" for c in outside[:10])
                 raise ReplyRejected(
                     f"mercadolibre takes ISO-8859-1 text only; these characters are outside "
                     f"it: {shown}")
+        if reply.template is not None and reply.attachments:
+            raise ReplyRejected("a Mercado Libre reason carries no attachments")
         super().check_reply(reply, now=now)
 
     def check_draft(self, draft: OutboundReply, *, now: float) -> DraftCheck:
@@ -525,12 +547,61 @@ class MercadoLibreChannel(MarketplaceChannel):
     def _site(self, thread: str) -> str | None:
         return self._packs.get(thread, (None, None))[0] or self.settings.site_id
 
+    # -- reasons (the action guide: reasons.py) ----------------------------------------------
+
+    async def _guide(self, pack: str) -> reasons.Guide | None:
+        """The pack's open reasons; None for a pack outside the action guide."""
+        try:
+            body = await self._get(f"/messages/action_guide/packs/{pack}", {"tag": "post_sale"})
+        except reasons.NotInActionGuide:
+            return None
+        try:
+            return msgspec.json.decode(body, type=reasons.Guide)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise PermanentError("mercadolibre answered the action guide in an unknown "
+                                 "shape") from None
+
+    async def templates_for_thread(self, thread_id: str,
+                                   language: str | None) -> tuple[TemplateSpec, ...]:
+        if not _ID.fullmatch(thread_id):
+            return ()
+        guide = await self._guide(thread_id)
+        return reasons.EXCEPTED_TEMPLATES if guide is None else reasons.templates(guide)
+
+    async def _send_reason(self, reply: OutboundReply, template: TemplateRef) -> str:
+        guide = await self._guide(reply.thread_id)
+        if guide is None:
+            # Outside the action guide the plain reply POST is open: OTHER's text goes so.
+            if template.name != "OTHER" or len(template.parameters) != 1:
+                raise ReplyRejected("this order is outside Mercado Libre's action guide: "
+                                    "write with the reason OTHER and your text")
+            return await self._post_text(msgspec.structs.replace(
+                reply, text=template.parameters[0], template=None), [])
+        body = reasons.payload(guide, template, MAX_TEXT)
+
+        async def call(token: str) -> bytes:
+            answer = await self.call_api(
+                "POST", f"/messages/action_guide/packs/{reply.thread_id}/option",
+                params={"tag": "post_sale"}, data=msgspec.json.encode(body),
+                headers={"Authorization": f"Bearer {token}",
+                         "Content-Type": "application/json"})
+            return answer.body
+        sent = msgspec.json.decode(await self.authorized(call), type=_Sent)
+        return str(sent.id) if sent.id is not None else reply.reply_id
+
+    # -- replies ------------------------------------------------------------------------------
+
     async def deliver(self, reply: OutboundReply) -> str:
         if not _ID.fullmatch(reply.thread_id):
             raise ReplyRejected("the conversation names no Mercado Libre pack")
+        if reply.template is not None:
+            return await self._send_reason(reply, reply.template)
         site = self._site(reply.thread_id)
-        to = AGENT_IDS.get(site or "", reply.recipient_handle)
         ids = [await self._upload(item, site) for item in reply.attachments]
+        return await self._post_text(reply, ids)
+
+    async def _post_text(self, reply: OutboundReply, ids: list[str]) -> str:
+        to = AGENT_IDS.get(self._site(reply.thread_id) or "", reply.recipient_handle)
         payload: dict[str, Any] = {"from": {"user_id": self.settings.seller_id},
                                    "to": {"user_id": to}, "text": reply.text}
         if ids:

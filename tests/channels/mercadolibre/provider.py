@@ -9,6 +9,16 @@ URL; ``POST /messages/attachments`` (multipart ``file``); errors as
 the refresh-token grant at ``POST /oauth/token`` with client_id/client_secret in the form and a
 new refresh token on each refresh (the old one refused: ``invalid_grant``).
 
+The action guide (documented [L5], "Motivos para comunicarse"): ``GET /messages/action_guide/
+packs/{p}?tag=post_sale`` answers ``options[{id, internal_description, enabled, type
+("template" | "free_text"), templates[{id, vars}], actionable, char_limit, child_options,
+cap_available}]``; ``POST /messages/action_guide/packs/{p}/option?tag=post_sale`` takes
+``{"option_id", "template_id"}`` for a template reason or ``{"option_id", "text"}`` for a
+free-text one. Inferred: the option POST's answer (``{"id"}`` like a reply), that it spends one
+of ``cap_available`` (0 then refuses, ``cap_exceeded``), and 400 ``blocked_by_excepted_case``
+for packs outside the action guide (seen in third-party integrations: there the plain reply
+POST is allowed).
+
 Inferred (not shown in the docs we have): the envelope of ``GET /messages/{id}`` (here the
 message itself), the unread answer's ``results[{resource: "/packs/{p}/sellers/{s}", count}]``,
 the shape of ``message_attachments`` (``filename``, ``original_filename``, ``type``, ``size``),
@@ -69,6 +79,10 @@ class MercadoLibreFake:
         self.access: set[str] = set()
         self.refresh_live: set[str] = set()
         self.refresh_refused = 0
+        # pack -> its action-guide options; a pack absent here is an "excepted case".
+        self.guides: dict[str, list[dict[str, Any]]] = {}
+        self.reasons_sent: list[dict[str, Any]] = []
+        self.reason_failures: list[tuple[int, str]] = []  # answers for the next option POSTs
         self.server: TestServer | None = None
 
     @property
@@ -110,6 +124,25 @@ class MercadoLibreFake:
         self.packs.setdefault(pack, [])
         if message["id"] not in self.packs[pack]:
             self.packs[pack].append(message["id"])
+
+    def open_guide(self, pack: str, *, cap: int = 1) -> list[dict[str, Any]]:
+        """The documented example's four options for ``pack``, ``cap`` messages each."""
+        def template(option: str, vars_: Any = None) -> dict[str, Any]:
+            return {"id": option, "internal_description": "This is an example...",
+                    "enabled": True, "type": "template",
+                    "templates": [{"id": f"TEMPLATE___{option}___1", "vars": vars_}],
+                    "actionable": True, "child_options": None, "cap_available": cap}
+
+        def free_text(option: str) -> dict[str, Any]:
+            return {"id": option, "internal_description": "This is an example...",
+                    "enabled": True, "type": "free_text", "templates": None,
+                    "actionable": True, "char_limit": 350, "child_options": None,
+                    "cap_available": cap}
+
+        self.guides[pack] = [template("REQUEST_VARIANTS"), template("REQUEST_BILLING_INFO"),
+                             free_text("SEND_INVOICE_LINK"), free_text("OTHER"),
+                             template("DELIVERY_PROMISE", ["%s", "%d", "%d"])]
+        return self.guides[pack]
 
     def notification(self, resource: str, number: int = 1, **claims: Any) -> bytes:
         return json.dumps({"id": f"n{number}-{resource[:8]}", "resource": resource,
@@ -199,6 +232,41 @@ class MercadoLibreFake:
         self.sent.append(body)
         return web.json_response({"id": f"s{len(self.sent):031x}", "status": "available"})
 
+    async def action_guide(self, request: web.Request) -> web.Response:
+        if (refused := await self._gate(request)) is not None:
+            return refused
+        options = self.guides.get(request.match_info["pack"])
+        if options is None:
+            return error(400, "blocked_by_excepted_case")
+        return web.json_response({"options": options})
+
+    async def reason(self, request: web.Request) -> web.Response:
+        if (refused := await self._gate(request)) is not None:
+            return refused
+        pack = request.match_info["pack"]
+        options = self.guides.get(pack)
+        if options is None:
+            return error(400, "blocked_by_excepted_case")
+        if self.reason_failures:
+            return error(*self.reason_failures.pop(0))
+        body = await request.json()
+        option = next((o for o in options if o["id"] == body.get("option_id")), None)
+        if option is None or not option["enabled"]:
+            return error(400, "invalid_option")
+        if option["cap_available"] < 1:
+            return error(403, "cap_exceeded")
+        if option["type"] == "free_text":
+            text = body.get("text")
+            if not isinstance(text, str) or not text or len(text) > option["char_limit"] \
+                    or "template_id" in body:
+                return error(400, "invalid_text")
+        elif body.get("template_id") not in {t["id"] for t in option["templates"]} \
+                or "text" in body:
+            return error(400, "invalid_template")
+        option["cap_available"] -= 1
+        self.reasons_sent.append({**body, "pack": pack})
+        return web.json_response({"id": f"r{len(self.reasons_sent):031x}"})
+
     async def unread(self, request: web.Request) -> web.Response:
         if (refused := await self._gate(request)) is not None:
             return refused
@@ -241,6 +309,8 @@ class MercadoLibreFake:
         app.router.add_post("/oauth/token", self.token)
         app.router.add_get("/messages/unread", self.unread)
         app.router.add_route("*", "/messages/packs/{pack}/sellers/{seller}", self.pack)
+        app.router.add_get("/messages/action_guide/packs/{pack}", self.action_guide)
+        app.router.add_post("/messages/action_guide/packs/{pack}/option", self.reason)
         app.router.add_post("/messages/attachments", self.upload)
         app.router.add_get("/messages/attachments/{id}", self.download)
         app.router.add_get("/messages/{id}", self.message)

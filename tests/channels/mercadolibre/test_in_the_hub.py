@@ -89,3 +89,45 @@ async def test_the_hub_runs_the_mercadolibre_channel_both_ways(
         [out] = await eventually(sent)
         assert out["to"] == {"user_id": "3037675074"} and out["text"] == "Já foi enviado!"
     assert fake.marked_read == []
+
+
+async def test_an_agent_sees_the_packs_reasons_and_writes_first_with_one(
+        make_config: Any, fake: MercadoLibreFake) -> None:
+    """The conversation's templates are the pack's open action-guide reasons, read when the
+    agent opens it; a reason goes out through the option POST."""
+    loaded: LoadedConfig = make_config(extra=channel_toml(fake))
+    message = fake.buyer_message(PACK, 1, "Olá")
+    fake.open_guide(PACK)
+    async with running_hub(loaded) as client:
+        access, refresh = fake.grant()
+        await client.put("/api/v1/channels/meli-br/auth", data=json.dumps(
+            {"access_token": access, "refresh_token": refresh, "expires_in": 21600}),
+            headers=auth(ADMIN_TOKEN))
+        await client.post("/webhooks/mercadolibre/meli-br",
+                          data=fake.notification(message["id"]),
+                          headers={"Content-Type": "application/json"})
+
+        async def find() -> str | None:
+            resp = await client.get("/api/v1/conversations", headers=auth(ADMIN_TOKEN))
+            return next((c["id"] for c in (await resp.json())["conversations"]
+                         if c["thread_id"] == PACK), None)
+        cid = await eventually(find)
+        detail = await (await client.get(f"/api/v1/conversations/{cid}",
+                                         headers=auth(ADMIN_TOKEN))).json()
+        assert [(t["name"], t.get("parameters", [])) for t in detail["templates"]] == [
+            ("REQUEST_VARIANTS", []), ("REQUEST_BILLING_INFO", []),
+            ("SEND_INVOICE_LINK", ["text"]), ("OTHER", ["text"])]
+        reply = await client.post(f"/api/v1/conversations/{cid}/replies", json={
+            "template": {"name": "SEND_INVOICE_LINK", "parameters": ["Segue a nota fiscal."]}},
+            headers=auth(ADMIN_TOKEN))
+        assert reply.status == 202, await reply.text()
+
+        async def sent() -> list[dict[str, Any]]:
+            return fake.reasons_sent
+        [out] = await eventually(sent)
+        assert out == {"option_id": "SEND_INVOICE_LINK", "text": "Segue a nota fiscal.",
+                       "pack": PACK}
+        # The guide went unreachable: the conversation still opens, with no reasons listed.
+        fake.latency_seconds = 5
+        slow = await client.get(f"/api/v1/conversations/{cid}", headers=auth(ADMIN_TOKEN))
+        assert slow.status == 200 and (await slow.json())["templates"] == []
