@@ -244,7 +244,7 @@ class RateLimitBattery:
     def _count(self, limits: Sequence[RateLimit]) -> int:
         return self.paced_replies + min(lim.burst for lim in limits)
 
-    async def _replies(self, harness: ConformanceHarness, gate: IngestGate, n: int, *,
+    async def _limited_replies(self, harness: ConformanceHarness, gate: IngestGate, n: int, *,
                        thread: str | None = None, tag: str = "r") -> list[OutboundReply]:
         base = await cast(_Kit, self)._reply(harness, gate, "paced")
         return [msgspec.structs.replace(
@@ -255,7 +255,7 @@ class RateLimitBattery:
         self, harness: ConformanceHarness, ingest_gate: IngestGate, kit_limiter: RateLimiter
     ) -> None:
         limits = self._limits(harness)
-        replies = await self._replies(harness, ingest_gate, self._count(limits))
+        replies = await self._limited_replies(harness, ingest_gate, self._count(limits))
         assert any(len(replies) > lim.burst for lim in limits), "too few replies to be limited"
         outbox = KitOutbox(kit_limiter, harness)
         await outbox.run(replies)
@@ -270,8 +270,8 @@ class RateLimitBattery:
         limits = self._limits(harness)
         if not any(lim.scope == "recipient" for lim in limits):
             pytest.skip("only account-wide limits: every send shares one bucket")
-        busy = await self._replies(harness, ingest_gate, self._count(limits), tag="busy")
-        other = await self._replies(harness, ingest_gate, 1, thread="kit-other-recipient",
+        busy = await self._limited_replies(harness, ingest_gate, self._count(limits), tag="busy")
+        other = await self._limited_replies(harness, ingest_gate, 1, thread="kit-other-recipient",
                                     tag="other")
         outbox = KitOutbox(kit_limiter, harness)
         await outbox.run([*busy, *other])
@@ -286,7 +286,8 @@ class RateLimitBattery:
         second_limiter: RateLimiter,
     ) -> None:
         limits = self._limits(harness)
-        replies = await self._replies(harness, ingest_gate, self._count(limits), tag="shared")
+        replies = await self._limited_replies(harness, ingest_gate, self._count(limits),
+                                              tag="shared")
         one, two = KitOutbox(kit_limiter, harness), KitOutbox(second_limiter, harness)
         await asyncio.gather(one.run(replies[0::2]), two.run(replies[1::2]))
         sends = [*one.sends, *two.sends]

@@ -348,7 +348,7 @@ class TokenBattery:
         async with KitOAuthServer() as server:
             yield server
 
-    async def _replies(self, harness: ConformanceHarness, gate: IngestGate,
+    async def _token_replies(self, harness: ConformanceHarness, gate: IngestGate,
                        n: int) -> list[OutboundReply]:
         base = await cast(_Kit, self)._reply(harness, gate, "token")
         return [msgspec.structs.replace(base, reply_id=f"tok-{time.time_ns()}-{i}",
@@ -368,7 +368,7 @@ class TokenBattery:
         self, harness: ConformanceHarness, ingest_gate: IngestGate, kit_tokens: TokenStore,
         kit_oauth: OAuthControl,
     ) -> None:
-        first, second = await self._replies(harness, ingest_gate, 2)
+        first, second = await self._token_replies(harness, ingest_gate, 2)
         granted = kit_oauth.grant()
         await self._load(kit_tokens, harness, granted)
         await harness.adapter.send(first)
@@ -392,7 +392,7 @@ class TokenBattery:
         self, harness: ConformanceHarness, ingest_gate: IngestGate, kit_tokens: TokenStore,
         kit_oauth: OAuthControl,
     ) -> None:
-        [reply] = await self._replies(harness, ingest_gate, 1)
+        [reply] = await self._token_replies(harness, ingest_gate, 1)
         await self._load(kit_tokens, harness, kit_oauth.grant())
         kit_oauth.revoke_access()  # expired at the provider before our clock says so
         refused = kit_oauth.refused_calls
@@ -405,7 +405,7 @@ class TokenBattery:
         self, harness: ConformanceHarness, ingest_gate: IngestGate, kit_tokens: TokenStore,
         kit_oauth: OAuthControl,
     ) -> None:
-        [reply] = await self._replies(harness, ingest_gate, 1)
+        [reply] = await self._token_replies(harness, ingest_gate, 1)
         await self._load(kit_tokens, harness, kit_oauth.grant())
         kit_oauth.refuse_access = True
         refused = kit_oauth.refused_calls
@@ -421,7 +421,7 @@ class TokenBattery:
         self, harness: ConformanceHarness, ingest_gate: IngestGate, kit_tokens: TokenStore,
         kit_oauth: OAuthControl,
     ) -> None:
-        replies = await self._replies(harness, ingest_gate, self.concurrent_sends)
+        replies = await self._token_replies(harness, ingest_gate, self.concurrent_sends)
         await self._load(kit_tokens, harness, self._expiring(kit_oauth.grant()))
         kit_oauth.revoke_access()
         kit_oauth.refresh_delay = 0.05  # every sender finds the refresh under way
@@ -459,7 +459,7 @@ class TokenBattery:
         self, harness: ConformanceHarness, ingest_gate: IngestGate, kit_tokens: TokenStore,
         kit_oauth: OAuthControl,
     ) -> None:
-        first, second = await self._replies(harness, ingest_gate, 2)
+        first, second = await self._token_replies(harness, ingest_gate, 2)
         instance = harness.adapter.instance
         granted = self._expiring(kit_oauth.grant())
         await self._load(kit_tokens, harness, granted)
@@ -511,7 +511,7 @@ class TokenBattery:
     ) -> None:
         caplog.set_level(logging.DEBUG)
         instance = harness.adapter.instance
-        first, second = await self._replies(harness, ingest_gate, 2)
+        first, second = await self._token_replies(harness, ingest_gate, 2)
         granted = kit_oauth.grant()
         await self._load(kit_tokens, harness, self._expiring(granted))
         await harness.adapter.send(first)  # refreshed on the way
