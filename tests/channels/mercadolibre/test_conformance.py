@@ -4,6 +4,7 @@ the local fake, on the kit's memory stores and on the hub's store and fetch work
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,17 +13,31 @@ from redis.asyncio import Redis
 from channels.base import AdapterContext
 from channels.mercadolibre.adapter import MercadoLibreChannel
 from channels.services.fetches import FetchStore
+from channels.services.limits import RateLimiter
+from channels.services.tokens import TokenStore
 from channels.testing import ChannelConformance, InboundCase, IngestGate, KitStore
 from channels.testing.fetches import FetchBattery, FetchHarness, FetchKit
+from channels.testing.limits import RateLimitBattery
 from channels.testing.polling import MemoryCursorStore, MemoryLeaseManager
-from channels.testing.tokens import MemoryTokenStore
+from channels.testing.tokens import KitOAuthServer, OAuthControl, TokenBattery
 from channels.testing.webhooks import HostileWebhookBattery, KitQuarantine, MalformedCase
 from storage.fetches import RedisFetchQueue
 from storage.kit import StoreKit, StoreQuarantine
+from storage.limiter import RedisLimiter
 from storage.store import Store
-from tests.channels.mercadolibre.harness import load_tokens, settings
-from tests.channels.mercadolibre.provider import BUYER, SELLER, KitMercadoLibre
+from storage.tokens import RedisTokenStore, load_token_cipher, new_key
+from tests.channels.mercadolibre.harness import settings
+from tests.channels.mercadolibre.provider import (
+    APP,
+    BUYER,
+    CLIENT_SECRET,
+    SELLER,
+    KitMercadoLibre,
+)
+from tests.conftest import RedisServer
 from tests.helpers import hub_fetch_worker
+
+TOKEN_KEY = new_key()
 
 
 def buyer_message(n: int, text: str, site: str = "MPE") -> InboundCase:
@@ -40,7 +55,15 @@ def buyer_message(n: int, text: str, site: str = "MPE") -> InboundCase:
         sender_name="COMPRADOR_ANA")
 
 
-class TestMercadoLibreConformance(ChannelConformance, FetchBattery, HostileWebhookBattery):
+class MercadoLibreOAuth(KitOAuthServer):
+    """The kit's rotating OAuth server under Mercado Libre's numeric application id."""
+
+    client_id = APP
+    client_secret = CLIENT_SECRET
+
+
+class TestMercadoLibreConformance(ChannelConformance, FetchBattery, HostileWebhookBattery,
+                                  TokenBattery, RateLimitBattery):
     def inbound_cases(self) -> list[InboundCase]:
         return [buyer_message(1, "Hola, ¿dónde está mi pedido?"),
                 buyer_message(2, "¿Me lo envían hoy?")]
@@ -75,18 +98,26 @@ class TestMercadoLibreConformance(ChannelConformance, FetchBattery, HostileWebho
                     "stored, test_adapter.py::test_a_message_of_another_seller_is_refused)")
 
     @pytest.fixture
-    async def harness(self, fetch_kit: FetchKit) -> AsyncIterator[FetchHarness]:
+    async def kit_oauth(self) -> AsyncIterator[OAuthControl]:
+        async with MercadoLibreOAuth() as server:
+            yield server
+
+    @pytest.fixture
+    async def harness(self, fetch_kit: FetchKit, kit_tokens: TokenStore,
+                      kit_oauth: MercadoLibreOAuth) -> AsyncIterator[FetchHarness]:
         async with KitMercadoLibre() as provider:
-            tokens = MemoryTokenStore()
-            await load_tokens(provider, tokens)
+            # The token battery's OAuth server issues and rotates the seller's tokens.
+            provider.authorize = kit_oauth.authorized
+            await kit_tokens.put("shop", kit_oauth.grant())
 
             def factory(context: AdapterContext) -> MercadoLibreChannel:
                 # The kit's context has no token store, cursors or leases: add them.
                 leases = MemoryLeaseManager()
-                context.tokens = tokens
+                context.tokens = kit_tokens
                 context.leases = leases
                 context.cursors = MemoryCursorStore(leases)
-                return MercadoLibreChannel("shop", settings(provider), context)
+                return MercadoLibreChannel("shop", settings(
+                    provider, token_url=kit_oauth.token_url), context)
 
             async with fetch_kit.run(_KitView(provider), factory) as harness:
                 yield harness
@@ -109,6 +140,22 @@ class _KitView:
 
 
 class TestMercadoLibreConformanceOnRedis(TestMercadoLibreConformance):
+    @pytest.fixture
+    def kit_tokens(self, redis: Redis) -> TokenStore:
+        return RedisTokenStore(redis, load_token_cipher(Path("unused"), TOKEN_KEY))
+
+    @pytest.fixture
+    async def second_tokens(self, redis_server: RedisServer) -> AsyncIterator[TokenStore]:
+        other = Redis(unix_socket_path=redis_server.socket)
+        try:
+            yield RedisTokenStore(other, load_token_cipher(Path("unused"), TOKEN_KEY))
+        finally:
+            await other.aclose()
+
+    @pytest.fixture
+    def kit_limiter(self, redis: Redis) -> RateLimiter:
+        return RedisLimiter(redis)
+
     @pytest.fixture
     def kit_store(self, store: Store) -> KitStore:
         return StoreKit(store)
