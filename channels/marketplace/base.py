@@ -66,6 +66,12 @@ _CODE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
 
 
+class AnswerTooLarge(RetryableError):
+    """A 2xx answer over the call's cap. Retryable for an API document (a passing fault);
+    a file download catches it and refuses the file instead, since retrying cannot shrink
+    it."""
+
+
 def check_api_base_url(url: str) -> str:
     """``url`` without its trailing slash, or ``ValueError`` saying what is wrong.
 
@@ -185,7 +191,7 @@ class MarketplaceChannel(WebhookAdapter, PollingAdapter):
         if resp.status >= 400:
             raise self.api_error(resp.status, body, answer_headers)
         if truncated:
-            raise RetryableError(f"{self.marketplace} answer larger than {max_bytes} bytes")
+            raise AnswerTooLarge(f"{self.marketplace} answer larger than {max_bytes} bytes")
         return ApiAnswer(status=resp.status, body=body, headers=answer_headers)
 
     def api_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ChannelError:

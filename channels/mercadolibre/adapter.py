@@ -46,7 +46,12 @@ from channels.errors import (
     PermanentError,
     ReplyRejected,
 )
-from channels.marketplace.base import MarketplaceChannel, MarketplaceSettings, error_code
+from channels.marketplace.base import (
+    AnswerTooLarge,
+    MarketplaceChannel,
+    MarketplaceSettings,
+    error_code,
+)
 from channels.marketplace.sites import MERCADOLIBRE_SITES, market_hints
 from channels.mercadolibre import reasons
 from channels.models import (
@@ -470,16 +475,23 @@ class MercadoLibreChannel(MarketplaceChannel):
                 found.append(self.refused_attachment(name, declared, ref.size, AttachmentRefused(
                     "this hub stores no attachments", 415)))
                 continue
-            if ref.size > policy.max_bytes or not RESOURCE.fullmatch(
-                    ref.filename.replace(".", "_")):
+            over = AttachmentRefused(f"the file is over the {policy.max_bytes} byte limit", 413)
+            if not RESOURCE.fullmatch(ref.filename.replace(".", "_")):
                 found.append(self.refused_attachment(name, declared, ref.size, AttachmentRefused(
-                    f"over {policy.max_bytes} bytes or an unusable file id", 413)))
+                    "Mercado Libre named the file with an unusable id", 415)))
+                continue
+            if ref.size > policy.max_bytes:
+                found.append(self.refused_attachment(name, declared, ref.size, over))
                 continue
             params = {"tag": "post_sale"}
             if site:
                 params["site_id"] = site
-            data = await self._get(f"/messages/attachments/{ref.filename}", params,
-                                   max_bytes=policy.max_bytes + 1)
+            try:
+                data = await self._get(f"/messages/attachments/{ref.filename}", params,
+                                       max_bytes=policy.max_bytes + 1)
+            except AnswerTooLarge:  # its declared size was wrong: still over the limit
+                found.append(self.refused_attachment(name, declared, ref.size, over))
+                continue
             try:
                 found.append(await self.store_attachment(data, name=name))
             except AttachmentRefused as exc:
