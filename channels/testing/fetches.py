@@ -411,6 +411,23 @@ class FetchHarness:
     def fail_next_send(self, kind: FailureKind) -> None:
         self.provider.fail_next_send(kind)
 
+    # -- AttachmentHarness (channels.testing.attachments) ------------------------------------
+
+    async def deliver_answer(self, case: InboundCase) -> tuple[bool, str]:
+        """A fetching channel acknowledges before it reads a file, so a file over its limits
+        is never refused in the answer: "acknowledged" here is "the fetched message was
+        stored", with a refused file marked on it."""
+        return await self.deliver(case), ""
+
+    def sent_attachments(self) -> list[list[tuple[str, str, bytes]]]:
+        """The provider's ``sent_attachments()``: per accepted send, its files as (name,
+        content type, bytes)."""
+        files: Callable[[], list[list[tuple[str, str, bytes]]]] | None = getattr(
+            self.provider, "sent_attachments", None)
+        if files is None:
+            raise AssertionError("the fake provider records no sent_attachments()")
+        return files()
+
     # -- observations ----------------------------------------------------------------------
 
     async def backlog(self) -> FetchBacklog:
