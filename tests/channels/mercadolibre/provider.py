@@ -71,6 +71,7 @@ class MercadoLibreFake:
         self.status: dict[str, dict[str, Any]] = {}
         self.users: dict[str, str] = {BUYER: "COMPRADOR_ANA"}
         self.attachments: dict[str, bytes] = {}
+        self.uploads: dict[str, tuple[str, str]] = {}  # file id -> (name, content type)
         self.sent: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.marked_read: list[str] = []  # packs read without mark_as_read=false
@@ -301,6 +302,7 @@ class MercadoLibreFake:
             return error(400, "file_too_large")
         fid = f"{SELLER}_{next(self._counter):08x}.{item.filename.rsplit('.', 1)[-1]}"
         self.attachments[fid] = data
+        self.uploads[fid] = (item.filename, item.content_type)
         return web.json_response({"id": fid})
 
     async def download(self, request: web.Request) -> web.Response:
@@ -353,10 +355,18 @@ class KitMercadoLibre(MercadoLibreFake):
 
     def publish(self, case_or_pack: Any, message: dict[str, Any] | None = None) -> None:
         if message is None:
-            payload = case_or_pack.payload
+            payload = dict(case_or_pack.payload)
+            # A case carrying a file (the attachment battery): its bytes are served at the
+            # attachment download path, not in the message.
+            for file_id, data in payload.pop("kit_files", {}).items():
+                self.attachments[file_id] = data
             super().publish(str(payload["message_resources"][0]["id"]), payload)
         else:
             super().publish(case_or_pack, message)
+
+    def sent_attachments(self) -> list[list[tuple[str, str, bytes]]]:
+        return [[(*self.uploads[fid], self.attachments[fid]) for fid in s.get("attachments", [])]
+                for s in self.sent]
 
     def notification(self, resource: Any, number: int = 1, **claims: Any) -> bytes:
         case_or_resource = resource

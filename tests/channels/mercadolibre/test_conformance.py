@@ -7,20 +7,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
 from channels.base import AdapterContext
 from channels.mercadolibre.adapter import MercadoLibreChannel
+from channels.services.attachments import AttachmentStore
 from channels.services.fetches import FetchStore
 from channels.services.limits import RateLimiter
 from channels.services.tokens import TokenStore
 from channels.testing import ChannelConformance, InboundCase, IngestGate, KitStore
+from channels.testing.attachments import AttachmentBattery
 from channels.testing.fetches import FetchBattery, FetchHarness, FetchKit
 from channels.testing.limits import RateLimitBattery
 from channels.testing.polling import MemoryCursorStore, MemoryLeaseManager
 from channels.testing.tokens import KitOAuthServer, OAuthControl, TokenBattery
 from channels.testing.webhooks import HostileWebhookBattery, KitQuarantine, MalformedCase
+from storage.attachments import AttachmentService, FileBlobStore
 from storage.fetches import RedisFetchQueue
 from storage.kit import StoreKit, StoreQuarantine
 from storage.limiter import RedisLimiter
@@ -63,10 +67,21 @@ class MercadoLibreOAuth(KitOAuthServer):
 
 
 class TestMercadoLibreConformance(ChannelConformance, FetchBattery, HostileWebhookBattery,
-                                  TokenBattery, RateLimitBattery):
+                                  TokenBattery, RateLimitBattery, AttachmentBattery):
     def inbound_cases(self) -> list[InboundCase]:
         return [buyer_message(1, "Hola, ¿dónde está mi pedido?"),
                 buyer_message(2, "¿Me lo envían hoy?")]
+
+    def attachment_case(self, name: str, content_type: str, data: bytes) -> InboundCase:
+        """A buyer message with one file, in its own pack (documented ``message_attachments``;
+        the entry's fields are inferred)."""
+        self._files = getattr(self, "_files", 0) + 1
+        case = buyer_message(40 + self._files, "Segue a foto")
+        file_id = f"{BUYER}_{self._files:08x}.bin"
+        payload = {**case.payload, "message_attachments": [
+            {"filename": file_id, "original_filename": name, "type": content_type,
+             "size": len(data)}], "kit_files": {file_id: data}}
+        return msgspec.structs.replace(case, payload=payload)
 
     def valid_body(self, subpath: str = "") -> bytes:
         return KitMercadoLibre().notification(f"{1:032x}", 1)
@@ -104,7 +119,8 @@ class TestMercadoLibreConformance(ChannelConformance, FetchBattery, HostileWebho
 
     @pytest.fixture
     async def harness(self, fetch_kit: FetchKit, kit_tokens: TokenStore,
-                      kit_oauth: MercadoLibreOAuth) -> AsyncIterator[FetchHarness]:
+                      kit_oauth: MercadoLibreOAuth,
+                      attachment_store: AttachmentStore) -> AsyncIterator[FetchHarness]:
         async with KitMercadoLibre() as provider:
             # The token battery's OAuth server issues and rotates the seller's tokens.
             provider.authorize = kit_oauth.authorized
@@ -114,6 +130,7 @@ class TestMercadoLibreConformance(ChannelConformance, FetchBattery, HostileWebho
                 # The kit's context has no token store, cursors or leases: add them.
                 leases = MemoryLeaseManager()
                 context.tokens = kit_tokens
+                context.attachments = attachment_store
                 context.leases = leases
                 context.cursors = MemoryCursorStore(leases)
                 return MercadoLibreChannel("shop", settings(
@@ -155,6 +172,13 @@ class TestMercadoLibreConformanceOnRedis(TestMercadoLibreConformance):
     @pytest.fixture
     def kit_limiter(self, redis: Redis) -> RateLimiter:
         return RedisLimiter(redis)
+
+    @pytest.fixture
+    def attachment_store(self, store: Store, tmp_path: Path) -> AttachmentStore:
+        service = AttachmentService(store.redis, FileBlobStore(tmp_path / "attachments"),
+                                    store.partition_keys())
+        store.attachments = service  # the hub's files, referenced by the atomic ingest
+        return service
 
     @pytest.fixture
     def kit_store(self, store: Store) -> KitStore:
