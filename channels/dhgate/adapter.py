@@ -88,8 +88,9 @@ MAX_TIED: Final = 500
 _ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # An HTML tag (or comment / doctype) in a reply: DHgate shows text, and a tag would either
 # show raw or be stripped by the marketplace (INFERRED), so it is refused before sending.
-_HTML: Final = re.compile(r"<\s*(?:[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?|/\s*[A-Za-z][A-Za-z0-9-]*\s*"
-                          r"|!--.*?--|![A-Za-z][^<>]*)>", re.DOTALL)
+_HTML: Final = re.compile(r"<\s*(?:[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?\s*/?"
+                          r"|/\s*[A-Za-z][A-Za-z0-9-]*\s*|!--.*?--|![A-Za-z][^<>]*)>",
+                          re.DOTALL)
 
 
 def experimental_refusal(channel: str, section: str, why: str) -> str:
