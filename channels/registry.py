@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "mercadolibre": "channels.mercadolibre.adapter:MercadoLibreChannel",
     "shopee": "channels.shopee.adapter:ShopeeChannel",
     "dhgate": "channels.dhgate.adapter:DHgateChannel",
+    "aliexpress": "channels.aliexpress.adapter:AliExpressChannel",
 }
 
 
