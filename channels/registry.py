@@ -25,6 +25,8 @@ BUILTIN: dict[str, str] = {
     "telegram": "channels.telegram.adapter:TelegramChannel",
     "mercadolibre": "channels.mercadolibre.adapter:MercadoLibreChannel",
     "shopee": "channels.shopee.adapter:ShopeeChannel",
+    "dhgate": "channels.dhgate.adapter:DHgateChannel",
+    "aliexpress": "channels.aliexpress.adapter:AliExpressChannel",
 }
 
 
