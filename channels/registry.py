@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "telegram": "channels.telegram.adapter:TelegramChannel",
     "mercadolibre": "channels.mercadolibre.adapter:MercadoLibreChannel",
     "shopee": "channels.shopee.adapter:ShopeeChannel",
+    "ebay": "channels.ebay.adapter:EbayChannel",
 }
 
 
