@@ -76,9 +76,10 @@ def buyer_message(n: int, text: str) -> InboundCase:
 
 
 def settings(provider: EbayFake, **extra: Any) -> EbaySettings:
+    extra.setdefault("site", "EBAY_GB")
     return EbaySettings(api_base_url=provider.url, seller_username=SELLER, dev_id=DEV_ID,
-                        app_id=APP_ID, cert_id=Secret(CERT_ID, "test"), site="EBAY_GB",
-                        timeout_seconds=5, **extra)
+                        app_id=APP_ID, cert_id=Secret(CERT_ID, "test"), timeout_seconds=5,
+                        **extra)
 
 
 class _KitView:
