@@ -65,7 +65,7 @@ from channels.marketplace.base import (
 )
 from channels.marketplace.sites import Market, market_hints
 from channels.models import FetchNotice, InboundMessage, OutboundReply
-from channels.polling import Polled, PollItem
+from channels.polling import Polled, PollItem, Unusable
 from channels.secrets import Secret
 from channels.services.limits import RateLimit
 from channels.services.tokens import OAuthTokens, Refresher
@@ -513,7 +513,10 @@ class EbayChannel(MarketplaceChannel):
                     complete = True
                     break
                 known = state.seen.get(conversation.conversationId)
-                if known is None or latest > known.at:
+                last = conversation.latestMessage
+                if known is None or latest > known.at or (
+                        latest == known.at and last is not None
+                        and last.messageId not in known.ids):
                     changed.append((conversation, latest))
             offset += len(page.conversations)
             if complete or not page.conversations or not page.next or (
@@ -526,13 +529,23 @@ class EbayChannel(MarketplaceChannel):
         items: list[PollItem] = []
         for conversation, latest in changed:
             cid = conversation.conversationId
-            messages = await self.read_conversation(cid)
+            try:
+                messages = await self.read_conversation(cid)
+            except PermanentError as exc:
+                # Not ours (or not between members): nothing of it is stored, the id and the
+                # reason are kept for an operator, and the poll moves on past it.
+                log.warning("channel %s: conversation refused: %s", self.instance, exc)
+                items.append(Unusable(raw=f"ebay conversation {cid}".encode(),
+                                      reason=str(exc)))
+                messages = []
             items.extend(self._normalize(conversation, messages, seen.get(cid)))
             times = [t for m in messages if (t := _when(m.createdDate)) is not None]
             newest = max(times, default=latest)
+            ids = {m.messageId for m in messages if _when(m.createdDate) == newest}
+            if conversation.latestMessage is not None and newest == latest:
+                ids.add(conversation.latestMessage.messageId)  # a refused one has no messages
             seen.pop(cid, None)
-            seen[cid] = _Seen(newest, tuple(m.messageId for m in messages
-                                            if _when(m.createdDate) == newest))
+            seen[cid] = _Seen(newest, tuple(sorted(ids)))
         since = state.since
         if complete:  # every conversation newer than ``since`` was looked at
             since = max(since, max(latest for _, latest in changed))
