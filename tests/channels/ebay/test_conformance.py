@@ -168,9 +168,6 @@ class TestEbayConformance(ChannelConformance, FetchBattery, HostileWebhookBatter
 
 class TestEbayConformanceOnRedis(TestEbayConformance, RateLimitBattery):
     paced_replies = 3
-    # The token and rate-limit batteries both name a helper ``_replies``; the rate-limit
-    # one takes the token one's arguments too, so it serves both.
-    _replies = RateLimitBattery._replies
 
     @pytest.fixture
     def kit_store(self, store: Store) -> KitStore:
