@@ -86,6 +86,8 @@ PAGE_LIMIT: Final = 50  # getConversations: default 25, maximum 50 (documented [
 MAX_PAGES: Final = 40
 MAX_LOOKUPS: Final = 5  # conversations with one buyer about one listing read per fetch
 MAX_CURSOR_CONVERSATIONS: Final = 500
+# Conversations read per poll: at 75 calls a minute, 20 reads take about 20 s.
+MAX_READS_PER_POLL: Final = 20
 # Conversations whose newest message is this much older than the newest one a poll handled
 # are still looked at: a message can show up in the list a little after its createdDate.
 OVERLAP_SECONDS: Final = 600.0
@@ -525,6 +527,13 @@ class EbayChannel(MarketplaceChannel):
                 break
         if not changed:
             return [], cursor if cursor else msgspec.msgpack.encode(state)
+        if len(changed) > MAX_READS_PER_POLL:
+            # A backfill or a burst: the oldest first, the rest next poll (the cursor's
+            # ``seen`` skips what was read), so one poll stays well inside its timeout and
+            # the call budget instead of timing out and starting over for ever.
+            changed.sort(key=lambda pair: pair[1])
+            del changed[MAX_READS_PER_POLL:]
+            complete = False
         seen = dict(state.seen)
         items: list[PollItem] = []
         for conversation, latest in changed:

@@ -237,6 +237,19 @@ async def test_the_poll_keeps_another_sellers_conversation_out_and_moves_on(
         assert (await ebay.poll("default", cursor))[0] == []
 
 
+async def test_a_large_backfill_is_read_over_several_polls_oldest_first(
+        fake: EbayFake) -> None:
+    now = time.time()
+    for n in range(25):
+        fake.buyer_writes(f"C-{n:02d}", f"m {n}", at=now - 1000 + n)
+    async with adapter(fake) as ebay:
+        first, cursor = await ebay.poll("default", None)
+        assert [m.text for m in messages(first)] == [f"m {n}" for n in range(20)]
+        second, cursor = await ebay.poll("default", cursor)
+        assert [m.text for m in messages(second)] == [f"m {n}" for n in range(20, 25)]
+        assert (await ebay.poll("default", cursor))[0] == []
+
+
 async def test_a_poll_cursor_survives_a_message_at_the_same_instant(fake: EbayFake) -> None:
     at = time.time() - 60
     fake.buyer_writes("C-1", "one", at=at, message_id="m-1")
