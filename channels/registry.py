@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "shopee": "channels.shopee.adapter:ShopeeChannel",
     "dhgate": "channels.dhgate.adapter:DHgateChannel",
     "aliexpress": "channels.aliexpress.adapter:AliExpressChannel",
+    "ebay": "channels.ebay.adapter:EbayChannel",
 }
 
 

@@ -1,0 +1,1 @@
+"""eBay member messages: REST Message API plus SOAP Platform Notifications."""
