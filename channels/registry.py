@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "telegram": "channels.telegram.adapter:TelegramChannel",
     "mercadolibre": "channels.mercadolibre.adapter:MercadoLibreChannel",
     "shopee": "channels.shopee.adapter:ShopeeChannel",
+    "lazada": "channels.lazada.adapter:LazadaChannel",
 }
 
 
