@@ -223,6 +223,7 @@ class _Push(msgspec.Struct, frozen=True):
 
     seller_id: str | int
     message_type: int | None = None
+    timestamp: int | str | None = None
     data: Any = None
 
 
@@ -413,18 +414,18 @@ class LazadaChannel(MarketplaceChannel):
                 app_secret=self.settings.app_secret, timeout=self.settings.timeout_seconds)
         return self._refresher
 
-    async def _call(self, method: str, path: str, token: str,
-                    params: Mapping[str, str]) -> Any:
-        """One signed call; ``data`` of a ``code`` "0" answer, else the mapped error."""
+    async def _call(self, path: str, token: str, params: Mapping[str, str]) -> Any:
+        """One signed call; ``data`` of a ``code`` "0" answer, else the mapped error.
+
+        Every call is a POST with a form body (the Lazop SDK's default method), reads too:
+        the access token and the signature then never sit in a URL, where proxies and access
+        logs keep them."""
         signed = signed_params(self.settings.app_secret.reveal_bytes(), path, params,
                                app_key=self.settings.app_key, timestamp_ms=_ms(),
                                access_token=token)
-        if method == "GET":
-            answer = await self.call_api("GET", path, params=signed, headers={})
-        else:
-            answer = await self.call_api(
-                "POST", path, data=urllib.parse.urlencode(signed),
-                headers={"Content-Type": "application/x-www-form-urlencoded"})
+        answer = await self.call_api(
+            "POST", path, data=urllib.parse.urlencode(signed),
+            headers={"Content-Type": "application/x-www-form-urlencoded"})
         try:
             envelope = _envelope.decode(answer.body)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
@@ -437,12 +438,12 @@ class LazadaChannel(MarketplaceChannel):
         await self.read_turn()
 
         async def call(token: str) -> Any:
-            return await self._call("GET", path, token, params)
+            return await self._call(path, token, params)
         return await self.authorized(call)
 
     async def _write(self, path: str, params: Mapping[str, str]) -> Any:
         async def call(token: str) -> Any:
-            return await self._call("POST", path, token, params)
+            return await self._call(path, token, params)
         return await self.authorized(call)
 
     def _error_for(self, envelope: _Envelope, status: int,
@@ -497,12 +498,15 @@ class LazadaChannel(MarketplaceChannel):
         if not isinstance(session, str | int) or isinstance(session, bool) \
                 or not _ID.fullmatch(str(session)):
             raise MalformedPayload("push without a usable session id")
+        # One push, sent again, is fetched once: its message (or session) and its timestamp
+        # name it (INFERRED: a redelivery repeats the body as it was).
         message = data.get("message_id")
+        when = str(push.timestamp)[:20]
         if isinstance(message, str | int) and not isinstance(message, bool) \
                 and _ID.fullmatch(str(message)):
-            key = f"m:{session}:{message}"
-        else:  # SESSION_UPDATE and the like: the session and when Lazada says it changed
-            key = f"s:{session}:{str(data.get('last_message_time') or data.get('timestamp'))[:20]}"
+            key = f"m:{session}:{message}:{when}"
+        else:  # SESSION_UPDATE and the like
+            key = f"s:{session}:{when}"
         return [FetchNotice(resource=str(session), dedupe_key=key[:200])]
 
     # -- fetch -------------------------------------------------------------------------------
