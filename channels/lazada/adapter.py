@@ -284,6 +284,17 @@ def order_of(message: Message) -> str | None:
     return text if _ORDER_ID.fullmatch(text) else None
 
 
+def _stamp(item: Any) -> tuple[int, str] | None:
+    """``(send_time, message_id)`` of a raw list entry, when it has both."""
+    if not isinstance(item, dict):
+        return None
+    when, mid = item.get("send_time"), item.get("message_id")
+    if isinstance(when, int) and not isinstance(when, bool) and isinstance(mid, str | int) \
+            and not isinstance(mid, bool):
+        return when, str(mid)
+    return None
+
+
 def _order_time(value: object) -> float | None:
     """GetOrder's ``created_at`` (``2026-01-01 10:00:00 +0800``, INFERRED format)."""
     if not isinstance(value, str):
@@ -527,7 +538,7 @@ class LazadaChannel(MarketplaceChannel):
 
     async def fetch(self, resource: str) -> Sequence[Parsed]:
         found = await self.session(resource)
-        raw, _ = await self._messages(found, None, pages=FETCH_PAGES)
+        raw = [item for item, _ in await self._messages(found, None, pages=FETCH_PAGES)]
         out: list[Parsed] = []
         for item in self._normalize(found, raw):
             if isinstance(item, Unusable):  # kept with its reason, as the poller would
@@ -537,10 +548,11 @@ class LazadaChannel(MarketplaceChannel):
         return out
 
     async def _messages(self, session: Session, since: _Cursor | None, *,
-                        pages: int) -> tuple[list[Message | Unusable], bool]:
+                        pages: int) -> list[tuple[Message | Unusable, tuple[int, str] | None]]:
         """The session's messages newer than ``since`` (all of ``pages`` pages without),
-        oldest first; True when the bound cut the walk short."""
-        found: list[Message | Unusable] = []
+        oldest first, each with its ``(send_time, message_id)`` where the answer gave them
+        (an unreadable one too, so the cursor moves past it and it is quarantined once)."""
+        found: list[tuple[Message | Unusable, tuple[int, str] | None]] = []
         start, last_id = str(_ms() + 1000), ""
         for _ in range(pages):
             params = {"session_id": session.session_id, "start_time": start,
@@ -551,33 +563,35 @@ class LazadaChannel(MarketplaceChannel):
                                    strict=False)
             done = False
             for item in page.message_list:
-                try:
-                    message = msgspec.convert(item, Message, strict=False)
-                except msgspec.ValidationError as exc:
-                    found.append(Unusable(msgspec.json.encode(item)[:65536],
-                                          f"lazada message unreadable: {str(exc)[:200]}"))
-                    continue
-                if message.session_id != session.session_id:
-                    found.append(Unusable(msgspec.json.encode(item)[:65536],
-                                          "lazada message of another session in the list"))
-                    continue
-                if since is not None and (message.send_time < since.ts or (
-                        message.send_time == since.ts and message.message_id in since.ids)):
+                stamp = _stamp(item)
+                if since is not None and stamp is not None and (stamp[0] < since.ts or (
+                        stamp[0] == since.ts and stamp[1] in since.ids)):
                     done = True
                     break
-                found.append(message)
+                found.append((self._read_message(session, item), stamp))
             if done or not page.has_more or not page.message_list:
-                found.reverse()
-                return found, False
-            tail = page.message_list[-1]
-            start = str(page.next_start_time or (tail.get("send_time") if isinstance(
-                tail, dict) else "") or "")
-            last_id = page.last_message_id or (str(tail.get("message_id", ""))
-                                               if isinstance(tail, dict) else "")
-            if not start:
                 break
+            tail = _stamp(page.message_list[-1])
+            start = str(page.next_start_time or (tail[0] if tail else ""))
+            last_id = page.last_message_id or (tail[1] if tail else "")
+            if not start.isdigit():
+                break
+        else:
+            log.warning("lazada %s: a session has more than %d new pages; the rest waits for "
+                        "the next poll", self.instance, pages)
         found.reverse()
-        return found, True
+        return found
+
+    @staticmethod
+    def _read_message(session: Session, item: Any) -> Message | Unusable:
+        raw = msgspec.json.encode(item)[:65536]
+        try:
+            message = msgspec.convert(item, Message, strict=False)
+        except msgspec.ValidationError as exc:
+            return Unusable(raw, f"lazada message unreadable: {str(exc)[:200]}")
+        if message.session_id != session.session_id:
+            return Unusable(raw, "lazada message of another session in the list")
+        return message
 
     def _normalize(self, session: Session,
                    items: Sequence[Message | Unusable]) -> list[PollItem]:
@@ -648,14 +662,15 @@ class LazadaChannel(MarketplaceChannel):
         for entry in sorted(changed, key=lambda s: s.last_message_time):
             if _str(entry.seller_id) not in (None, self.settings.seller_id):
                 continue  # a session list entry of another seller: never ours to store
-            found, _ = await self._messages(entry, state, pages=MAX_MESSAGE_PAGES)
-            items.extend(self._normalize(entry, found))
-            for m in found:
-                if isinstance(m, Message):
-                    if m.send_time > newest:
-                        newest, tied = m.send_time, {m.message_id}
-                    elif m.send_time == newest:
-                        tied.add(m.message_id)
+            found = await self._messages(entry, state, pages=MAX_MESSAGE_PAGES)
+            items.extend(self._normalize(entry, [item for item, _ in found]))
+            for _, stamp in found:
+                if stamp is None:
+                    continue
+                if stamp[0] > newest:
+                    newest, tied = stamp[0], {stamp[1]}
+                elif stamp[0] == newest:
+                    tied.add(stamp[1])
         if newest == state.ts and tied == set(state.ids):
             return items, cursor or msgspec.json.encode(state)
         return items, msgspec.json.encode(_Cursor(ts=newest, ids=tuple(sorted(tied))))
