@@ -97,8 +97,8 @@ _SHOWN: Final[Mapping[int, str]] = {IMAGE: "image", EMOJI: "emoji", VIDEO: "vide
                                     FOLLOW: "follow"}
 # INFERRED: ``from_account_type`` 1 is the buyer; 2 the seller; anything else is Lazada's.
 BUYER_ACCOUNT: Final = 1
-MAX_SESSION_PAGES: Final = 100  # 2,000 changed sessions per poll: a bound, not a size
-MAX_MESSAGE_PAGES: Final = 50  # 1,000 new messages per session per poll
+MAX_SESSION_PAGES: Final = 50  # 1,000 changed sessions per poll; the next poll walks on
+MAX_MESSAGE_PAGES: Final = 250  # 5,000 new messages per session per poll: a bound
 FETCH_PAGES: Final = 3  # a push hint reads the newest 60 messages of its session
 MAX_REMEMBERED: Final = 4096
 # Ids go into parameters and the fetch queue: what Lazada mints, never anything else.
@@ -166,7 +166,7 @@ class LazadaSettings(MarketplaceSettings, frozen=True, kw_only=True,
     def __post_init__(self) -> None:
         if self.api_base_url:
             check_api_base_url(self.api_base_url)
-        check_api_base_url(self.token_url.split("?")[0])
+        check_api_base_url(self.token_url)
 
     @property
     def base_url(self) -> str:
@@ -227,11 +227,20 @@ class _Push(msgspec.Struct, frozen=True):
     data: Any = None
 
 
-class _Cursor(msgspec.Struct, frozen=True):
-    """Newest ``send_time`` (ms) stored and the message ids at exactly that time (ties)."""
+class _Cursor(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Newest ``send_time`` (ms) stored and the message ids at exactly that time (ties).
+
+    A walk of the session list cut short by ``MAX_SESSION_PAGES`` leaves ``ts``/``ids`` where
+    they were and says where to resume (the last session read, ``resume_*``) and what the
+    walk has reached so far (``high_*``): the next poll walks on from there, so the older
+    changed sessions are read before the cursor moves past them."""
 
     ts: int
     ids: tuple[str, ...] = ()
+    resume_time: int | None = None
+    resume_id: str | None = None
+    high_ts: int | None = None
+    high_ids: tuple[str, ...] = ()
 
 
 class _Refreshed(msgspec.Struct, frozen=True):
@@ -633,7 +642,9 @@ class LazadaChannel(MarketplaceChannel):
             state = _Cursor(ts=_ms() - int(self.settings.first_poll_days * 86_400_000))
         changed: list[Session] = []
         start, last_id = str(_ms() + 1000), ""
-        cut = True
+        if state.resume_time is not None:
+            start, last_id = str(state.resume_time), state.resume_id or ""
+        cut: Session | None = None
         for _ in range(MAX_SESSION_PAGES):
             params = {"start_time": start, "page_size": str(self.settings.page_size)}
             if last_id:
@@ -649,16 +660,16 @@ class LazadaChannel(MarketplaceChannel):
                     break
                 changed.append(entry)
             if stop or not page.has_more or not page.session_list:
-                cut = False
+                cut = None
                 break
-            tail = page.session_list[-1]
+            cut = tail = page.session_list[-1]
             start = str(page.next_start_time or tail.last_message_time)
             last_id = page.last_session_id or tail.session_id
-        if cut:
-            log.warning("lazada %s: more than %d changed sessions in one poll; the oldest "
-                        "wait for the next one", self.instance, len(changed))
         items: list[PollItem] = []
-        newest, tied = state.ts, set(state.ids)
+        if state.high_ts is not None:
+            newest, tied = state.high_ts, set(state.high_ids)
+        else:
+            newest, tied = state.ts, set(state.ids)
         for entry in sorted(changed, key=lambda s: s.last_message_time):
             if _str(entry.seller_id) not in (None, self.settings.seller_id):
                 continue  # a session list entry of another seller: never ours to store
@@ -671,9 +682,16 @@ class LazadaChannel(MarketplaceChannel):
                     newest, tied = stamp[0], {stamp[1]}
                 elif stamp[0] == newest:
                     tied.add(stamp[1])
-        if newest == state.ts and tied == set(state.ids):
+        if cut is not None:
+            log.info("lazada %s: more than %d changed sessions; the next poll walks on",
+                     self.instance, len(changed))
+            return items, msgspec.json.encode(msgspec.structs.replace(
+                state, resume_time=cut.last_message_time, resume_id=cut.session_id,
+                high_ts=newest, high_ids=tuple(sorted(tied))))
+        done = _Cursor(ts=newest, ids=tuple(sorted(tied)))
+        if done == state:
             return items, cursor or msgspec.json.encode(state)
-        return items, msgspec.json.encode(_Cursor(ts=newest, ids=tuple(sorted(tied))))
+        return items, msgspec.json.encode(done)
 
     # -- replies -----------------------------------------------------------------------------
 

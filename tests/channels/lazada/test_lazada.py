@@ -356,3 +356,25 @@ async def test_opening_a_chat_only_within_7_days_of_the_order(fake: LazadaFake) 
     assert fake.opened == ["50002"]
     assert fake.sent == [{"session_id": "order-50002", "template_id": 10007,
                           "recipient": BUYER, "orderId": "50002"}]
+
+
+async def test_a_session_walk_cut_short_resumes_where_it_stopped(
+        fake: LazadaFake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More changed sessions than one poll reads: the next poll walks on from the last session
+    read before the cursor moves, so the older ones are not skipped."""
+    from channels.lazada import adapter as module
+
+    monkeypatch.setattr(module, "MAX_SESSION_PAGES", 1)
+    for s in range(45):
+        fake.buyer_message(f"50000000{s:02d}", 300 + s, f"chat {s}")
+    seen: list[str] = []
+    async with adapter(fake) as lazada:
+        cursor = None
+        for _ in range(3):
+            items, cursor = await lazada.poll("default", cursor)
+            seen += [m.provider_message_id for m in messages(items)]
+        assert len(seen) == 45 and len(set(seen)) == 45
+        late = fake.buyer_message("5000000001", 400, "one more")
+        items, cursor = await lazada.poll("default", cursor)
+        assert [m.provider_message_id for m in messages(items)] == [late["message_id"]]
+        assert (await lazada.poll("default", cursor))[0] == []
