@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "dhgate": "channels.dhgate.adapter:DHgateChannel",
     "aliexpress": "channels.aliexpress.adapter:AliExpressChannel",
     "ebay": "channels.ebay.adapter:EbayChannel",
+    "lazada": "channels.lazada.adapter:LazadaChannel",
 }
 
 

@@ -1,0 +1,1 @@
+"""Lazada IM Open API channel (``channels.lazada.adapter``)."""
