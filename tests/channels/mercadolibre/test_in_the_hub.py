@@ -63,7 +63,7 @@ async def test_the_hub_runs_the_mercadolibre_channel_both_ways(
         async def find() -> dict[str, Any] | None:
             resp = await client.get("/api/v1/conversations", headers=auth(ADMIN_TOKEN))
             for c in (await resp.json())["conversations"]:
-                if c["thread_id"] == PACK:
+                if c["thread_id"] == PACK and c.get("label"):  # stored and routed
                     return dict(c)
             return None
         conversation = await eventually(find)
