@@ -7,21 +7,33 @@ push ``Authorization`` HMAC over ``callback_url|body``.
 INFERRED (SDK names only [S3]): the chat endpoints' response shapes (``messages``,
 ``conversations``, ``page_result.next_cursor.next_message_time_nano``), the push ``data``
 shape (``conversation_id``, ``message_id``), the error code names.
+INFERRED (third-party SDK code, no official reference): ``upload_image`` takes multipart
+``file`` (jpg/png/gif, at most 2 MB) and answers ``response {url, thumbnail}``; an image is
+sent as ``message_type "image"`` with ``content {image_url}``; a buyer's image message is
+``message_type "image"`` with ``content {url}`` (CHANNELS.md §6.4 lists ``content{url}``),
+served by Shopee's CDN without a signature (here ``/file/{id}/{name}`` on the same server).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
+import secrets
 import time
-from typing import Any
+import urllib.parse
+from typing import Any, Self
 
 import msgspec
 from aiohttp import web
 
+from channels.services.tokens import OAuthTokens, Refresher
 from channels.shopee.signing import public_sign, push_signature, shop_sign
 
 PUBLIC_PATHS = {"/api/v2/auth/access_token/get"}
+UPLOAD_PATH = "/api/v2/sellerchat/upload_image"
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # INFERRED (third-party SDK code)
+UPLOAD_TYPES = {"image/jpeg", "image/png", "image/gif"}  # INFERRED likewise
 
 
 def envelope(response: Any = None, *, error: str = "", message: str = "") -> dict[str, Any]:
@@ -44,6 +56,21 @@ class ShopeeFake:
         self.sent: list[dict[str, Any]] = []
         self.requests: list[str] = []
         self.bad_signs = 0
+        # The CDN: file id -> (status, bytes, content type, extra headers); no signature.
+        self.files: dict[str, tuple[int, bytes, str, dict[str, str]]] = {}
+        self.file_requests: list[str] = []
+        # Hosted URL -> (file name, content type, bytes) of each upload_image, in order.
+        self.uploads: dict[str, tuple[str, str, bytes]] = {}
+        # The token side, as the conformance kit's OAuthControl reads it.
+        self.refresh_calls = 0  # requests to the token endpoint
+        self.refused_calls = 0  # API calls refused for their access token
+        self.refuse_refresh = False
+        self.refuse_access = False
+        self.refresh_delay = 0.0
+        self.accepted: list[str] = []
+        # (path, n) -> (status, error code): the n-th authorized call to path fails so.
+        self.fail_on: dict[tuple[str, int], tuple[int, str]] = {}
+        self.calls: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -66,15 +93,42 @@ class ShopeeFake:
                                             "last_message_timestamp": ts * 10**9}
         return mid
 
+    def buyer_sends_image(self, conversation: str, buyer: int, url: str, *,
+                          ts: int | None = None) -> str:
+        """A buyer's image message naming ``url`` (``serve_file`` gives one of ours)."""
+        ts = ts or int(time.time())
+        mid = f"{next(self._ids):06d}"
+        self.messages.setdefault(conversation, []).append({
+            "message_id": mid, "message_type": "image", "from_id": buyer,
+            "to_id": self.shop_id, "conversation_id": conversation, "created_timestamp": ts,
+            "content": {"url": url, "thumb_url": url + "_tn"}})
+        self.conversations[conversation] = {"conversation_id": conversation, "to_id": buyer,
+                                            "to_name": "Ana",
+                                            "last_message_timestamp": ts * 10**9}
+        return mid
+
+    def serve_file(self, data: bytes, name: str = "", *, content_type: str = "image/jpeg",
+                   status: int = 200, headers: dict[str, str] | None = None) -> str:
+        """The CDN URL of ``data`` (``name`` as its last path segment, percent-encoded)."""
+        file_id = f"br-{next(self._ids)}-{secrets.token_hex(4)}"
+        self.files[file_id] = (status, data, content_type, dict(headers or {}))
+        tail = "/" + urllib.parse.quote(name, safe="") if name else ""
+        return f"{self.url}/file/{file_id}{tail}"
+
     def expire_tokens(self) -> None:
         self.access_tokens.clear()
 
+    def _new_pair(self) -> tuple[str, str]:
+        return f"at-{self.refreshes}", f"rt-{self.refreshes}"
+
     # -- server -------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> ShopeeFake:
-        app = web.Application()
+    async def __aenter__(self) -> Self:
+        app = web.Application(client_max_size=4 * MAX_UPLOAD_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app)
+        # No access log: Shopee's documented scheme puts the access token in the query
+        # string, and what Shopee's own servers log is not ours to print in the test run.
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -90,8 +144,22 @@ class ShopeeFake:
         return web.json_response(envelope(error=code, message="echo of data"), status=status,
                                  headers=headers)
 
+    def _file(self, request: web.Request) -> web.Response:
+        """The CDN: a GET of a file id, no signature, no token (none must be sent)."""
+        self.file_requests.append(request.raw_path)
+        assert "access_token" not in request.query and "sign" not in request.query, \
+            "the shop's token or signature was sent to the CDN"
+        file_id = request.raw_path.split("?", 1)[0].split("/")[2]
+        if request.method != "GET" or file_id not in self.files:
+            return web.Response(status=404)
+        status, data, content_type, headers = self.files[file_id]
+        return web.Response(status=status, body=data, content_type=content_type,
+                            headers=headers)
+
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests.append(request.path)
+        if request.raw_path.startswith("/file/"):
+            return self._file(request)
         if self.latency:
             await asyncio.sleep(self.latency)
         if self.rate_limited > 0:
@@ -120,8 +188,16 @@ class ShopeeFake:
             return self._err(403, "error_sign")
         if int(shop) != self.shop_id:
             return self._err(403, "error_shop")
-        if token not in self.access_tokens:
+        if token not in self.access_tokens or self.refuse_access:
+            self.refused_calls += 1
             return self._err(403, "invalid_access_token")
+        self.accepted.append(token)
+        self.calls[request.path] += 1
+        planned = self.fail_on.pop((request.path, self.calls[request.path]), None)
+        if planned is not None:
+            return self._err(*planned)
+        if request.path == UPLOAD_PATH:
+            return await self._upload(request)
         if request.path == "/api/v2/sellerchat/get_message":
             conv = self.messages.get(q.get("conversation_id", ""), [])
             return web.json_response(envelope({"messages": conv}))
@@ -129,6 +205,12 @@ class ShopeeFake:
             return self._conversations(q)
         if request.path == "/api/v2/sellerchat/send_message":
             body = await request.json()
+            content = body.get("content") if isinstance(body.get("content"), dict) else {}
+            if body.get("message_type") == "image" and \
+                    content.get("image_url") not in self.uploads:
+                return self._err(400, "error_param")  # an image Shopee never hosted
+            if body.get("message_type") == "text" and not isinstance(content.get("text"), str):
+                return self._err(400, "error_param")
             self.sent.append(body)
             mid = f"s-{next(self._ids)}"
             return web.json_response(envelope({"message_id": mid}))
@@ -147,15 +229,31 @@ class ShopeeFake:
         return web.json_response(envelope({"conversations": page, "page_result": {
             "page_size": len(page), "more": bool(rest), "next_cursor": nxt}}))
 
+    async def _upload(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        file = form.get("file")
+        if not isinstance(file, web.FileField):
+            return self._err(400, "error_param")
+        data = file.file.read()
+        if len(data) > MAX_UPLOAD_BYTES or file.content_type not in UPLOAD_TYPES:
+            return self._err(400, "error_image")  # INFERRED code name
+        url = self.serve_file(data, content_type=file.content_type)
+        self.uploads[url] = (file.filename, file.content_type, data)
+        return web.json_response(envelope({"url": url, "thumbnail": url + "_tn"}))
+
     async def _refresh(self, request: web.Request) -> web.Response:
+        self.refresh_calls += 1
         body = await request.json()
+        if self.refresh_delay:
+            await asyncio.sleep(self.refresh_delay)
         given = body.get("refresh_token")
-        if given != self.refresh_token or given in self.used_refresh_tokens:
+        if self.refuse_refresh or given != self.refresh_token \
+                or given in self.used_refresh_tokens:
             return web.json_response({"error": "error_auth", "message": "invalid refresh",
                                       "request_id": "r"}, status=403)
         self.used_refresh_tokens.add(given)
         self.refreshes += 1
-        access, self.refresh_token = f"at-{self.refreshes}", f"rt-{self.refreshes}"
+        access, self.refresh_token = self._new_pair()
         self.access_tokens = {access}
         return web.json_response({"access_token": access, "refresh_token": self.refresh_token,
                                   "expire_in": 14400, "error": "", "message": "",
@@ -176,13 +274,24 @@ class ShopeeFake:
 
 class KitShopee(ShopeeFake):
     """The fake as the conformance kit's ``FetchProvider`` and ``PollingProvider``: each
-    ``InboundCase`` payload is one buyer message, published into the conversation it names.
+    ``InboundCase`` payload is one buyer message, published into the conversation it names
+    (a payload's ``kit_file`` (name, bytes, content type) is served by the CDN and named by
+    the message's ``content.url``).
 
     Shopee signs the URL with the body (``callback_url|body``), so the kit calls
-    ``signed_headers_for(body, url)`` with the exact webhook URL it posts to."""
+    ``signed_headers_for(body, url)`` with the exact webhook URL it posts to.
+
+    It is also the token battery's ``OAuthControl``: Shopee's refresh is its own signed call
+    (``POST /api/v2/auth/access_token/get``), not an OAuth 2.0 token endpoint, so the kit's
+    ``KitOAuthServer`` cannot stand in. Tokens are minted at random (the battery looks for
+    every one of them in logs and errors), a refresh rotates the refresh token, and the
+    refresher is the adapter's own (``refresher_of``, set by the harness)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.issued_tokens: list[str] = []  # what grant() and refreshes minted
+        self.newest: str | None = None
+        self.refresher_of: Any = None  # the adapter whose refresher the battery runs
         self._open = asyncio.Event()
         self._open.set()
         self.fetches = 0
@@ -195,8 +304,48 @@ class KitShopee(ShopeeFake):
 
     # -- channels.testing.fetches.FetchProvider ----------------------------------------------
 
+    # -- channels.testing.tokens.OAuthControl ------------------------------------------------
+
+    def _new_pair(self) -> tuple[str, str]:
+        access = f"shopee-at-{secrets.token_hex(16)}"
+        refresh = f"shopee-rt-{secrets.token_hex(16)}"
+        self.issued_tokens += [access, refresh]
+        self.newest = access
+        return access, refresh
+
+    def grant(self, expires_in: float | None = None) -> OAuthTokens:
+        """A new authorization of the shop (4 h access tokens, documented)."""
+        access, refresh = self._new_pair()
+        self.access_tokens.add(access)
+        self.refresh_token = refresh
+        lifetime = 4 * 3600.0 if expires_in is None else expires_in
+        return OAuthTokens(access_token=access, refresh_token=refresh,
+                           expires_at=time.time() + lifetime)
+
+    def revoke_access(self) -> None:
+        self.access_tokens.clear()
+
+    def issued(self) -> list[str]:
+        return list(self.issued_tokens)
+
+    def newest_access_token(self) -> str | None:
+        return self.newest
+
+    def accepted_tokens(self) -> list[str]:
+        return list(self.accepted)
+
+    def refresher(self, http: Any) -> Refresher:
+        assert self.refresher_of is not None, "the harness names the adapter to refresh with"
+        refresher: Refresher = self.refresher_of.refresher
+        return refresher
+
     def publish(self, case: Any) -> None:
         message = dict(case.payload)
+        kit_file = message.pop("kit_file", None)
+        if kit_file is not None:
+            name, data, content_type = kit_file
+            message["content"] = {"url": self.serve_file(data, name,
+                                                         content_type=content_type)}
         conversation = str(message["conversation_id"])
         thread = self.messages.setdefault(conversation, [])
         thread[:] = [m for m in thread if m["message_id"] != message["message_id"]]
@@ -243,9 +392,17 @@ class KitShopee(ShopeeFake):
         return self.fetches
 
     def sent_records(self) -> list[Any]:
+        """Every message sent; an image shows as ``[image] <its url>``."""
         from channels.testing import SentRecord
-        return [SentRecord(recipient=str(s["to_id"]), text=s["content"]["text"])
+        return [SentRecord(recipient=str(s["to_id"]), text=s["content"]["text"]
+                           if s["message_type"] == "text"
+                           else f"[image] {s['content']['image_url']}")
                 for s in self.sent]
+
+    def sent_attachments(self) -> list[list[tuple[str, str, bytes]]]:
+        """Per image message sent, the file uploaded for it."""
+        return [[self.uploads[s["content"]["image_url"]]] for s in self.sent
+                if s["message_type"] == "image"]
 
     def fail_next_send(self, kind: str) -> None:
         self.send_failures.append(_failure(kind))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -17,7 +17,8 @@ from channels.base import AdapterContext, ChannelAdapter, serve_webhook
 from channels.errors import AuthError, RateLimited, ReplyRejected
 from channels.models import FetchNotice, InboundMessage, OutboundReply
 from channels.secrets import Secret
-from channels.services.tokens import OAuthTokens
+from channels.services.attachments import AttachmentStore
+from channels.services.tokens import OAuthTokens, TokenStore
 from channels.shopee.adapter import ShopeeChannel, ShopeeSettings
 from channels.testing.fetches import MemoryFetchQueue
 from channels.testing.tokens import MemoryTokenStore
@@ -29,8 +30,10 @@ KEY = "shopee-partner-key-0123456789abcdef"
 
 class Rig:
     def __init__(self, fake: ShopeeFake, session: aiohttp.ClientSession,
-                 tokens: MemoryTokenStore, public_url: str | None = None) -> None:
+                 tokens: TokenStore, public_url: str | None = None,
+                 attachments: AttachmentStore | None = None) -> None:
         self.fake, self.session, self.tokens = fake, session, tokens
+        self.attachments = attachments
         self.fetches = MemoryFetchQueue()
         self.quarantined: list[str] = []
         self.public_url = public_url
@@ -42,14 +45,15 @@ class Rig:
                                   partner_key=Secret(KEY, "test"), shop_id=SHOP_ID,
                                   region="BR", timeout_seconds=5, **over)
 
-        async def quarantine(instance: str, raw: bytes, error: str, **_: Any) -> str:
+        async def quarantine(channel_instance: str, raw: bytes, error: str, *,
+                             headers: Mapping[str, str] | None = None) -> str:
             self.quarantined.append(error)
             return "q"
 
         context = AdapterContext(http=self.session, quarantine=quarantine,
                                  spawn=lambda coro, name: asyncio.create_task(coro, name=name),
                                  tokens=self.tokens, fetches=self.fetches,
-                                 public_url=self.public_url)
+                                 public_url=self.public_url, attachments=self.attachments)
         return ShopeeChannel("shop", settings, context)
 
 
