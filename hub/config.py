@@ -388,7 +388,8 @@ def _check_channel_settings(settings: Any, where: str) -> None:
         value = getattr(settings, name)
         if isinstance(value, Secret) and _AUTH_SECRET.fullmatch(name):
             _check_secret_length(value, f"{where}.{name}")
-        elif isinstance(value, str) and _URL_KEY.fullmatch(name):
+        elif isinstance(value, str) and value and _URL_KEY.fullmatch(name):
+            # An empty URL is "unset": the adapter picks its default (Lazada: the country's host).
             parts = _check_url(value, f"{where}.{name}", ("https", "http"))
             if not parts.hostname:
                 raise ConfigError(f"{where}.{name}: malformed URL {value!r}: no host")
