@@ -7,9 +7,10 @@ the ingest script writes."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from channels.services.threads import check_memo
+from channels.services.threads import MemoWrite, check_memo
 from storage import keys
 
 if TYPE_CHECKING:
@@ -61,18 +62,36 @@ class RedisThreads:
 
     async def remember(self, instance: str, key: str, value: bytes, *,
                        ttl_seconds: float, thread_id: str) -> None:
-        check_memo(value, ttl_seconds)
-        name = memo_key(instance, key)
-        index = memos_of(f"{instance}\x00{thread_id}")
-        ttl_ms = int(ttl_seconds * 1000)
-        # One round trip (the email channel writes three memos per mail), the index first:
-        # Redis runs a pipeline's commands in order, so a memo is never in Redis without
-        # the index entry erasure finds it by (a connection lost mid-way leaves at most a
-        # name to delete). Not a MULTI: the memo and the index live in other cluster slots.
+        await self.remember_many(instance, [MemoWrite(key, value, ttl_seconds, thread_id)])
+
+    async def recall_many(self, instance: str, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        # GETs in a pipeline, not an MGET: the memos live in different cluster slots.
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(index, name)
-            await self.raise_ttl(keys=[index], args=[ttl_ms], client=pipe)
-            pipe.set(name, value, px=ttl_ms)
+            for key in keys:
+                pipe.get(memo_key(instance, key))
+            values = await pipe.execute()
+        return [bytes(v) if v is not None else None for v in values]
+
+    async def remember_many(self, instance: str, writes: Sequence[MemoWrite]) -> None:
+        for write in writes:
+            check_memo(write.value, write.ttl_seconds)
+        if not writes:
+            return
+        # One round trip for the lot (the email channel writes three memos per mail), each
+        # memo's index entry before the memo: Redis runs a pipeline's commands in order, so a
+        # memo is never in Redis without the index entry erasure finds it by (a connection
+        # lost mid-way leaves at most a name to delete). Not a MULTI: the memo and the index
+        # live in other cluster slots.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for write in writes:
+                name = memo_key(instance, write.key)
+                index = memos_of(f"{instance}\x00{write.thread_id}")
+                ttl_ms = int(write.ttl_seconds * 1000)
+                pipe.sadd(index, name)
+                await self.raise_ttl(keys=[index], args=[ttl_ms], client=pipe)
+                pipe.set(name, write.value, px=ttl_ms)
             await pipe.execute()
 
     async def thread_status(self, instance: str, thread_id: str) -> str | None:

@@ -471,21 +471,25 @@ class EmailChannel(PollingAdapter):
                 f"IMAP UID {skipped.uid} in {self.settings.mailbox}".encode(),
                 f"message of {skipped.size} bytes is over the download limit; left in the "
                 "mailbox, not fetched"))
-        for fetched, parsed in zip(batch.messages, results, strict=True):
-            if isinstance(parsed, str):  # MalformedEmail's reason
-                items.append(Unusable(fetched.raw, f"IMAP UID {fetched.uid}: {parsed}"))
-                continue
-            if self.settings.mark_seen:
-                self._unseen.add(fetched.uid)
-            if parsed.kind == "auto_reply":
-                log.info("channel %s: skipped an auto-reply (UID %d)", self.instance, fetched.uid)
-                continue
-            if parsed.kind == "bounce":
-                update = self._bounce(parsed, fetched.uid)
-                if update is not None:
-                    items.append(update)
-                continue
-            items.append(await self._message(parsed, fetched.uid))
+        mails = [parsed for parsed in results
+                 if not isinstance(parsed, str) and parsed.kind == "message"]
+        async with self.threads.batch(mails):
+            for fetched, parsed in zip(batch.messages, results, strict=True):
+                if isinstance(parsed, str):  # MalformedEmail's reason
+                    items.append(Unusable(fetched.raw, f"IMAP UID {fetched.uid}: {parsed}"))
+                    continue
+                if self.settings.mark_seen:
+                    self._unseen.add(fetched.uid)
+                if parsed.kind == "auto_reply":
+                    log.info("channel %s: skipped an auto-reply (UID %d)", self.instance,
+                             fetched.uid)
+                    continue
+                if parsed.kind == "bounce":
+                    update = self._bounce(parsed, fetched.uid)
+                    if update is not None:
+                        items.append(update)
+                    continue
+                items.append(await self._message(parsed, fetched.uid))
         return items
 
     def _bounce(self, parsed: ParsedEmail, uid: int) -> DeliveryUpdate | None:

@@ -25,11 +25,12 @@ built from when the mail it answers was polled by another process or before a re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -40,7 +41,7 @@ from channels.email.threading import (
     reply_token_of,
     thread_candidates,
 )
-from channels.services.threads import ThreadMemory
+from channels.services.threads import MemoWrite, ThreadMemory, check_memo
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,92 @@ def subject_key(sender: str, key: str) -> str:
     return f"s:{sender}\x00{key}"
 
 
+class BatchMemory:
+    """A batch's view of the thread memory: what the batch may read, fetched up front in two
+    round trips, and what it writes, kept here and written in one round trip at the end.
+
+    Deciding a backlog mail by mail cost about five sequential round trips each (bench.email
+    measured 0.07 of the FETCH-only rate with thread memory against 0.22 without). Reads see
+    the batch's own writes, so a mail that replies to an earlier mail of the same batch
+    threads exactly as it did when every memo went to Redis at once; the writes still reach
+    Redis before the batch is stored (``EmailThreads.batch``).
+    """
+
+    def __init__(self, memory: ThreadMemory, instance: str) -> None:
+        self.memory = memory
+        self.instance = instance
+        self.known: dict[str, bytes | None] = {}
+        self.pending: list[MemoWrite] = []
+
+    async def prefetch(self, keys: Iterable[str]) -> None:
+        wanted = [key for key in dict.fromkeys(keys) if key not in self.known]
+        if wanted:
+            values = await self.memory.recall_many(self.instance, wanted)
+            self.known.update(zip(wanted, values, strict=True))
+
+    async def recall(self, instance: str, key: str) -> bytes | None:
+        if instance == self.instance and key in self.known:
+            return self.known[key]
+        return await self.memory.recall(instance, key)
+
+    async def recall_many(self, instance: str, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.recall(instance, key) for key in keys]
+
+    async def remember(self, instance: str, key: str, value: bytes, *,
+                       ttl_seconds: float, thread_id: str) -> None:
+        if instance != self.instance:
+            await self.memory.remember(instance, key, value, ttl_seconds=ttl_seconds,
+                                       thread_id=thread_id)
+            return
+        check_memo(value, ttl_seconds)  # refused here, as the store would, not at the flush
+        self.known[key] = value
+        self.pending.append(MemoWrite(key, value, ttl_seconds, thread_id))
+
+    async def remember_many(self, instance: str, writes: Sequence[MemoWrite]) -> None:
+        for write in writes:
+            await self.remember(instance, write.key, write.value,
+                                ttl_seconds=write.ttl_seconds, thread_id=write.thread_id)
+
+    async def thread_status(self, instance: str, thread_id: str) -> str | None:
+        return await self.memory.thread_status(instance, thread_id)
+
+    async def thread_contact(self, instance: str, thread_id: str) -> str | None:
+        return await self.memory.thread_contact(instance, thread_id)
+
+    async def flush(self) -> None:
+        if self.pending:
+            writes, self.pending = self.pending, []
+            await self.memory.remember_many(self.instance, writes)
+
+
+def _reads_of(parsed: ParsedEmail) -> list[str]:
+    """The memos ``thread_for`` and ``remember`` may read for a mail, before any is known."""
+    found = [thread_key(thread_root_id(parsed))]
+    for candidate in thread_candidates(parsed):
+        token = reply_token_of(candidate)
+        if token is None:
+            found.append(message_key(candidate))
+        elif THREAD_ID.fullmatch(token):
+            found.append(thread_key(token))
+    subject = normalize_subject(parsed.subject)
+    if subject.key and parsed.from_address:
+        found.append(subject_key(parsed.from_address, subject.key))
+    return found
+
+
+def _threads_named(values: Iterable[bytes | None]) -> list[str]:
+    """The thread memos a first read leads to (a parent mail's thread, a subject's thread)."""
+    found: list[str] = []
+    for value in values:
+        if value is None:
+            continue
+        for decoder in (_message_memo, _subject_memo):
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                found.append(thread_key(decoder.decode(value).thread_id))
+                break
+    return found
+
+
 class EmailThreads:
     """Thread decisions and the memos behind them, for one mailbox (one channel instance)."""
 
@@ -131,6 +218,25 @@ class EmailThreads:
         self.instance = instance
         self.memory = memory
         self.subject_window_seconds = subject_window_seconds
+
+    @contextlib.asynccontextmanager
+    async def batch(self, mails: Sequence[ParsedEmail]) -> AsyncIterator[None]:
+        """Decide and remember ``mails`` (in order, inside the block) against one read of
+        their memos, and write the memos in one round trip when the block ends. A block that
+        raises writes nothing: the batch is not stored, and a redelivery decides afresh."""
+        memory = self.memory
+        if memory is None or isinstance(memory, BatchMemory) or not mails:
+            yield
+            return
+        buffered = BatchMemory(memory, self.instance)
+        await buffered.prefetch(key for mail in mails for key in _reads_of(mail))
+        await buffered.prefetch(_threads_named(buffered.known.values()))
+        self.memory = buffered
+        try:
+            yield
+        finally:
+            self.memory = memory
+        await buffered.flush()
 
     async def thread_for(self, parsed: ParsedEmail, *, now: float | None = None) -> str:
         now = mail_time(parsed, time.time() if now is None else now)

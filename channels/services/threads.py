@@ -16,7 +16,8 @@ erased with that thread's conversation.
 from __future__ import annotations
 
 import time
-from typing import Final, Protocol
+from collections.abc import Sequence
+from typing import Final, NamedTuple, Protocol
 
 MAX_MEMO_BYTES: Final = 16 * 1024
 MAX_TTL_SECONDS: Final = 400 * 86400
@@ -31,6 +32,15 @@ def check_memo(value: bytes, ttl_seconds: float) -> None:
         raise ValueError(f"memo TTL must be in (0, {MAX_TTL_SECONDS}] seconds")
 
 
+class MemoWrite(NamedTuple):
+    """One ``remember`` of a batch written with ``remember_many``."""
+
+    key: str
+    value: bytes
+    ttl_seconds: float
+    thread_id: str
+
+
 class ThreadMemory(Protocol):
     async def recall(self, instance: str, key: str) -> bytes | None:
         """What was remembered under ``key`` for this instance (None: never, or expired)."""
@@ -42,6 +52,15 @@ class ThreadMemory(Protocol):
 
         The memo belongs to ``thread_id``: erasing that thread's conversation (or its
         retention running out) deletes it with the conversation."""
+        ...
+
+    async def recall_many(self, instance: str, keys: Sequence[str]) -> list[bytes | None]:
+        """``recall`` of each key, in order, in one round trip: a backlog's thread decisions
+        read their memos a batch at a time instead of a mail at a time."""
+        ...
+
+    async def remember_many(self, instance: str, writes: Sequence[MemoWrite]) -> None:
+        """``remember`` of each write, in order, in one round trip."""
         ...
 
     async def thread_status(self, instance: str, thread_id: str) -> str | None:
@@ -75,6 +94,16 @@ class MemoryThreads:
         check_memo(value, ttl_seconds)
         self.memos[(instance, key)] = (value, time.time() + ttl_seconds)
         self.owners.setdefault((instance, thread_id), set()).add(key)
+
+    async def recall_many(self, instance: str, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.recall(instance, key) for key in keys]
+
+    async def remember_many(self, instance: str, writes: Sequence[MemoWrite]) -> None:
+        for write in writes:
+            check_memo(write.value, write.ttl_seconds)
+        for write in writes:
+            await self.remember(instance, write.key, write.value,
+                                ttl_seconds=write.ttl_seconds, thread_id=write.thread_id)
 
     def forget_thread(self, instance: str, thread_id: str) -> None:
         for key in self.owners.pop((instance, thread_id), set()):

@@ -229,3 +229,89 @@ async def test_reply_after_a_restart_keeps_subject_and_references(
     # a reply naming no mail (the agent wrote first in the thread) still gets the subject
     await second_process.adapter.send(reply_to(thread, None, "¿Algo más?"))
     assert last_sent(smtp_server)["Subject"] == "Re: Pedido 10"
+
+
+class CountingThreads(RedisThreads):
+    """The store's thread memory, counting the round trips the decisions make."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.calls: list[str] = []
+
+    async def recall(self, instance: str, key: str) -> bytes | None:
+        self.calls.append("recall")
+        return await super().recall(instance, key)
+
+    async def recall_many(self, instance: str, keys: Any) -> list[bytes | None]:
+        self.calls.append("recall_many")
+        return await super().recall_many(instance, keys)
+
+    async def remember_many(self, instance: str, writes: Any) -> None:
+        self.calls.append("remember_many")
+        await super().remember_many(instance, writes)
+
+
+def backlog() -> list[ParsedEmail]:
+    """Mails whose threads depend on each other: replies (by In-Reply-To only, as Outlook
+    writes them) to earlier mails of the same batch, a subject-only follow-up, strangers."""
+    raws = [
+        mail(ANA, "Pedido 1", "hola", "<b1@buyer.test>"),
+        mail(ANA, "Re: Pedido 1", "otra vez", "<b2@buyer.test>",
+             headers={"In-Reply-To": "<b1@buyer.test>"}),
+        mail(ANA, "RE: Pedido 1", "y otra", "<b3@buyer.test>",
+             headers={"In-Reply-To": "<b2@buyer.test>"}),
+        mail(ANA, "Pedido 2", "nuevo", "<b4@buyer.test>"),
+        mail(ANA, "Re: Pedido 2", "sin cabeceras", None),
+        mail("eve@other.test", "Re: Pedido 1", "not Ana", "<e1@other.test>",
+             headers={"In-Reply-To": "<b1@buyer.test>"}),
+    ]
+    return [parse_email(raw, **LIMITS) for raw in raws]
+
+
+async def decide(threads: EmailThreads, mails: list[ParsedEmail]) -> list[str]:
+    decided = []
+    for n, parsed in enumerate(mails, 1):
+        thread = await threads.thread_for(parsed, now=1_800_000_000.0)
+        await threads.remember(parsed, thread, uidvalidity=1, uid=n, now=1_800_000_000.0)
+        decided.append(thread)
+    return decided
+
+
+async def test_a_batch_threads_exactly_as_mail_by_mail_in_three_round_trips(
+        store: Store) -> None:
+    one_by_one = await decide(EmailThreads("one", RedisThreads(store),
+                                           subject_window_seconds=86400), backlog())
+    counting = CountingThreads(store)
+    threads = EmailThreads("batch", counting, subject_window_seconds=86400)
+    mails = backlog()
+    async with threads.batch(mails):
+        batched = await decide(threads, mails)
+    assert batched == one_by_one
+    assert batched[0] == batched[1] == batched[2] != batched[3] == batched[4]
+    assert batched[5] not in batched[:5]  # another sender never joins Ana's thread
+    # nothing known yet: one read finds nothing to follow, then one write
+    assert counting.calls == ["recall_many", "remember_many"]
+
+    # The memos reached Redis: the next batch (another process) decides from them, reading
+    # the parent mails' memos, then the threads they name, then writing once.
+    follow_ups = [parse_email(mail(ANA, "Re: Pedido 1", "¿y?", "<b5@buyer.test>",
+                                   headers={"In-Reply-To": "<b3@buyer.test>"}), **LIMITS),
+                  parse_email(mail(ANA, "Re: Pedido 2", "¿y el 2?", "<b6@buyer.test>"),
+                              **LIMITS)]
+    counting.calls.clear()
+    async with threads.batch(follow_ups):
+        later = await decide(threads, follow_ups)
+    assert later == [batched[0], batched[3]]
+    assert counting.calls == ["recall_many", "recall_many", "remember_many"]
+
+
+async def test_a_batch_that_fails_writes_no_memos(store: Store) -> None:
+    threads = EmailThreads("failed", RedisThreads(store), subject_window_seconds=86400)
+    mails = backlog()
+    with pytest.raises(RuntimeError, match="storing failed"):
+        async with threads.batch(mails):
+            await decide(threads, mails)
+            raise RuntimeError("storing failed")
+    assert await threads.parent("<b1@buyer.test>") is None  # nothing reached Redis
+    # and the memory is the store's again, not the batch's buffer
+    assert isinstance(threads.memory, RedisThreads)
