@@ -40,3 +40,40 @@ def test_damaged_messages_parse_or_are_refused_with_a_reason(raw: bytes) -> None
         assert refused.reason
     else:
         assert isinstance(parsed, ParsedEmail) and len(parsed.content_digest) == 64
+
+
+def _via_getaddresses(value: str) -> list[tuple[str, str]]:
+    from email.utils import getaddresses
+    return [(n.strip(), a.strip()) for n, a in getaddresses([value]) if "@" in a]
+
+
+_ATOMS = st.text("abcXYZ019.!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=8)
+_WORDS = st.text("AnaPérzJoãoç李明 .,\"'()<>@:;\\", min_size=0, max_size=12)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(local=_ATOMS, domain=st.text("abc019.-", min_size=1, max_size=10), name=_WORDS,
+       shape=st.sampled_from(["bare", "named", "tight", "padded", "noise"]),
+       noise=st.text(" <>@,\"()a.\t", max_size=4))
+def test_the_address_shortcut_answers_as_getaddresses(local: str, domain: str, name: str,
+                                                      shape: str, noise: str) -> None:
+    """Every value the shortcut reads, getaddresses reads the same way; the rest it leaves."""
+    from channels.email.mime import simple_address
+    value = {"bare": f"{local}@{domain}", "named": f"{name} <{local}@{domain}>",
+             "tight": f"{name}<{local}@{domain}>", "padded": f"  {name}  <{local}@{domain}> ",
+             "noise": f"{name}{noise}<{local}@{domain}>{noise}"}[shape]
+    simple = simple_address(value)
+    if simple is not None:
+        assert [simple] == _via_getaddresses(value), value
+
+
+def test_the_address_shortcut_reads_the_common_forms() -> None:
+    from channels.email.mime import simple_address
+    assert simple_address("ana@buyer.test") == ("", "ana@buyer.test")
+    assert simple_address("Ana Pérez <ana.perez@buyer.test>") == ("Ana Pérez",
+                                                                   "ana.perez@buyer.test")
+    assert simple_address("李明 <li@shop.cn>") == ("李明", "li@shop.cn")
+    # quoted names, comments, groups, lists: left to getaddresses
+    for value in ('"Pérez, Ana" <ana@b.test>', "ana@b.test (Ana)", "a@b.test, c@d.test",
+                  "undisclosed-recipients:;", "Ana <ana@b.test> <x@y.test>"):
+        assert simple_address(value) is None, value
