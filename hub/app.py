@@ -45,6 +45,8 @@ from hub.routing_api import routes as routing_routes
 from hub.sender import RetryRelease, Sender
 from hub.tasks import TaskOwner
 from hub.worker import StreamWorker
+from hub.workflow_api import routes as workflow_routes
+from hub.workflow_api import workflow_ctx
 from routing.engine import reload_engine
 from routing.runtime import build_engine
 from storage import keys as storage_keys
@@ -388,6 +390,7 @@ def build_app(
     app.cleanup_ctx.append(channels_ctx)
     app.cleanup_ctx.append(routing_ctx)
     app.cleanup_ctx.append(workers_ctx)
+    app.cleanup_ctx.append(workflow_ctx)
     for ctx in extra_ctx or []:
         app.cleanup_ctx.append(ctx)
     app.add_routes(health_routes)
@@ -398,6 +401,7 @@ def build_app(
     app.add_routes(channel_auth_routes)
     app.add_routes(fetch_routes)
     app.add_routes(channel_routes)
+    app.add_routes(workflow_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)
