@@ -34,6 +34,7 @@ from hub.channel_manager import ChannelManager
 from hub.channels_api import routes as channel_routes
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.crashpoints import crash_before_checkpoint, crash_point
+from hub.export_api import routes as export_routes
 from hub.fetcher import Fetcher, policy_of
 from hub.fetches_api import routes as fetch_routes
 from hub.health import routes as health_routes
@@ -402,6 +403,7 @@ def build_app(
     app.add_routes(fetch_routes)
     app.add_routes(channel_routes)
     app.add_routes(workflow_routes)
+    app.add_routes(export_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)
