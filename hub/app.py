@@ -28,6 +28,7 @@ from hub.admin_api import routes as admin_routes
 from hub.api import routes
 from hub.attachments_api import routes as attachment_routes
 from hub.auth import TokenIndex, make_auth_middleware
+from hub.canned_api import routes as canned_routes
 from hub.channel_auth import routes as channel_auth_routes
 from hub.channel_health import HealthEvaluator, HealthFlush, health_service
 from hub.channel_manager import ChannelManager
@@ -404,6 +405,7 @@ def build_app(
     app.add_routes(channel_routes)
     app.add_routes(workflow_routes)
     app.add_routes(export_routes)
+    app.add_routes(canned_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

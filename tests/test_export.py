@@ -72,7 +72,7 @@ async def test_export_json_and_html_escape_everything(make_config: Any, redis: R
         assert status == 202, body
         status, note = await hub.post(f"/api/v1/conversations/{mine}/notes", AGENT_TOKEN,
                                       {"text": "nota interna: não exportar"})
-        assert status == 201
+        assert status == 201 and note["kind"] == "note"
         await eventually(lambda: _reply_sent(hub, mine))
 
         # -- JSON -------------------------------------------------------------------------
