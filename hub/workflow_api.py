@@ -69,7 +69,7 @@ class PriorityRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     priority: Priority
 
 
-class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class WorkStatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``snooze_until`` (UNIX seconds, in the future, at most a year ahead) only with
     ``snoozed``, and required there."""
 
@@ -249,11 +249,11 @@ async def set_priority(request: web.Request) -> web.Response:
                 "itself at snooze_until (within about a second). A resolved conversation is "
                 "reopened only by the buyer's next message: 409 resolved for anything but "
                 "resolved.",
-    body=StatusRequest, path_params=CID,
+    body=WorkStatusRequest, path_params=CID,
 )
 async def set_status(request: web.Request) -> web.Response:
     require_role(request, "agent")
-    req = decode_body(await request.read(), StatusRequest)
+    req = decode_body(await request.read(), WorkStatusRequest)
     now = time.time()
     if req.status == "snoozed":
         until = req.snooze_until

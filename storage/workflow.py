@@ -113,8 +113,7 @@ class Workflow:
         k = self._keys(conversation_id)
         await self._call([k.conversation(conversation_id), k.snoozed], k, "status",
                          conversation_id, status,
-                         repr(snoozed_until) if snoozed_until is not None else "",
-                         repr(time.time()))
+                         repr(snoozed_until) if snoozed_until is not None else "")
 
     async def wake_due(self, now: float | None = None) -> list[str]:
         """Open every snoozed conversation whose time has come; returns their ids."""

@@ -15,7 +15,7 @@
 -- note:   ARGV[3] note JSON, ARGV[4] most notes a conversation keeps.
 --         Returns the note count, or -1 when the conversation is full (nothing written).
 -- status: ARGV[3] conversation id, ARGV[4] "open" | "pending" | "snoozed",
---         ARGV[5] wake time (snoozed only), ARGV[6] now. Error RESOLVED for a resolved record
+--         ARGV[5] wake time (snoozed only). Error RESOLVED for a resolved record
 --         (only the buyer's next message reopens it, as with transfers). Returns 1.
 -- wake:   ARGV[3] now, ARGV[4] batch size. Wakes due snoozed conversations (still snoozed,
 --         with that very wake time: a member left behind by a buyer's message or a re-snooze
@@ -45,7 +45,6 @@ elseif cmd == 'status' then
     redis.call('HSET', KEYS[1], 'work_status', 'snoozed', 'snoozed_until', ARGV[5])
     redis.call('ZADD', KEYS[2], ARGV[5], c)
   end
-  redis.call('HSET', KEYS[1], 'work_changed_at', ARGV[6])
   return 1
 
 elseif cmd == 'wake' then
@@ -58,7 +57,6 @@ elseif cmd == 'wake' then
     local f = redis.call('HMGET', key, 'work_status', 'snoozed_until')
     if f[1] == 'snoozed' and f[2] and tonumber(f[2]) <= now then
       redis.call('HDEL', key, 'work_status', 'snoozed_until')
-      redis.call('HSET', key, 'work_changed_at', ARGV[3])
       woken[#woken + 1] = c
     end
   end
