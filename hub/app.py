@@ -28,12 +28,14 @@ from hub.admin_api import routes as admin_routes
 from hub.api import routes
 from hub.attachments_api import routes as attachment_routes
 from hub.auth import TokenIndex, make_auth_middleware
+from hub.canned_api import routes as canned_routes
 from hub.channel_auth import routes as channel_auth_routes
 from hub.channel_health import HealthEvaluator, HealthFlush, health_service
 from hub.channel_manager import ChannelManager
 from hub.channels_api import routes as channel_routes
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.crashpoints import crash_before_checkpoint, crash_point
+from hub.export_api import routes as export_routes
 from hub.fetcher import Fetcher, policy_of
 from hub.fetches_api import routes as fetch_routes
 from hub.health import routes as health_routes
@@ -45,6 +47,8 @@ from hub.routing_api import routes as routing_routes
 from hub.sender import RetryRelease, Sender
 from hub.tasks import TaskOwner
 from hub.worker import StreamWorker
+from hub.workflow_api import routes as workflow_routes
+from hub.workflow_api import workflow_ctx
 from routing.engine import reload_engine
 from routing.runtime import build_engine
 from storage import keys as storage_keys
@@ -388,6 +392,7 @@ def build_app(
     app.cleanup_ctx.append(channels_ctx)
     app.cleanup_ctx.append(routing_ctx)
     app.cleanup_ctx.append(workers_ctx)
+    app.cleanup_ctx.append(workflow_ctx)
     for ctx in extra_ctx or []:
         app.cleanup_ctx.append(ctx)
     app.add_routes(health_routes)
@@ -398,6 +403,9 @@ def build_app(
     app.add_routes(channel_auth_routes)
     app.add_routes(fetch_routes)
     app.add_routes(channel_routes)
+    app.add_routes(workflow_routes)
+    app.add_routes(export_routes)
+    app.add_routes(canned_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

@@ -8,6 +8,7 @@ from hub.metrics import Metrics
 from routing.policy import RoutingPolicy
 from storage.store import Store
 from storage.streams import Entry
+from storage.workflow import blocked_sender, skip_blocked
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ class Router:
         conversation, message = await self.store.load_for_routing(conversation_id, message_id)
         if conversation is None or message is None:
             raise UnroutableEntry(f"conversation {conversation_id} / message {message_id} missing")
+        if conversation.blocked or (fields.get(b"new") == b"1"
+                                    and await blocked_sender(self.store, conversation)):
+            await skip_blocked(self.store, conversation)
+            return
         decision = await self.policy.route(conversation, message)
         if decision.fields:
             await self.store.update_conversation(conversation_id, decision.fields)

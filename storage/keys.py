@@ -109,6 +109,15 @@ class PartitionKeys:
     def conversation_messages(self, conversation_id: str) -> str:
         return f"{self.base}conv:{conversation_id}:msgs"
 
+    def conversation_notes(self, conversation_id: str) -> str:
+        """Agents' private notes on a conversation (list, oldest first; storage/workflow.py)."""
+        return f"{self.base}conv:{conversation_id}:notes"
+
+    @property
+    def snoozed(self) -> str:
+        """Zset of snoozed conversations by wake time (lua/workflow.lua)."""
+        return self.base + "snoozed"
+
     def message(self, message_id: str) -> str:
         return f"{self.base}msg:{message_id}"
 
@@ -179,6 +188,11 @@ def blob_pin(sha256: str) -> str:
 
 
 # Data lifecycle: the store's schema version and the audit trail of erasures (no personal data).
+# Canned replies: hash id -> JSON (storage/canned.py).
+CANNED_REPLIES = f"{PREFIX}:{GLOBAL_TAG}:canned"
+# Blocked senders: set of sha256 hex of "<instance>\0<handle>" (storage/workflow.py), so a
+# sender blocked in one partition is known in every other one; no handle is kept in clear.
+BLOCKED_SENDERS = f"{PREFIX}:{GLOBAL_TAG}:blocked"
 SCHEMA_VERSION = f"{PREFIX}:{GLOBAL_TAG}:schema"
 AUDIT = f"{PREFIX}:{GLOBAL_TAG}:audit"
 

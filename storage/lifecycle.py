@@ -15,6 +15,8 @@ partition ``ih:{pN}:``                     how it is removed
 ``threads`` field ``<instance>\\0<thread>``  deleted in the same atomic step
 ``detached`` field ``<c>`` -> contact       set by that step, deleted last
 ``conv:<c>:msgs``                          deleted (last but one: it lists the messages)
+``conv:<c>:notes``                         deleted with it (agents' notes, storage/workflow.py)
+``snoozed`` zset member ``<c>``            removed with it
 ``msg:<m>`` per message                    deleted (payload, attachments' metadata, delivery)
 ``dlv:``/``early:<instance>\\0<id>``         deleted per outbound message (receipt index and
                                            receipts parked here; copies parked in other
@@ -241,7 +243,9 @@ async def delete_conversations(store: Store, prints: Sequence[ConversationFootpr
         for stream in (k.inbound, k.outbox, k.dlq):
             counts.entries += await _xdel_naming(redis, stream, named, [b"conv", b"msg"])
         counts.entries += await _remove_routing(redis, conv_ids)
-        counts.keys += int(await redis.delete(*(k.conversation_messages(c) for c in conv_ids)))
+        counts.keys += int(await redis.delete(*(k.conversation_messages(c) for c in conv_ids),
+                                              *(k.conversation_notes(c) for c in conv_ids)))
+        await redis.zrem(k.snoozed, *conv_ids)
         await redis.zrem(k.conversations, *conv_ids)
         await redis.hdel(k.detached, *conv_ids)
         counts.conversations += len(conv_ids)

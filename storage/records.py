@@ -15,6 +15,10 @@ from channels.models import Attachment
 Direction = Literal["in", "out"]
 DeliveryState = Literal["received", "queued", "sending", "sent", "delivered", "read", "failed"]
 ConversationStatus = Literal["new", "queued", "assigned", "resolved"]
+# The agent's view of the work (hub/workflow_api.py): beside routing's ``status``, which says
+# where the conversation is in the routing machine, not whether someone must act on it.
+WorkStatus = Literal["open", "pending", "snoozed", "resolved"]
+Priority = Literal["low", "normal", "high", "urgent"]
 
 
 class MessageView(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -85,6 +89,16 @@ class Conversation(msgspec.Struct, frozen=True):
     answer_url: str | None = None
     # The channel could not reach the buyer (they blocked the bot): why, until they write again.
     unreachable: str | None = None
+    # Set by agents (hub/workflow_api.py). ``work_status`` is "resolved" whenever ``status``
+    # is; a buyer's new message makes a pending or snoozed conversation open again
+    # (ingest.lua), and a snoozed one wakes at ``snoozed_until``. ``spam``: an agent marked it;
+    # ``blocked``: its sender is blocked, so their messages are stored but not routed. KPIs
+    # leave both out.
+    work_status: WorkStatus = "open"
+    snoozed_until: float | None = None
+    priority: Priority = "normal"
+    spam: bool = False
+    blocked: bool = False
 
 
 class QuarantineEntry(msgspec.Struct, frozen=True, omit_defaults=True):

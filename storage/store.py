@@ -721,6 +721,12 @@ def _conversation(raw: dict[bytes, bytes], contact: list[Any]) -> Conversation:
         replies_disabled=get("replies_disabled"),
         answer_url=get("answer_url"),
         unreachable=get("unreachable"),
+        work_status=("resolved" if get("status") == "resolved"  # type: ignore[arg-type]
+                     else get("work_status") or "open"),
+        snoozed_until=_f(raw.get(b"snoozed_until")),
+        priority=get("priority") or "normal",  # type: ignore[arg-type]
+        spam=raw.get(b"spam") == b"1",
+        blocked=raw.get(b"blocked") == b"1",
     )
 
 

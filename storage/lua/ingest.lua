@@ -7,7 +7,10 @@
 -- same cluster slot as the declared KEYS. A new conversation enters its filter indexes
 -- (idx:status:new, idx:channel:<type>, idx:channel:<instance>, recorded in its `_idx` field;
 -- see conversations.lua) in this same step, and a resolved one the buyer reopens moves from
--- idx:status:resolved to idx:status:new.
+-- idx:status:resolved to idx:status:new. The buyer writing again also makes a pending or
+-- snoozed conversation open (storage/workflow.py). A blocked contact's message (their contact
+-- hash has blocked = 1, storage/workflow.py) is stored and flags its conversation blocked, but
+-- reopens nothing: hub/router.py does not route it.
 --
 -- KEYS[1] seen key       ih:{pN}:seen:<instance>\0<provider id>  (string, TTL = dedupe window)
 -- KEYS[2] threads        ih:{pN}:threads   hash  <instance>\0<thread>  -> conversation id
@@ -46,6 +49,7 @@ elseif ARGV[14] ~= '' then
   redis.call('HSET', base .. 'contact:' .. contact_id, 'name', ARGV[14])
 end
 
+local blocked = redis.call('HGET', base .. 'contact:' .. contact_id, 'blocked') == '1'
 local conv_id = redis.call('HGET', KEYS[2], ARGV[5])
 local new_conv = 0
 local conv_key
@@ -66,7 +70,8 @@ else
   -- The buyer wrote again: a channel that could not reach them (blocked bot) can now.
   redis.call('HDEL', conv_key, 'unreachable')
   local f = redis.call('HMGET', conv_key, 'status', '_idx')
-  if f[1] == 'resolved' then
+  if not blocked then redis.call('HDEL', conv_key, 'work_status', 'snoozed_until') end
+  if f[1] == 'resolved' and not blocked then
     redis.call('HSET', conv_key, 'status', 'new')
     -- The buyer wrote again: the record moves from the "resolved" to the "new" index.
     if f[2] then
@@ -78,6 +83,7 @@ else
   end
 end
 
+if blocked then redis.call('HSET', conv_key, 'blocked', '1') end
 local seq = redis.call('HINCRBY', conv_key, 'seq', 1)
 redis.call('HINCRBY', conv_key, 'message_count', 1)
 -- The buyer's last message by the provider's clock (ARGV[17], never later than now): a reply
