@@ -47,6 +47,7 @@ from hub.redis_connection import durability_warnings, open_redis
 from hub.router import Router
 from hub.routing_api import routes as routing_routes
 from hub.sender import RetryRelease, Sender
+from hub.supervision_api import routes as supervision_routes
 from hub.tasks import TaskOwner
 from hub.worker import StreamWorker
 from hub.workflow_api import routes as workflow_routes
@@ -413,6 +414,7 @@ def build_app(
     app.add_routes(export_routes)
     app.add_routes(canned_routes)
     app.add_routes(event_routes)
+    app.add_routes(supervision_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)
