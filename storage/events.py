@@ -17,8 +17,9 @@ delivery       sent / delivered / read / failed                    ``Store.mark_
                                                                    ``RedisDeliveries.record``
 assignment     assigned / transferred / queued / escalated /       the routing mirror, from
                requeued / released                                 routing.lua's events stream
-status         resolved / reopened                                 routing mirror (resolved),
-                                                                   ingest (reopened)
+status         resolved / reopened / open / pending / snoozed /    routing mirror (resolved),
+               woken (a snooze ended)                              ingest (reopened),
+                                                                   ``Workflow`` (the rest)
 sla_breach     (none) ``clock`` names the SLA clock                routing mirror
 viewing        viewing / left                                      presence API
 typing         typing                                              presence API

@@ -318,3 +318,25 @@ async def test_any_valid_id_is_accepted(make_config: Any) -> None:
         for value in ("0-0", "1712345678901-0", "18446744073709551615-18446744073709551615"):
             async with sse(client, ADMIN_TOKEN, last_id=value) as stream:
                 await eventually(lambda s=stream: asyncio.sleep(0, s.comments >= 1))
+
+
+async def test_work_status_changes_are_events(make_config: Any) -> None:
+    async with running_hub(events_config(make_config)) as client:
+        hub = Hub(client)
+        await hub.online("ana.agent")
+        mine = await hub.buyer("es", expect="assigned", assignee="ana.agent")
+        path = f"/api/v1/conversations/{mine}/status"
+        async with sse(client, AGENT_TOKEN) as ana, sse(client, BRUNO_TOKEN) as bruno:
+            status, body = await hub.call("POST", path, AGENT_TOKEN, json={"status": "pending"})
+            assert status == 200, body
+            await ana.wait_for(lambda e: e.kind == "status" and e.data["action"] == "pending")
+            status, body = await hub.call("POST", path, AGENT_TOKEN, json={
+                "status": "snoozed", "snooze_until": time.time() + 0.5})
+            assert status == 200, body
+            await ana.wait_for(lambda e: e.kind == "status" and e.data["action"] == "snoozed")
+            woken = await ana.wait_for(lambda e: e.kind == "status"
+                                       and e.data["action"] == "woken", timeout=10)
+            assert woken.data["conversation_id"] == mine
+            assert woken.data["assignee"] == "ana.agent"
+            await asyncio.sleep(0.2)
+            assert not bruno.of(mine)
