@@ -11,11 +11,12 @@ a slow client costs neither memory nor events.
 receive everything. An agent receives an event when, as the log recorded it in the step that
 appended it, the conversation was assigned to them, or (``"pools"``) waiting in a queue step
 they serve, or when the event names them (``agent``: the agent a conversation was just taken
-from, the author of a reply, the viewer): the conversation's routing state just after the fact
-decides, never its state when the stream happens to send it, and a resumed stream judges
-the replayed events the same way. An agent's queue steps are read when the stream opens and
-again every ``POOLS_REFRESH_SECONDS`` (they change only with a routing reload or an edited
-profile), shared by all streams of one agent.
+from, the author of a reply, the viewer; ``from_agent``: the agent a transfer took it from).
+The conversation's routing state just after the fact decides, never its state when the
+stream happens to send it, and a resumed stream judges the replayed events the same way.
+An agent's queue steps are read when the stream opens and again every
+``POOLS_REFRESH_SECONDS`` (they change only with a routing reload or an edited profile),
+shared by all streams of one agent.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Stream:
         if self.everything:
             return True
         me = self.principal.name
-        if event.agent == me or event.assignee == me:
+        if me in (event.agent, event.assignee, event.from_agent):
             return True
         return (self.scope == "pools" and event.status == "waiting"
                 and event.pool is not None and event.pool in self.pools)

@@ -67,7 +67,8 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True):
 
     ``id`` is the stream entry id (``<ms>-<seq>``, increasing; the SSE ``id:`` and what
     ``Last-Event-ID`` resumes from). ``at`` is when the fact happened (UNIX seconds).
-    ``agent`` is the agent the event is about (assigned to, taken from, author, viewer).
+    ``agent`` is the agent the event is about (assigned to, taken from, author, viewer);
+    ``from_agent`` the agent a transfer took the conversation from.
     ``status`` / ``assignee`` / ``pool``: the conversation's routing state just after the
     fact (``status`` routing/waiting/assigned/closed; ``pool`` only while waiting).
     """
@@ -78,6 +79,7 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True):
     at: float
     action: str | None = None
     agent: str | None = None
+    from_agent: str | None = None
     message_id: str | None = None
     channel: str | None = None
     new_conversation: bool | None = None
@@ -114,7 +116,8 @@ def decode_entry(entry_id: Any, raw: Mapping[Any, Any]) -> Event | None:
     return Event(
         id=_s(entry_id), kind=kind,  # type: ignore[arg-type]
         conversation_id=f.get("conv", ""), at=float(f.get("at") or 0.0),
-        action=opt("action"), agent=opt("agent"), message_id=opt("msg"),
+        action=opt("action"), agent=opt("agent"), from_agent=opt("from"),
+        message_id=opt("msg"),
         channel=opt("channel"), new_conversation=None if new is None else new == "1",
         reason=opt("reason"), queue=opt("queue"), clock=opt("clock"),
         status=opt("s_status"), assignee=opt("s_assignee"), pool=opt("s_pool"),
@@ -148,7 +151,8 @@ class EventLog:
               *, at: float | None = None, marker: str | None = None,
               ) -> tuple[list[str], list[Any]]:
         marker_key = keys.event_marker(marker) if marker else self.key
-        script_keys = [self.key, keys.routing_state(conversation_id), marker_key]
+        script_keys = [self.key, keys.routing_state(conversation_id), marker_key,
+                       keys.EVENT_HOLDERS]
         args: list[Any] = [self.retention, repr(time.time() if at is None else at), kind,
                            conversation_id, snapshot, MARKER_TTL_SECONDS if marker else 0,
                            *fields]

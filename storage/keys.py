@@ -164,6 +164,8 @@ ROUTING_TIMERS_INFLIGHT = f"{ROUTING_BASE}timers:inflight"
 # The live event log (storage/events.py) and agents' presence in a conversation: under the
 # routing tag, so an append reads the routing state in the same single-slot step.
 EVENT_LOG = f"{ROUTING_BASE}eventlog"
+# conversation -> the agent the log last saw it assigned to (a transfer names who lost it)
+EVENT_HOLDERS = f"{ROUTING_BASE}eventlog:holders"
 
 
 def event_marker(routing_entry_id: str) -> str:

@@ -106,6 +106,9 @@ async def test_every_kind_reaches_whoever_may_see_it(make_config: Any) -> None:
             moved = await boss.wait_for(lambda e: e.kind == "assignment"
                                         and e.data["action"] == "transferred")
             assert moved.data["agent"] == "zoe" and moved.data["conversation_id"] == theirs
+            assert moved.data["from_agent"] == "bruno"
+            # bruno, whose conversation it was, is told it went (and nothing after)
+            await bruno.wait_for(lambda e: e.id == moved.id)
 
             # waiting pt work breaches its SLA clock: bruno (serves pt) is told, ana not
             status, body = await hub.call("POST", "/api/v1/agents/bruno/status", ADMIN_TOKEN,
@@ -305,6 +308,7 @@ def test_scope_of_one_event() -> None:
         (event(status="waiting", pool="pt#0"), False, False),
         (event(status="closed", agent="ana"), True, True),  # taken from her: she is told
         (event(status="closed"), False, False),
+        (event(status="assigned", assignee="bob", from_agent="ana"), True, True),
         (event(status=None), False, False),
     ]
     for e, pools, mine in cases:

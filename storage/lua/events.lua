@@ -6,6 +6,10 @@
 -- KEYS[2] = ih:{r}:rc:<conversation>     routing state hash (read only: status, assignee, pool)
 -- KEYS[3] = dedupe marker or ih:{r}:eventlog again (no marker): an entry derived from a
 --           routing event is written once even when the mirror's entry is processed twice
+-- KEYS[4] = ih:{r}:eventlog:holders     hash conversation -> agent it was last assigned to in
+--           this log: a transfer's entry names the agent it was taken from ("from"), whom
+--           routing's own event does not name; the field goes when the conversation is
+--           requeued or released
 -- ARGV[1] retention (approximate MAXLEN), [2] now (unix seconds), [3] kind, [4] conversation,
 -- [5] snapshot: "rc" = read it from KEYS[2]; "given" = the fields below carry it (s_status,
 --     s_assignee, s_pool); "released" = routing's "released": a kind "status" / action
@@ -15,7 +19,7 @@
 -- A "new_message" on a closed conversation appends a "status" / "reopened" entry after it.
 -- Returns the id of the (last) entry written, or false when the marker was already set.
 
-local log, state, marker = KEYS[1], KEYS[2], KEYS[3]
+local log, state, marker, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local retention, now, kind, conv = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local snapshot, marker_ttl = ARGV[5], tonumber(ARGV[6])
 
@@ -27,6 +31,13 @@ local fields = {}
 for i = 7, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
+end
+
+local function field(name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
 end
 
 local current = redis.call('HMGET', state, 'status', 'assignee', 'pool')
@@ -42,6 +53,19 @@ local function add(k, extra, with_state)
     args[#args + 1] = (current[1] == 'waiting' and current[3]) or ''
   end
   return redis.call(unpack(args))
+end
+
+local action = field('action')
+if kind == 'assignment' and (action == 'assigned' or action == 'transferred') then
+  local agent = field('agent')
+  local prior = redis.call('HGET', holders, conv)
+  if prior and prior ~= agent then
+    fields[#fields + 1] = 'from'
+    fields[#fields + 1] = prior
+  end
+  if agent then redis.call('HSET', holders, conv, agent) end
+elseif snapshot == 'released' or action == 'requeued' then
+  redis.call('HDEL', holders, conv)
 end
 
 if snapshot == 'released' then
