@@ -35,6 +35,8 @@ from hub.channel_manager import ChannelManager
 from hub.channels_api import routes as channel_routes
 from hub.config import ConfigError, LoadedConfig, load_config
 from hub.crashpoints import crash_before_checkpoint, crash_point
+from hub.events_api import close_streams, events_ctx
+from hub.events_api import routes as event_routes
 from hub.export_api import routes as export_routes
 from hub.fetcher import Fetcher, policy_of
 from hub.fetches_api import routes as fetch_routes
@@ -45,6 +47,7 @@ from hub.redis_connection import durability_warnings, open_redis
 from hub.router import Router
 from hub.routing_api import routes as routing_routes
 from hub.sender import RetryRelease, Sender
+from hub.supervision_api import routes as supervision_routes
 from hub.tasks import TaskOwner
 from hub.worker import StreamWorker
 from hub.workflow_api import routes as workflow_routes
@@ -331,6 +334,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         conversation_id = entry[2].get(b"conv", b"").decode()
         if conversation_id:
             await engine.mirror_event(conversation_id)
+            if store.events is not None:  # the live event log's copy (storage/events.py)
+                await store.events.from_routing(entry[1], entry[2])
 
     def group(streams: list[str], name: str) -> StreamGroup:
         return StreamGroup(store.redis, streams, name, consumer, claim_idle_ms=idle_ms)
@@ -388,6 +393,8 @@ def build_app(
     app[K.HEALTH] = TaskHealth(app[K.METRICS])
     app[K.TOKENS] = tokens
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(events_ctx)
+    app.on_shutdown.append(close_streams)
     app.cleanup_ctx.append(channel_health_ctx)
     app.cleanup_ctx.append(channels_ctx)
     app.cleanup_ctx.append(routing_ctx)
@@ -406,6 +413,8 @@ def build_app(
     app.add_routes(workflow_routes)
     app.add_routes(export_routes)
     app.add_routes(canned_routes)
+    app.add_routes(event_routes)
+    app.add_routes(supervision_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

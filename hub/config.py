@@ -123,6 +123,24 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     agent_scope: Literal["own", "pools", "all"] = "pools"
 
 
+class EventsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The live event log and stream (storage/events.py, hub/events_api.py)."""
+
+    # Entries kept (approximately: Redis trims whole nodes); a client resuming from an id
+    # older than that gets a "reset" event and reloads.
+    retention_entries: Annotated[int, msgspec.Meta(ge=100)] = 100_000
+    # A comment line this often keeps proxies from closing an idle stream.
+    heartbeat_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 15.0
+    # Events waiting for one slow client; past it the client is dropped (it resumes with
+    # Last-Event-ID, nothing lost) instead of growing the hub's memory.
+    client_buffer: Annotated[int, msgspec.Meta(ge=10, le=100_000)] = 1000
+    # At most one viewing/typing event per agent, conversation and state this often.
+    presence_interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 3.0
+    # How long a viewing / typing mark lasts without being renewed.
+    viewing_ttl_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
+    typing_ttl_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 8.0
+
+
 class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     type: str
@@ -139,6 +157,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fetches: FetchSettings = FetchSettings()
     api: ApiSettings = ApiSettings()
     attachments: AttachmentSettings = AttachmentSettings()
+    events: EventsSettings = EventsSettings()
     routing: RoutingConfig = RoutingConfig()
     channels: list[ChannelConfig] = []
 

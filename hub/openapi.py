@@ -24,6 +24,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 TEXT = "text/plain"
 BINARY = "*/*"  # a file download: the type is the file's own
+EVENT_STREAM = "text/event-stream"  # Server-Sent Events (hub/events_api.py)
 _STATUS_TEXT = {
     200: "OK", 202: "Accepted", 400: "Invalid request (the message names the problem)",
     401: "Missing or invalid bearer token", 403: "The principal may not do this",
@@ -103,8 +104,8 @@ def _ref(t: Any) -> dict[str, str]:
 
 def _response(status: int, body: Any) -> dict[str, Any]:
     described: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Answer")}
-    if body is TEXT:
-        described["content"] = {TEXT: {"schema": {"type": "string"}}}
+    if body is TEXT or body == EVENT_STREAM:
+        described["content"] = {body: {"schema": {"type": "string"}}}
     elif body is BINARY:
         described["content"] = {BINARY: {"schema": {"type": "string", "format": "binary"}}}
     elif body is dict:
@@ -183,7 +184,8 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         if op is None:
             continue
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
-        types.update(t for t in op.responses.values() if t not in (None, TEXT, BINARY, dict))
+        types.update(t for t in op.responses.values()
+                     if t not in (None, TEXT, BINARY, EVENT_STREAM, dict))
         if op.body is not None:
             types.add(op.body)
     _refs, components = msgspec.json.schema_components(

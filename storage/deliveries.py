@@ -120,6 +120,9 @@ class RedisDeliveries:
                     client=pipe,
                 )
             replies = await pipe.execute()
+        for verdict, mid in replies:
+            if verdict == b"applied" and mid:
+                await self.store.delivery_event(_s(mid), update.channel_instance)
         return [_s(verdict) for verdict, _mid in replies]  # type: ignore[misc]
 
 

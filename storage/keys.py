@@ -161,6 +161,28 @@ ROUTING_RELOAD_CHANNEL = f"{ROUTING_BASE}reload"
 ROUTING_EVENTS = f"{ROUTING_BASE}events"
 ROUTING_TIMERS = f"{ROUTING_BASE}timers"
 ROUTING_TIMERS_INFLIGHT = f"{ROUTING_BASE}timers:inflight"
+# The live event log (storage/events.py) and agents' presence in a conversation: under the
+# routing tag, so an append reads the routing state in the same single-slot step.
+EVENT_LOG = f"{ROUTING_BASE}eventlog"
+# conversation -> the agent the log last saw it assigned to (a transfer names who lost it)
+EVENT_HOLDERS = f"{ROUTING_BASE}eventlog:holders"
+
+
+def event_marker(routing_entry_id: str) -> str:
+    """"This routing event is in the log already" (a reclaimed mirror entry writes nothing)."""
+    return f"{ROUTING_BASE}eventlog:from:{routing_entry_id}"
+
+
+def presence(conversation_id: str) -> str:
+    """Hash agent -> "<state>|<expires at>": who is viewing or typing (hub/events_api.py)."""
+    return f"{ROUTING_BASE}presence:{conversation_id}"
+
+
+def presence_limit(conversation_id: str, agent_id: str, state: str) -> str:
+    """Rate limit of one agent's presence events in one conversation (TTL = the interval)."""
+    return f"{ROUTING_BASE}presence:{conversation_id}:{agent_id}:{state}"
+
+
 ROUTING_WAIT_PATTERN = f"{ROUTING_BASE}pool:*:wait:*"
 ROUTING_AGENT_CONVS_PATTERN = f"{ROUTING_BASE}agent:*:convs"
 

@@ -21,6 +21,7 @@ from channels.models import InboundMessage, OutboundReply
 from storage import keys
 from storage.attachments import AttachmentService, sha_of
 from storage.deliveries import INDEX_TTL_SECONDS
+from storage.events import EventLog
 from storage.keys import PartitionKeys
 from storage.quarantine import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, RAW_LIMIT, QuarantineLog
 from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
@@ -145,6 +146,8 @@ class Store:
                                             max_bytes=quarantine_max_bytes)
         # Attachment files (set by the app); erasure and retention delete through it.
         self.attachments: AttachmentService | None = None
+        # The live event log (set by the app): facts below append to it once stored.
+        self.events: EventLog | None = None
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -174,7 +177,11 @@ class Store:
         result = await self.scripts.ingest(keys=script_keys, args=args)
         if self.attachments is not None and message.attachments:
             await self.attachments.unpin(_shas(message.attachments))
-        return _ingest_result(result)
+        stored = _ingest_result(result)
+        if self.events is not None and not stored.duplicate:
+            await self.events.new_messages([(stored.conversation_id, stored.message_id,
+                                             message.channel_instance, stored.new_conversation)])
+        return stored
 
     async def ingest_many(self, messages: Sequence[InboundMessage],
                           ) -> list[IngestResult | Exception]:
@@ -203,6 +210,11 @@ class Store:
                 pinned.extend(_shas(message.attachments))
         if self.attachments is not None and pinned:
             await self.attachments.unpin(pinned)
+        if self.events is not None:
+            await self.events.new_messages([
+                (r.conversation_id, r.message_id, m.channel_instance, r.new_conversation)
+                for (_, _, m), r in zip(calls, results, strict=True)
+                if isinstance(r, IngestResult) and not r.duplicate])
         return results
 
     def _ingest_call(self, message: InboundMessage,
@@ -495,6 +507,9 @@ class Store:
             if "NOCONV" in str(exc):
                 raise UnknownConversation(cid) from None
             raise
+        if self.events is not None and not dup:
+            await self.events.append("reply", cid, msg=_s(mid), agent=reply.author,
+                                     channel=reply.channel_instance)
         return _s(mid) or "", bool(dup)
 
     async def load_reply(self, message_id: str) -> tuple[OutboundReply, dict[str, str]] | None:
@@ -537,6 +552,21 @@ class Store:
             args=["sent", message_id, provider_message_id, repr(time.time()),
                   INDEX_TTL_SECONDS, channel_instance],
         )
+        if self.events is not None:
+            await self.delivery_event(message_id, channel_instance)
+
+    async def delivery_event(self, message_id: str, channel_instance: str | None = None,
+                             ) -> None:
+        """A "delivery" event with the message's delivery state as it stands now (a send
+        whose early receipts were applied in the same step is already "delivered")."""
+        k = self.keys_for(message_id)
+        if self.events is None or k is None:
+            return
+        status, cid = await self.redis.hmget(k.message(message_id), "status",
+                                             "conversation_id")
+        if cid:
+            await self.events.append("delivery", _s(cid) or "", action=_s(status) or "sent",
+                                     msg=message_id, channel=channel_instance)
 
     async def schedule_retry(self, message_id: str, due: float, attempts: int, error: str) -> None:
         """Hand the reply to the retry set: until it is due, no outbox entry may send it."""
@@ -593,6 +623,9 @@ class Store:
             args=[reply.reply_id, reply.conversation_id, reply.channel_instance, error,
                   attempts, repr(time.time())],
         )
+        if self.events is not None:
+            await self.events.append("delivery", reply.conversation_id, action="failed",
+                                     msg=reply.reply_id, channel=reply.channel_instance)
         return _s(entry) or ""
 
     async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:

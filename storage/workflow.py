@@ -114,6 +114,8 @@ class Workflow:
         await self._call([k.conversation(conversation_id), k.snoozed], k, "status",
                          conversation_id, status,
                          repr(snoozed_until) if snoozed_until is not None else "")
+        if self.store.events is not None:  # the live event log (storage/events.py)
+            await self.store.events.append("status", conversation_id, action=status)
 
     async def wake_due(self, now: float | None = None) -> list[str]:
         """Open every snoozed conversation whose time has come; returns their ids."""
@@ -124,6 +126,9 @@ class Workflow:
                 batch = await self._call([k.snoozed, k.snoozed], k, "wake", repr(now),
                                          WAKE_BATCH)
                 woken += [b.decode() if isinstance(b, bytes) else str(b) for b in batch]
+                for cid in woken[len(woken) - len(batch):]:
+                    if self.store.events is not None:
+                        await self.store.events.append("status", cid, action="woken")
                 if len(batch) < WAKE_BATCH:
                     break
         return woken
