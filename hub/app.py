@@ -24,6 +24,8 @@ from channels.base import AdapterContext
 from channels.registry import load_adapter_class
 from channels.supervisor import Supervisor, TaskHealth
 from hub import keys as K
+from hub.accounts_api import accounts_ctx
+from hub.accounts_api import routes as account_routes
 from hub.admin_api import routes as admin_routes
 from hub.api import routes
 from hub.attachments_api import routes as attachment_routes
@@ -395,6 +397,7 @@ def build_app(
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(events_ctx)
     app.on_shutdown.append(close_streams)
+    app.cleanup_ctx.append(accounts_ctx)
     app.cleanup_ctx.append(channel_health_ctx)
     app.cleanup_ctx.append(channels_ctx)
     app.cleanup_ctx.append(routing_ctx)
@@ -410,6 +413,7 @@ def build_app(
     app.add_routes(channel_auth_routes)
     app.add_routes(fetch_routes)
     app.add_routes(channel_routes)
+    app.add_routes(account_routes)
     app.add_routes(workflow_routes)
     app.add_routes(export_routes)
     app.add_routes(canned_routes)

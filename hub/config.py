@@ -121,6 +121,14 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # them; "pools" = also those waiting in queues they are eligible for; "all" = everything.
     # Supervisors and admins always see everything.
     agent_scope: Literal["own", "pools", "all"] = "pools"
+    # Password sign-in (hub/accounts_api.py): a session ends after this long unused, and
+    # this long after sign-in whatever happens.
+    session_idle_minutes: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 60)] = 8 * 60
+    session_max_hours: Annotated[int, msgspec.Meta(ge=1, le=90 * 24)] = 7 * 24
+    # Failed sign-ins allowed per account and per client address within the window (429).
+    login_failures_per_account: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    login_failures_per_ip: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20
+    login_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=24 * 60)] = 15
 
 
 class EventsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -139,7 +139,8 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
     if op.description:
         out["description"] = op.description
     if op.role is not None:
-        out["security"] = [{"bearer": []}]
+        # a bearer token, or the sign-in cookie (with X-CSRF-Token on changes)
+        out["security"] = [{"bearer": []}, {"session": []}]
         out["x-minimum-role"] = op.role
     else:
         out["security"] = []
@@ -197,7 +198,13 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
                                 "Every error body is {\"error\": {\"code\", \"message\"}}."},
         "components": {
             "schemas": _plain_tuples(components),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "inboxhub_session",
+                            "description": "POST /api/v1/auth/login sets it; every POST, PUT "
+                                           "and DELETE also sends its csrf_token as "
+                                           "X-CSRF-Token"},
+            },
         },
         "paths": dict(sorted(paths.items())),
     }
