@@ -34,7 +34,8 @@ from storage.accounts import (
 )
 
 routes = web.RouteTableDef()
-MAX_BODY_BYTES = 8 * 1024
+# Above the largest valid body even fully \u-escaped (the fields are capped in characters).
+MAX_BODY_BYTES = 64 * 1024
 AccountId = Annotated[str, msgspec.Meta(pattern=ACCOUNT_ID_PATTERN)]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD)]
 ACCOUNT_PATH = {"id": "account id (the agent id in routing)"}
