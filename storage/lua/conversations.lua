@@ -191,6 +191,7 @@ local function matches(c)
     end
     if not any then return false end
   end
+  if #needed == 0 then return true end  -- only index-true predicates (search terms)
   local r = redis.call('HMGET', conv_key(c), unpack(needed))
   local f = {}
   for i, name in ipairs(needed) do f[name] = r[i] or '' end
