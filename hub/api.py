@@ -170,7 +170,7 @@ LIST_QUERY = q.Query((
     q.value_list("queue", "routing queue name", "[A-Za-z0-9_.-]{1,64}"),
     q.boolean("mine", "only conversations assigned to the caller"),
     q.boolean("unassigned", "only conversations nobody is assigned to (status new or queued)"),
-    q.value_list("tag", "tag (POST .../tags; case is ignored)", r"[\w .-]{1,64}",
+    q.value_list("tag", "tag (POST .../tags; case is ignored)", r"[^,\x00-\x1f]{1,64}",
                  fold=normalise_tag),
 ))
 

@@ -12,10 +12,12 @@ Layout, per partition (``ih:{pN}:``, the conversation's hash tag, so the list sc
 in the same slot as the records):
 
   idx:term:<token>   set of conversation ids (a posting; the page script's "term" predicate)
-  conv:<c>:terms     set of the tokens posted for ``<c>``, so erasure and retention remove
-                     exactly its postings (storage/lifecycle.py)
+  conv:<c>:terms     hash token -> "" of the tokens posted for ``<c>``, so erasure and
+                     retention remove exactly its postings (storage/lifecycle.py); a hash,
+                     not a set: Redis 7.0 keeps small hashes as compact listpacks (the index's
+                     memory is mostly these and the postings)
 
-Sets make the write idempotent: a redelivered message (a duplicate at ingest) is indexed again
+Sets and hash fields make the write idempotent: a redelivered message (a duplicate at ingest) is indexed again
 with no effect, which also heals a crash between the ingest script and the index write (the
 provider redelivers what we never acknowledged). Bounded: at most ``MAX_TEXT`` characters of a
 text are read, ``MAX_TOKENS`` distinct tokens per message, tokens over ``MAX_TOKEN`` characters
@@ -134,7 +136,7 @@ def queue_index(pipe: Any, k: PartitionKeys, conversation_id: str,
         return
     for token in found:
         pipe.sadd(posting_key(k, token), conversation_id)
-    pipe.sadd(terms_key(k, conversation_id), *found)
+    pipe.hset(terms_key(k, conversation_id), mapping=dict.fromkeys(found, ""))
 
 
 async def forget_conversations(redis: Any, k: PartitionKeys,
@@ -143,11 +145,13 @@ async def forget_conversations(redis: Any, k: PartitionKeys,
     deleted = 0
     for cid in conversation_ids:
         key = terms_key(k, cid)
-        deleted += int(await redis.exists(key))
-        while batch := await redis.spop(key, 500):
+        batch: list[str] = []
+        async for token, _ in redis.hscan_iter(key, count=500):
+            batch.append(token.decode() if isinstance(token, bytes) else token)
+        for i in range(0, len(batch), 500):
             async with redis.pipeline(transaction=False) as pipe:
-                for token in batch:
-                    text = token.decode() if isinstance(token, bytes) else token
-                    pipe.srem(posting_key(k, text), cid)
+                for token in batch[i:i + 500]:
+                    pipe.srem(posting_key(k, token), cid)
                 await pipe.execute()
+        deleted += int(await redis.delete(key))
     return deleted
