@@ -36,11 +36,12 @@ from storage import search
 from storage.embedded import find_redis_server
 from storage.store import ConversationFilter, Store, Visibility
 
-WORDS = ("hola pedido envío entrega devolución reembolso talla color producto paquete "
+_VOCABULARY = ("hola pedido envío entrega devolución reembolso talla color producto paquete "
          "semana días llegó todavía quiero cambiar factura garantía roto dañado "
          "olá encomenda chegou ainda troca tamanho nota fiscal defeito prazo rastreio "
          "hello order shipping delivery refund return size colour product parcel week "
-         "arrived still want change invoice warranty broken damaged tracking number").split()
+         "arrived still want change invoice warranty broken damaged tracking number")
+WORDS = _VOCABULARY.split()
 COMMON = "pedido"
 RARE = "xilofone"
 NAMES = ("María José", "João Silva", "Lucía Pérez", "Ana Souza", "Tom Baker", "Chen Wei",

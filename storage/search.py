@@ -17,10 +17,11 @@ in the same slot as the records):
                      not a set: Redis 7.0 keeps small hashes as compact listpacks (the index's
                      memory is mostly these and the postings)
 
-Sets and hash fields make the write idempotent: a redelivered message (a duplicate at ingest) is indexed again
-with no effect, which also heals a crash between the ingest script and the index write (the
-provider redelivers what we never acknowledged). Bounded: at most ``MAX_TEXT`` characters of a
-text are read, ``MAX_TOKENS`` distinct tokens per message, tokens over ``MAX_TOKEN`` characters
+Sets and hash fields make the write idempotent: a redelivered message (a duplicate at
+ingest) is indexed again with no effect, which also heals a crash between the ingest script
+and the index write (the provider redelivers what we never acknowledged); ``backfill``
+indexes what is stored without postings. Bounded: at most ``MAX_TEXT`` characters of a text
+are read, ``MAX_TOKENS`` distinct tokens per message, tokens over ``MAX_TOKEN`` characters
 are skipped, and one-character tokens outside CJK (stop-word noise) are not kept.
 """
 
@@ -29,6 +30,8 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
+
+import msgspec
 
 from channels.models import InboundMessage
 from storage.keys import PartitionKeys
@@ -155,3 +158,43 @@ async def forget_conversations(redis: Any, k: PartitionKeys,
                 await pipe.execute()
         deleted += int(await redis.delete(key))
     return deleted
+
+
+async def backfill(redis: Any, parts: Sequence[PartitionKeys], batch: int = 200) -> int:
+    """Index every stored inbound message (data written before the index existed, or after
+    a crash between an ingest and its index write that no redelivery healed). Idempotent;
+    returns the messages read. Memory stays bounded: ``batch`` conversations at a time."""
+    decoder = msgspec.msgpack.Decoder(InboundMessage)
+    seen = 0
+    for k in parts:
+        cids: list[str] = []
+        async for member, _ in redis.zscan_iter(k.conversations, count=batch):
+            cids.append(member.decode() if isinstance(member, bytes) else member)
+            if len(cids) >= batch:
+                seen += await _backfill_some(redis, k, cids, decoder)
+                cids = []
+        if cids:
+            seen += await _backfill_some(redis, k, cids, decoder)
+    return seen
+
+
+async def _backfill_some(redis: Any, k: PartitionKeys, cids: Sequence[str],
+                         decoder: Any) -> int:
+    async with redis.pipeline(transaction=False) as pipe:
+        for cid in cids:
+            pipe.zrange(k.conversation_messages(cid), 0, -1)
+        message_ids = await pipe.execute()
+    seen = 0
+    for cid, mids in zip(cids, message_ids, strict=True):
+        async with redis.pipeline(transaction=False) as pipe:
+            for mid in mids:
+                pipe.hmget(k.message(mid.decode()), "direction", "data")
+            rows = await pipe.execute()
+        async with redis.pipeline(transaction=False) as pipe:
+            for direction, data in rows:
+                if direction == b"in" and data:
+                    queue_index(pipe, k, cid, message_tokens(decoder.decode(data)))
+                    seen += 1
+            if pipe.command_stack:
+                await pipe.execute()
+    return seen

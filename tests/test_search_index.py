@@ -152,3 +152,19 @@ async def test_erasure_removes_postings(store: Store, redis: Any) -> None:
     assert not await redis.exists(search.terms_key(k, gone.conversation_id))
     for key in [key async for key in redis.scan_iter(match="*idx:term:*")]:
         assert not await redis.sismember(key, gone.conversation_id)
+
+
+async def test_backfill_indexes_what_was_stored_before(store: Store, redis: Any) -> None:
+    a = await store.ingest(msg("m1", "pedido atrasado", name="Nuno", thread="a"))
+    b = await store.ingest(msg("m2", "pedido perdido", thread="b"))
+    await store.ingest(msg("m3", "segunda mensagem", thread="a"))
+    before = {key async for key in redis.scan_iter(match="*:terms")}
+    for key in [key async for key in redis.scan_iter(match="*idx:term:*")] + list(before):
+        await redis.delete(key)  # as a release without the index left the data
+    assert await find(store, "pedido") == []
+    assert await search.backfill(redis, store.partition_keys(), batch=1) == 3
+    assert set(await find(store, "pedido")) == {a.conversation_id, b.conversation_id}
+    assert await find(store, "nuno segunda") == [a.conversation_id]
+    assert {key async for key in redis.scan_iter(match="*:terms")} == before
+    assert await search.backfill(redis, store.partition_keys()) == 3  # idempotent
+    assert set(await find(store, "pedido")) == {a.conversation_id, b.conversation_id}
