@@ -18,7 +18,7 @@ partition ``ih:{pN}:``                     how it is removed
 ``conv:<c>:notes``                         deleted with it (agents' notes, storage/workflow.py)
 ``snoozed`` zset member ``<c>``            removed with it
 ``conv:<c>:terms``, ``idx:term:<t>``         search postings: the conversation leaves each
-members ``<c>``                            posting its ``terms`` set lists, then it is deleted
+members ``<c>``                            posting its ``terms`` hash lists, then it is deleted
                                            (``storage/search.py``)
 ``msg:<m>`` per message                    deleted (payload, attachments' metadata, delivery)
 ``dlv:``/``early:<instance>\\0<id>``         deleted per outbound message (receipt index and
