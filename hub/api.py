@@ -60,6 +60,7 @@ from storage.store import (
     UnknownConversation,
     UnknownMessage,
 )
+from storage.tags import normalise_tag
 
 if TYPE_CHECKING:
     from channels.base import ChannelAdapter
@@ -168,6 +169,9 @@ LIST_QUERY = q.Query((
     q.value_list("assignee", "agent id", "[A-Za-z0-9_.-]{1,64}"),
     q.value_list("queue", "routing queue name", "[A-Za-z0-9_.-]{1,64}"),
     q.boolean("mine", "only conversations assigned to the caller"),
+    q.boolean("unassigned", "only conversations nobody is assigned to (status new or queued)"),
+    q.value_list("tag", "tag (POST .../tags; case is ignored)", r"[^,\x00-\x1f]{1,64}",
+                 fold=normalise_tag),
 ))
 
 
@@ -188,6 +192,9 @@ def _markets(cfg: RoutingConfig) -> set[str]:
     return known
 
 
+UNASSIGNED = ("new", "queued")
+
+
 class NothingMatches(Exception):
     """The filters contradict each other (``mine=true`` with someone else's ``assignee``)."""
 
@@ -206,8 +213,16 @@ async def _filters(request: web.Request, query: dict[str, Any]) -> ConversationF
         if assignees and me not in assignees:
             raise NothingMatches
         assignees = (me,)
+    statuses: tuple[str, ...] = query.get("status", ())
+    if query.get("unassigned"):
+        if assignees:
+            raise NothingMatches
+        statuses = tuple(s for s in statuses or UNASSIGNED if s in UNASSIGNED)
+        if not statuses:
+            raise NothingMatches
     return ConversationFilter(
-        status=query.get("status", ()),
+        status=statuses,
+        tag=query.get("tag", ()),
         channel=_known("channel", query.get("channel", ()), channels),
         language=_known("language", query.get("language", ()), set(engine.cfg.languages)),
         market=_known("market", query.get("market", ()), _markets(engine.cfg)),

@@ -48,6 +48,7 @@ from hub.metrics import Metrics
 from hub.redis_connection import durability_warnings, open_redis
 from hub.router import Router
 from hub.routing_api import routes as routing_routes
+from hub.search_api import routes as search_routes
 from hub.sender import RetryRelease, Sender
 from hub.supervision_api import routes as supervision_routes
 from hub.tasks import TaskOwner
@@ -419,6 +420,7 @@ def build_app(
     app.add_routes(canned_routes)
     app.add_routes(event_routes)
     app.add_routes(supervision_routes)
+    app.add_routes(search_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

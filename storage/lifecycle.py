@@ -17,6 +17,9 @@ partition ``ih:{pN}:``                     how it is removed
 ``conv:<c>:msgs``                          deleted (last but one: it lists the messages)
 ``conv:<c>:notes``                         deleted with it (agents' notes, storage/workflow.py)
 ``snoozed`` zset member ``<c>``            removed with it
+``conv:<c>:terms``, ``idx:term:<t>``         search postings: the conversation leaves each
+members ``<c>``                            posting its ``terms`` hash lists, then it is deleted
+                                           (``storage/search.py``)
 ``msg:<m>`` per message                    deleted (payload, attachments' metadata, delivery)
 ``dlv:``/``early:<instance>\\0<id>``         deleted per outbound message (receipt index and
                                            receipts parked here; copies parked in other
@@ -72,7 +75,7 @@ from typing import Any
 import msgspec
 
 from channels.models import Attachment, InboundMessage, OutboundReply
-from storage import keys
+from storage import keys, search
 from storage.attachments import sha_of
 from storage.keys import PartitionKeys
 from storage.scripts import load_script
@@ -243,6 +246,7 @@ async def delete_conversations(store: Store, prints: Sequence[ConversationFootpr
         for stream in (k.inbound, k.outbox, k.dlq):
             counts.entries += await _xdel_naming(redis, stream, named, [b"conv", b"msg"])
         counts.entries += await _remove_routing(redis, conv_ids)
+        counts.keys += await search.forget_conversations(redis, k, conv_ids)
         counts.keys += int(await redis.delete(*(k.conversation_messages(c) for c in conv_ids),
                                               *(k.conversation_notes(c) for c in conv_ids)))
         await redis.zrem(k.snoozed, *conv_ids)

@@ -99,6 +99,8 @@ class Conversation(msgspec.Struct, frozen=True):
     priority: Priority = "normal"
     spam: bool = False
     blocked: bool = False
+    # Agents' labels (storage/tags.py: case-folded, trimmed), in the order they were added.
+    tags: list[str] = []
 
 
 class QuarantineEntry(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from channels.models import InboundMessage, OutboundReply
-from storage import keys
+from storage import keys, search
 from storage.attachments import AttachmentService, sha_of
 from storage.deliveries import INDEX_TTL_SECONDS
 from storage.events import EventLog
@@ -70,10 +70,11 @@ class ConversationFilter(msgspec.Struct, frozen=True):
     market: tuple[str, ...] = ()
     assignee: tuple[str, ...] = ()
     queue: tuple[str, ...] = ()
+    tag: tuple[str, ...] = ()
 
     def groups(self) -> list[list[tuple[str, str]]]:
         out: list[list[tuple[str, str]]] = []
-        for name in ("status", "channel", "language", "market", "assignee", "queue"):
+        for name in ("status", "channel", "language", "market", "assignee", "queue", "tag"):
             values: tuple[str, ...] = getattr(self, name)
             if values:
                 out.append([(name, v) for v in values])
@@ -175,6 +176,7 @@ class Store:
         """Store a message durably (dedupe + upsert + append + enqueue, one atomic step)."""
         script_keys, args, message = self._ingest_call(message)
         result = await self.scripts.ingest(keys=script_keys, args=args)
+        await self._index_search([(message, result)])
         if self.attachments is not None and message.attachments:
             await self.attachments.unpin(_shas(message.attachments))
         stored = _ingest_result(result)
@@ -199,6 +201,8 @@ class Store:
             for script_keys, args, _ in calls:
                 await self.scripts.ingest(keys=script_keys, args=args, client=pipe)
             answers = await pipe.execute(raise_on_error=False)
+        await self._index_search([(m, a) for (_, _, m), a in zip(calls, answers, strict=True)
+                                  if not isinstance(a, Exception)])
         results: list[IngestResult | Exception] = []
         pinned: list[str] = []
         for (_, _, message), answer in zip(calls, answers, strict=True):
@@ -216,6 +220,18 @@ class Store:
                 for (_, _, m), r in zip(calls, results, strict=True)
                 if isinstance(r, IngestResult) and not r.duplicate])
         return results
+
+    async def _index_search(self, stored: Sequence[tuple[InboundMessage, Any]]) -> None:
+        """Post stored messages to the search index (storage/search.py), one pipeline.
+        Duplicates too: the write is idempotent, and it heals a crash before it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message, answer in stored:
+                cid = _s(answer[1]) or ""
+                k = self.keys_for(cid)
+                if k is not None:
+                    search.queue_index(pipe, k, cid, search.message_tokens(message))
+            if pipe.command_stack:
+                await pipe.execute()
 
     def _ingest_call(self, message: InboundMessage,
                      ) -> tuple[list[str], list[Any], InboundMessage]:
@@ -317,12 +333,15 @@ class Store:
         self, *, limit: int = 50, after: Position | None = None,
         filters: ConversationFilter | None = None, visibility: Visibility | None = None,
         small_driver: int = 2000, min_scan: int = 1024,
+        required: Sequence[tuple[str, str]] = (),
     ) -> ConversationPage:
         """A full page of the conversations matching ``filters`` (and ``visibility``), most
         recently active first, after ``after``: filtered inside Redis, so a page is short
         only when it is the last one. The thresholds choose the plan (lua/conversations.lua);
-        tests lower them to drive every plan with little data."""
+        tests lower them to drive every plan with little data. ``required``: predicates that
+        must all hold (search terms: ``("term", token)``, see storage/search.py)."""
         groups = (filters or ConversationFilter()).groups()
+        groups.extend([pred] for pred in required)
         if visibility is not None:
             groups.append(visibility.group())
         spec = msgspec.json.encode(groups)
@@ -760,6 +779,7 @@ def _conversation(raw: dict[bytes, bytes], contact: list[Any]) -> Conversation:
         priority=get("priority") or "normal",  # type: ignore[arg-type]
         spam=raw.get(b"spam") == b"1",
         blocked=raw.get(b"blocked") == b"1",
+        tags=(get("tags") or "").split("\n") if get("tags") else [],
     )
 
 

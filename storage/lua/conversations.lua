@@ -7,6 +7,10 @@
 --                         matches either)
 --   idx:language:<l>  idx:market:<m>  idx:assignee:<agent>  idx:queue:<q>
 --   idx:pool:<pool>       waiting (status queued) in that routing pool ("queue#step")
+--   idx:tag:<tag>         the record's field `tags` (newline-separated, normalised by
+--                         storage/tags.py) names it
+--   idx:term:<token>      search postings (storage/search.py, written after ingest); the
+--                         index itself is the truth for a "term" predicate
 -- A conversation's memberships are recorded in its hash field `_idx` ("status:new\n..."), so a
 -- reindex removes exactly what it added before, whoever changed the hash since (ingest.lua
 -- resets a resolved conversation to "new"): the indexes heal at the next write.
@@ -19,6 +23,10 @@
 -- update: ARGV[3] conversation id, ARGV[4..] field, value pairs. HSET + reindex in one step.
 --         Error NOCONV when the record does not exist (nothing is written).
 -- reindex: ARGV[3] conversation id. Returns 1, or 0 when the record does not exist.
+-- tags: ARGV[3] conversation id, ARGV[4] most tags kept, ARGV[5] tags to add, ARGV[6] tags to
+--       remove (newline-separated, normalised). Read-modify-write of `tags` + reindex in one
+--       step (no lost update between two agents). Returns the tags, or error NOCONV / TOOMANY
+--       (nothing written).
 -- page: ARGV[3] cursor score ("" = from the top), ARGV[4] cursor id ("" = every id at that
 --       score is past), ARGV[5] limit, ARGV[6] groups JSON, ARGV[7] small (a driver group of at
 --       most this many members is read whole), ARGV[8] minimum scan budget.
@@ -40,7 +48,7 @@ local cmd = ARGV[2]
 local CONVS = KEYS[1]
 local CHUNK = 200
 local FIELDS = {'status', 'channel', 'channel_instance', 'language', 'market', 'assignee',
-                'queue', 'pool'}
+                'queue', 'pool', 'tags'}
 
 local function conv_key(c) return base .. 'conv:' .. c end
 local function index_key(suffix) return base .. 'idx:' .. suffix end
@@ -71,6 +79,7 @@ local function memberships(f)
     if f[name] ~= '' then out[#out + 1] = name .. ':' .. f[name] end
   end
   if f.status == 'queued' and f.pool ~= '' then out[#out + 1] = 'pool:' .. f.pool end
+  for t in string.gmatch(f.tags, '[^\n]+') do out[#out + 1] = 'tag:' .. t end
   return out
 end
 
@@ -98,6 +107,22 @@ if cmd == 'update' then
 elseif cmd == 'reindex' then
   if redis.call('EXISTS', conv_key(ARGV[3])) == 0 then return 0 end
   return reindex(ARGV[3])
+
+elseif cmd == 'tags' then
+  local c = ARGV[3]
+  if redis.call('EXISTS', conv_key(c)) == 0 then return redis.error_reply('NOCONV') end
+  local drop, have, list = {}, {}, {}
+  for _, t in ipairs(split_lines(ARGV[6])) do drop[t] = true end
+  for _, t in ipairs(split_lines(redis.call('HGET', conv_key(c), 'tags'))) do
+    if not drop[t] and not have[t] then have[t] = true list[#list + 1] = t end
+  end
+  for _, t in ipairs(split_lines(ARGV[5])) do
+    if not drop[t] and not have[t] then have[t] = true list[#list + 1] = t end
+  end
+  if #list > tonumber(ARGV[4]) then return redis.error_reply('TOOMANY') end
+  redis.call('HSET', conv_key(c), 'tags', table.concat(list, '\n'))
+  reindex(c)
+  return list
 
 elseif cmd ~= 'page' then
   return redis.error_reply('unknown conversations command ' .. tostring(cmd))
@@ -142,13 +167,16 @@ for _, group in ipairs(groups) do
     pred.key = index_key(pred[1] .. ':' .. pred[2])
     if pred[1] == 'channel' then need('channel') need('channel_instance')
     elseif pred[1] == 'pool' then need('status') need('pool')
-    else need(pred[1]) end
+    elseif pred[1] == 'tag' then need('tags')
+    elseif pred[1] ~= 'term' then need(pred[1]) end
   end
 end
 
 local function holds(f, field, value)
   if field == 'channel' then return f.channel == value or f.channel_instance == value end
   if field == 'pool' then return f.status == 'queued' and f.pool == value end
+  if field == 'tag' then return string.find('\n' .. f.tags .. '\n', '\n' .. value .. '\n', 1, true) ~= nil end
+  if field == 'term' then return true end  -- its index is the truth (checked just before)
   return f[field] == value
 end
 
@@ -163,6 +191,7 @@ local function matches(c)
     end
     if not any then return false end
   end
+  if #needed == 0 then return true end  -- only index-true predicates (search terms)
   local r = redis.call('HMGET', conv_key(c), unpack(needed))
   local f = {}
   for i, name in ipairs(needed) do f[name] = r[i] or '' end
