@@ -117,6 +117,9 @@ def _seed(base: str) -> None:
     raise AssertionError("seed conversation was not routed")
 
 
+# Streams never end, so a generated request would only time out; tests/test_events.py drives
+# GET /api/v1/events and checks its bad-input answers.
+STREAMS = frozenset({"/api/v1/events"})
 EXAMPLES = 15  # per operation and mode: 22 operations x 3 runs stay well under a minute
 
 
@@ -132,6 +135,8 @@ def test_documented_api_conforms(hub_url: str, mode: GenerationMode, token: str)
     tested = 0
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.path in STREAMS:
+            continue
 
         @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
