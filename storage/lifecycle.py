@@ -43,6 +43,9 @@ routing ``ih:{r}:``
                                            capacity through the routing engine)
 ``timers``, ``timers:inflight`` members     removed (ZSCAN ``*|<c>|*``)
 ``events`` entries with ``conv = <c>``      removed (XDEL)
+``eventlog`` entries naming ``<c>`` or a   removed (XDEL, one pass per batch: the live
+message of it                              event log, storage/events.py)
+``eventlog:holders`` field ``<c>``          removed
 ``sticky:<contact>``                       deleted with the contact
 ========================================  ======================================================
 
@@ -254,6 +257,12 @@ async def delete_conversations(store: Store, prints: Sequence[ConversationFootpr
         await redis.hdel(k.detached, *conv_ids)
         counts.conversations += len(conv_ids)
         counts.messages += len(msg_ids)
+    # The live event log (storage/events.py) names conversations and messages by id: one
+    # pass over it for the whole batch, and the log's record of who held each conversation.
+    all_convs = {fp.conversation_id for fp in prints}
+    named_all = {v.encode() for v in all_convs | {m for fp in prints for m in fp.message_ids}}
+    counts.entries += await _xdel_naming(redis, keys.EVENT_LOG, named_all, [b"conv", b"msg"])
+    await redis.hdel(keys.EVENT_HOLDERS, *all_convs)
     return counts
 
 
