@@ -4,7 +4,9 @@ Version 1 is the first release's layout (commit b90baeb), which wrote no version
 Version 2 adds the quarantine's byte counter (``storage/lua/quarantine.lua``); upgrading
 computes it from the entries present. Version 3 adds the conversations' filter indexes
 (``storage/lua/conversations.lua``); upgrading indexes every record already stored, so
-filtered and agent-scoped lists find conversations written by an earlier release. A store
+filtered and agent-scoped lists find conversations written by an earlier release. Version 4
+adds the search index (``storage/search.py``); upgrading indexes every stored inbound message,
+so search finds what an earlier release stored. A store
 written by a newer release than this one (a version we do not know) is refused with a clear
 error: running old code on data it does not understand could corrupt it. An empty database
 is simply stamped with the current version.
@@ -23,7 +25,7 @@ from storage import keys
 
 log = logging.getLogger(__name__)
 
-CURRENT = 3
+CURRENT = 4
 
 
 class SchemaTooNew(RuntimeError):
@@ -51,12 +53,22 @@ async def _filter_indexes(redis: Any, partitions: int) -> None:
     log.info("indexed %d stored conversation(s) for filtered lists", seen)
 
 
+async def _search_index(redis: Any, partitions: int) -> None:
+    from storage import search
+    from storage.store import Store
+
+    seen = await search.backfill(redis, Store(redis, partitions=partitions).partition_keys())
+    log.info("indexed %d stored message(s) for search", seen)
+
+
 async def _upgrade(version: int, redis: Any, partitions: int) -> None:
     """Take a store from ``version`` to ``version + 1``."""
     if version == 1:
         await _quarantine_byte_counter(redis)
     elif version == 2:
         await _filter_indexes(redis, partitions)
+    elif version == 3:
+        await _search_index(redis, partitions)
     else:  # pragma: no cover - CURRENT and this list move together
         raise AssertionError(f"no upgrade from schema version {version}")
 

@@ -52,6 +52,9 @@ async def test_previous_release_data_loads_through_the_api(release1_dir: Path) -
             "joao@example.com.br"]
         r = await client.get("/api/v1/conversations?channel=shop", headers=auth(ADMIN_TOKEN))
         assert len((await r.json())["conversations"]) == 2
+        # ... and in the search index (schema 4): search finds what release 1 stored.
+        r = await client.get("/api/v1/search?q=novedad", headers=auth(ADMIN_TOKEN))
+        assert [c["id"] for c in (await r.json())["conversations"]] == [lucia["id"]]
         r = await client.get(f"/api/v1/conversations/{lucia['id']}", headers=auth(ADMIN_TOKEN))
         messages = (await r.json())["messages"]
         assert [(m["direction"], m["text"]) for m in messages] == [
