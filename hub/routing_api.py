@@ -87,13 +87,19 @@ async def list_agents(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/v1/agents/{id}")
-@operation("Create or update an agent", {200: AgentSaved}, role="admin", tag="agents",
-           description="The body is an agent as in [[routing.agents]] (id from the path).",
+@operation("Create or update an agent", {200: AgentSaved, 403: None}, role="supervisor",
+           tag="agents",
+           description="The body is an agent as in [[routing.agents]] (id from the path). "
+                       "Supervisors edit existing agents' profiles (languages, markets, "
+                       "skills, capacity, hours); creating an agent takes an admin (403).",
            body=AgentConfig, path_params=AID)
 async def put_agent(request: web.Request) -> web.Response:
-    require_role(request, "admin")
+    principal = require_role(request, "supervisor")
     body = await request.read()
     engine = request.app[K.ROUTING]
+    if not principal.at_least("admin") and await engine.agent(request.match_info["id"]) is None:
+        raise ApiError(403, "creating an agent requires role admin; supervisors edit "
+                            "existing agents")
     try:
         data = msgspec.json.decode(body)
         if not isinstance(data, dict):
