@@ -47,9 +47,17 @@ async def test_router_killed_at_any_point_routes_the_conversation_once(
         hubs.append(a)
         a.start()
         await a.wait_ready(http)
-        async with http.post(a.base + "/webhooks/api/shop", **signed_post_args(payload)) as resp:
-            assert resp.status == 200, await resp.text()
-            [message_id] = (await resp.json())["stored"]
+        message_id: str | None = None
+        try:
+            async with http.post(a.base + "/webhooks/api/shop",
+                                 **signed_post_args(payload)) as resp:
+                assert resp.status == 200, await resp.text()
+                [message_id] = (await resp.json())["stored"]
+        except aiohttp.ServerDisconnectedError:
+            # The router saw the stored entry and died before the answer left (the webhook
+            # still writes the search index and the event after the ingest script): the
+            # provider would deliver again. The message is stored all the same.
+            pass
         assert await a.wait_exit(15) == -signal.SIGKILL, a.log_tail()
 
         b = make_hub(tmp_path, "b", redis_server.url)
@@ -80,7 +88,8 @@ async def test_router_killed_at_any_point_routes_the_conversation_once(
         assert await redis.exists(
             f"{storage_keys.ROUTING_BASE}rc:{conv['id']}:routed:{payload['id']}")
         detail = await get_json(http, f"{b.base}/api/v1/conversations/{conv['id']}")
-        assert [m["id"] for m in detail["messages"]] == [message_id]
+        stored = [m["id"] for m in detail["messages"]]
+        assert len(stored) == 1 and message_id in (None, stored[0]), stored
         assert b.proc is not None and b.proc.poll() is None, b.log_tail()
 
 
