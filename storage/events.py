@@ -178,6 +178,13 @@ class EventLog:
         if not stored:
             return
         try:
+            if len(stored) == 1:  # a webhook's one message: no pipeline (SCRIPT EXISTS first)
+                conversation_id, message_id, channel, new = stored[0]
+                script_keys, args = self._args(
+                    "new_message", conversation_id, "rc",
+                    ["msg", message_id, "channel", channel, "new", "1" if new else "0"])
+                await self._script(keys=script_keys, args=args)
+                return
             async with self.redis.pipeline(transaction=False) as pipe:
                 for conversation_id, message_id, channel, new in stored:
                     script_keys, args = self._args(

@@ -17,10 +17,10 @@ in the same slot as the records):
                      not a set: Redis 7.0 keeps small hashes as compact listpacks (the index's
                      memory is mostly these and the postings)
 
-Sets and hash fields make the write idempotent: a redelivered message (a duplicate at
-ingest) is indexed again with no effect, which also heals a crash between the ingest script
-and the index write (the provider redelivers what we never acknowledged); ``backfill``
-indexes what is stored without postings. Bounded: at most ``MAX_TEXT`` characters of a text
+The ingest script itself posts a new message's tokens (``message_tokens`` computed by the
+caller, passed as its last arguments), in the step that stores it: a stored message is always
+searchable, at no extra command per webhook. Sets and hash fields make the write idempotent;
+``backfill`` (``lua/search_index.lua``) indexes what an earlier release stored. Bounded: at most ``MAX_TEXT`` characters of a text
 are read, ``MAX_TOKENS`` distinct tokens per message, tokens over ``MAX_TOKEN`` characters
 are skipped, and one-character tokens outside CJK (stop-word noise) are not kept.
 """
@@ -32,9 +32,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
+from redis.commands.core import AsyncScript
 
 from channels.models import InboundMessage
 from storage.keys import PartitionKeys
+from storage.scripts import load_script
 
 MAX_TEXT: Final = 20_000
 MAX_TOKENS: Final = 256
@@ -132,14 +134,25 @@ def terms_key(k: PartitionKeys, conversation_id: str) -> str:
     return f"{k.conversation(conversation_id)}:terms"
 
 
-def queue_index(pipe: Any, k: PartitionKeys, conversation_id: str,
-                found: Sequence[str]) -> None:
+def index_script(redis: Any) -> AsyncScript:
+    """``lua/search_index.lua`` bound to ``redis``: one message's tokens in one command (a
+    pipeline of one SADD per token cost the hub more Python time per webhook than the
+    ingest script itself)."""
+    return load_script(redis, "search_index")
+
+
+def index_call(k: PartitionKeys, conversation_id: str,
+               found: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The script's keys and arguments for one message's tokens."""
+    return [terms_key(k, conversation_id)], [posting_key(k, ""), conversation_id, *found]
+
+
+async def queue_index(script: AsyncScript, pipe: Any, k: PartitionKeys, conversation_id: str,
+                      found: Sequence[str]) -> None:
     """Add one message's tokens to ``pipe`` (a pipeline: the caller executes it)."""
-    if not found:
-        return
-    for token in found:
-        pipe.sadd(posting_key(k, token), conversation_id)
-    pipe.hset(terms_key(k, conversation_id), mapping=dict.fromkeys(found, ""))
+    if found:
+        script_keys, args = index_call(k, conversation_id, found)
+        await script(keys=script_keys, args=args, client=pipe)
 
 
 async def forget_conversations(redis: Any, k: PartitionKeys,
@@ -180,6 +193,7 @@ async def backfill(redis: Any, parts: Sequence[PartitionKeys], batch: int = 200)
 
 async def _backfill_some(redis: Any, k: PartitionKeys, cids: Sequence[str],
                          decoder: Any) -> int:
+    script = index_script(redis)
     async with redis.pipeline(transaction=False) as pipe:
         for cid in cids:
             pipe.zrange(k.conversation_messages(cid), 0, -1)
@@ -193,7 +207,8 @@ async def _backfill_some(redis: Any, k: PartitionKeys, cids: Sequence[str],
         async with redis.pipeline(transaction=False) as pipe:
             for direction, data in rows:
                 if direction == b"in" and data:
-                    queue_index(pipe, k, cid, message_tokens(decoder.decode(data)))
+                    await queue_index(script, pipe, k, cid,
+                                      message_tokens(decoder.decode(data)))
                     seen += 1
             if pipe.command_stack:
                 await pipe.execute()

@@ -176,7 +176,6 @@ class Store:
         """Store a message durably (dedupe + upsert + append + enqueue, one atomic step)."""
         script_keys, args, message = self._ingest_call(message)
         result = await self.scripts.ingest(keys=script_keys, args=args)
-        await self._index_search([(message, result)])
         if self.attachments is not None and message.attachments:
             await self.attachments.unpin(_shas(message.attachments))
         stored = _ingest_result(result)
@@ -201,8 +200,6 @@ class Store:
             for script_keys, args, _ in calls:
                 await self.scripts.ingest(keys=script_keys, args=args, client=pipe)
             answers = await pipe.execute(raise_on_error=False)
-        await self._index_search([(m, a) for (_, _, m), a in zip(calls, answers, strict=True)
-                                  if not isinstance(a, Exception)])
         results: list[IngestResult | Exception] = []
         pinned: list[str] = []
         for (_, _, message), answer in zip(calls, answers, strict=True):
@@ -220,18 +217,6 @@ class Store:
                 for (_, _, m), r in zip(calls, results, strict=True)
                 if isinstance(r, IngestResult) and not r.duplicate])
         return results
-
-    async def _index_search(self, stored: Sequence[tuple[InboundMessage, Any]]) -> None:
-        """Post stored messages to the search index (storage/search.py), one pipeline.
-        Duplicates too: the write is idempotent, and it heals a crash before it."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for message, answer in stored:
-                cid = _s(answer[1]) or ""
-                k = self.keys_for(cid)
-                if k is not None:
-                    search.queue_index(pipe, k, cid, search.message_tokens(message))
-            if pipe.command_stack:
-                await pipe.execute()
 
     def _ingest_call(self, message: InboundMessage,
                      ) -> tuple[list[str], list[Any], InboundMessage]:
@@ -266,6 +251,7 @@ class Store:
             message.provider_message_id,
             _file_keys(message.attachments),
             _provider_time(message.sent_at),
+            *search.message_tokens(message),  # ARGV[18..]: indexed in the same step
         ]
         return script_keys, args, message
 

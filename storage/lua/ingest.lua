@@ -28,6 +28,9 @@
 -- ARGV[16] attachment file keys (sha256 hex), newline-separated ("" = none): the message joins
 --          each file's reference set blob:<sha> (storage/attachments.py) in this same step
 -- ARGV[17] the provider's time of the message (InboundMessage.sent_at; "" = unknown)
+-- ARGV[18..] the message's search tokens (storage/search.py message_tokens): posted to
+--          idx:term:<token> and the conversation's conv:<c>:terms in this same step, so a
+--          stored message is always searchable (no crash window, no second command)
 -- Returns {message id, conversation id, seq, duplicate 0|1, new conversation 0|1}
 
 local base = ARGV[1]
@@ -110,5 +113,10 @@ for sha in string.gmatch(ARGV[16] or '', '[^\n]+') do
 end
 redis.call('ZADD', KEYS[4], now, conv_id)
 redis.call('SET', KEYS[1], msg_id, 'EX', tonumber(ARGV[9]))
+local terms = base .. 'conv:' .. conv_id .. ':terms'
+for i = 18, #ARGV do
+  redis.call('SADD', base .. 'idx:term:' .. ARGV[i], conv_id)
+  redis.call('HSET', terms, ARGV[i], '')
+end
 redis.call('XADD', KEYS[5], '*', 'conv', conv_id, 'msg', msg_id, 'new', new_conv)
 return {msg_id, conv_id, seq, 0, new_conv}
