@@ -21,8 +21,9 @@ The ingest script itself posts a new message's tokens (``message_tokens`` comput
 caller, passed as its last arguments), in the step that stores it: a stored message is always
 searchable, at no extra command per webhook. Sets and hash fields make the write idempotent;
 ``backfill`` (``lua/search_index.lua``) indexes what an earlier release stored.
-Bounded: at most ``MAX_TEXT`` characters of a text are read, ``MAX_TOKENS`` distinct tokens per message, tokens over ``MAX_TOKEN`` characters
-are skipped, and one-character tokens outside CJK (stop-word noise) are not kept.
+Bounded: at most ``MAX_TEXT`` characters of a text are read, ``MAX_TOKENS``
+distinct tokens per message, tokens over ``MAX_TOKEN`` characters are skipped, and
+one-character tokens outside CJK (stop-word noise) are not kept.
 """
 
 from __future__ import annotations
