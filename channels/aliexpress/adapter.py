@@ -53,6 +53,7 @@ from channels.marketplace.base import (
     check_api_base_url,
     error_code,
 )
+from channels.marketplace.china import BEIJING, html_in, millis
 from channels.marketplace.sites import Market, market_hints
 from channels.models import InboundMessage, OutboundReply
 from channels.polling import Polled, PollItem, Unusable
@@ -78,18 +79,7 @@ RATE_CODES: Final = frozenset({"7"})
 ORDER_PREFIX: Final = "order-"
 MAX_TIED: Final = 500
 MAX_DETAIL_PAGES: Final = 20
-# TOP's timestamp: Beijing wall-clock time (legacy TOP convention; INFERRED here).
-BEIJING: Final = datetime.timezone(datetime.timedelta(hours=8))
 _ID: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_HTML: Final = re.compile(r"<\s*(?:[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?\s*/?"
-                          r"|/\s*[A-Za-z][A-Za-z0-9-]*\s*|!--.*?--|![A-Za-z][^<>]*)>",
-                          re.DOTALL)
-
-
-def html_in(text: str) -> str | None:
-    """The first HTML tag in ``text``, else None."""
-    found = _HTML.search(text)
-    return found.group(0)[:40] if found else None
 
 
 class AliExpressSettings(MarketplaceSettings, frozen=True, kw_only=True,
@@ -181,23 +171,6 @@ class Cursor(msgspec.Struct, frozen=True, omit_defaults=True):
 
 _error = msgspec.json.Decoder(_ErrorEnvelope)
 _cursor = msgspec.json.Decoder(Cursor)
-
-
-def millis(value: int | str | None) -> int | None:
-    """An AliExpress time in ms: epoch ms or seconds, or ``YYYY-MM-DD HH:MM:SS`` in Beijing
-    time (INFERRED); None when unreadable."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        number = int(value)
-        return number if number > 10**11 else number * 1000
-    try:
-        parsed = datetime.datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=BEIJING)
-    return int(parsed.timestamp() * 1000)
 
 
 def _result(decoded: Any, method: str) -> dict[str, Any]:

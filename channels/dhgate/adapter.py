@@ -27,7 +27,6 @@ conservative). Tokens: the OAuth2 refresh grant at ``token_url`` through the tok
 
 from __future__ import annotations
 
-import datetime
 import logging
 import re
 import time
@@ -53,6 +52,7 @@ from channels.marketplace.base import (
     check_api_base_url,
     error_code,
 )
+from channels.marketplace.china import html_in, millis
 from channels.marketplace.sites import Market, market_hints
 from channels.models import InboundMessage, OutboundReply
 from channels.polling import Polled, PollItem, Unusable
@@ -82,27 +82,14 @@ MAX_TEXT: Final = 1000
 OK_CODES: Final = frozenset({"00000000", "109"})
 # Gateway-level ``code`` 40: "access token expired or missing" (third-party code).
 TOKEN_CODES: Final = frozenset({"40"})
-# A DHgate time without a zone is Beijing time (INFERRED).
-BEIJING: Final = datetime.timezone(datetime.timedelta(hours=8))
 MAX_TIED: Final = 500
 _ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# An HTML tag (or comment / doctype) in a reply: DHgate shows text, and a tag would either
-# show raw or be stripped by the marketplace (INFERRED), so it is refused before sending.
-_HTML: Final = re.compile(r"<\s*(?:[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?\s*/?"
-                          r"|/\s*[A-Za-z][A-Za-z0-9-]*\s*|!--.*?--|![A-Za-z][^<>]*)>",
-                          re.DOTALL)
 
 
 def experimental_refusal(channel: str, section: str, why: str) -> str:
     return (f"the {channel} channel is EXPERIMENTAL and needs experimental = true in its "
             f"settings: {why} (CHANNELS.md {section}); set it only once you accept that the "
             "channel may stop working when the marketplace changes what it never documented")
-
-
-def html_in(text: str) -> str | None:
-    """The first HTML tag in ``text``, else None."""
-    found = _HTML.search(text)
-    return found.group(0)[:40] if found else None
 
 
 class DHgateSettings(MarketplaceSettings, frozen=True, kw_only=True,
@@ -205,23 +192,6 @@ class Cursor(msgspec.Struct, frozen=True, omit_defaults=True):
 
 _envelope = msgspec.json.Decoder(_Envelope)
 _cursor = msgspec.json.Decoder(Cursor)
-
-
-def millis(value: str | int | None) -> int | None:
-    """A DHgate time in ms: epoch ms or seconds, or ``YYYY-MM-DD HH:MM:SS`` in Beijing time
-    (INFERRED); None when unreadable."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        number = int(value)
-        return number if number > 10**11 else number * 1000
-    try:
-        parsed = datetime.datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=BEIJING)
-    return int(parsed.timestamp() * 1000)
 
 
 def _str(value: str | int | None) -> str | None:
