@@ -17,6 +17,7 @@ ends every older session at once without finding them. A session lives
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import re
@@ -36,9 +37,14 @@ MAX_PASSWORD: Final = 1024  # argon2 takes any length; a megabyte "password" is 
 _ACCOUNT_ID = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 
 _hasher = PasswordHasher()  # argon2id, the library's current RFC 9106 low-memory profile
-# Verified against when the account does not exist, so an unknown name costs what a wrong
-# password costs and the answer's timing tells nobody which accounts exist.
-_DUMMY_HASH: Final = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so an unknown name costs what a
+    wrong password costs and the answer's timing tells nobody which accounts exist. Made on
+    first use, not at import: every CLI command imports this module."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class Account(msgspec.Struct, frozen=True):
@@ -164,7 +170,8 @@ class AccountStore:
         """The account if the password is right and the account enabled; the same work
         otherwise. A hash made with older parameters is replaced on success."""
         row = await self.redis.hgetall(account_key(account_id)) if _valid_id(account_id) else {}
-        stored = _s(row[b"hash"]) if row.get(b"hash") else _DUMMY_HASH
+        stored = (_s(row[b"hash"]) if row.get(b"hash")
+                  else await asyncio.to_thread(_dummy_hash))
         try:
             await asyncio.to_thread(_hasher.verify, stored, password[:MAX_PASSWORD])
         except (VerificationError, InvalidHashError):
