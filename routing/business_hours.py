@@ -101,7 +101,7 @@ def _compile(hours: BusinessHours, where: str) -> _Rules:
     """Check what msgspec's types cannot express and turn the strings into numbers once."""
     try:
         zone = ZoneInfo(hours.timezone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):  # OSError: a directory
         raise ValueError(
             f"{where}.timezone: unknown IANA time zone {hours.timezone!r}"
         ) from None

@@ -239,7 +239,7 @@ def _market(market: str, at: str) -> None:
 def _timezone(name: str, at: str) -> None:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):  # OSError: a directory
         raise ValueError(f"{at}: unknown IANA time zone {name!r}, expected a name such as "
                          f"'America/Mexico_City'") from None
 
