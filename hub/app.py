@@ -44,8 +44,10 @@ from hub.fetcher import Fetcher, policy_of
 from hub.fetches_api import routes as fetch_routes
 from hub.health import routes as health_routes
 from hub.ingest import Ingestor
+from hub.kpis import kpis_ctx
 from hub.metrics import Metrics
 from hub.redis_connection import durability_warnings, open_redis
+from hub.reports_api import routes as report_routes
 from hub.router import Router
 from hub.routing_api import routes as routing_routes
 from hub.search_api import routes as search_routes
@@ -404,6 +406,7 @@ def build_app(
     app.cleanup_ctx.append(routing_ctx)
     app.cleanup_ctx.append(workers_ctx)
     app.cleanup_ctx.append(workflow_ctx)
+    app.cleanup_ctx.append(kpis_ctx)
     for ctx in extra_ctx or []:
         app.cleanup_ctx.append(ctx)
     app.add_routes(health_routes)
@@ -421,6 +424,7 @@ def build_app(
     app.add_routes(event_routes)
     app.add_routes(supervision_routes)
     app.add_routes(search_routes)
+    app.add_routes(report_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)

@@ -16,6 +16,7 @@ from hub import cli_channel_status, cli_fetches
 from hub.cli_agents import add_commands as add_agent_commands
 from hub.cli_channel_auth import add_commands as add_channel_auth_commands
 from hub.cli_redis import stamp, with_redis
+from hub.cli_report import add_commands as add_report_commands
 from hub.config import ConfigError, LoadedConfig, load_config
 from routing.explain import describe, summary
 from storage import keys
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_fetches.add_parser(channels)
     cs = cli_channel_status.add_parser(channels)
     add_agent_commands(sub)
+    add_report_commands(sub)
     # Accept --config after the subcommand too (inboxhub check --config FILE).
     for p in (sub.choices["serve"], sub.choices["check"], ql, qr, dl, dr, rr, re_, cs):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -158,6 +158,15 @@ class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     alert_after_silence_minutes: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
+class ReportsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The KPI hour buckets (storage/kpis.py) and their aggregator (hub/kpis.py)."""
+
+    # Hour buckets older than this expire; a report cannot reach further back.
+    retention_days: Annotated[float, msgspec.Meta(ge=1, le=3650)] = 400.0
+    # How often an idle aggregator looks for new events (it keeps going while there are).
+    aggregate_every_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hub: HubSettings = HubSettings()
     storage: StorageSettings = StorageSettings()
@@ -166,6 +175,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api: ApiSettings = ApiSettings()
     attachments: AttachmentSettings = AttachmentSettings()
     events: EventsSettings = EventsSettings()
+    reports: ReportsSettings = ReportsSettings()
     routing: RoutingConfig = RoutingConfig()
     channels: list[ChannelConfig] = []
 

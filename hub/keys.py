@@ -17,6 +17,7 @@ from hub.metrics import Metrics
 from routing.engine import RoutingEngine
 from storage.fetches import RedisFetchQueue
 from storage.health import HealthCounters
+from storage.kpis import KpiStore
 from storage.limiter import RedisLimiter
 from storage.store import Store
 from storage.tokens import RedisTokenStore
@@ -36,3 +37,4 @@ OAUTH = web.AppKey("oauth_tokens", RedisTokenStore)  # channels' OAuth tokens, n
 FETCHES = web.AppKey("fetches", RedisFetchQueue)
 HEALTH_COUNTERS = web.AppKey("health_counters", HealthCounters)
 CHANNEL_HEALTH = web.AppKey("channel_health", ChannelHealthService)
+KPIS = web.AppKey("kpis", KpiStore)

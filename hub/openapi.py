@@ -25,6 +25,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 TEXT = "text/plain"
 BINARY = "*/*"  # a file download: the type is the file's own
 EVENT_STREAM = "text/event-stream"  # Server-Sent Events (hub/events_api.py)
+CSV = "text/csv"
+
+
+@dataclass(frozen=True)
+class OrCsv:
+    """A JSON answer that ``format=csv`` gives as a CSV table instead (the reports)."""
+
+    body: Any
 _STATUS_TEXT = {
     200: "OK", 202: "Accepted", 400: "Invalid request (the message names the problem)",
     401: "Missing or invalid bearer token", 403: "The principal may not do this",
@@ -110,6 +118,9 @@ def _response(status: int, body: Any) -> dict[str, Any]:
         described["content"] = {BINARY: {"schema": {"type": "string", "format": "binary"}}}
     elif body is dict:
         described["content"] = {"application/json": {"schema": {"type": "object"}}}
+    elif isinstance(body, OrCsv):
+        described["content"] = {"application/json": {"schema": _ref(body.body)},
+                                CSV: {"schema": {"type": "string"}}}
     else:
         schema = _ref(ErrorBody) if body is None else _ref(body)
         described["content"] = {"application/json": {"schema": schema}}
@@ -185,7 +196,7 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         if op is None:
             continue
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
-        types.update(t for t in op.responses.values()
+        types.update(t.body if isinstance(t, OrCsv) else t for t in op.responses.values()
                      if t not in (None, TEXT, BINARY, EVENT_STREAM, dict))
         if op.body is not None:
             types.add(op.body)

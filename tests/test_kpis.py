@@ -1,0 +1,354 @@
+"""KPI aggregation: what each event counts (pure ``fold``), business time, percentiles, exactly
+once on real Redis (a replayed or concurrent batch counts nothing), and the reports API
+end to end through a running hub, with roles and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import itertools
+import json
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from hub.kpis import KpiAggregator, fold
+from hub.reports import ReportRange, breakdown, summary, timeseries
+from routing.business_hours import BusinessHours, Calendar
+from storage.events import Event, EventLog
+from storage.kpis import BOUNDS, Batch, KpiStore, collect, percentile
+from storage.leases import RedisLeaseManager
+from storage.records import Conversation
+from tests.conftest import ADMIN_TOKEN, AGENT_TOKEN
+from tests.helpers import OperatorEndpoint, eventually, running_hub
+from tests.test_api_scope import SUPERVISOR_TOKEN, Hub, routing_config
+
+ALWAYS = Calendar(BusinessHours.always())
+MADRID = ZoneInfo("Europe/Madrid")
+_ids = itertools.count(1)
+
+
+def conv(cid: str = "0.a", **kw: Any) -> Conversation:
+    fields: dict[str, Any] = dict(
+        id=cid, channel="telegram", channel_instance="tg", thread_id="t", contact_id="c",
+        contact_handle="h", contact_name=None, status="assigned", language="es",
+        market="MX", assignee="ana", queue="es", created_at=0.0, updated_at=0.0,
+        last_inbound_at=None, message_count=1, skill="refund")
+    fields.update(kw)
+    return Conversation(**fields)
+
+
+def ev(kind: str, at: float, cid: str = "0.a", **kw: Any) -> Event:
+    return Event(id=f"{int(at * 1000)}-{next(_ids)}", kind=kind,  # type: ignore[arg-type]
+                 conversation_id=cid, at=at, **kw)
+
+
+def stats(batch: Batch, dimension: str = "all", value: str | None = None) -> Any:
+    buckets: dict[str, dict[str, float]] = {}
+    for (key, name), amount in batch.increments.items():
+        buckets.setdefault(key, {})[name] = amount
+    return collect(buckets.values(), dimension=dimension, value=value)
+
+
+T0 = 1_800_000_000.0  # a Friday
+
+
+def test_a_conversation_counts_every_measure_once() -> None:
+    events = [
+        ev("new_message", T0, new_conversation=True),
+        ev("assignment", T0 + 1, action="queued"),
+        ev("assignment", T0 + 31, action="assigned", agent="ana"),
+        ev("new_message", T0 + 40, new_conversation=False),
+        ev("reply", T0 + 100, agent="ana"),           # first response 100 s; answers two
+        ev("new_message", T0 + 200),
+        ev("reply", T0 + 260, agent="ana"),           # next response 60 s
+        ev("status", T0 + 1000, action="resolved"),   # resolution 1000 s
+    ]
+    batch = fold(events, {}, {"0.a": conv()}, ALWAYS)
+    s = stats(batch)
+    assert s[("first_response", "all")].n == 1 and s[("first_response", "all")].wall == 100
+    assert s[("next_response", "all")].wall == 60
+    # response: mean over buyer messages: (100 + 60 + 60) / 3
+    assert s[("response", "all")].n == 3 and s[("response", "all")].wall == 220
+    assert s[("queue_wait", "all")].wall == 30
+    assert s[("resolution", "all")].wall == 1000
+    assert s[("conversations", "all")].n == 1 and s[("messages_in", "all")].n == 3
+    assert s[("replies", "all")].n == 2 and s[("resolved", "all")].n == 1
+    # the same samples under each dimension
+    assert stats(batch, "agent")[("first_response", "ana")].wall == 100
+    assert stats(batch, "language")[("resolution", "es")].n == 1
+    assert stats(batch, "skill")[("conversations", "refund")].n == 1
+    assert stats(batch, "channel")[("replies", "telegram")].n == 2
+    # the state left for the next batch: resolved, first response done, nothing pending
+    assert batch.states["0.a"]["resolved"] == "1"
+    assert batch.states["0.a"].get("pending", "") == ""
+
+
+def test_state_carries_across_batches_and_reopen_counts() -> None:
+    first = fold([ev("new_message", T0, new_conversation=True),
+                  ev("reply", T0 + 50, agent="ana"),
+                  ev("status", T0 + 60, action="resolved")], {}, {"0.a": conv()}, ALWAYS)
+    state = {k: v for k, v in first.states["0.a"].items() if v}
+    second = fold([ev("new_message", T0 + 500), ev("status", T0 + 500, action="reopened"),
+                   ev("reply", T0 + 530, agent="ana"),
+                   ev("status", T0 + 600, action="resolved")],
+                  {"0.a": state}, {"0.a": conv()}, ALWAYS)
+    s = stats(second)
+    assert s[("reopened", "all")].n == 1
+    assert ("first_response", "all") not in s  # the conversation's first was in batch one
+    assert s[("next_response", "all")].wall == 30
+    assert s[("resolution", "all")].wall == 100  # from the reopening message
+
+
+def test_a_resolve_seen_twice_counts_once_and_spam_counts_nothing() -> None:
+    batch = fold([ev("new_message", T0), ev("status", T0 + 5, action="resolved"),
+                  ev("status", T0 + 6, action="resolved")], {}, {"0.a": conv()}, ALWAYS)
+    assert stats(batch)[("resolved", "all")].n == 1
+    spam = fold([ev("new_message", T0, new_conversation=True)], {},
+                {"0.a": conv(spam=True)}, ALWAYS)
+    assert not spam
+    erased = fold([ev("new_message", T0)], {}, {}, ALWAYS)
+    assert not erased
+
+
+def test_sla_breach_before_the_first_reply_marks_it_late() -> None:
+    batch = fold([ev("new_message", T0), ev("sla_breach", T0 + 60, clock="first_response"),
+                  ev("reply", T0 + 90, agent="ana"),
+                  ev("assignment", T0 + 95, action="transferred",
+                     agent="bruno"),
+                  ev("delivery", T0 + 96, action="failed")], {}, {"0.a": conv()}, ALWAYS)
+    s = stats(batch)
+    assert s[("first_response_breached", "all")].n == 1
+    assert s[("sla_breaches", "all")].n == 1
+    assert s[("transfers", "all")].n == 1 and s[("delivery_failed", "all")].n == 1
+    assert stats(batch, "agent")[("transfers", "bruno")].n == 1
+
+
+def test_business_time_leaves_out_the_weekend() -> None:
+    hours = BusinessHours(weekly={d: [("09:00", "17:00")] for d in
+                                  ("mon", "tue", "wed", "thu", "fri")},
+                          timezone="Europe/Madrid")
+    friday = datetime(2026, 11, 27, 16, 0, tzinfo=MADRID).timestamp()
+    monday = datetime(2026, 11, 30, 10, 0, tzinfo=MADRID).timestamp()
+    batch = fold([ev("new_message", friday), ev("reply", monday, agent="ana")], {},
+                 {"0.a": conv()}, Calendar(hours))
+    first = stats(batch)[("first_response", "all")]
+    assert first.wall == pytest.approx(monday - friday)
+    assert first.business == pytest.approx(2 * 3600)  # Friday 16-17 and Monday 9-10
+
+
+def test_percentiles_come_from_the_histogram() -> None:
+    histogram = [0.0] * (len(BOUNDS) + 1)
+    assert percentile(histogram, 0.5) is None
+    histogram[0] = 50   # 0-30 s
+    histogram[1] = 50   # 30-60 s
+    assert percentile(histogram, 0.5) == pytest.approx(30.0)
+    assert percentile(histogram, 0.9) == pytest.approx(30 + 30 * 0.8)
+    histogram[-1] = 1000  # beyond the last bound: its lower bound
+    assert percentile(histogram, 0.99) == BOUNDS[-1]
+
+
+# -- on Redis: exactly once --------------------------------------------------------------
+
+
+class _Store:
+    """The one read the aggregator makes of the conversation store."""
+
+    def __init__(self, conversations: dict[str, Conversation]) -> None:
+        self.conversations = conversations
+
+    async def get_conversations(self, ids: Any) -> list[Conversation]:
+        return [self.conversations[i] for i in ids if i in self.conversations]
+
+
+async def _log_conversation(log: EventLog, cid: str) -> None:
+    await log.append("new_message", cid, new="1", channel="tg")
+    await log.append("reply", cid, agent="ana")
+    await log.append("status", cid, action="resolved")
+
+
+async def test_a_replayed_or_concurrent_batch_counts_once(redis: Any) -> None:
+    log = EventLog(redis)
+    ids = [f"0.{i:x}" for i in range(1, 31)]
+    for cid in ids:
+        await _log_conversation(log, cid)
+    store = _Store({cid: conv(cid) for cid in ids})
+    kpis = KpiStore(redis)
+
+    def aggregator(owner: str) -> KpiAggregator:
+        return KpiAggregator(store, log, kpis, ALWAYS,  # type: ignore[arg-type]
+                             RedisLeaseManager(redis, owner=owner), batch=7)
+
+    one, two = aggregator("p1"), aggregator("p2")
+    # Two processes stepping at the same time, without the lease: each batch lands once.
+    while any(await asyncio.gather(one.step(), two.step())):
+        pass
+    # A replay: a batch computed from an old cursor is refused whole.
+    assert not await kpis.apply("", "9999999999999-0", fold(
+        await log.after("0-0"), {}, store.conversations, ALWAYS))
+    now = time.time()
+    span = ReportRange(now - 3600, now + 3600, "UTC")
+    report = await summary(kpis, span)
+    assert report.counts["resolved"] == 30 and report.counts["replies"] == 30
+    assert report.counts["messages_in"] == 30 and report.durations["first_response"].n == 30
+    # Only the lease holder works while it holds the lease.
+    assert await one.iteration() is False  # nothing new
+    assert await two._hold_lease() is False
+    await one.close()
+    assert await two._hold_lease() is True
+    await two.close()
+
+
+async def test_reports_regroup_hours_in_the_team_zone(redis: Any) -> None:
+    kpis = KpiStore(redis)
+    # 23:30 UTC on Sunday is 00:30 Monday in Madrid (winter, UTC+1)
+    sunday_night = datetime(2026, 11, 29, 23, 30, tzinfo=ZoneInfo("UTC")).timestamp()
+    batch = fold([ev("new_message", sunday_night, new_conversation=True),
+                  ev("reply", sunday_night + 120, agent="ana")], {}, {"0.a": conv()}, ALWAYS)
+    assert await kpis.apply("", "1-0", batch)
+    span = ReportRange(sunday_night - 86400, sunday_night + 86400, "Europe/Madrid")
+    by_day = await breakdown(kpis, span, "day_of_week")
+    assert {r.key: r.counts["replies"] for r in by_day.rows}["mon"] == 1
+    by_hour = await breakdown(kpis, span, "hour_of_day")
+    assert {r.key: r.counts["replies"] for r in by_hour.rows}["00"] == 1
+    series = await timeseries(kpis, span, "day")
+    assert [p.start for p in series.points] == ["2026-11-29", "2026-11-30", "2026-12-01"]
+    assert [p.counts["conversations"] for p in series.points] == [0, 1, 0]
+    agents = await breakdown(kpis, span, "agent")
+    assert [r.key for r in agents.rows] == ["ana"]
+    assert agents.rows[0].durations["first_response"].mean_seconds == 120
+
+
+# -- through the hub ---------------------------------------------------------------------
+
+
+async def test_reports_api_end_to_end(make_config: Any) -> None:
+    async with OperatorEndpoint() as endpoint, running_hub(make_config(
+            extra=routing_config("pools"), outbound_url=endpoint.url)) as client:
+        hub = Hub(client)
+        await hub.online("ana.agent")
+        cid = await hub.buyer("es", expect="assigned", assignee="ana.agent")
+        status, body = await hub.call("POST", f"/api/v1/conversations/{cid}/replies",
+                                      AGENT_TOKEN, json={"text": "Hola"})
+        assert status == 202, body
+        await hub.resolve(cid)
+
+        async def counted() -> Any:
+            status, body = await hub.call("GET", "/api/v1/reports/summary", SUPERVISOR_TOKEN)
+            assert status == 200, body
+            return body if body["counts"]["resolved"] == 1 else None
+
+        report = await eventually(counted)
+        assert report["counts"]["conversations"] == 1
+        assert report["durations"]["first_response"]["n"] == 1
+        assert report["rates"]["replies_per_conversation"] == 1.0
+        assert report["skill_shares"] == {} or sum(report["skill_shares"].values()) <= 1.0
+
+        status, body = await hub.call(
+            "GET", "/api/v1/reports/summary?dimension=agent&value=ana.agent", ADMIN_TOKEN)
+        assert status == 200 and body["counts"]["replies"] == 1
+        status, body = await hub.call("GET", "/api/v1/reports/breakdown?by=language",
+                                      SUPERVISOR_TOKEN)
+        assert status == 200 and [r["key"] for r in body["rows"]] == ["es"]
+        status, body = await hub.call(
+            "GET", "/api/v1/reports/timeseries?interval=hour&from=" + str(int(
+                report["end"]) - 7200), SUPERVISOR_TOKEN)
+        assert status == 200 and sum(p["counts"]["replies"] for p in body["points"]) == 1
+
+        r = await client.get("/api/v1/reports/breakdown?by=agent&format=csv",
+                             headers={"Authorization": f"Bearer {SUPERVISOR_TOKEN}"})
+        assert r.status == 200 and r.content_type == "text/csv"
+        assert "attachment" in r.headers["Content-Disposition"]
+        rows = list(csv.DictReader(io.StringIO(await r.text())))
+        assert rows[0]["agent"] == "ana.agent" and rows[0]["replies"] == "1"
+
+        # agents do not see reports; bad input is a 400 that names the parameter
+        status, _ = await hub.call("GET", "/api/v1/reports/summary", AGENT_TOKEN)
+        assert status == 403
+        for query, word in [("from=yesterday", "from"), ("tz=Mars/Olympus", "time zone"),
+                            ("from=2020-01-01&to=2026-01-01", "at most"),
+                            ("from=2026-02-01&to=2026-01-01", "empty"),
+                            ("dimension=agent", "needs a value"), ("value=x", "dimension"),
+                            ("format=xml", "format"), ("nope=1", "unknown")]:
+            status, body = await hub.call("GET", f"/api/v1/reports/summary?{query}",
+                                          SUPERVISOR_TOKEN)
+            assert status == 400 and word in body["error"]["message"], (query, body)
+        status, body = await hub.call("GET", "/api/v1/reports/breakdown", SUPERVISOR_TOKEN)
+        assert status == 400 and "by is required" in body["error"]["message"]
+        status, body = await hub.call(
+            "GET", "/api/v1/reports/timeseries?interval=hour&from=2026-01-01&to=2026-03-01",
+            SUPERVISOR_TOKEN)
+        assert status == 400 and "31 days" in body["error"]["message"]
+
+
+def test_csv_cells_never_run_as_formulas() -> None:
+    from hub.reports import Duration, to_csv
+
+    empty = Duration(0, None, None, None, None, None, None)
+    text = to_csv([("=HYPERLINK(\"x\")", {"first_response": empty}, {"replies": 1})], "agent")
+    assert list(csv.reader(io.StringIO(text)))[1][0] == "'=HYPERLINK(\"x\")"
+
+
+def test_the_report_cli_prints_the_same_tables(
+        tmp_path: Any, redis_server: Any, hub_env: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from redis.asyncio import Redis
+
+    from hub.cli import main
+    from tests.conftest import write_config
+
+    config = str(write_config(tmp_path, redis_server.url))
+    now = time.time()
+
+    async def seed() -> None:
+        client = Redis.from_url(redis_server.url)
+        try:
+            await client.flushall()  # as the ``redis`` fixture does for async tests
+            batch = fold([ev("new_message", now - 600, new_conversation=True),
+                          ev("reply", now - 300, agent="ana"),
+                          ev("status", now - 60, action="resolved")],
+                         {}, {"0.a": conv()}, ALWAYS)
+            assert await KpiStore(client).apply(await KpiStore(client).cursor(), "2-0", batch)
+        finally:
+            await client.aclose()
+
+    asyncio.run(seed())
+
+    def cli(*argv: str) -> tuple[int, str, str]:
+        code = main(["--config", config, "report", *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = cli()
+    assert code == 0 and "5.0m/" in out  # first response: 5 minutes
+    code, out, _ = cli("breakdown", "--by", "agent", "--csv")
+    assert code == 0 and next(csv.DictReader(io.StringIO(out)))["agent"] == "ana"
+    code, out, _ = cli("timeseries", "--interval", "hour", "--from", str(int(now - 7200)),
+                       "--json")
+    assert code == 0 and sum(p["counts"]["replies"] for p in json.loads(out)["points"]) == 1
+    code, _, err = cli("breakdown")
+    assert code == 2 and "--by" in err
+    code, _, err = cli("--from", "soon")
+    assert code == 2 and "expected a date" in err
+    code, _, err = cli("--dimension", "agent")
+    assert code == 2 and "together" in err
+
+
+def test_a_time_zone_that_names_a_directory_is_refused_not_a_crash() -> None:
+    from hub.reports import parse_moment, parse_zone
+    from routing.business_hours import parse_business_hours
+
+    for bad in ("America", "../etc", "/etc/localtime", "", "\x00"):
+        with pytest.raises(ValueError, match="time zone"):
+            parse_zone(bad)
+    with pytest.raises(ValueError, match="unknown IANA time zone 'America'"):
+        parse_business_hours({"weekly": {}, "timezone": "America"})
+    assert parse_zone("Europe/Madrid") == "Europe/Madrid"
+    for bad in ("1e400", "99999999999999999999", "0001-01-01", "2026-13-01", "soon"):
+        with pytest.raises(ValueError):
+            parse_moment(bad, "UTC")
+    assert parse_moment("2026-11-30T09:00+02:00", "Europe/Madrid") == 1796022000.0
