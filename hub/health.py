@@ -7,6 +7,7 @@ router or sender is stuck must not be reported ready just because its HTTP side 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hub import keys as K
 from hub.api import json_response
 from hub.fetcher import export_backlog, fetching_instances
+from hub.service_metrics import export_service_metrics
 
 routes = web.RouteTableDef()
 
@@ -56,5 +58,8 @@ async def metrics(request: web.Request) -> web.Response:
             app_metrics), 2.0)
     except Exception:  # metrics must render even when Redis is down
         pass
+    # The same: on a Redis error the last values stay and the scrape still answers.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(export_service_metrics(request.app), 2.0)
     body = generate_latest(app_metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

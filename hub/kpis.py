@@ -31,6 +31,8 @@ from aiohttp import web
 
 from channels.supervisor import Supervisor
 from hub import keys as K
+from hub.metrics import Metrics
+from hub.service_metrics import observe_batch
 from routing.business_hours import Calendar
 from storage.events import Event, EventLog
 from storage.kpis import Batch, KpiStore, Sample
@@ -50,13 +52,15 @@ class KpiAggregator:
     """A supervised loop's body: ``iteration`` counts one batch, True while there is more."""
 
     def __init__(self, store: Store, events: EventLog, kpis: KpiStore, calendar: Calendar,
-                 leases: RedisLeaseManager, *, batch: int = BATCH) -> None:
+                 leases: RedisLeaseManager, *, batch: int = BATCH,
+                 metrics: Metrics | None = None) -> None:
         self.store = store
         self.events = events
         self.kpis = kpis
         self.calendar = calendar
         self.leases = leases
         self.batch = batch
+        self.metrics = metrics
         self._lease: RedisLease | None = None
 
     async def iteration(self) -> bool:
@@ -91,6 +95,8 @@ class KpiAggregator:
         batch = fold(events, states, conversations, self.calendar)
         if not await self.kpis.apply(cursor, last_id, batch):
             log.info("KPI batch after %s was counted by another process", cursor or "start")
+        elif self.metrics is not None:
+            observe_batch(self.metrics, batch)
         return True
 
 
@@ -245,7 +251,7 @@ async def kpis_ctx(app: web.Application) -> AsyncIterator[None]:
     if store.events is not None:
         aggregator = KpiAggregator(
             store, store.events, app[K.KPIS], app[K.ROUTING].team_calendar,
-            RedisLeaseManager(store.redis, owner=consumer_name()))
+            RedisLeaseManager(store.redis, owner=consumer_name()), metrics=app[K.METRICS])
         supervisor.loop("kpi-aggregator", aggregator.iteration,
                         idle_seconds=config.reports.aggregate_every_seconds,
                         on_stop=aggregator.close)

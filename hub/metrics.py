@@ -118,6 +118,25 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Service KPIs (hub/service_metrics.py, hub/kpis.py). Labels are config-bounded
+        # (queues, routing.languages, channel types), never buyers or conversations.
+        self.queue_waiting = Gauge(
+            "inboxhub_queue_waiting", "Conversations waiting in a routing queue (all steps)",
+            ["queue"], registry=self.registry)
+        self.queue_oldest_wait = Gauge(
+            "inboxhub_queue_oldest_wait_seconds", "How long the queue's longest-waiting "
+            "conversation has waited; 0 when none waits", ["queue"], registry=self.registry)
+        self.agents_online = Gauge(
+            "inboxhub_agents_online", "Agents online (presence applied) who speak a language",
+            ["language"], registry=self.registry)
+        self.sla_breaches = Counter(
+            "inboxhub_sla_breaches", "SLA clocks breached, by queue, as this process's KPI "
+            "aggregator counted them (sum over processes)", ["queue"], registry=self.registry)
+        self.first_response = Histogram(
+            "inboxhub_first_response_seconds", "Buyer's first message to the first agent "
+            "reply, wall time, by channel type", ["channel"], registry=self.registry,
+            buckets=(60, 300, 900, 1800, 3600, 4 * 3600, 8 * 3600, 86400, 2 * 86400))
+
     # -- channels.supervisor.LoopMetrics -----------------------------------------------------
 
     def loop_up(self, name: str, up: bool) -> None:

@@ -97,8 +97,11 @@ class Batch:
     increments: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     states: dict[str, dict[str, str]] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
+    # What was added, for the process's Prometheus metrics once the batch is applied.
+    samples: list[Sample] = field(default_factory=list)
 
     def add(self, sample: Sample) -> None:
+        self.samples.append(sample)
         key = bucket_key(hour_of(sample.at))
         pairs = [(ALL, ALL)] + [(d, _clean(v)) for d, v in sample.dims.items() if v]
         for dim, value in pairs:

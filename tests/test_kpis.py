@@ -266,6 +266,14 @@ async def test_reports_api_end_to_end(make_config: Any) -> None:
         rows = list(csv.DictReader(io.StringIO(await r.text())))
         assert rows[0]["agent"] == "ana.agent" and rows[0]["replies"] == "1"
 
+        # Prometheus: config-bounded labels, no buyer or conversation ids
+        r = await client.get("/metrics")
+        text = await r.text()
+        assert 'inboxhub_first_response_seconds_count{channel="api"} 1.0' in text
+        assert 'inboxhub_queue_waiting{queue="es"} 0.0' in text
+        assert 'inboxhub_agents_online{language="es"} 1.0' in text
+        assert cid not in text
+
         # agents do not see reports; bad input is a 400 that names the parameter
         status, _ = await hub.call("GET", "/api/v1/reports/summary", AGENT_TOKEN)
         assert status == 403
