@@ -26,6 +26,7 @@ TEXT = "text/plain"
 BINARY = "*/*"  # a file download: the type is the file's own
 EVENT_STREAM = "text/event-stream"  # Server-Sent Events (hub/events_api.py)
 CSV = "text/csv"
+SVG = "image/svg+xml"  # charts drawn on the server (hub/charts.py)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _ref(t: Any) -> dict[str, str]:
 
 def _response(status: int, body: Any) -> dict[str, Any]:
     described: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Answer")}
-    if body is TEXT or body == EVENT_STREAM:
+    if body is TEXT or body in (EVENT_STREAM, SVG):
         described["content"] = {body: {"schema": {"type": "string"}}}
     elif body is BINARY:
         described["content"] = {BINARY: {"schema": {"type": "string", "format": "binary"}}}
@@ -197,7 +198,7 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
             continue
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
         types.update(t.body if isinstance(t, OrCsv) else t for t in op.responses.values()
-                     if t not in (None, TEXT, BINARY, EVENT_STREAM, dict))
+                     if t not in (None, TEXT, BINARY, EVENT_STREAM, SVG, dict))
         if op.body is not None:
             types.add(op.body)
     _refs, components = msgspec.json.schema_components(

@@ -257,6 +257,35 @@ async def timeseries(kpis: KpiStore, span: ReportRange, interval: Interval, *,
     return Timeseries(span.start, span.end, span.zone, interval, dimension, value, points)
 
 
+async def series_by(kpis: KpiStore, span: ReportRange, interval: Interval, dimension: str,
+                    measure: str, *, top: int = 6,
+                    ) -> tuple[list[str], dict[str, list[float | None]]]:
+    """One series per value of ``dimension`` (the ``top`` busiest): a count per interval,
+    or for a duration its mean in business minutes (None where nothing was measured)."""
+    hours = await _buckets(kpis, span)
+    labels = list(_labels(span, interval))
+    position = {label: i for i, label in enumerate(labels)}
+    per_label: dict[int, list[dict[str, float]]] = {}
+    for hour, bucket in hours.items():
+        i = position.get(_label(_local(hour, span.tz), interval))
+        if i is not None:
+            per_label.setdefault(i, []).append(bucket)
+    series: dict[str, list[float | None]] = {}
+    weight: dict[str, float] = {}
+    for i, buckets in per_label.items():
+        for (name, value), stat in collect(buckets, dimension=dimension).items():
+            if name != measure or stat.n <= 0:
+                continue
+            point = (stat.n if measure not in DURATIONS
+                     else stat.business / stat.n / 60)
+            series.setdefault(value, [None] * len(labels))[i] = round(point, 3)
+            weight[value] = weight.get(value, 0.0) + stat.n
+    if measure not in DURATIONS:  # a count is 0, not unknown, where nothing happened
+        series = {k: [v or 0.0 for v in values] for k, values in series.items()}
+    busiest = sorted(series, key=lambda k: (-weight[k], k))[:top]
+    return labels, {k: series[k] for k in busiest}
+
+
 def _label(local: datetime, interval: Interval) -> str:
     if interval == "day":
         return local.date().isoformat()

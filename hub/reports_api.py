@@ -18,8 +18,9 @@ from hub import keys as K
 from hub import query as q
 from hub.api import json_response
 from hub.auth import require_role
+from hub.charts import bar_chart, line_chart
 from hub.errors import ApiError
-from hub.openapi import OrCsv, operation
+from hub.openapi import SVG, OrCsv, operation
 from hub.reports import (
     BREAKDOWNS,
     Breakdown,
@@ -30,6 +31,7 @@ from hub.reports import (
     parse_moment,
     parse_zone,
     report_range,
+    series_by,
     summary,
     timeseries,
     to_csv,
@@ -54,6 +56,15 @@ _ONE_VALUE = (
 )
 SUMMARY_QUERY = q.Query((*_RANGE, *_ONE_VALUE))
 BREAKDOWN_QUERY = q.Query((*_RANGE, q.choice("by", "what the rows are (required)", BREAKDOWNS)))
+CHARTS = ("response_time", "volume", "leaderboard")
+CHART_QUERY = q.Query((
+    *_RANGE[:3],
+    q.choice("chart", "response_time (mean first response, business minutes), volume "
+                      "(conversations) or leaderboard (resolved per agent); required", CHARTS),
+    q.choice("by", "the lines of a response_time or volume chart (default language)",
+             ("language", "market", "channel", "queue", "skill")),
+    q.choice("interval", "hour or day (default)", ("hour", "day")),
+))
 TIMESERIES_QUERY = q.Query((
     *_RANGE, *_ONE_VALUE, q.choice("interval", "hour or day (default)", ("hour", "day"))))
 
@@ -159,3 +170,41 @@ async def get_timeseries(request: web.Request) -> web.Response:
         return _csv(to_csv([(p.start, p.durations, p.counts) for p in result.points],
                            "start"), "timeseries")
     return json_response(result)
+
+
+@routes.get("/api/v1/reports/chart")
+@operation(
+    "A chart of the reports as an SVG image, drawn on the server",
+    {200: SVG}, role="supervisor", tag="reports", query=CHART_QUERY,
+    description="For the supervisor page (an <img>): response time and volume over time by "
+                "language, market, channel, queue or skill, and the agent leaderboard. "
+                "The image has no script and no external reference.",
+)
+async def get_chart(request: web.Request) -> web.Response:
+    require_role(request, "supervisor")
+    query = CHART_QUERY.parse(request)
+    if "chart" not in query:
+        raise ApiError(400, f"chart is required (one of {', '.join(CHARTS)})",
+                       "invalid_parameter")
+    span = _span(request, query)
+    interval = query.get("interval", "day")
+    if interval == "hour" and span.end - span.start > 31 * 86400:
+        raise ApiError(400, "an hourly chart covers at most 31 days", "invalid_parameter")
+    kpis = _kpis(request)
+    chart, by = query["chart"], query.get("by", "language")
+    if chart == "leaderboard":
+        rows = (await breakdown(kpis, span, "agent")).rows
+        ranked = sorted(((r.key, float(r.counts["resolved"])) for r in rows),
+                        key=lambda kv: (-kv[1], kv[0]))
+        svg = bar_chart("Resolved conversations per agent", ranked, "resolved")
+    else:
+        measure = "first_response" if chart == "response_time" else "conversations"
+        labels, series = await series_by(kpis, span, interval, by, measure)
+        title = (f"First response by {by} (mean, business minutes)"
+                 if chart == "response_time" else f"Conversations by {by}")
+        svg = line_chart(title, labels, series,
+                         "minutes" if chart == "response_time" else "conversations")
+    return web.Response(
+        text=svg, content_type=SVG,
+        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                 "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})

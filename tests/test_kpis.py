@@ -10,6 +10,7 @@ import io
 import itertools
 import json
 import time
+from xml.etree import ElementTree
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -266,6 +267,17 @@ async def test_reports_api_end_to_end(make_config: Any) -> None:
         rows = list(csv.DictReader(io.StringIO(await r.text())))
         assert rows[0]["agent"] == "ana.agent" and rows[0]["replies"] == "1"
 
+        for chart in ("response_time", "volume", "leaderboard"):
+            r = await client.get(f"/api/v1/reports/chart?chart={chart}&by=language",
+                                 headers={"Authorization": f"Bearer {SUPERVISOR_TOKEN}"})
+            assert r.status == 200 and r.content_type == "image/svg+xml"
+            assert "script-src" not in r.headers["Content-Security-Policy"]
+            svg = ElementTree.fromstring(await r.text())
+            labels = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+            assert ("ana.agent" if chart == "leaderboard" else "es") in labels, labels
+        status, body = await hub.call("GET", "/api/v1/reports/chart", SUPERVISOR_TOKEN)
+        assert status == 400 and "chart is required" in body["error"]["message"]
+
         # Prometheus: config-bounded labels, no buyer or conversation ids
         r = await client.get("/metrics")
         text = await r.text()
@@ -360,3 +372,22 @@ def test_a_time_zone_that_names_a_directory_is_refused_not_a_crash() -> None:
         with pytest.raises(ValueError):
             parse_moment(bad, "UTC")
     assert parse_moment("2026-11-30T09:00+02:00", "Europe/Madrid") == 1796022000.0
+
+
+def test_charts_escape_every_label_and_draw_gaps() -> None:
+    from hub.charts import bar_chart, line_chart
+
+    hostile = '<script>alert(1)</script>"&'
+    svg = line_chart(hostile, ["2026-11-29", "2026-11-30", "2026-12-01"],
+                     {hostile: [1.0, None, 3.0], "pt": [0.0, 2.5, 2.0]}, "minutes")
+    tree = ElementTree.fromstring(svg)  # well-formed: nothing broke out of its element
+    ns = "{http://www.w3.org/2000/svg}"
+    assert not list(tree.iter(f"{ns}script")) and "<script>" not in svg
+    assert tree.find(f"{ns}title").text == hostile  # type: ignore[union-attr]
+    # the gap splits the first series: two single points (circles), the second a line
+    assert len(list(tree.iter(f"{ns}circle"))) == 2
+    assert len(list(tree.iter(f"{ns}polyline"))) == 1
+    bars = ElementTree.fromstring(bar_chart("Resolved", [(hostile, 5.0), ("ana", 2.0)], "n"))
+    assert len(list(bars.iter(f"{ns}rect"))) == 3  # the background and two bars
+    empty = ElementTree.fromstring(line_chart("Nothing", [], {}, "minutes"))
+    assert any(t.text == "no data in this range" for t in empty.iter(f"{ns}text"))
