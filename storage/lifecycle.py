@@ -81,6 +81,7 @@ from channels.models import Attachment, InboundMessage, OutboundReply
 from storage import keys, search
 from storage.attachments import sha_of
 from storage.keys import PartitionKeys
+from storage.kpis import state_key as kpi_state_key
 from storage.scripts import load_script
 from storage.store import Store
 from storage.threads import forget_thread
@@ -250,6 +251,9 @@ async def delete_conversations(store: Store, prints: Sequence[ConversationFootpr
             counts.entries += await _xdel_naming(redis, stream, named, [b"conv", b"msg"])
         counts.entries += await _remove_routing(redis, conv_ids)
         counts.keys += await search.forget_conversations(redis, k, conv_ids)
+        # The KPI aggregator's per-conversation clocks (storage/kpis.py); its hour buckets
+        # are sums with no conversation in them and stay.
+        counts.keys += int(await redis.delete(*(kpi_state_key(c) for c in conv_ids)))
         counts.keys += int(await redis.delete(*(k.conversation_messages(c) for c in conv_ids),
                                               *(k.conversation_notes(c) for c in conv_ids)))
         await redis.zrem(k.snoozed, *conv_ids)
