@@ -49,6 +49,13 @@ message of it                              event log, storage/events.py)
 ``sticky:<contact>``                       deleted with the contact
 ========================================  ======================================================
 
+People ``ih:{pp}:`` (``storage/people.py``): the contact's ``cp`` field, ``c:<contact>:ids``
+and ``c:<contact>:convs``, its member of ``p:<person>:contacts`` and its conversations in
+``p:<person>:convs``, and each ``ident`` field (its email, phone, buyer id) that no other
+contact of the person carries are deleted with the contact, before its partition record; a
+person left with no contact is deleted. A conversation deleted alone (retention) leaves the
+person's ``convs`` when a history read meets it.
+
 Adapters' thread memory (``storage/threads.py``): ``ih:memos-of:<hash(instance, thread)>``
 and every ``ih:memo:<hash>`` it names (an email's subject, sender and headers) are deleted with
 the conversation.
@@ -81,6 +88,7 @@ from channels.models import Attachment, InboundMessage, OutboundReply
 from storage import keys, search
 from storage.attachments import sha_of
 from storage.keys import PartitionKeys
+from storage.people import People
 from storage.scripts import load_script
 from storage.store import Store
 from storage.threads import forget_thread
@@ -344,6 +352,8 @@ async def conversations_of(store: Store, k: PartitionKeys,
 async def delete_contact(store: Store, contact: Contact) -> int:
     k = store.partition_keys()[contact.partition]
     redis: Any = store.redis
+    # Its person links first: a crash after it leaves the contact, which a rerun finds.
+    await People(store).forget(contact.id)
     await redis.hdel(k.contacts, f"{contact.channel_instance}\x00{contact.handle}")
     return int(await redis.delete(k.contact(contact.id), keys.sticky(contact.id)))
 
