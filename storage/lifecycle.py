@@ -53,8 +53,8 @@ People ``ih:{pp}:`` (``storage/people.py``): the contact's ``cp`` field, ``c:<co
 and ``c:<contact>:convs``, its member of ``p:<person>:contacts`` and its conversations in
 ``p:<person>:convs``, and each ``ident`` field (its email, phone, buyer id) that no other
 contact of the person carries are deleted with the contact, before its partition record; a
-person left with no contact is deleted. A conversation deleted alone (retention) leaves the
-person's ``convs`` when a history read meets it.
+person left with no contact is deleted. A deleted conversation leaves ``c:<contact>:convs``
+and ``p:<person>:convs`` in ``delete_conversations``.
 
 Adapters' thread memory (``storage/threads.py``): ``ih:memos-of:<hash(instance, thread)>``
 and every ``ih:memo:<hash>`` it names (an email's subject, sender and headers) are deleted with
@@ -258,6 +258,8 @@ async def delete_conversations(store: Store, prints: Sequence[ConversationFootpr
             counts.entries += await _xdel_naming(redis, stream, named, [b"conv", b"msg"])
         counts.entries += await _remove_routing(redis, conv_ids)
         counts.keys += await search.forget_conversations(redis, k, conv_ids)
+        await People(store).forget_conversations(
+            (fp.contact_id, fp.conversation_id) for fp in group if fp.contact_id)
         counts.keys += int(await redis.delete(*(k.conversation_messages(c) for c in conv_ids),
                                               *(k.conversation_notes(c) for c in conv_ids)))
         await redis.zrem(k.snoozed, *conv_ids)

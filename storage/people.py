@@ -9,9 +9,10 @@ processes linking the same buyer at once make one person, on Redis Cluster too.
 The router links each stored message's contact after routing it (``hub/router.py``): off the
 webhook's path, at least once (a crash leaves the stream entry pending and it is linked when
 reclaimed), and idempotent. A person keeps its conversations by last activity, so a history
-page is one range read; conversations deleted by retention are pruned when a read meets them,
-and an erased contact's links and identifiers go with it (``forget``, called by
-``storage.lifecycle.delete_contact``).
+page is one range read. Conversations deleted by retention leave it with them
+(``forget_conversations``, called by ``storage.lifecycle.delete_conversations``; a read prunes
+any it still meets), and an erased contact's links and identifiers go with it (``forget``,
+called by ``storage.lifecycle.delete_contact``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -184,6 +185,15 @@ class People:
         identifier no other contact of the person carries; a person left with no contact
         is deleted."""
         await self._call("forget", contact_id)
+
+    async def forget_conversations(self, owned: Iterable[tuple[str, str]]) -> None:
+        """Remove conversations being deleted (``(contact id, conversation id)`` pairs) from
+        their contact's and person's history: retention deletes conversations one by one."""
+        by_contact: dict[str, list[str]] = {}
+        for contact_id, conversation_id in owned:
+            by_contact.setdefault(contact_id, []).append(conversation_id)
+        for contact_id, conversation_ids in by_contact.items():
+            await self._call("drop", contact_id, *conversation_ids)
 
     # -- manual merge and unmerge ----------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from hub.erasure import erase_contact
 from routing.classify.skill import SkillClassifier
 from routing.config import RoutingConfig
 from routing.engine import RoutingEngine
+from storage import lifecycle
 from storage import people as people_mod
 from storage.people import Alone, NotLinked, People, SamePerson, UnknownPerson
 from storage.records import Conversation
@@ -259,3 +261,19 @@ async def test_paging_and_pruning(store: Store, people: People) -> None:
     await store.redis.delete(k.conversation(convs[3].id))
     assert convs[3].id not in await history(people, pid)
     assert await store.redis.zscore(people_mod.person_key(pid, ":convs"), convs[3].id) is None
+
+
+async def test_retention_takes_deleted_conversations_out_of_the_history(
+        store: Store, people: People) -> None:
+    old = await said(store, people, "email", "support", "ana@example.com", thread="old")
+    new = await said(store, people, "email", "support", "ana@example.com", thread="new")
+    pid = await person_of(people, old)
+    assert await store.update_conversation(old.id, {"status": "resolved", "updated_at": "1"})
+    k = store.keys_for(old.id)
+    assert k is not None
+    await store.redis.zadd(k.conversations, {old.id: 1})
+    assert await lifecycle.purge_expired(store, time.time(), retention_seconds=3600) == 1
+    assert await history(people, pid) == [new.id]
+    for key in (people_mod.person_key(pid, ":convs"),
+                people_mod.contact_key(old.contact_id, ":convs")):
+        assert await store.redis.zscore(key, old.id) is None

@@ -28,6 +28,8 @@
 --          contact leaves with every contact of the person sharing its sender identifier
 --          (the same sender in another partition). Errors NOCONTACT, ALONE. Returns the new id.
 -- forget:  ARGV[3] contact id (erased or retired). Returns the person id ("" = none).
+-- drop:    ARGV[3] contact id, ARGV[4..] its conversations being deleted (retention).
+--          Returns 1.
 -- prune:   ARGV[3] person id, ARGV[4..] conversation ids that no longer exist. Returns 1.
 
 local base = ARGV[1]
@@ -195,6 +197,14 @@ elseif cmd == 'forget' then
   redis.call('HDEL', KEYS[2], contact)
   redis.call('DEL', ckey(contact, ':ids'), ckey(contact, ':convs'))
   return person or ''
+
+elseif cmd == 'drop' then
+  local person = resolve(redis.call('HGET', KEYS[2], ARGV[3]))
+  for i = 4, #ARGV do
+    redis.call('ZREM', ckey(ARGV[3], ':convs'), ARGV[i])
+    if person then redis.call('ZREM', pkey(person, ':convs'), ARGV[i]) end
+  end
+  return 1
 
 elseif cmd == 'prune' then
   local person = ARGV[3]
