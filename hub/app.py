@@ -36,6 +36,8 @@ from hub.channel_health import HealthEvaluator, HealthFlush, health_service
 from hub.channel_manager import ChannelManager
 from hub.channels_api import routes as channel_routes
 from hub.config import ConfigError, LoadedConfig, load_config
+from hub.contacts_api import people_ctx
+from hub.contacts_api import routes as contacts_routes
 from hub.crashpoints import crash_before_checkpoint, crash_point
 from hub.events_api import close_streams, events_ctx
 from hub.events_api import routes as event_routes
@@ -69,6 +71,7 @@ from storage.health import HealthCounters
 from storage.leases import RedisLeaseManager
 from storage.lifecycle import purge_expired
 from storage.limiter import RedisLimiter
+from storage.people import People
 from storage.schema import ensure_schema
 from storage.store import Store
 from storage.streams import Entry, StreamGroup, consumer_name
@@ -331,7 +334,7 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
                                   f"entry {entry_id}: {type(exc).__name__}: {exc}")
 
     engine = app[K.ROUTING]
-    router = Router(store, engine, metrics)
+    router = Router(store, engine, metrics, people=People(store))
     sender = Sender(store, app[K.CHANNELS], config.outbox, metrics, owner=consumer,
                     limiter=app[K.LIMITER], health=app[K.HEALTH_COUNTERS])
 
@@ -406,6 +409,7 @@ def build_app(
     app.cleanup_ctx.append(routing_ctx)
     app.cleanup_ctx.append(workers_ctx)
     app.cleanup_ctx.append(workflow_ctx)
+    app.cleanup_ctx.append(people_ctx)
     app.cleanup_ctx.append(kpis_ctx)
     for ctx in extra_ctx or []:
         app.cleanup_ctx.append(ctx)
@@ -424,6 +428,7 @@ def build_app(
     app.add_routes(event_routes)
     app.add_routes(supervision_routes)
     app.add_routes(search_routes)
+    app.add_routes(contacts_routes)
     app.add_routes(report_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:

@@ -6,6 +6,7 @@ import logging
 
 from hub.metrics import Metrics
 from routing.policy import RoutingPolicy
+from storage.people import People
 from storage.store import Store
 from storage.streams import Entry
 from storage.workflow import blocked_sender, skip_blocked
@@ -18,10 +19,12 @@ class UnroutableEntry(Exception):
 
 
 class Router:
-    def __init__(self, store: Store, policy: RoutingPolicy, metrics: Metrics) -> None:
+    def __init__(self, store: Store, policy: RoutingPolicy, metrics: Metrics, *,
+                 people: People | None = None) -> None:
         self.store = store
         self.policy = policy
         self.metrics = metrics
+        self.people = people  # links the sender into a person after routing (idempotent)
 
     async def handle(self, entry: Entry) -> None:
         _stream, _entry_id, fields = entry
@@ -33,9 +36,11 @@ class Router:
         if conversation.blocked or (fields.get(b"new") == b"1"
                                     and await blocked_sender(self.store, conversation)):
             await skip_blocked(self.store, conversation)
-            return
-        decision = await self.policy.route(conversation, message)
-        if decision.fields:
-            await self.store.update_conversation(conversation_id, decision.fields)
-        if decision.queue:
-            self.metrics.routed.labels(decision.queue).inc()
+        else:
+            decision = await self.policy.route(conversation, message)
+            if decision.fields:
+                await self.store.update_conversation(conversation_id, decision.fields)
+            if decision.queue:
+                self.metrics.routed.labels(decision.queue).inc()
+        if self.people is not None:  # after routing: a buyer's history never delays them
+            await self.people.link_conversation(conversation, message)

@@ -49,6 +49,13 @@ message of it                              event log, storage/events.py)
 ``sticky:<contact>``                       deleted with the contact
 ========================================  ======================================================
 
+People ``ih:{pp}:`` (``storage/people.py``): the contact's ``cp`` field, ``c:<contact>:ids``
+and ``c:<contact>:convs``, its member of ``p:<person>:contacts`` and its conversations in
+``p:<person>:convs``, and each ``ident`` field (its email, phone, buyer id) that no other
+contact of the person carries are deleted with the contact, before its partition record; a
+person left with no contact is deleted. A deleted conversation leaves ``c:<contact>:convs``
+and ``p:<person>:convs`` in ``delete_conversations``.
+
 Adapters' thread memory (``storage/threads.py``): ``ih:memos-of:<hash(instance, thread)>``
 and every ``ih:memo:<hash>`` it names (an email's subject, sender and headers) are deleted with
 the conversation.
@@ -82,6 +89,7 @@ from storage import keys, search
 from storage.attachments import sha_of
 from storage.keys import PartitionKeys
 from storage.kpis import state_key as kpi_state_key
+from storage.people import People
 from storage.scripts import load_script
 from storage.store import Store
 from storage.threads import forget_thread
@@ -254,6 +262,8 @@ async def delete_conversations(store: Store, prints: Sequence[ConversationFootpr
         # The KPI aggregator's per-conversation clocks (storage/kpis.py); its hour buckets
         # are sums with no conversation in them and stay.
         counts.keys += int(await redis.delete(*(kpi_state_key(c) for c in conv_ids)))
+        await People(store).forget_conversations(
+            (fp.contact_id, fp.conversation_id) for fp in group if fp.contact_id)
         counts.keys += int(await redis.delete(*(k.conversation_messages(c) for c in conv_ids),
                                               *(k.conversation_notes(c) for c in conv_ids)))
         await redis.zrem(k.snoozed, *conv_ids)
@@ -348,6 +358,8 @@ async def conversations_of(store: Store, k: PartitionKeys,
 async def delete_contact(store: Store, contact: Contact) -> int:
     k = store.partition_keys()[contact.partition]
     redis: Any = store.redis
+    # Its person links first: a crash after it leaves the contact, which a rerun finds.
+    await People(store).forget(contact.id)
     await redis.hdel(k.contacts, f"{contact.channel_instance}\x00{contact.handle}")
     return int(await redis.delete(k.contact(contact.id), keys.sticky(contact.id)))
 

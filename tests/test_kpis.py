@@ -10,9 +10,9 @@ import io
 import itertools
 import json
 import time
-from xml.etree import ElementTree
 from datetime import datetime
 from typing import Any
+from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import pytest
