@@ -45,6 +45,7 @@ from hub.fetches_api import routes as fetch_routes
 from hub.health import routes as health_routes
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
+from hub.outbound_api import routes as outbound_routes
 from hub.redis_connection import durability_warnings, open_redis
 from hub.router import Router
 from hub.routing_api import routes as routing_routes
@@ -421,6 +422,7 @@ def build_app(
     app.add_routes(event_routes)
     app.add_routes(supervision_routes)
     app.add_routes(search_routes)
+    app.add_routes(outbound_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)
