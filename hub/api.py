@@ -52,6 +52,7 @@ from hub.views import (
 )
 from routing.config import RoutingConfig
 from storage import keys as storage_keys
+from storage.history import order_reference
 from storage.records import Conversation
 from storage.store import (
     ConversationFilter,
@@ -303,7 +304,9 @@ async def get_conversation(request: web.Request) -> web.Response:
     window = (None if adapter is None
               else adapter.reply_window(conversation.last_inbound_at, time.time()))
     templates = [] if adapter is None else await _templates(adapter, conversation)
-    return json_response(ConversationDetail(conversation, messages, cursor, window, templates))
+    order_id = await order_reference(request.app[K.STORE], conversation.id)
+    return json_response(ConversationDetail(conversation, messages, cursor, window, templates,
+                                            order_id))
 
 
 async def _templates(adapter: ChannelAdapter, conversation: Conversation) -> list[TemplateSpec]:
