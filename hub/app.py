@@ -417,12 +417,12 @@ def build_app(
     app.add_routes(channel_routes)
     app.add_routes(account_routes)
     app.add_routes(workflow_routes)
+    app.add_routes(outbound_routes)
     app.add_routes(export_routes)
     app.add_routes(canned_routes)
     app.add_routes(event_routes)
     app.add_routes(supervision_routes)
     app.add_routes(search_routes)
-    app.add_routes(outbound_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)
