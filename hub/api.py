@@ -31,6 +31,7 @@ from hub import keys as K
 from hub import query as q
 from hub.auth import PRINCIPAL, Principal, require_role
 from hub.errors import ApiError
+from hub.history import INCLUDE_NOTES, HistoryList, as_item, history_page, history_position
 from hub.openapi import build_openapi, operation
 from hub.paging import (
     conversation_cursor,
@@ -45,13 +46,13 @@ from hub.views import (
     ConversationList,
     DeadLetterList,
     DraftAnswer,
-    MessageList,
     QuarantineList,
     ReplyAccepted,
     RetryQueued,
 )
 from routing.config import RoutingConfig
 from storage import keys as storage_keys
+from storage.history import order_reference
 from storage.records import Conversation
 from storage.store import (
     ConversationFilter,
@@ -272,7 +273,7 @@ def _messages_query(default: int) -> q.Query:
 
 
 DETAIL_QUERY = _messages_query(500)
-MESSAGES_QUERY = _messages_query(100)
+MESSAGES_QUERY = q.Query((*_messages_query(100).params, INCLUDE_NOTES))
 
 
 async def _message_page(request: web.Request, conversation: Conversation,
@@ -303,7 +304,9 @@ async def get_conversation(request: web.Request) -> web.Response:
     window = (None if adapter is None
               else adapter.reply_window(conversation.last_inbound_at, time.time()))
     templates = [] if adapter is None else await _templates(adapter, conversation)
-    return json_response(ConversationDetail(conversation, messages, cursor, window, templates))
+    order_id = await order_reference(request.app[K.STORE], conversation.id)
+    return json_response(ConversationDetail(conversation, messages, cursor, window, templates,
+                                            order_id))
 
 
 async def _templates(adapter: ChannelAdapter, conversation: Conversation) -> list[TemplateSpec]:
@@ -322,17 +325,26 @@ async def _templates(adapter: ChannelAdapter, conversation: Conversation) -> lis
 @routes.get("/api/v1/conversations/{id}/messages")
 @operation(
     "A conversation's messages, paged",
-    {200: MessageList, 404: None},
+    {200: HistoryList, 404: None},
     description="Keyset-paged on the per-conversation sequence: the 10,000th message costs "
-                "what the first does.",
+                "what the first does. Each item has a kind: \"message\", or with "
+                "include=notes also \"note\", the private notes interleaved by time (never "
+                "sent; the cursor of such a page continues only such pages).",
     query=MESSAGES_QUERY, path_params=CID,
 )
 async def list_messages(request: web.Request) -> web.Response:
     require_role(request, "agent")
     query = MESSAGES_QUERY.parse(request)
     conversation = await conversation_or_404(request)
+    if query.get("include") == "notes":
+        order = query.get("order", "asc")
+        at = (history_position(query["cursor"], conversation.id, order)
+              if "cursor" in query else None)
+        return json_response(await history_page(
+            request.app[K.STORE], conversation.id, limit=query.get("limit", 100),
+            order=order, cursor=at))
     messages, cursor = await _message_page(request, conversation, query, 100)
-    return json_response(MessageList(messages, cursor))
+    return json_response(HistoryList([as_item(m) for m in messages], cursor))
 
 
 def _idempotency_key(request: web.Request, body_key: str | None) -> str | None:

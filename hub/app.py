@@ -48,6 +48,7 @@ from hub.health import routes as health_routes
 from hub.ingest import Ingestor
 from hub.kpis import kpis_ctx
 from hub.metrics import Metrics
+from hub.outbound_api import routes as outbound_routes
 from hub.redis_connection import durability_warnings, open_redis
 from hub.reports_api import routes as report_routes
 from hub.router import Router
@@ -423,6 +424,7 @@ def build_app(
     app.add_routes(channel_routes)
     app.add_routes(account_routes)
     app.add_routes(workflow_routes)
+    app.add_routes(outbound_routes)
     app.add_routes(export_routes)
     app.add_routes(canned_routes)
     app.add_routes(event_routes)

@@ -32,6 +32,9 @@ class ConversationDetail(msgspec.Struct, frozen=True):
     # The approved templates for the conversation's language (what the agent can send when
     # the window has closed; name, language, parameter labels, body).
     templates: list[TemplateSpec] = []
+    # The order the conversation is about: the newest order id a channel parsed from the
+    # buyer's messages at ingest (ChannelHints.order_id; null: none given).
+    order_id: str | None = None
 
 
 class ConversationList(msgspec.Struct, frozen=True):

@@ -424,6 +424,24 @@ elseif cmd == 'transfer_agent' then
   if prior then drain(prior, kind, out) end
   return out
 
+-- start: ARGV[4] conv, [5] agent, [6] queue, [7] pool ids, [8] step delays, [9] skip flags,
+--        [10] capacity kind, [11] priority, [12] contact ("" none), [13] explain JSON.
+-- A conversation an agent starts (hub/outbound_api.py) is theirs at once, whatever their
+-- status or load (they chose to write): routing state as "enqueue" writes it, at step 1 of the
+-- queue its rules chose (where it goes back if the agent goes offline), no escalation timer.
+-- Returns {"assigned", agent}, or {"existing", status} when routing already knows it.
+elseif cmd == 'start' then
+  local c = ARGV[4]
+  local known = redis.call('HGET', rc(c), 'status')
+  if known then return {'existing', known} end
+  redis.call('HSET', rc(c), 'queue', ARGV[6], 'pools', ARGV[7], 'delays', ARGV[8],
+             'skips', ARGV[9], 'kind', ARGV[10], 'priority', ARGV[11], 'contact', ARGV[12],
+             'enqueued_at', tostring(now), 'status', 'routing', 'awaiting', '0', 'step', 1,
+             'pool', split(ARGV[7], ',')[1])
+  redis.call('LPUSH', rc(c) .. ':log', ARGV[13])
+  claim(ARGV[5], c, 'the agent started the conversation', {})
+  return {'assigned', ARGV[5]}
+
 -- timers: ARGV[4] batch size, [5] lease seconds. Pops due timers (and expired leases of a
 -- process that died while handling them); returns the members; "ack" removes the lease.
 elseif cmd == 'timers' then
