@@ -39,6 +39,7 @@ from hub.config import ConfigError, LoadedConfig, load_config
 from hub.contacts_api import people_ctx
 from hub.contacts_api import routes as contacts_routes
 from hub.crashpoints import crash_before_checkpoint, crash_point
+from hub.csat import SurveyAnswers, csat_ctx
 from hub.events_api import close_streams, events_ctx
 from hub.events_api import routes as event_routes
 from hub.export_api import routes as export_routes
@@ -335,7 +336,8 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
                                   f"entry {entry_id}: {type(exc).__name__}: {exc}")
 
     engine = app[K.ROUTING]
-    router = Router(store, engine, metrics, people=People(store))
+    answers = SurveyAnswers(store, metrics=metrics) if config.csat.enabled else None
+    router = Router(store, engine, metrics, people=People(store), answers=answers)
     sender = Sender(store, app[K.CHANNELS], config.outbox, metrics, owner=consumer,
                     limiter=app[K.LIMITER], health=app[K.HEALTH_COUNTERS])
 
@@ -412,6 +414,7 @@ def build_app(
     app.cleanup_ctx.append(workflow_ctx)
     app.cleanup_ctx.append(people_ctx)
     app.cleanup_ctx.append(kpis_ctx)
+    app.cleanup_ctx.append(csat_ctx)
     for ctx in extra_ctx or []:
         app.cleanup_ctx.append(ctx)
     app.add_routes(health_routes)

@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -23,7 +23,7 @@ from hub.cli_redis import with_redis
 from hub.config import LoadedConfig
 from hub.reports import (
     BREAKDOWNS,
-    Duration,
+    TableRow,
     breakdown,
     parse_moment,
     parse_zone,
@@ -73,18 +73,18 @@ def run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
     async def read(client: Any) -> int:
         kpis = KpiStore(client, retention_days=loaded.config.reports.retention_days)
-        rows: list[tuple[str, Mapping[str, Duration], Mapping[str, int]]]
+        rows: list[TableRow]
         result: Any
         if args.kind == "breakdown":
             result = await breakdown(kpis, span, args.by)
-            rows, first = [(r.key, r.durations, r.counts) for r in result.rows], args.by
+            rows, first = [(r.key, r.durations, r.counts, r.csat) for r in result.rows], args.by
         elif args.kind == "timeseries":
             result = await timeseries(kpis, span, args.interval, dimension=args.dimension,
                                       value=args.value)
-            rows, first = [(p.start, p.durations, p.counts) for p in result.points], "start"
+            rows, first = [(p.start, p.durations, p.counts, p.csat) for p in result.points], "start"
         else:
             result = await summary(kpis, span, dimension=args.dimension, value=args.value)
-            rows = [(args.value or ALL, result.durations, result.counts)]
+            rows = [(args.value or ALL, result.durations, result.counts, result.csat)]
             first = args.dimension
         if args.json:
             print(msgspec.json.encode(result).decode())
@@ -105,17 +105,18 @@ def _minutes(seconds: float | None) -> str:
     return f"{seconds / 60:.1f}m" if seconds < 86400 else f"{seconds / 3600:.1f}h"
 
 
-def table(rows: Sequence[tuple[str, Mapping[str, Duration], Mapping[str, int]]],
-          first: str) -> str:
+def table(rows: Sequence[TableRow], first: str) -> str:
     """Aligned columns: counts, then mean / p90 of the main durations (business time)."""
     header = [first, "convs", "in", "replies", "resolved", "reopened"] + [
-        f"{m} mean/p90" for m in SHOWN]
+        f"{m} mean/p90" for m in SHOWN] + ["csat"]
     lines = [header]
-    for key, durations, counts in rows:
+    for key, durations, counts, csat in rows:
         lines.append([key, str(counts["conversations"]), str(counts["messages_in"]),
                       str(counts["replies"]), str(counts["resolved"]), str(counts["reopened"])]
                      + [f"{_minutes(durations[m].mean_business_seconds)}/"
-                        f"{_minutes(durations[m].p90_business_seconds)}" for m in SHOWN])
+                        f"{_minutes(durations[m].p90_business_seconds)}" for m in SHOWN]
+                     + ["-" if csat.mean_score is None
+                        else f"{csat.mean_score:.2f} ({csat.answered})"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
                      .rstrip() for line in lines)

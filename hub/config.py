@@ -167,6 +167,23 @@ class ReportsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     aggregate_every_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
 
 
+class CsatSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The satisfaction survey sent after a conversation is resolved (hub/csat.py)."""
+
+    enabled: bool = False
+    scale: Literal["five", "thumbs"] = "five"
+    # Channel instances and routing queues that survey; empty: every one.
+    channels: list[str] = []
+    queues: list[str] = []
+    # How long after the survey the buyer's next message is read as an answer.
+    answer_hours: Annotated[float, msgspec.Meta(gt=0, le=720)] = 72.0
+    # Channel instance -> approved template to survey with when its reply window is closed;
+    # without one, a closed window means no survey.
+    templates: dict[str, str] = {}
+    # Language -> the question (defaults for en, es, pt, zh; English for the rest).
+    wording: dict[str, Annotated[str, msgspec.Meta(min_length=1, max_length=500)]] = {}
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hub: HubSettings = HubSettings()
     storage: StorageSettings = StorageSettings()
@@ -176,6 +193,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     attachments: AttachmentSettings = AttachmentSettings()
     events: EventsSettings = EventsSettings()
     reports: ReportsSettings = ReportsSettings()
+    csat: CsatSettings = CsatSettings()
     routing: RoutingConfig = RoutingConfig()
     channels: list[ChannelConfig] = []
 
@@ -363,6 +381,7 @@ def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Loa
                 unique[key] = channel.name
             channel_settings[channel.name] = settings
         _check_ranges(config)
+        _check_csat(config)
         _check_public_url(config.hub.public_url)
         _check_redis_url(config.storage.redis_url)
         _check_routing(config.routing, {c.name: c.type for c in config.channels},
@@ -493,6 +512,25 @@ def _check_routing(routing: RoutingConfig, channels: dict[str, str], *, build: b
             parse_calendars(routing)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _check_csat(config: Config) -> None:
+    csat = config.csat
+    instances = {c.name for c in config.channels}
+    queues = {q.name for q in config.routing.effective_queues()}
+    for i, name in enumerate(csat.channels):
+        if name not in instances:
+            raise ConfigError(f"csat.channels[{i}]: no channel instance named {name!r}")
+    for i, name in enumerate(csat.queues):
+        if name not in queues:
+            raise ConfigError(f"csat.queues[{i}]: no routing queue named {name!r}")
+    for name in csat.templates:
+        if name not in instances:
+            raise ConfigError(f"csat.templates.{name}: no channel instance named {name!r}")
+    for language in csat.wording:
+        if not re.fullmatch(r"[a-z]{2}", language):
+            raise ConfigError(f"csat.wording.{language}: expected an ISO 639-1 code such "
+                              "as 'es'")
 
 
 def _check_ranges(config: Config) -> None:

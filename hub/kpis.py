@@ -43,6 +43,9 @@ from storage.streams import consumer_name
 
 log = logging.getLogger(__name__)
 
+# The author of satisfaction surveys (hub/csat.py): not an agent, never a reply in a KPI.
+SURVEY_AUTHOR = "inboxhub:survey"
+
 LEASE_NAME = "kpi-aggregator"
 LEASE_SECONDS = 30.0
 BATCH = 500
@@ -152,8 +155,9 @@ def _samples(event: Event, state: dict[str, str], conversation: Conversation,
     at = event.at
     holder = state.get("agent") or conversation.assignee
 
-    def count(measure: str, agent: str | None = holder, amount: int = 1) -> Sample:
-        return Sample(measure, at, dims_of(conversation, agent), amount=amount)
+    def count(measure: str, agent: str | None = holder, amount: int = 1,
+              when: float = at) -> Sample:
+        return Sample(measure, when, dims_of(conversation, agent), amount=amount)
 
     def duration(measure: str, since: float, agent: str | None = holder,
                  amount: int = 1, total: float | None = None) -> Sample:
@@ -164,6 +168,32 @@ def _samples(event: Event, state: dict[str, str], conversation: Conversation,
                       business_seconds=business, amount=amount)
 
     kind, action = event.kind, event.action
+    if kind == "reply" and event.agent == SURVEY_AUTHOR:
+        yield count("csat_sent", state.get("resolved_by"))  # not an agent's reply
+        return
+    if kind == "status" and action == "rated":
+        # The buyer's message was their survey answer: the reopening it caused is undone
+        # (hub/csat.py resolves it again, unrouted), and the score is counted for whoever
+        # resolved the conversation.
+        if state.pop("reopen_at", None) is not None:
+            for name in ("open_at", "since", "pending", "pending_sum"):
+                state.pop(name, None)
+            state["resolved"] = "1"
+        try:
+            score = float(event.reason or "")
+        except ValueError:
+            return
+        if 1 <= score <= 5:
+            agent = event.agent or state.get("resolved_by")
+            yield Sample("csat", at, dims_of(conversation, agent), score=score)
+            if score >= 4:
+                yield count("csat_satisfied", agent)
+        return
+    if kind in ("viewing", "typing"):
+        return
+    reopened = state.pop("reopen_at", None)
+    if reopened is not None:  # a reopening that was not a survey answer: it counts
+        yield count("reopened", when=float(reopened))
     if kind == "new_message":
         yield count("messages_in")
         if event.new_conversation:
@@ -217,10 +247,13 @@ def _samples(event: Event, state: dict[str, str], conversation: Conversation,
             responded = state.get("responded")
             state.clear()
             state["resolved"] = "1"
+            if holder:
+                state["resolved_by"] = holder
             if responded:
                 state["responded"] = responded
         elif action == "reopened" and state.get("resolved"):
-            yield count("reopened")
+            # Counted at the conversation's next event, unless that is a survey answer.
+            state["reopen_at"] = repr(at)
             state.pop("resolved", None)
             state["open_at"] = repr(at)
             state.setdefault("since", repr(at))

@@ -137,6 +137,11 @@ class Metrics:
             "reply, wall time, by channel type", ["channel"], registry=self.registry,
             buckets=(60, 300, 900, 1800, 3600, 4 * 3600, 8 * 3600, 86400, 2 * 86400))
 
+        self.csat_surveys = Counter(
+            "inboxhub_csat_surveys", "Satisfaction surveys: sent, answered, or skipped with "
+            "the reason (amazon_forbids_surveys, window_closed, no_reply_path, ...)",
+            ["outcome", "reason"], registry=self.registry)
+
     # -- channels.supervisor.LoopMetrics -----------------------------------------------------
 
     def loop_up(self, name: str, up: bool) -> None:

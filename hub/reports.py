@@ -24,6 +24,7 @@ from storage.kpis import (
     DIMENSIONS,
     DURATIONS,
     HOUR,
+    SCORES,
     KpiStore,
     Stat,
     collect,
@@ -52,6 +53,17 @@ class Duration(msgspec.Struct, frozen=True):
     p90_business_seconds: float | None
 
 
+class Csat(msgspec.Struct, frozen=True):
+    """Satisfaction: surveys sent and answered, the mean score (1..5; a thumbs up is 5, down
+    is 1), the share of answers that were 4 or 5, and the share of surveys answered."""
+
+    sent: int
+    answered: int
+    mean_score: float | None
+    satisfied_share: float | None
+    response_rate: float | None
+
+
 class Rates(msgspec.Struct, frozen=True):
     """Ratios over the range (null: nothing to divide by)."""
 
@@ -69,6 +81,7 @@ class Summary(msgspec.Struct, frozen=True):
     value: str | None
     durations: dict[str, Duration]
     counts: dict[str, int]
+    csat: Csat
     rates: Rates
     # Share of conversations per skill (refund, complaint, ...): the dispute and return share.
     skill_shares: dict[str, float]
@@ -78,6 +91,7 @@ class Row(msgspec.Struct, frozen=True):
     key: str
     durations: dict[str, Duration]
     counts: dict[str, int]
+    csat: Csat
 
 
 class Breakdown(msgspec.Struct, frozen=True):
@@ -92,6 +106,7 @@ class Point(msgspec.Struct, frozen=True):
     start: str  # ISO 8601 in the report's time zone
     durations: dict[str, Duration]
     counts: dict[str, int]
+    csat: Csat
 
 
 class Timeseries(msgspec.Struct, frozen=True):
@@ -181,10 +196,17 @@ def _duration(stat: Stat | None) -> Duration:
 
 
 def _tables(stats: Mapping[tuple[str, str], Stat], key: str,
-            ) -> tuple[dict[str, Duration], dict[str, int]]:
+            ) -> tuple[dict[str, Duration], dict[str, int], Csat]:
     durations = {m: _duration(stats.get((m, key))) for m in DURATIONS}
     counts = {m: int(stats[(m, key)].n) if (m, key) in stats else 0 for m in COUNTS}
-    return durations, counts
+    scores = stats.get(("csat", key))
+    answered = int(scores.n) if scores is not None else 0
+    csat = Csat(
+        sent=counts["csat_sent"], answered=answered,
+        mean_score=finite(mean(scores.wall, scores.n)) if scores is not None else None,
+        satisfied_share=finite(share(counts["csat_satisfied"], answered)),
+        response_rate=finite(share(answered, counts["csat_sent"])))
+    return durations, counts, csat
 
 
 def _rates(durations: Mapping[str, Duration], counts: Mapping[str, int]) -> Rates:
@@ -203,14 +225,14 @@ async def summary(kpis: KpiStore, span: ReportRange, *, dimension: str = ALL,
     buckets = list((await _buckets(kpis, span)).values())
     key = ALL if dimension == ALL else (value or "")
     stats = collect(buckets, dimension=dimension, value=None if dimension == ALL else value)
-    durations, counts = _tables(stats, key)
+    durations, counts, csat = _tables(stats, key)
     skills = collect(buckets, dimension="skill")
     total = counts["conversations"]
     skill_shares = {} if dimension != ALL or not total else {
         skill: round(stat.n / total, 4) for (measure, skill), stat in sorted(skills.items())
         if measure == "conversations"}
     return Summary(span.start, span.end, span.zone, dimension, value, durations, counts,
-                   _rates(durations, counts), skill_shares)
+                   csat, _rates(durations, counts), skill_shares)
 
 
 def _local(hour: int, tz: tzinfo) -> datetime:
@@ -229,8 +251,7 @@ async def breakdown(kpis: KpiStore, span: ReportRange, by: str) -> Breakdown:
         rows = []
         for label in order:
             stats = collect(regrouped.get(label, []))
-            durations, counts = _tables(stats, ALL)
-            rows.append(Row(label, durations, counts))
+            rows.append(Row(label, *_tables(stats, ALL)))
         return Breakdown(span.start, span.end, span.zone, by, rows)
     stats = collect(hours.values(), dimension=by)
     keys = sorted({value for (_measure, value) in stats})
@@ -276,11 +297,15 @@ async def series_by(kpis: KpiStore, span: ReportRange, interval: Interval, dimen
         for (name, value), stat in collect(buckets, dimension=dimension).items():
             if name != measure or stat.n <= 0:
                 continue
-            point = (stat.n if measure not in DURATIONS
-                     else stat.business / stat.n / 60)
+            if measure in SCORES:
+                point = stat.wall / stat.n  # the mean score
+            elif measure in DURATIONS:
+                point = stat.business / stat.n / 60
+            else:
+                point = stat.n
             series.setdefault(value, [None] * len(labels))[i] = round(point, 3)
             weight[value] = weight.get(value, 0.0) + stat.n
-    if measure not in DURATIONS:  # a count is 0, not unknown, where nothing happened
+    if measure in COUNTS:  # a count is 0, not unknown, where nothing happened
         series = {k: [v or 0.0 for v in values] for k, values in series.items()}
     busiest = sorted(series, key=lambda k: (-weight[k], k))[:top]
     return labels, {k: series[k] for k in busiest}
@@ -309,7 +334,11 @@ def _labels(span: ReportRange, interval: Interval) -> Iterable[str]:
 
 # -- CSV -------------------------------------------------------------------------------------
 
-def _flat(durations: Mapping[str, Duration], counts: Mapping[str, int]) -> dict[str, Any]:
+TableRow = tuple[str, Mapping[str, Duration], Mapping[str, int], Csat]
+
+
+def _flat(durations: Mapping[str, Duration], counts: Mapping[str, int], csat: Csat,
+          ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, d in durations.items():
         out[f"{name}_n"] = d.n
@@ -318,14 +347,15 @@ def _flat(durations: Mapping[str, Duration], counts: Mapping[str, int]) -> dict[
         out[f"{name}_p90_s"] = d.p90_seconds
         out[f"{name}_mean_business_s"] = d.mean_business_seconds
     out.update(counts)
+    out.update(csat_answered=csat.answered, csat_mean_score=csat.mean_score,
+               csat_satisfied_share=csat.satisfied_share)
     return out
 
 
-def to_csv(rows: Sequence[tuple[str, Mapping[str, Duration], Mapping[str, int]]],
-           first_column: str) -> str:
+def to_csv(rows: Sequence[TableRow], first_column: str) -> str:
     """One line per row; durations flattened into ``<measure>_n``, ``_mean_s``..."""
     buffer = io.StringIO()
-    flats = [(key, _flat(d, c)) for key, d, c in rows]
+    flats = [(key, _flat(d, c, csat)) for key, d, c, csat in rows]
     columns = [first_column] + (list(flats[0][1]) if flats else [])
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)

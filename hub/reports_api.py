@@ -56,11 +56,12 @@ _ONE_VALUE = (
 )
 SUMMARY_QUERY = q.Query((*_RANGE, *_ONE_VALUE))
 BREAKDOWN_QUERY = q.Query((*_RANGE, q.choice("by", "what the rows are (required)", BREAKDOWNS)))
-CHARTS = ("response_time", "volume", "leaderboard")
+CHARTS = ("response_time", "volume", "leaderboard", "csat")
 CHART_QUERY = q.Query((
     *_RANGE[:3],
     q.choice("chart", "response_time (mean first response, business minutes), volume "
-                      "(conversations) or leaderboard (resolved per agent); required", CHARTS),
+                      "(conversations), leaderboard (resolved per agent) or csat (mean "
+                      "satisfaction score); required", CHARTS),
     q.choice("by", "the lines of a response_time or volume chart (default language)",
              ("language", "market", "channel", "queue", "skill")),
     q.choice("interval", "hour or day (default)", ("hour", "day")),
@@ -128,7 +129,8 @@ async def get_summary(request: web.Request) -> web.Response:
     dimension, value = _dimension(query)
     result = await summary(_kpis(request), span, dimension=dimension, value=value)
     if query.get("format") == "csv":
-        return _csv(to_csv([(value or ALL, result.durations, result.counts)], "dimension"),
+        return _csv(to_csv([(value or ALL, result.durations, result.counts, result.csat)],
+                           "dimension"),
                     "summary")
     return json_response(result)
 
@@ -146,7 +148,7 @@ async def get_breakdown(request: web.Request) -> web.Response:
                        "invalid_parameter")
     result = await breakdown(_kpis(request), _span(request, query), query["by"])
     if query.get("format") == "csv":
-        return _csv(to_csv([(r.key, r.durations, r.counts) for r in result.rows],
+        return _csv(to_csv([(r.key, r.durations, r.counts, r.csat) for r in result.rows],
                            result.by), f"by-{result.by}")
     return json_response(result)
 
@@ -167,7 +169,7 @@ async def get_timeseries(request: web.Request) -> web.Response:
     result = await timeseries(_kpis(request), span, interval, dimension=dimension,
                               value=value)
     if query.get("format") == "csv":
-        return _csv(to_csv([(p.start, p.durations, p.counts) for p in result.points],
+        return _csv(to_csv([(p.start, p.durations, p.counts, p.csat) for p in result.points],
                            "start"), "timeseries")
     return json_response(result)
 
@@ -198,12 +200,14 @@ async def get_chart(request: web.Request) -> web.Response:
                         key=lambda kv: (-kv[1], kv[0]))
         svg = bar_chart("Resolved conversations per agent", ranked, "resolved")
     else:
-        measure = "first_response" if chart == "response_time" else "conversations"
+        measure, title, unit = {
+            "response_time": ("first_response",
+                              f"First response by {by} (mean, business minutes)", "minutes"),
+            "volume": ("conversations", f"Conversations by {by}", "conversations"),
+            "csat": ("csat", f"Satisfaction by {by} (mean score, 1-5)", "score"),
+        }[chart]
         labels, series = await series_by(kpis, span, interval, by, measure)
-        title = (f"First response by {by} (mean, business minutes)"
-                 if chart == "response_time" else f"Conversations by {by}")
-        svg = line_chart(title, labels, series,
-                         "minutes" if chart == "response_time" else "conversations")
+        svg = line_chart(title, labels, series, unit)
     return web.Response(
         text=svg, content_type=SVG,
         headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",

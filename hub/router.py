@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from hub.csat import SurveyAnswers
 from hub.metrics import Metrics
 from routing.policy import RoutingPolicy
 from storage.people import People
@@ -20,11 +21,12 @@ class UnroutableEntry(Exception):
 
 class Router:
     def __init__(self, store: Store, policy: RoutingPolicy, metrics: Metrics, *,
-                 people: People | None = None) -> None:
+                 people: People | None = None, answers: SurveyAnswers | None = None) -> None:
         self.store = store
         self.policy = policy
         self.metrics = metrics
         self.people = people  # links the sender into a person after routing (idempotent)
+        self.answers = answers  # a buyer's answer to the satisfaction survey is not routed
 
     async def handle(self, entry: Entry) -> None:
         _stream, _entry_id, fields = entry
@@ -36,6 +38,9 @@ class Router:
         if conversation.blocked or (fields.get(b"new") == b"1"
                                     and await blocked_sender(self.store, conversation)):
             await skip_blocked(self.store, conversation)
+        elif self.answers is not None and await self.answers.take(conversation, message_id,
+                                                                  message):
+            pass  # recorded; the conversation stays resolved
         else:
             decision = await self.policy.route(conversation, message)
             if decision.fields:

@@ -158,13 +158,14 @@ class EventLog:
                            *fields]
         return script_keys, args
 
-    async def append(self, kind: EventKind, conversation_id: str,
-                     **fields: str | None) -> str | None:
+    async def append(self, kind: EventKind, conversation_id: str, *,
+                     once: str | None = None, **fields: str | None) -> str | None:
         """One entry with the routing snapshot read from the conversation's state. A Redis
         error is logged, not raised: the fact is already stored, and failing its caller (a
-        webhook answered 5xx, a send retried) would not bring the event back."""
+        webhook answered 5xx, a send retried) would not bring the event back. ``once``: a
+        key of the fact; a second append with it (a retried stream entry) writes nothing."""
         flat = [part for name, value in fields.items() if value for part in (name, value)]
-        script_keys, args = self._args(kind, conversation_id, "rc", flat)
+        script_keys, args = self._args(kind, conversation_id, "rc", flat, marker=once)
         try:
             entry = await self._script(keys=script_keys, args=args)
         except RedisError as exc:

@@ -53,8 +53,10 @@ DURATIONS: Final = ("first_response", "next_response", "response", "resolution",
 # Counts: how often something happened.
 COUNTS: Final = ("conversations", "messages_in", "replies", "resolved", "reopened",
                  "transfers", "escalations", "first_response_breached", "sla_breaches",
-                 "delivery_failed")
-MEASURES: Final = DURATIONS + COUNTS
+                 "delivery_failed", "csat_sent", "csat_satisfied")
+# Scores: a count and a sum (``n``, ``s``), no time and no histogram: the CSAT answers (1..5).
+SCORES: Final = ("csat",)
+MEASURES: Final = DURATIONS + COUNTS + SCORES
 
 
 def bucket_key(hour: int) -> str:
@@ -88,6 +90,7 @@ class Sample(msgspec.Struct, frozen=True):
     seconds: float | None = None
     business_seconds: float | None = None
     amount: int = 1
+    score: float | None = None
 
 
 @dataclass
@@ -107,6 +110,9 @@ class Batch:
         for dim, value in pairs:
             base = f"{sample.measure}|{dim}|{value}|"
             self.increments[(key, base + "n")] += sample.amount
+            if sample.score is not None:
+                self.increments[(key, base + "s")] += sample.score
+                continue
             if sample.seconds is None:
                 continue
             wall = max(0.0, sample.seconds)

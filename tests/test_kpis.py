@@ -306,10 +306,11 @@ async def test_reports_api_end_to_end(make_config: Any) -> None:
 
 
 def test_csv_cells_never_run_as_formulas() -> None:
-    from hub.reports import Duration, to_csv
+    from hub.reports import Csat, Duration, to_csv
 
     empty = Duration(0, None, None, None, None, None, None)
-    text = to_csv([("=HYPERLINK(\"x\")", {"first_response": empty}, {"replies": 1})], "agent")
+    text = to_csv([("=HYPERLINK(\"x\")", {"first_response": empty}, {"replies": 1},
+                    Csat(0, 0, None, None, None))], "agent")
     assert list(csv.reader(io.StringIO(text)))[1][0] == "'=HYPERLINK(\"x\")"
 
 
