@@ -18,10 +18,15 @@
 --   pool:<p>:wait:<kind>     zset  waiting conversations; score = -priority * 1e10 + enqueued_at
 --   rc:<c>                   hash  routing state of a conversation (queue, pools, delays,
 --                                  skips = per-step skip_when_unstaffed flags, step, ...,
---                                  cls:<name> = its classification, mirrored to the record)
+--                                  cls:<name> = its classification, mirrored to the record,
+--                                  sla:<clock> = a clock's deadline, run:<clock> = the deadline
+--                                  of a clock still running)
 --   rc:<c>:routed:<msg>      str   "this provider message was routed" (redelivery guard)
 --   rc:<c>:log               list  explain records (JSON, newest first, bounded)
 --   sticky:<contact>         str   last agent of a buyer, TTL = sticky window
+--   sla:due                  zset  conversations with a running SLA clock; score = the soonest
+--                                  run:<clock> deadline. Written only here, in the very step
+--                                  that starts, stops or judges a clock (storage/sla.py reads it)
 --   settings                 hash  sticky_seconds, noreply_seconds, sla_boost
 --   timers                   zset  "<kind>|<conv>|<token>" by due time; timers:inflight leases
 --   events                   stream assigned / waiting / escalated / requeued / sla_breach ...
@@ -110,12 +115,33 @@ local function schedule(kind, c, token, due)
   redis.call('ZADD', TIMERS, due, kind .. '|' .. c .. '|' .. token)
 end
 
+local SLA_DUE = base .. 'sla:due'
+local CLOCKS = {'first', 'next', 'resolution'}
+
+-- Re-place a conversation in sla:due from its running clocks (gone when none runs).
+local function sla_reindex(c)
+  local soonest = nil
+  for _, clock in ipairs(CLOCKS) do
+    local due = tonumber(redis.call('HGET', rc(c), 'run:' .. clock))
+    if due and (soonest == nil or due < soonest) then soonest = due end
+  end
+  if soonest then redis.call('ZADD', SLA_DUE, soonest, c) else redis.call('ZREM', SLA_DUE, c) end
+end
+
+-- Stop clocks: the response clocks when an agent answers, every clock when it closes.
+local function stop_clocks(c, clocks)
+  for _, clock in ipairs(clocks) do redis.call('HDEL', rc(c), 'run:' .. clock) end
+  sla_reindex(c)
+end
+
 -- Start SLA clocks given as ARGV pairs from index `from`: "<clock>:<started>", deadline.
 local function start_clocks(c, from)
   for i = from, #ARGV - 1, 2 do
+    local clock = split(ARGV[i], ':')[1]
     schedule('sla', c, ARGV[i], tonumber(ARGV[i + 1]))
-    redis.call('HSET', rc(c), 'sla:' .. split(ARGV[i], ':')[1], ARGV[i + 1])
+    redis.call('HSET', rc(c), 'sla:' .. clock, ARGV[i + 1], 'run:' .. clock, ARGV[i + 1])
   end
+  sla_reindex(c)
 end
 
 local function claim(a, c, reason, candidates)
@@ -384,7 +410,8 @@ elseif cmd == 'agent' then
   end
   return out
 
--- release: ARGV[4] conv, [5] status to record ("closed" on resolve; "" means "closed")
+-- release: ARGV[4] conv, [5] status to record ("closed" on resolve; "" means "closed";
+-- "erased"). Every SLA clock stops here: out of sla:due in this same step.
 -- Returns flat {conv, agent, ...} assigned to the freed agent.
 elseif cmd == 'release' then
   local c = ARGV[4]
@@ -393,6 +420,7 @@ elseif cmd == 'release' then
   if pool and kind then redis.call('ZREM', waitset(pool, kind), c) end
   local a = unassign(c)
   redis.call('HSET', rc(c), 'status', ARGV[5] ~= '' and ARGV[5] or 'closed')
+  stop_clocks(c, CLOCKS)
   log(c, {event = 'released', agent = a or '', status = ARGV[5]})
   event('released', c, a, {})
   local out = {}
@@ -487,17 +515,20 @@ elseif cmd == 'inbound' then
   end
   return {'new', r[2] or ''}
 
--- awaiting: ARGV[4] conv, [5] "1" buyer waits for us / "0" an agent answered.
+-- awaiting: ARGV[4] conv, [5] "1" buyer waits for us / "0" an agent answered (the first-
+-- and next-response clocks stop; resolution runs on).
 elseif cmd == 'awaiting' then
   redis.call('HSET', rc(ARGV[4]), 'awaiting', ARGV[5])
-  if ARGV[5] == '0' then redis.call('HSET', rc(ARGV[4]), 'answered_at', now) end
+  if ARGV[5] == '0' then
+    redis.call('HSET', rc(ARGV[4]), 'answered_at', now)
+    stop_clocks(ARGV[4], {'first', 'next'})
+  end
   return 1
 
--- sla: ARGV[4] conv, [5] token (the clock's name and start), [6] deadline.
+-- sla: ARGV[4] conv, [5] token (the clock's name and start), [6] deadline. Starts a clock.
 -- Schedules the clock; the "sla_due" command judges it when it fires.
 elseif cmd == 'sla' then
-  schedule('sla', ARGV[4], ARGV[5], tonumber(ARGV[6]))
-  redis.call('HSET', rc(ARGV[4]), 'sla:' .. split(ARGV[5], ':')[1], ARGV[6])
+  start_clocks(ARGV[4], 5)
   return 1
 
 -- sla_due: ARGV[4] conv, [5] token "<clock>:<started>". A breach raises the waiting
@@ -518,6 +549,26 @@ elseif cmd == 'sla_due' then
   log(c, {event = 'sla_breach', clock = clock, deadline = r[7] or ''})
   event('sla_breach', c, nil, {clock = clock})
   return {'breached', clock}
+
+-- sla_adopt: ARGV[4] conv. Schema 5's upgrade (storage/sla.py): derive the running clocks of a
+-- conversation routed by an older release, which kept deadlines (sla:<clock>) but not which
+-- clocks still run. Open (assigned, waiting, routing): resolution runs; while the buyer waits
+-- for an answer (awaiting = 1), next runs, and first too unless an agent ever answered
+-- (answered_at). A conversation with any run:<clock> already is left as it is (idempotent,
+-- and never undoes what this release recorded). Returns 1 when indexed, else 0.
+elseif cmd == 'sla_adopt' then
+  local c = ARGV[4]
+  local r = redis.call('HMGET', rc(c), 'status', 'awaiting', 'answered_at', 'sla:first',
+                       'sla:next', 'sla:resolution', 'run:first', 'run:next', 'run:resolution')
+  if r[7] or r[8] or r[9] then return 0 end
+  if r[1] ~= 'assigned' and r[1] ~= 'waiting' and r[1] ~= 'routing' then return 0 end
+  if r[6] then redis.call('HSET', rc(c), 'run:resolution', r[6]) end
+  if r[2] == '1' then
+    if r[5] then redis.call('HSET', rc(c), 'run:next', r[5]) end
+    if r[4] and not r[3] then redis.call('HSET', rc(c), 'run:first', r[4]) end
+  end
+  sla_reindex(c)
+  return redis.call('ZSCORE', SLA_DUE, c) and 1 or 0
 end
 
 return redis.error_reply('unknown routing command ' .. tostring(cmd))
