@@ -15,12 +15,13 @@
 --   pool:<p>:serving:<kind>  set   online eligible agents with weight > 0 and <kind> capacity
 --                                  > 0 (at capacity or not): a step with nobody serving is
 --                                  skipped only when its skip_when_unstaffed flag is set
---   pool:<p>:wait:<kind>     zset  waiting conversations; score = -priority * 1e10 + enqueued_at
+--   pool:<p>:wait:<kind>     zset  waiting conversations; score = -(priority + wp) * 1e10
+--                                  + enqueued_at (wp: the agents' workflow priority offset)
 --   rc:<c>                   hash  routing state of a conversation (queue, pools, delays,
 --                                  skips = per-step skip_when_unstaffed flags, step, ...,
 --                                  cls:<name> = its classification, mirrored to the record,
 --                                  sla:<clock> = a clock's deadline, run:<clock> = the deadline
---                                  of a clock still running)
+--                                  of a clock still running, wp = workflow priority offset)
 --   rc:<c>:routed:<msg>      str   "this provider message was routed" (redelivery guard)
 --   rc:<c>:log               list  explain records (JSON, newest first, bounded)
 --   sticky:<contact>         str   last agent of a buyer, TTL = sticky window
@@ -144,6 +145,13 @@ local function start_clocks(c, from)
   sla_reindex(c)
 end
 
+-- The waiting score: combined priority (routing's, with its boosts, plus the workflow
+-- offset an agent set) dominates, then the time it entered the queue.
+local function wait_score(c)
+  local r = redis.call('HMGET', rc(c), 'priority', 'wp', 'enqueued_at')
+  return -((tonumber(r[1]) or 0) + (tonumber(r[2]) or 0)) * 1e10 + tonumber(r[3])
+end
+
 local function claim(a, c, reason, candidates)
   local r = redis.call('HMGET', rc(c), 'kind', 'pool', 'contact', 'step')
   local kind, pool, contact = r[1], r[2], r[3]
@@ -198,8 +206,7 @@ local function assign_or_wait(c, exclude, reason)
     claim(candidates[1].agent, c, reason, candidates)
     return {'assigned', candidates[1].agent, reason}
   end
-  local score = -tonumber(r[3]) * 1e10 + tonumber(r[4])
-  redis.call('ZADD', waitset(pool, kind), score, c)
+  redis.call('ZADD', waitset(pool, kind), wait_score(c), c)
   redis.call('HSET', rc(c), 'status', 'waiting')
   log(c, {event = 'waiting', pool = pool, step = r[7], excluded = exclude or ''})
   event('waiting', c, nil, {pool = pool})
@@ -304,7 +311,9 @@ end
 --          [14] provider message id whose "routed" marker this step sets ("" none),
 --          [15] marker TTL seconds, [16] classification JSON ({"language": ..., "market": ...,
 --          "skill": ..., "queue": ...}, kept as cls:<name> for the conversation record's
---          mirror), [17..] SLA clocks to start: "<clock>:<started>", deadline, ...
+--          mirror), [17] workflow priority offset of the record's level (the record is
+--          the truth; "priority" below copies a change at once; "" = keep what is here),
+--          [18..] SLA clocks to start: "<clock>:<started>", deadline, ...
 -- Setting the marker here, not in "inbound", is what makes a crash between classification and
 -- this step harmless: the redelivered entry is routed again instead of looking like a repeat.
 -- Returns {"assigned", agent, reason} | {"waiting", pool, reason}
@@ -350,8 +359,9 @@ if cmd == 'enqueue' then
     end
   end
   if cur[4] and cur[5] then redis.call('ZREM', waitset(cur[4], cur[5]), c) end
+  if ARGV[17] and ARGV[17] ~= '' then redis.call('HSET', rc(c), 'wp', ARGV[17]) end
   redis.call('LPUSH', rc(c) .. ':log', ARGV[11])
-  start_clocks(c, 17)
+  start_clocks(c, 18)
   enter_step(c, 1, 'enqueue')
   local result = assign_or_wait(c, nil, 'best match')
   if prior and prior ~= result[2] then
@@ -544,11 +554,28 @@ elseif cmd == 'sla_due' then
   local p = (tonumber(r[5]) or 0) + boost
   redis.call('HSET', rc(c), 'priority', p, 'breached:' .. clock, now)
   if r[1] == 'waiting' then
-    redis.call('ZADD', waitset(r[3], r[4]), -p * 1e10 + tonumber(r[6]), c)
+    redis.call('ZADD', waitset(r[3], r[4]), wait_score(c), c)
   end
   log(c, {event = 'sla_breach', clock = clock, deadline = r[7] or ''})
   event('sla_breach', c, nil, {clock = clock})
   return {'breached', clock}
+
+-- priority: ARGV[4] conv, [5] workflow priority offset (routing/priority.py), [6] level name
+-- (for the log). Kept in rc:<c> for every later decision (requeue, escalation, breach); a
+-- waiting conversation is re-placed in its wait set in this same step, so it is served
+-- sooner (or later) from now on. Nothing is written for a conversation routing never saw (no
+-- rc:<c>; an erased one must not come back): its first enqueue brings the record's level.
+-- Returns its routing status ("" when not routed).
+elseif cmd == 'priority' then
+  local c = ARGV[4]
+  local r = redis.call('HMGET', rc(c), 'status', 'pool', 'kind')
+  if not r[1] then return '' end
+  redis.call('HSET', rc(c), 'wp', ARGV[5])
+  if r[1] == 'waiting' and r[2] and r[3] then
+    redis.call('ZADD', waitset(r[2], r[3]), 'XX', wait_score(c), c)
+  end
+  log(c, {event = 'priority', level = ARGV[6], offset = tonumber(ARGV[5])})
+  return r[1]
 
 -- sla_adopt: ARGV[4] conv. Schema 5's upgrade (storage/sla.py): derive the running clocks of a
 -- conversation routed by an older release, which kept deadlines (sla:<clock>) but not which
