@@ -5,9 +5,11 @@ schema 5 upgrade from what an older release stored."""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from channels.models import ChannelHints
@@ -66,8 +68,14 @@ async def test_clocks_start_stop_and_breach_move_the_index(make_engine: Build,
     assert mine not in index and waiting in index
 
 
-async def test_page_orders_by_deadline_filters_and_scopes(make_engine: Build,
-                                                          store: Store) -> None:
+# Both plans of storage/sla.py: "driver" (small filter groups, the default) and "scan".
+PLANS = pytest.mark.parametrize("small", [sla.SMALL_DRIVER, -1], ids=["driver", "scan"])
+
+
+@PLANS
+async def test_page_orders_by_deadline_filters_and_scopes(make_engine: Build, store: Store,
+                                                          small: int) -> None:
+    page_of = functools.partial(sla.page_by_deadline, store, small_driver=small)
     engine = await make_engine([agent("lucia", {"es": 5}, chat=1),
                                 agent("joao", {"pt": 5}, chat=1)], sla=CLOCKS)
     await engine.set_status("lucia", "online")
@@ -83,27 +91,27 @@ async def test_page_orders_by_deadline_filters_and_scopes(make_engine: Build,
     for cid in order:  # what the hub's mirror loop does on each routing event
         await engine.mirror_event(cid)
 
-    page = await sla.page_by_deadline(store, limit=50)
+    page = await page_of(limit=50)
     assert [c.id for c in page.conversations] == order and page.next is None
     assert list(page.deadlines.values()) == sorted(page.deadlines.values())
 
-    page = await sla.page_by_deadline(store, limit=50,
+    page = await page_of(limit=50,
                                       filters=ConversationFilter(language=("pt",)))
     assert [c.id for c in page.conversations] == [pt_theirs, pt_wait]
     lucia = Visibility("lucia", tuple(await engine.state.agent_pool_ids("lucia")))
-    page = await sla.page_by_deadline(store, limit=50, visibility=lucia)
+    page = await page_of(limit=50, visibility=lucia)
     assert [c.id for c in page.conversations] == [es_mine, es_wait]
 
     # Nothing is due yet; an hour from now, the first-response clocks have all run out.
-    assert (await sla.page_by_deadline(store, limit=50, due_by=time.time())).conversations == []
-    page = await sla.page_by_deadline(store, limit=50, due_by=time.time() + 3600)
+    assert (await page_of(limit=50, due_by=time.time())).conversations == []
+    page = await page_of(limit=50, due_by=time.time() + 3600)
     assert [c.id for c in page.conversations] == order
 
     # Paging one at a time visits the same order, each once.
     seen: list[str] = []
     after = None
     while True:
-        page = await sla.page_by_deadline(store, limit=1, after=after)
+        page = await page_of(limit=1, after=after)
         seen += [c.id for c in page.conversations]
         if page.next is None:
             break
@@ -111,7 +119,10 @@ async def test_page_orders_by_deadline_filters_and_scopes(make_engine: Build,
     assert seen == order
 
 
-async def test_ties_and_the_scan_budget_page_exactly(make_engine: Build, store: Store) -> None:
+@PLANS
+async def test_ties_and_the_scan_budget_page_exactly(make_engine: Build, store: Store,
+                                                     small: int) -> None:
+    page_of = functools.partial(sla.page_by_deadline, store, small_driver=small)
     engine = await make_engine([agent("lucia", {"es": 5}, chat=1)])
     b = Buyers(store, engine)
     ids = [await b.write(f"b{i}", "Hola, ¿dónde está mi pedido?") for i in range(9)]
@@ -124,18 +135,31 @@ async def test_ties_and_the_scan_budget_page_exactly(make_engine: Build, store: 
         seen: list[str] = []
         after = None
         for _ in range(30):
-            page = await sla.page_by_deadline(store, limit=limit, after=after, budget=budget)
+            page = await page_of(limit=limit, after=after, budget=budget)
             assert len(page.conversations) <= limit
             seen += [c.id for c in page.conversations]
             if page.next is None:
                 break
             after = page.next
         assert seen == wanted, (limit, budget)
-    # A filter that matches only the last: a small budget answers short pages with cursors.
-    only = ConversationFilter(channel=("nothing-like-this",))
-    page = await sla.page_by_deadline(store, limit=5, filters=only, budget=2)
-    assert page.conversations == [] and page.next is not None
-    assert (await sla.page_by_deadline(store, limit=5, filters=only)).next is None
+    # A filter matching one of them, in the middle of the ties: found by either plan; a
+    # scan with a small budget answers short pages with cursors until it gets there.
+    one = wanted[6]
+    await store.update_conversation(one, {"tags": "vip"})
+    only = ConversationFilter(tag=("vip",))
+    page = await page_of(limit=5, filters=only)
+    assert [c.id for c in page.conversations] == [one] and page.next is None
+    got: list[str] = []
+    after = None
+    for _ in range(10):
+        page = await page_of(limit=5, filters=only,
+                                          budget=2, after=after)
+        got += [c.id for c in page.conversations]
+        if page.next is None:
+            break
+        assert small < 0 or page.conversations, "the driver plan needs no budget"
+        after = page.next
+    assert got == [one]
 
 
 async def test_erasure_takes_the_conversation_out(make_engine: Build, store: Store) -> None:
