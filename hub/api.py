@@ -36,10 +36,13 @@ from hub.openapi import build_openapi, operation
 from hub.paging import (
     conversation_cursor,
     conversation_position,
+    deadline_cursor,
+    deadline_position,
     message_cursor,
     message_position,
 )
 from hub.scope import Gate, visibility
+from hub.sla_api import SLA_PARAMS, due_by, sla_order
 from hub.uploads import uploaded_attachments
 from hub.views import (
     ConversationDetail,
@@ -54,6 +57,7 @@ from routing.config import RoutingConfig
 from storage import keys as storage_keys
 from storage.history import order_reference
 from storage.records import Conversation
+from storage.sla import page_by_deadline
 from storage.store import (
     ConversationFilter,
     NotRetryable,
@@ -173,6 +177,7 @@ LIST_QUERY = q.Query((
     q.boolean("unassigned", "only conversations nobody is assigned to (status new or queued)"),
     q.value_list("tag", "tag (POST .../tags; case is ignored)", r"[^,\x00-\x1f]{1,64}",
                  fold=normalise_tag),
+    *SLA_PARAMS,
 ))
 
 
@@ -234,12 +239,15 @@ async def _filters(request: web.Request, query: dict[str, Any]) -> ConversationF
 
 @routes.get("/api/v1/conversations")
 @operation(
-    "Conversations, most recently active first",
+    "Conversations, most recently active first (or soonest SLA deadline first)",
     {200: ConversationList},
     description="Keyset-paged: pass next_cursor back as cursor. Filters are applied inside "
                 "Redis before the page is cut, so a page is short only when it is the last. "
                 "An agent sees what api.agent_scope allows (their own, and with \"pools\" "
-                "those waiting in queues they are eligible for).",
+                "those waiting in queues they are eligible for). With sla or "
+                "sla_due_within the list holds only conversations with a running SLA clock, "
+                "soonest deadline first (a breached one stays until its clock stops: an "
+                "agent's answer, resolve); GET .../routing shows the deadlines.",
     query=LIST_QUERY,
 )
 async def list_conversations(request: web.Request) -> web.Response:
@@ -247,8 +255,11 @@ async def list_conversations(request: web.Request) -> web.Response:
     query = LIST_QUERY.parse(request)
     if "cursor" in query and "before" in query:
         raise ApiError(400, "give cursor or before, not both", "invalid_parameter")
+    by_deadline = sla_order(query)
     after: Position | None = None
-    if "cursor" in query:
+    if by_deadline is not None:
+        after = deadline_position(query["cursor"]) if "cursor" in query else None
+    elif "cursor" in query:
         after = conversation_position(query["cursor"])
     elif "before" in query:
         after = Position(repr(query["before"]))
@@ -259,6 +270,11 @@ async def list_conversations(request: web.Request) -> web.Response:
     store = request.app[K.STORE]
     seen_by = await visibility(request.app[K.ROUTING].state, principal,
                                request.app[K.CONFIG].config.api.agent_scope)
+    if by_deadline is not None:
+        due = await page_by_deadline(store, limit=query.get("limit", 50), after=after,
+                                     due_by=due_by(by_deadline), filters=filters,
+                                     visibility=seen_by)
+        return json_response(ConversationList(due.conversations, deadline_cursor(due.next)))
     page = await store.page_conversations(limit=query.get("limit", 50), after=after,
                                           filters=filters, visibility=seen_by)
     return json_response(ConversationList(page.conversations, conversation_cursor(page.next)))

@@ -39,7 +39,14 @@ class FetchCursor(msgspec.Struct, frozen=True, tag="f", forbid_unknown_fields=Tr
     i: str
 
 
-Cursor = ConversationCursor | MessageCursor | FetchCursor
+class DeadlineCursor(msgspec.Struct, frozen=True, tag="d", forbid_unknown_fields=True):
+    """The SLA-ordered list's position (storage/sla.py): a deadline and an id."""
+
+    s: str
+    i: str
+
+
+Cursor = ConversationCursor | MessageCursor | FetchCursor | DeadlineCursor
 _decoder = msgspec.json.Decoder(Cursor)
 
 
@@ -65,6 +72,19 @@ def conversation_position(raw: str) -> Position:
             or not math.isfinite(float(cursor.s))
             or (cursor.i and not _ID.fullmatch(cursor.i))):
         raise ApiError(400, "cursor: not a conversation-list cursor", "invalid_cursor")
+    return Position(cursor.s, cursor.i)
+
+
+def deadline_cursor(position: Position | None) -> str | None:
+    return None if position is None else _encode(DeadlineCursor(position.score, position.id))
+
+
+def deadline_position(raw: str) -> Position:
+    cursor = _decode(raw)
+    if (not isinstance(cursor, DeadlineCursor) or not _SCORE.fullmatch(cursor.s)
+            or not math.isfinite(float(cursor.s)) or not _ID.fullmatch(cursor.i)):
+        raise ApiError(400, "cursor: not a cursor of the SLA-ordered list (sla or "
+                            "sla_due_within)", "invalid_cursor")
     return Position(cursor.s, cursor.i)
 
 

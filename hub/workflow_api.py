@@ -28,6 +28,7 @@ from hub.errors import ApiError
 from hub.openapi import operation
 from hub.routing_api import _TRANSFER_STATUS
 from routing.engine import RoutingError, TransferRefused
+from routing.priority import WORKFLOW_PRIORITY_OFFSET
 from storage.records import Conversation, Priority
 from storage.store import UnknownConversation
 from storage.workflow import (
@@ -165,6 +166,9 @@ async def _set_priority(request: web.Request, conversation: Conversation,
         await workflow(request).set_priority(conversation.id, priority)
     except UnknownConversation:
         raise ApiError(404, "no such conversation") from None
+    # The record holds the level; routing takes it at once (a waiting conversation moves in
+    # its queue in one atomic step) and every later enqueue reads it from the record again.
+    await request.app[K.ROUTING].set_workflow_priority(conversation.id, priority)
 
 
 async def _assign(request: web.Request, conversation: Conversation, agent: str) -> None:
@@ -225,11 +229,19 @@ async def list_notes(request: web.Request) -> web.Response:
 
 # -- priority and status ---------------------------------------------------------------------
 
+_OFFSETS = ", ".join(f"{level} {offset:+d}" for level, offset in WORKFLOW_PRIORITY_OFFSET.items())
+
+
 @routes.post("/api/v1/conversations/{id}/priority")
 @operation("Set the priority (low, normal, high, urgent)",
            {200: WorkChanged, 403: None, 404: None},
-           description="Shown on the conversation (priority); it does not change the order "
-                       "routing serves the queues in.",
+           description="Shown on the conversation (priority) and counted by routing: the "
+                       f"level adds an offset to the routing priority ({_OFFSETS}) on top "
+                       "of the queue's or rule's priority and the "
+                       "requeue and SLA-breach boosts. A waiting conversation moves in its "
+                       "queue at once (the next free agent takes the most urgent first); "
+                       "requeues, escalations, transfers and the buyer's next message keep "
+                       "using the level.",
            body=PriorityRequest, path_params=CID)
 async def set_priority(request: web.Request) -> web.Response:
     require_role(request, "agent")

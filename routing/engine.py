@@ -29,6 +29,7 @@ from routing.config import DEFAULT_KINDS, AgentConfig, QueueConfig, RoutingConfi
 from routing.eligibility import agent_pools, pool_id
 from routing.explain import describe
 from routing.policy import RoutingDecision
+from routing.priority import workflow_offset
 from routing.rules import Facts, choose_queue
 from storage.records import Conversation
 from storage.routing_store import RoutingStore
@@ -289,7 +290,7 @@ class RoutingEngine:
             msgspec.json.encode(explain).decode(), "1" if replace else "",
             ",".join("1" if s.skip_when_unstaffed else "0" for s in queue.steps),
             marker, _MARKER_TTL, msgspec.json.encode(classification or {}).decode(),
-            *clocks,
+            workflow_offset(conversation.priority), *clocks,
         )
 
     def _language(self, message: InboundMessage, corrected_language: str | None,
@@ -356,6 +357,13 @@ class RoutingEngine:
         return None
 
     # -- agent actions -----------------------------------------------------------------------
+
+    async def set_workflow_priority(self, conversation_id: str, level: str) -> str:
+        """Make an agent's priority level count (routing/priority.py): stored in the routing
+        state for every later routing, and a waiting conversation re-placed in its queue in
+        the same atomic step. Returns its routing status ("" when never routed)."""
+        status = await self.call("priority", conversation_id, workflow_offset(level), level)
+        return status.decode() if isinstance(status, bytes) else str(status)
 
     async def agent_replied(self, conversation_id: str) -> None:
         await self.call("awaiting", conversation_id, "0")

@@ -183,6 +183,9 @@ def presence_limit(conversation_id: str, agent_id: str, state: str) -> str:
     return f"{ROUTING_BASE}presence:{conversation_id}:{agent_id}:{state}"
 
 
+# Conversations with a running SLA clock by their soonest deadline (storage/sla.py): under the
+# routing tag, so the step of routing.lua that starts, stops or judges a clock writes it too.
+ROUTING_SLA_DUE = f"{ROUTING_BASE}sla:due"
 ROUTING_WAIT_PATTERN = f"{ROUTING_BASE}pool:*:wait:*"
 ROUTING_AGENT_CONVS_PATTERN = f"{ROUTING_BASE}agent:*:convs"
 

@@ -42,6 +42,7 @@ routing ``ih:{r}:``
 ``agent:*:convs`` members ``<c>``           removed (erasure first releases the agent's
                                            capacity through the routing engine)
 ``timers``, ``timers:inflight`` members     removed (ZSCAN ``*|<c>|*``)
+``sla:due`` member ``<c>``                  removed (release already took it out; kept safe)
 ``events`` entries with ``conv = <c>``      removed (XDEL)
 ``eventlog`` entries naming ``<c>`` or a   removed (XDEL, one pass per batch: the live
 message of it                              event log, storage/events.py)
@@ -219,6 +220,8 @@ async def _remove_routing(redis: Any, conversation_ids: set[str]) -> int:
             if members:
                 removed += int(await redis.zrem(timers, *members))
     members = list(conversation_ids)
+    if members:
+        removed += int(await redis.zrem(keys.ROUTING_SLA_DUE, *members))
     for pattern, remove in ((keys.ROUTING_WAIT_PATTERN, "zrem"),
                             (keys.ROUTING_AGENT_CONVS_PATTERN, "srem")):
         async for key in redis.scan_iter(match=pattern, count=1000):

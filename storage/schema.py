@@ -6,7 +6,9 @@ computes it from the entries present. Version 3 adds the conversations' filter i
 (``storage/lua/conversations.lua``); upgrading indexes every record already stored, so
 filtered and agent-scoped lists find conversations written by an earlier release. Version 4
 adds the search index (``storage/search.py``); upgrading indexes every stored inbound message,
-so search finds what an earlier release stored. A store
+so search finds what an earlier release stored. Version 5 adds the SLA deadline index
+(``storage/sla.py``); upgrading derives the running clocks of every open conversation routed by an
+earlier release, so the SLA-due list shows them. A store
 written by a newer release than this one (a version we do not know) is refused with a clear
 error: running old code on data it does not understand could corrupt it. An empty database
 is simply stamped with the current version.
@@ -25,7 +27,7 @@ from storage import keys
 
 log = logging.getLogger(__name__)
 
-CURRENT = 4
+CURRENT = 5
 
 
 class SchemaTooNew(RuntimeError):
@@ -61,6 +63,13 @@ async def _search_index(redis: Any, partitions: int) -> None:
     log.info("indexed %d stored message(s) for search", seen)
 
 
+async def _sla_index(redis: Any) -> None:
+    from storage import sla
+
+    listed = await sla.backfill(redis)
+    log.info("indexed %d open conversation(s) with a running SLA clock", listed)
+
+
 async def _upgrade(version: int, redis: Any, partitions: int) -> None:
     """Take a store from ``version`` to ``version + 1``."""
     if version == 1:
@@ -69,6 +78,8 @@ async def _upgrade(version: int, redis: Any, partitions: int) -> None:
         await _filter_indexes(redis, partitions)
     elif version == 3:
         await _search_index(redis, partitions)
+    elif version == 4:
+        await _sla_index(redis)
     else:  # pragma: no cover - CURRENT and this list move together
         raise AssertionError(f"no upgrade from schema version {version}")
 

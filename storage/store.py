@@ -358,6 +358,42 @@ class Store:
         next_position = Position(rows[-1][2], rows[-1][1]) if more and rows else None
         return ConversationPage(conversations, next_position, tuple(plans))
 
+    async def pick_conversations(
+        self, candidates: Sequence[tuple[str, str]], *,
+        filters: ConversationFilter | None = None, visibility: Visibility | None = None,
+    ) -> dict[str, Conversation]:
+        """Those of ``candidates`` ((id, score) pairs) that exist and match ``filters`` and
+        ``visibility``, by the very predicates of ``page_conversations``, one round trip for
+        all partitions: lists ordered by another index (storage/sla.py) filter through it."""
+        groups = (filters or ConversationFilter()).groups()
+        if visibility is not None:
+            groups.append(visibility.group())
+        spec = msgspec.json.encode(groups)
+        by_part: dict[int, list[tuple[str, str]]] = {}
+        for cid, score in candidates:
+            k = self.keys_for(cid)
+            if k is not None:
+                by_part.setdefault(k.partition, []).append((cid, score))
+        if not by_part:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for part, rows in by_part.items():
+                k = self._parts[part]
+                await self.scripts.conversations(
+                    keys=[k.conversations],
+                    args=[k.base, "pick", msgspec.json.encode(rows), "", len(rows), spec],
+                    client=pipe)
+            replies: list[list[Any]] = await pipe.execute()
+        found: dict[str, Conversation] = {}
+        for reply in replies:
+            for i in range(1, len(reply), 5):
+                raw = reply[i + 2]
+                if raw:
+                    found[_s(reply[i]) or ""] = _conversation(
+                        dict(zip(raw[0::2], raw[1::2], strict=True)),
+                        [reply[i + 3], reply[i + 4]])
+        return found
+
     async def update_conversation(self, conversation_id: str, fields: dict[str, str]) -> bool:
         """Write fields of an existing record and its filter indexes in one atomic step.
 

@@ -98,7 +98,7 @@ def test_document_is_complete_and_consistent(make_config: Any) -> None:
     listing = doc["paths"]["/api/v1/conversations"]["get"]
     assert {p["name"] for p in listing["parameters"]} == {
         "limit", "cursor", "before", "status", "channel", "language", "market", "assignee",
-        "queue", "mine", "unassigned", "tag"}
+        "queue", "mine", "unassigned", "tag", "sla", "sla_due_within"}
     assert set(schemas["ConversationList"]["required"]) == {"conversations", "next_cursor"}
 
 

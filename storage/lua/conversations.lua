@@ -36,6 +36,10 @@
 --       page boundary is exact even when many conversations share a timestamp.
 --       Returns {plan, id, score, record (HGETALL), contact handle, contact name, ...} for at
 --       most `limit` rows after the cursor: a page is one round trip.
+-- pick: ARGV[3] JSON [[id, score], ...] candidates of this partition in the caller's order
+--       (a list ordered by something else than activity: storage/sla.py), ARGV[4] "",
+--       ARGV[5] how many, ARGV[6] groups JSON as for page. Returns the rows of the candidates
+--       that exist and match, in the order given, as page does (plan "pick").
 --
 -- Plans (all exact, all read-only): "all" walks the activity zset; "driver" takes the
 -- smallest group (at most `small` members) intersected with the activity zset by ZINTER, in
@@ -124,7 +128,7 @@ elseif cmd == 'tags' then
   reindex(c)
   return list
 
-elseif cmd ~= 'page' then
+elseif cmd ~= 'page' and cmd ~= 'pick' then
   return redis.error_reply('unknown conversations command ' .. tostring(cmd))
 end
 
@@ -266,6 +270,15 @@ local function walk(key, s_text, id, budget, visit)
     end
     rank = rank + CHUNK
   end
+end
+
+if cmd == 'pick' then
+  for _, row in ipairs(cjson.decode(ARGV[3])) do
+    if redis.call('EXISTS', conv_key(row[1])) == 1 and matches(row[1]) then
+      take(row[1], row[2])
+    end
+  end
+  return finish('pick')
 end
 
 if #groups == 0 then

@@ -15,13 +15,19 @@
 --   pool:<p>:serving:<kind>  set   online eligible agents with weight > 0 and <kind> capacity
 --                                  > 0 (at capacity or not): a step with nobody serving is
 --                                  skipped only when its skip_when_unstaffed flag is set
---   pool:<p>:wait:<kind>     zset  waiting conversations; score = -priority * 1e10 + enqueued_at
+--   pool:<p>:wait:<kind>     zset  waiting conversations; score = -(priority + wp) * 1e10
+--                                  + enqueued_at (wp: the agents' workflow priority offset)
 --   rc:<c>                   hash  routing state of a conversation (queue, pools, delays,
 --                                  skips = per-step skip_when_unstaffed flags, step, ...,
---                                  cls:<name> = its classification, mirrored to the record)
+--                                  cls:<name> = its classification, mirrored to the record,
+--                                  sla:<clock> = a clock's deadline, run:<clock> = the deadline
+--                                  of a clock still running, wp = workflow priority offset)
 --   rc:<c>:routed:<msg>      str   "this provider message was routed" (redelivery guard)
 --   rc:<c>:log               list  explain records (JSON, newest first, bounded)
 --   sticky:<contact>         str   last agent of a buyer, TTL = sticky window
+--   sla:due                  zset  conversations with a running SLA clock; score = the soonest
+--                                  run:<clock> deadline. Written only here, in the very step
+--                                  that starts, stops or judges a clock (storage/sla.py reads it)
 --   settings                 hash  sticky_seconds, noreply_seconds, sla_boost
 --   timers                   zset  "<kind>|<conv>|<token>" by due time; timers:inflight leases
 --   events                   stream assigned / waiting / escalated / requeued / sla_breach ...
@@ -110,12 +116,40 @@ local function schedule(kind, c, token, due)
   redis.call('ZADD', TIMERS, due, kind .. '|' .. c .. '|' .. token)
 end
 
+local SLA_DUE = base .. 'sla:due'
+local CLOCKS = {'first', 'next', 'resolution'}
+
+-- Re-place a conversation in sla:due from its running clocks (gone when none runs).
+local function sla_reindex(c)
+  local soonest = nil
+  for _, clock in ipairs(CLOCKS) do
+    local due = tonumber(redis.call('HGET', rc(c), 'run:' .. clock))
+    if due and (soonest == nil or due < soonest) then soonest = due end
+  end
+  if soonest then redis.call('ZADD', SLA_DUE, soonest, c) else redis.call('ZREM', SLA_DUE, c) end
+end
+
+-- Stop clocks: the response clocks when an agent answers, every clock when it closes.
+local function stop_clocks(c, clocks)
+  for _, clock in ipairs(clocks) do redis.call('HDEL', rc(c), 'run:' .. clock) end
+  sla_reindex(c)
+end
+
 -- Start SLA clocks given as ARGV pairs from index `from`: "<clock>:<started>", deadline.
 local function start_clocks(c, from)
   for i = from, #ARGV - 1, 2 do
+    local clock = split(ARGV[i], ':')[1]
     schedule('sla', c, ARGV[i], tonumber(ARGV[i + 1]))
-    redis.call('HSET', rc(c), 'sla:' .. split(ARGV[i], ':')[1], ARGV[i + 1])
+    redis.call('HSET', rc(c), 'sla:' .. clock, ARGV[i + 1], 'run:' .. clock, ARGV[i + 1])
   end
+  sla_reindex(c)
+end
+
+-- The waiting score: combined priority (routing's, with its boosts, plus the workflow
+-- offset an agent set) dominates, then the time it entered the queue.
+local function wait_score(c)
+  local r = redis.call('HMGET', rc(c), 'priority', 'wp', 'enqueued_at')
+  return -((tonumber(r[1]) or 0) + (tonumber(r[2]) or 0)) * 1e10 + tonumber(r[3])
 end
 
 local function claim(a, c, reason, candidates)
@@ -172,8 +206,7 @@ local function assign_or_wait(c, exclude, reason)
     claim(candidates[1].agent, c, reason, candidates)
     return {'assigned', candidates[1].agent, reason}
   end
-  local score = -tonumber(r[3]) * 1e10 + tonumber(r[4])
-  redis.call('ZADD', waitset(pool, kind), score, c)
+  redis.call('ZADD', waitset(pool, kind), wait_score(c), c)
   redis.call('HSET', rc(c), 'status', 'waiting')
   log(c, {event = 'waiting', pool = pool, step = r[7], excluded = exclude or ''})
   event('waiting', c, nil, {pool = pool})
@@ -278,7 +311,9 @@ end
 --          [14] provider message id whose "routed" marker this step sets ("" none),
 --          [15] marker TTL seconds, [16] classification JSON ({"language": ..., "market": ...,
 --          "skill": ..., "queue": ...}, kept as cls:<name> for the conversation record's
---          mirror), [17..] SLA clocks to start: "<clock>:<started>", deadline, ...
+--          mirror), [17] workflow priority offset of the record's level (the record is
+--          the truth; "priority" below copies a change at once; "" = keep what is here),
+--          [18..] SLA clocks to start: "<clock>:<started>", deadline, ...
 -- Setting the marker here, not in "inbound", is what makes a crash between classification and
 -- this step harmless: the redelivered entry is routed again instead of looking like a repeat.
 -- Returns {"assigned", agent, reason} | {"waiting", pool, reason}
@@ -324,8 +359,9 @@ if cmd == 'enqueue' then
     end
   end
   if cur[4] and cur[5] then redis.call('ZREM', waitset(cur[4], cur[5]), c) end
+  if ARGV[17] and ARGV[17] ~= '' then redis.call('HSET', rc(c), 'wp', ARGV[17]) end
   redis.call('LPUSH', rc(c) .. ':log', ARGV[11])
-  start_clocks(c, 17)
+  start_clocks(c, 18)
   enter_step(c, 1, 'enqueue')
   local result = assign_or_wait(c, nil, 'best match')
   if prior and prior ~= result[2] then
@@ -384,7 +420,8 @@ elseif cmd == 'agent' then
   end
   return out
 
--- release: ARGV[4] conv, [5] status to record ("closed" on resolve; "" means "closed")
+-- release: ARGV[4] conv, [5] status to record ("closed" on resolve; "" means "closed";
+-- "erased"). Every SLA clock stops here: out of sla:due in this same step.
 -- Returns flat {conv, agent, ...} assigned to the freed agent.
 elseif cmd == 'release' then
   local c = ARGV[4]
@@ -393,6 +430,7 @@ elseif cmd == 'release' then
   if pool and kind then redis.call('ZREM', waitset(pool, kind), c) end
   local a = unassign(c)
   redis.call('HSET', rc(c), 'status', ARGV[5] ~= '' and ARGV[5] or 'closed')
+  stop_clocks(c, CLOCKS)
   log(c, {event = 'released', agent = a or '', status = ARGV[5]})
   event('released', c, a, {})
   local out = {}
@@ -505,17 +543,20 @@ elseif cmd == 'inbound' then
   end
   return {'new', r[2] or ''}
 
--- awaiting: ARGV[4] conv, [5] "1" buyer waits for us / "0" an agent answered.
+-- awaiting: ARGV[4] conv, [5] "1" buyer waits for us / "0" an agent answered (the first-
+-- and next-response clocks stop; resolution runs on).
 elseif cmd == 'awaiting' then
   redis.call('HSET', rc(ARGV[4]), 'awaiting', ARGV[5])
-  if ARGV[5] == '0' then redis.call('HSET', rc(ARGV[4]), 'answered_at', now) end
+  if ARGV[5] == '0' then
+    redis.call('HSET', rc(ARGV[4]), 'answered_at', now)
+    stop_clocks(ARGV[4], {'first', 'next'})
+  end
   return 1
 
--- sla: ARGV[4] conv, [5] token (the clock's name and start), [6] deadline.
+-- sla: ARGV[4] conv, [5] token (the clock's name and start), [6] deadline. Starts a clock.
 -- Schedules the clock; the "sla_due" command judges it when it fires.
 elseif cmd == 'sla' then
-  schedule('sla', ARGV[4], ARGV[5], tonumber(ARGV[6]))
-  redis.call('HSET', rc(ARGV[4]), 'sla:' .. split(ARGV[5], ':')[1], ARGV[6])
+  start_clocks(ARGV[4], 5)
   return 1
 
 -- sla_due: ARGV[4] conv, [5] token "<clock>:<started>". A breach raises the waiting
@@ -531,11 +572,48 @@ elseif cmd == 'sla_due' then
   local p = (tonumber(r[5]) or 0) + boost
   redis.call('HSET', rc(c), 'priority', p, 'breached:' .. clock, now)
   if r[1] == 'waiting' then
-    redis.call('ZADD', waitset(r[3], r[4]), -p * 1e10 + tonumber(r[6]), c)
+    redis.call('ZADD', waitset(r[3], r[4]), wait_score(c), c)
   end
   log(c, {event = 'sla_breach', clock = clock, deadline = r[7] or ''})
   event('sla_breach', c, nil, {clock = clock})
   return {'breached', clock}
+
+-- priority: ARGV[4] conv, [5] workflow priority offset (routing/priority.py), [6] level name
+-- (for the log). Kept in rc:<c> for every later decision (requeue, escalation, breach); a
+-- waiting conversation is re-placed in its wait set in this same step, so it is served
+-- sooner (or later) from now on. Nothing is written for a conversation routing never saw (no
+-- rc:<c>; an erased one must not come back): its first enqueue brings the record's level.
+-- Returns its routing status ("" when not routed).
+elseif cmd == 'priority' then
+  local c = ARGV[4]
+  local r = redis.call('HMGET', rc(c), 'status', 'pool', 'kind')
+  if not r[1] then return '' end
+  redis.call('HSET', rc(c), 'wp', ARGV[5])
+  if r[1] == 'waiting' and r[2] and r[3] then
+    redis.call('ZADD', waitset(r[2], r[3]), 'XX', wait_score(c), c)
+  end
+  log(c, {event = 'priority', level = ARGV[6], offset = tonumber(ARGV[5])})
+  return r[1]
+
+-- sla_adopt: ARGV[4] conv. Schema 5's upgrade (storage/sla.py): derive the running clocks of a
+-- conversation routed by an older release, which kept deadlines (sla:<clock>) but not which
+-- clocks still run. Open (assigned, waiting, routing): resolution runs; while the buyer waits
+-- for an answer (awaiting = 1), next runs, and first too unless an agent ever answered
+-- (answered_at). A conversation with any run:<clock> already is left as it is (idempotent,
+-- and never undoes what this release recorded). Returns 1 when indexed, else 0.
+elseif cmd == 'sla_adopt' then
+  local c = ARGV[4]
+  local r = redis.call('HMGET', rc(c), 'status', 'awaiting', 'answered_at', 'sla:first',
+                       'sla:next', 'sla:resolution', 'run:first', 'run:next', 'run:resolution')
+  if r[7] or r[8] or r[9] then return 0 end
+  if r[1] ~= 'assigned' and r[1] ~= 'waiting' and r[1] ~= 'routing' then return 0 end
+  if r[6] then redis.call('HSET', rc(c), 'run:resolution', r[6]) end
+  if r[2] == '1' then
+    if r[5] then redis.call('HSET', rc(c), 'run:next', r[5]) end
+    if r[4] and not r[3] then redis.call('HSET', rc(c), 'run:first', r[4]) end
+  end
+  sla_reindex(c)
+  return redis.call('ZSCORE', SLA_DUE, c) and 1 or 0
 end
 
 return redis.error_reply('unknown routing command ' .. tostring(cmd))
