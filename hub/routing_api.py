@@ -42,7 +42,7 @@ AID = {"id": "agent id"}
 # conversation's or the target's current state (409), or not the caller's to move (403).
 _TRANSFER_STATUS = {"unknown_agent": 422, "language_floor": 409, "not_routed": 409,
                     "resolved": 409, "not_assigned_to_you": 403, "agent_offline": 409,
-                    "agent_full": 409}
+                    "agent_full": 409, "not_waiting": 409, "not_eligible": 403}
 
 
 class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -196,6 +196,35 @@ async def transfer(request: web.Request) -> web.Response:
         raise ApiError(_TRANSFER_STATUS.get(exc.code, 409), str(exc), exc.code) from None
     except RoutingError as exc:
         raise ApiError(422, str(exc), "unknown_queue") from None
+    return json_response(RoutingChanged(routing_state(
+        await engine.routing_state(conversation.id))))
+
+
+@routes.post("/api/v1/conversations/{id}/take")
+@operation(
+    "Assign a waiting conversation to yourself",
+    {200: RoutingChanged, 403: None, 404: None, 409: None, 422: None},
+    description="From a queue step you are eligible for (supervisors and admins: any, if "
+                "they are a routing agent). You must be online with free capacity and meet "
+                "the language floor, as for a transfer. 409 not_waiting when someone else "
+                "got it first (decided in one atomic step).",
+    path_params=CID,
+)
+async def take(request: web.Request) -> web.Response:
+    principal = require_role(request, "agent")
+    conversation = await conversation_or_404(request, access="act")
+    facts = await gate(request).facts(conversation.id)
+    if facts.status != "waiting":
+        raise ApiError(409, "conversation is not waiting in a queue", "not_waiting")
+    if not principal.at_least("supervisor") and facts.pool not in facts.agent_pools:
+        raise ApiError(403, "you are not eligible for the queue step it waits in",
+                       "not_eligible")
+    engine = request.app[K.ROUTING]
+    try:
+        await engine.transfer_to_agent(conversation.id, principal.name,
+                                       conversation=conversation, only_waiting=True)
+    except TransferRefused as exc:
+        raise ApiError(_TRANSFER_STATUS.get(exc.code, 409), str(exc), exc.code) from None
     return json_response(RoutingChanged(routing_state(
         await engine.routing_state(conversation.id))))
 

@@ -373,13 +373,15 @@ class RoutingEngine:
 
     async def transfer_to_agent(self, conversation_id: str, agent_id: str, *,
                                 conversation: Conversation | None = None,
-                                only_from: str | None = None) -> None:
+                                only_from: str | None = None,
+                                only_waiting: bool = False) -> None:
         """Hand a conversation to one agent, in one atomic step.
 
         The target must exist, be online with room for the conversation's kind (weight 0 is
         fine: that is what weight 0 is for) and meet the language floor (``language_gaps``).
         A resolved conversation is never revived. ``only_from`` makes the transfer conditional
-        on the current assignee, checked inside the step (an agent hands over only their own).
+        on the current assignee, checked inside the step (an agent hands over only their own);
+        ``only_waiting`` on nobody having it (an agent takes it from the queue).
         """
         target = await self.agent(agent_id)
         if target is None:
@@ -402,13 +404,16 @@ class RoutingEngine:
                                   f"agent {agent_id} does not meet the language floor: "
                                   f"needs {', '.join(gaps)}")
         try:
-            await self.call("transfer_agent", conversation_id, agent_id, only_from or "")
+            await self.call("transfer_agent", conversation_id, agent_id,
+                            "~waiting" if only_waiting else only_from or "")
         except ResponseError as exc:
             reason = {"NOCONV": ("not_routed", "conversation has not been routed"),
                       "CLOSED": ("resolved", "conversation is resolved; a transfer does not "
                                              "reopen it"),
                       "NOTYOURS": ("not_assigned_to_you",
                                    f"conversation is no longer assigned to {only_from}"),
+                      "NOTWAITING": ("not_waiting", "conversation is no longer waiting: "
+                                                    "someone else has it"),
                       "OFFLINE": ("agent_offline", f"agent {agent_id} is not online"),
                       "FULL": ("agent_full", f"agent {agent_id} has no free capacity")}
             for code, (name, text) in reason.items():

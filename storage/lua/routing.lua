@@ -447,7 +447,9 @@ elseif cmd == 'transfer_agent' then
   local kind = cur[1]
   if not kind then return redis.error_reply('NOCONV') end
   if cur[2] ~= 'assigned' and cur[2] ~= 'waiting' then return redis.error_reply('CLOSED') end
-  if owner ~= '' and (cur[2] ~= 'assigned' or cur[3] ~= owner) then
+  if owner == '~waiting' then  -- "assign to me": only while nobody has it
+    if cur[2] ~= 'waiting' then return redis.error_reply('NOTWAITING') end
+  elseif owner ~= '' and (cur[2] ~= 'assigned' or cur[3] ~= owner) then
     return redis.error_reply('NOTYOURS')
   end
   local f = redis.call('HMGET', agent_key(target), 'status', 'cap:' .. kind, 'load:' .. kind)
