@@ -29,6 +29,7 @@ from hub.reports import (
     parse_zone,
     report_range,
     summary,
+    table_rows,
     timeseries,
     to_csv,
 )
@@ -73,19 +74,18 @@ def run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
     async def read(client: Any) -> int:
         kpis = KpiStore(client, retention_days=loaded.config.reports.retention_days)
-        rows: list[TableRow]
         result: Any
         if args.kind == "breakdown":
             result = await breakdown(kpis, span, args.by)
-            rows, first = [(r.key, r.durations, r.counts, r.csat) for r in result.rows], args.by
+            first = args.by
         elif args.kind == "timeseries":
             result = await timeseries(kpis, span, args.interval, dimension=args.dimension,
                                       value=args.value)
-            rows, first = [(p.start, p.durations, p.counts, p.csat) for p in result.points], "start"
+            first = "start"
         else:
             result = await summary(kpis, span, dimension=args.dimension, value=args.value)
-            rows = [(args.value or ALL, result.durations, result.counts, result.csat)]
             first = args.dimension
+        rows = table_rows(result)
         if args.json:
             print(msgspec.json.encode(result).decode())
         elif args.csv:
@@ -110,7 +110,7 @@ def table(rows: Sequence[TableRow], first: str) -> str:
     header = [first, "convs", "in", "replies", "resolved", "reopened"] + [
         f"{m} mean/p90" for m in SHOWN] + ["csat"]
     lines = [header]
-    for key, durations, counts, csat in rows:
+    for key, durations, counts, csat, _online in rows:
         lines.append([key, str(counts["conversations"]), str(counts["messages_in"]),
                       str(counts["replies"]), str(counts["resolved"]), str(counts["reopened"])]
                      + [f"{_minutes(durations[m].mean_business_seconds)}/"

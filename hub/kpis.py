@@ -25,7 +25,8 @@ blocked conversations are left out, as the issue asks of every KPI.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 from aiohttp import web
 
@@ -33,6 +34,7 @@ from channels.supervisor import Supervisor
 from hub import keys as K
 from hub.metrics import Metrics
 from hub.service_metrics import observe_batch
+from hub.views import agent_state
 from routing.business_hours import Calendar
 from storage.events import Event, EventLog
 from storage.kpis import Batch, KpiStore, Sample
@@ -56,7 +58,8 @@ class KpiAggregator:
 
     def __init__(self, store: Store, events: EventLog, kpis: KpiStore, calendar: Calendar,
                  leases: RedisLeaseManager, *, batch: int = BATCH,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 online_agents: Callable[[], Awaitable[list[str]]] | None = None) -> None:
         self.store = store
         self.events = events
         self.kpis = kpis
@@ -64,12 +67,31 @@ class KpiAggregator:
         self.leases = leases
         self.batch = batch
         self.metrics = metrics
+        self.online_agents = online_agents
+        self._sampled_minute = 0
         self._lease: RedisLease | None = None
 
     async def iteration(self) -> bool:
         if not await self._hold_lease():
             return False
+        await self.sample_online(time.time())
         return await self.step()
+
+    async def sample_online(self, now: float) -> bool:
+        """Once a minute, a minute online for every agent online now: the denominator of
+        "conversations handled per agent-hour online". Keyed by the minute, so a new lease
+        holder or a restart never counts a minute twice."""
+        minute = int(now // 60)
+        if self.online_agents is None or minute == self._sampled_minute:
+            return False
+        self._sampled_minute = minute
+        agents = await self.online_agents()
+        if not agents:
+            return False
+        batch = Batch()
+        for agent in agents:
+            batch.add(Sample("online", minute * 60.0, {"agent": agent}, score=60.0))
+        return await self.kpis.add_once(f"online:{minute}", batch)
 
     async def _hold_lease(self) -> bool:
         if self._lease is not None and await self._lease.renew():
@@ -282,9 +304,16 @@ async def kpis_ctx(app: web.Application) -> AsyncIterator[None]:
     supervisor = Supervisor("kpis", app[K.HEALTH])
     aggregator: KpiAggregator | None = None
     if store.events is not None:
+        engine = app[K.ROUTING]
+
+        async def online_agents() -> list[str]:
+            return [agent.id for agent in await engine.agents()
+                    if agent_state(await engine.agent_state(agent.id)).status == "online"]
+
         aggregator = KpiAggregator(
-            store, store.events, app[K.KPIS], app[K.ROUTING].team_calendar,
-            RedisLeaseManager(store.redis, owner=consumer_name()), metrics=app[K.METRICS])
+            store, store.events, app[K.KPIS], engine.team_calendar,
+            RedisLeaseManager(store.redis, owner=consumer_name()), metrics=app[K.METRICS],
+            online_agents=online_agents)
         supervisor.loop("kpi-aggregator", aggregator.iteration,
                         idle_seconds=config.reports.aggregate_every_seconds,
                         on_stop=aggregator.close)

@@ -64,6 +64,14 @@ class Csat(msgspec.Struct, frozen=True):
     response_rate: float | None
 
 
+class Online(msgspec.Struct, frozen=True):
+    """Agents' time online (presence sampled each minute) and what it handled: conversations
+    resolved per agent-hour online (null: nobody was online)."""
+
+    agent_hours: float
+    resolved_per_agent_hour: float | None
+
+
 class Rates(msgspec.Struct, frozen=True):
     """Ratios over the range (null: nothing to divide by)."""
 
@@ -82,6 +90,7 @@ class Summary(msgspec.Struct, frozen=True):
     durations: dict[str, Duration]
     counts: dict[str, int]
     csat: Csat
+    online: Online
     rates: Rates
     # Share of conversations per skill (refund, complaint, ...): the dispute and return share.
     skill_shares: dict[str, float]
@@ -92,6 +101,7 @@ class Row(msgspec.Struct, frozen=True):
     durations: dict[str, Duration]
     counts: dict[str, int]
     csat: Csat
+    online: Online
 
 
 class Breakdown(msgspec.Struct, frozen=True):
@@ -107,6 +117,7 @@ class Point(msgspec.Struct, frozen=True):
     durations: dict[str, Duration]
     counts: dict[str, int]
     csat: Csat
+    online: Online
 
 
 class Timeseries(msgspec.Struct, frozen=True):
@@ -196,7 +207,7 @@ def _duration(stat: Stat | None) -> Duration:
 
 
 def _tables(stats: Mapping[tuple[str, str], Stat], key: str,
-            ) -> tuple[dict[str, Duration], dict[str, int], Csat]:
+            ) -> tuple[dict[str, Duration], dict[str, int], Csat, Online]:
     durations = {m: _duration(stats.get((m, key))) for m in DURATIONS}
     counts = {m: int(stats[(m, key)].n) if (m, key) in stats else 0 for m in COUNTS}
     scores = stats.get(("csat", key))
@@ -206,7 +217,10 @@ def _tables(stats: Mapping[tuple[str, str], Stat], key: str,
         mean_score=finite(mean(scores.wall, scores.n)) if scores is not None else None,
         satisfied_share=finite(share(counts["csat_satisfied"], answered)),
         response_rate=finite(share(answered, counts["csat_sent"])))
-    return durations, counts, csat
+    online_stat = stats.get(("online", key))
+    hours = online_stat.wall / 3600 if online_stat is not None else 0.0
+    online = Online(round(hours, 3), finite(share(counts["resolved"], hours)))
+    return durations, counts, csat, online
 
 
 def _rates(durations: Mapping[str, Duration], counts: Mapping[str, int]) -> Rates:
@@ -225,14 +239,14 @@ async def summary(kpis: KpiStore, span: ReportRange, *, dimension: str = ALL,
     buckets = list((await _buckets(kpis, span)).values())
     key = ALL if dimension == ALL else (value or "")
     stats = collect(buckets, dimension=dimension, value=None if dimension == ALL else value)
-    durations, counts, csat = _tables(stats, key)
+    durations, counts, csat, online = _tables(stats, key)
     skills = collect(buckets, dimension="skill")
     total = counts["conversations"]
     skill_shares = {} if dimension != ALL or not total else {
         skill: round(stat.n / total, 4) for (measure, skill), stat in sorted(skills.items())
         if measure == "conversations"}
     return Summary(span.start, span.end, span.zone, dimension, value, durations, counts,
-                   csat, _rates(durations, counts), skill_shares)
+                   csat, online, _rates(durations, counts), skill_shares)
 
 
 def _local(hour: int, tz: tzinfo) -> datetime:
@@ -334,11 +348,20 @@ def _labels(span: ReportRange, interval: Interval) -> Iterable[str]:
 
 # -- CSV -------------------------------------------------------------------------------------
 
-TableRow = tuple[str, Mapping[str, Duration], Mapping[str, int], Csat]
+TableRow = tuple[str, Mapping[str, Duration], Mapping[str, int], Csat, Online]
+
+
+def table_rows(result: Summary | Breakdown | Timeseries) -> list[TableRow]:
+    """A report's rows for a CSV or a terminal table, labelled by their first column."""
+    if isinstance(result, Breakdown):
+        return [(r.key, r.durations, r.counts, r.csat, r.online) for r in result.rows]
+    if isinstance(result, Timeseries):
+        return [(p.start, p.durations, p.counts, p.csat, p.online) for p in result.points]
+    return [(result.value or ALL, result.durations, result.counts, result.csat, result.online)]
 
 
 def _flat(durations: Mapping[str, Duration], counts: Mapping[str, int], csat: Csat,
-          ) -> dict[str, Any]:
+          online: Online) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, d in durations.items():
         out[f"{name}_n"] = d.n
@@ -348,14 +371,15 @@ def _flat(durations: Mapping[str, Duration], counts: Mapping[str, int], csat: Cs
         out[f"{name}_mean_business_s"] = d.mean_business_seconds
     out.update(counts)
     out.update(csat_answered=csat.answered, csat_mean_score=csat.mean_score,
-               csat_satisfied_share=csat.satisfied_share)
+               csat_satisfied_share=csat.satisfied_share, agent_hours_online=online.agent_hours,
+               resolved_per_agent_hour=online.resolved_per_agent_hour)
     return out
 
 
 def to_csv(rows: Sequence[TableRow], first_column: str) -> str:
     """One line per row; durations flattened into ``<measure>_n``, ``_mean_s``..."""
     buffer = io.StringIO()
-    flats = [(key, _flat(d, c, csat)) for key, d, c, csat in rows]
+    flats = [(key, _flat(d, c, csat, online)) for key, d, c, csat, online in rows]
     columns = [first_column] + (list(flats[0][1]) if flats else [])
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)

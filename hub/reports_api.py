@@ -33,6 +33,7 @@ from hub.reports import (
     report_range,
     series_by,
     summary,
+    table_rows,
     timeseries,
     to_csv,
 )
@@ -129,8 +130,7 @@ async def get_summary(request: web.Request) -> web.Response:
     dimension, value = _dimension(query)
     result = await summary(_kpis(request), span, dimension=dimension, value=value)
     if query.get("format") == "csv":
-        return _csv(to_csv([(value or ALL, result.durations, result.counts, result.csat)],
-                           "dimension"),
+        return _csv(to_csv(table_rows(result), "dimension"),
                     "summary")
     return json_response(result)
 
@@ -148,8 +148,7 @@ async def get_breakdown(request: web.Request) -> web.Response:
                        "invalid_parameter")
     result = await breakdown(_kpis(request), _span(request, query), query["by"])
     if query.get("format") == "csv":
-        return _csv(to_csv([(r.key, r.durations, r.counts, r.csat) for r in result.rows],
-                           result.by), f"by-{result.by}")
+        return _csv(to_csv(table_rows(result), result.by), f"by-{result.by}")
     return json_response(result)
 
 
@@ -169,8 +168,7 @@ async def get_timeseries(request: web.Request) -> web.Response:
     result = await timeseries(_kpis(request), span, interval, dimension=dimension,
                               value=value)
     if query.get("format") == "csv":
-        return _csv(to_csv([(p.start, p.durations, p.counts, p.csat) for p in result.points],
-                           "start"), "timeseries")
+        return _csv(to_csv(table_rows(result), "start"), "timeseries")
     return json_response(result)
 
 

@@ -54,8 +54,9 @@ DURATIONS: Final = ("first_response", "next_response", "response", "resolution",
 COUNTS: Final = ("conversations", "messages_in", "replies", "resolved", "reopened",
                  "transfers", "escalations", "first_response_breached", "sla_breaches",
                  "delivery_failed", "csat_sent", "csat_satisfied")
-# Scores: a count and a sum (``n``, ``s``), no time and no histogram: the CSAT answers (1..5).
-SCORES: Final = ("csat",)
+# Scores: a count and a sum (``n``, ``s``), no time and no histogram: the CSAT answers (1..5),
+# and agents' time online (``n`` minutes sampled, ``s`` seconds).
+SCORES: Final = ("csat", "online")
 MEASURES: Final = DURATIONS + COUNTS + SCORES
 
 
@@ -145,6 +146,7 @@ class KpiStore:
         self.bucket_ttl = max(HOUR, int(retention_days * 86400))
         self.state_ttl = max(HOUR, int(state_ttl_days * 86400))
         self._apply: AsyncScript = load_script(redis, "kpis")
+        self._once: AsyncScript = load_script(redis, "kpis_once")
 
     async def cursor(self) -> str:
         raw = await self.redis.get(CURSOR_KEY)
@@ -182,6 +184,18 @@ class KpiStore:
             args=[expected_cursor, new_cursor, self.bucket_ttl, self.state_ttl,
                   msgspec.json.encode(payload)])
         return bool(applied)
+
+    async def add_once(self, marker: str, batch: Batch, ttl_seconds: int = 7200) -> bool:
+        """Add a batch whose samples all fall in one hour, unless ``marker`` was added
+        already (another process, or this one again after a crash)."""
+        buckets = {key for key, _field in batch.increments}
+        if len(buckets) != 1:
+            raise ValueError("add_once takes the samples of one hour")
+        args: list[Any] = [ttl_seconds, self.bucket_ttl]
+        for (_key, name), amount in batch.increments.items():
+            args += [name, round(amount, 3)]
+        return bool(await self._once(keys=[f"{KPI_BASE}once:{marker}", buckets.pop()],
+                                     args=args))
 
     async def hours(self, first_hour: int, last_hour: int) -> dict[int, dict[str, float]]:
         """Every non-empty bucket from ``first_hour`` to ``last_hour`` inclusive."""

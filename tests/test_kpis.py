@@ -306,11 +306,11 @@ async def test_reports_api_end_to_end(make_config: Any) -> None:
 
 
 def test_csv_cells_never_run_as_formulas() -> None:
-    from hub.reports import Csat, Duration, to_csv
+    from hub.reports import Csat, Duration, Online, to_csv
 
     empty = Duration(0, None, None, None, None, None, None)
     text = to_csv([("=HYPERLINK(\"x\")", {"first_response": empty}, {"replies": 1},
-                    Csat(0, 0, None, None, None))], "agent")
+                    Csat(0, 0, None, None, None), Online(0.0, None))], "agent")
     assert list(csv.reader(io.StringIO(text)))[1][0] == "'=HYPERLINK(\"x\")"
 
 
@@ -392,3 +392,35 @@ def test_charts_escape_every_label_and_draw_gaps() -> None:
     assert len(list(bars.iter(f"{ns}rect"))) == 3  # the background and two bars
     empty = ElementTree.fromstring(line_chart("Nothing", [], {}, "minutes"))
     assert any(t.text == "no data in this range" for t in empty.iter(f"{ns}text"))
+
+
+async def test_online_minutes_count_once_and_give_resolved_per_agent_hour(redis: Any) -> None:
+    kpis = KpiStore(redis)
+    log = EventLog(redis)
+
+    async def online() -> list[str]:
+        return ["ana", "bruno"]
+
+    def aggregator(owner: str) -> KpiAggregator:
+        return KpiAggregator(_Store({}), log, kpis, ALWAYS,  # type: ignore[arg-type]
+                             RedisLeaseManager(redis, owner=owner), online_agents=online)
+
+    one, two = aggregator("p1"), aggregator("p2")
+    start = (time.time() // 3600) * 3600  # within one hour
+    for minute in range(30):
+        at = start + minute * 60 + 5
+        assert await one.sample_online(at) is True
+        assert await two.sample_online(at) is False  # the other process: that minute is in
+        assert await one.sample_online(at + 20) is False  # the same minute again: nothing
+    batch = fold([ev("new_message", start + 10, new_conversation=True),
+                  ev("status", start + 100, action="resolved")], {},
+                 {"0.a": conv(assignee="ana")}, ALWAYS)
+    assert await kpis.apply(await kpis.cursor(), "5-0", batch)
+    span = ReportRange(start, start + 3600, "UTC")
+    report = await summary(kpis, span)
+    assert report.online.agent_hours == pytest.approx(1.0)  # 2 agents x 30 minutes
+    assert report.online.resolved_per_agent_hour == pytest.approx(1.0)
+    rows = {r.key: r for r in (await breakdown(kpis, span, "agent")).rows}
+    assert rows["ana"].online.agent_hours == pytest.approx(0.5)
+    assert rows["ana"].online.resolved_per_agent_hour == pytest.approx(2.0)
+    assert rows["bruno"].online.resolved_per_agent_hour == 0.0
