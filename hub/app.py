@@ -58,6 +58,7 @@ from hub.search_api import routes as search_routes
 from hub.sender import RetryRelease, Sender
 from hub.supervision_api import routes as supervision_routes
 from hub.tasks import TaskOwner
+from hub.web.routes import routes as web_routes
 from hub.worker import StreamWorker
 from hub.workflow_api import routes as workflow_routes
 from hub.workflow_api import workflow_ctx
@@ -435,6 +436,7 @@ def build_app(
     app.add_routes(search_routes)
     app.add_routes(contacts_routes)
     app.add_routes(report_routes)
+    app.add_routes(web_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:
         return await request.app[K.CHANNELS].webhook(request)
