@@ -38,6 +38,11 @@ from tests.conftest import (
 )
 from tests.helpers import OperatorEndpoint, auth, eventually, signed_post_args
 
+try:
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+except ImportError:  # the chromium fixture skips (or fails under CI=true) with the reason
+    PlaywrightTimeout = TimeoutError  # type: ignore[misc,assignment]
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -290,3 +295,17 @@ async def run_axe(page: Any) -> dict[str, Any]:
         "async () => JSON.stringify(await axe.run(document, {runOnly: {type: 'tag', values: "
         "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}, resultTypes: ['violations']}))")
     return json.loads(result)  # type: ignore[no-any-return]
+
+
+async def open_conversation(page: Any, conversation_id: str) -> None:
+    """Click the conversation in the list until it is the one shown: the list re-sorts live
+    as buyers write, so an item can move between finding it and the click landing."""
+    selected = f"#messages[data-conversation='{conversation_id}']"
+    for _ in range(5):
+        await page.locator(f"#conversation-list [data-id='{conversation_id}']").click()
+        try:
+            await page.wait_for_selector(selected, timeout=2000)
+            return
+        except PlaywrightTimeout:
+            continue
+    await page.wait_for_selector(selected)

@@ -13,16 +13,21 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import DAY, PASSWORD, BrowserHub, run_axe, sign_in
+from tests.browser.conftest import (
+    DAY,
+    PASSWORD,
+    BrowserHub,
+    open_conversation,
+    run_axe,
+    sign_in,
+)
 from tests.helpers import eventually, signed_post_args
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def _open(page: Any, conversation: dict[str, Any]) -> None:
-    item = page.locator(f"#conversation-list [data-id='{conversation['id']}']")
-    await item.click()
-    await page.wait_for_selector(f"#messages[data-conversation='{conversation['id']}']")
+    await open_conversation(page, conversation["id"])
 
 
 async def test_sign_in_wrong_password_then_sign_out(hub: BrowserHub, context: Any) -> None:
@@ -438,3 +443,24 @@ async def test_security_headers_on_the_page(hub: BrowserHub, context: Any) -> No
         setTimeout(() => resolve(window.__inline ? 'ran' : 'none'), 500);
     })""")
     assert blocked.startswith("script-src")
+
+
+async def test_live_updates_resume_with_last_event_id(hub: BrowserHub, context: Any) -> None:
+    """The hub ends the stream (a restart, a proxy timeout): the page reconnects with the
+    last event id it saw and gets what happened in between, without a reload."""
+    from hub.events_api import event_hub
+
+    page = await context.new_page()
+    streams: list[Any] = []
+    page.on("request", lambda r: streams.append(r) if "/api/v1/events" in r.url else None)
+    await sign_in(page, hub)
+    conversation = await hub.buyer("resume-buyer", "Hola, primera pregunta")
+    await page.locator(f"#conversation-list [data-id='{conversation['id']}']").wait_for()
+    await _open(page, conversation)
+    assert len(streams) == 1
+    event_hub(hub.client.server.app).close_all()
+    await hub.write("resume-buyer", "Segunda pregunta, mientras tanto", language="es")
+    await page.locator("#messages .message.inbound", has_text="Segunda pregunta").wait_for()
+    assert len(streams) >= 2
+    resumed = await streams[1].all_headers()
+    assert resumed.get("last-event-id", "").count("-") == 1

@@ -340,8 +340,10 @@ function attachmentLink(message, attachment, index) {
 
 function messageItem(message) {
   const inbound = message.direction === 'in';
+  const { conversation } = state.detail;
+  const buyer = !message.sender_handle || message.sender_handle === conversation.contact_handle;
   const who = inbound
-    ? (message.sender_name || message.sender_handle || contactLabel(state.detail.conversation))
+    ? (message.sender_name || (buyer ? contactLabel(conversation) : message.sender_handle))
     : t('message.agent', { name: message.author || '' });
   const head = el('div', { className: 'message-head' }, [
     el('span', { className: 'message-author', text: who }),
@@ -528,9 +530,13 @@ async function checkDraft() {
     const { check } = answer;
     let text = t('reply.counter', { length: check.length, max: check.max_length });
     if (check.segments) text += ` · ${t('reply.segments', { n: check.segments })}`;
-    if (check.problem) text += ` · ${check.problem}`;
+    // An empty draft is not a problem to show; any other refusal is, with the channel's
+    // own explanation on hover.
+    const refused = !check.fits && check.length > 0;
+    if (refused) text += ` · ${check.length > check.max_length ? t('reply.too_long') : t('reply.refused')}`;
     $('reply-counter').textContent = text;
-    $('reply-counter').className = `counter${check.fits ? '' : ' over'}`;
+    $('reply-counter').title = refused && check.problem ? check.problem : '';
+    $('reply-counter').className = `counter${refused ? ' over' : ''}`;
   } catch {
     $('reply-counter').textContent = '';
   }
