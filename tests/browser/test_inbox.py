@@ -404,6 +404,8 @@ async def test_password_change(hub: BrowserHub, context: Any) -> None:
 
 
 async def test_axe_finds_no_serious_violations(hub: BrowserHub, context: Any) -> None:
+    """axe-core (WCAG 2.1 A and AA) on the sign-in page, the inbox in both languages, the
+    shortcut list and the supervisor view: nothing serious or critical, contrast AA."""
     conversation = await hub.buyer("axe-buyer", "Hola, ¿puedo pagar en cuotas?", name="Axel")
     page = await context.new_page()
     await page.goto(hub.url)
@@ -418,6 +420,15 @@ async def test_axe_finds_no_serious_violations(hub: BrowserHub, context: Any) ->
     await page.select_option("#ui-language", "zh")
     await page.wait_for_selector("#list-heading:has-text('会话')")
     pages["inbox-zh"] = await run_axe(page)
+    await page.click("#shortcuts-button")
+    await page.wait_for_selector("#shortcuts-dialog[open]")
+    pages["shortcuts-zh"] = await run_axe(page)
+    await page.keyboard.press("Escape")
+    await page.click("#signout")
+    await sign_in(page, hub, "sam")
+    await page.click("#nav-supervisor")
+    await page.locator("#agent-rows tr").first.wait_for()
+    pages["supervisor-zh"] = await run_axe(page)
     for name, result in pages.items():
         assert result["testEngine"]["name"] == "axe-core", name
         bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
@@ -464,3 +475,122 @@ async def test_live_updates_resume_with_last_event_id(hub: BrowserHub, context: 
     assert len(streams) >= 2
     resumed = await streams[1].all_headers()
     assert resumed.get("last-event-id", "").count("-") == 1
+
+
+async def test_bulk_resolve(hub: BrowserHub, context: Any) -> None:
+    first = await hub.buyer("bulk-1", "Hola, consulta uno")
+    second = await hub.buyer("bulk-2", "Hola, consulta dos")
+    page = await context.new_page()
+    await sign_in(page, hub)
+    for conversation in (first, second):
+        row = page.locator("#conversation-list li", has=page.locator(
+            f"[data-id='{conversation['id']}']"))
+        await row.locator("input.pick").check()
+    await page.wait_for_selector("#bulk-count:has-text('2 selected')")
+    await page.click("#bulk-resolve")
+
+    async def resolved() -> bool:
+        return all([(await hub.conversation(c["id"]))["status"] == "resolved"
+                    for c in (first, second)])
+
+    await eventually(resolved)
+    await page.wait_for_selector("#bulk-bar", state="hidden")
+
+
+async def test_a_supervisor_retries_a_failed_reply(hub: BrowserHub, context: Any) -> None:
+    conversation = await hub.buyer("retry-buyer", "¿Me responden?")
+    hub.operator.fail_with.append((400, {}))
+    status, _ = await _reply_as_ana(hub, conversation["id"], "Primer intento")
+    assert status == 202
+    page = await context.new_page()
+    await sign_in(page, hub, "sam")
+    await _open(page, conversation)
+    failed = page.locator("#messages .message.failed", has_text="Primer intento")
+    await failed.wait_for()
+    await failed.locator("button.retry").click()
+    await hub.sent(lambda m: m.get("text") == "Primer intento")
+    await page.locator("#messages .message.outbound:not(.failed)",
+                       has_text="Primer intento").wait_for()
+
+
+async def _reply_as_ana(hub: BrowserHub, cid: str, text: str) -> tuple[int, Any]:
+    from tests.conftest import AGENT_TOKEN
+    r = await hub.client.post(f"/api/v1/conversations/{cid}/replies", json={"text": text},
+                              headers={"Authorization": f"Bearer {AGENT_TOKEN}"})
+    return r.status, await r.json()
+
+
+async def test_collision_banner_when_another_agent_views(
+        hub: BrowserHub, context: Any, browser: Any) -> None:
+    conversation = await hub.buyer("collision-buyer", "Hola, ¿hay alguien?")
+    page = await context.new_page()
+    await sign_in(page, hub)
+    await _open(page, conversation)
+    other = await browser.new_context()
+    try:
+        supervisor = await other.new_page()
+        await sign_in(supervisor, hub, "sam")
+        await open_conversation(supervisor, conversation["id"])
+        await page.wait_for_selector("#collision:has-text('sam is viewing this conversation')")
+    finally:
+        await other.close()
+
+
+NOTIFICATION_STUB = """
+window.__notifications = [];
+Object.defineProperty(document, 'hidden', {configurable: true,
+                                           get: () => window.__hidden === true});
+window.Notification = class {
+  static permission = 'granted';
+  static requestPermission() { return Promise.resolve('granted'); }
+  constructor(title, options) { window.__notifications.push({title, ...options}); }
+  addEventListener() {}
+};
+"""
+
+
+async def test_desktop_notification_for_a_new_assignment_while_hidden(
+        hub: BrowserHub, context: Any) -> None:
+    page = await context.new_page()
+    # The browser's Notification and page visibility, replaced before the page loads (a
+    # headless browser has neither a desktop nor a background tab).
+    await page.add_init_script(NOTIFICATION_STUB)
+    await sign_in(page, hub)
+    assert await page.text_content("#notify-button") == "Notifications on"
+    visible = await hub.buyer("notify-visible", "Hola, pregunta con la pestaña visible")
+    await page.locator(f"#conversation-list [data-id='{visible['id']}']").wait_for()
+    assert await page.evaluate("window.__notifications.length") == 0
+    await page.evaluate("window.__hidden = true")
+    hidden = await hub.buyer("notify-hidden", "Hola, pregunta con la pestaña oculta")
+
+    async def notified() -> Any:
+        return await page.evaluate("window.__notifications")
+
+    [shown] = await eventually(notified)
+    assert shown == {"title": "inboxhub: new conversation",
+                     "body": "A conversation was assigned to you.", "tag": hidden["id"]}
+
+
+PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n%%EOF\n"
+
+
+async def test_attachments_are_downloads_never_inline(hub: BrowserHub, context: Any) -> None:
+    import base64
+    conversation = await hub.buyer("attach-buyer", "Hola, adjunto el comprobante", attachments=[
+        {"name": "comprobante.pdf", "data": base64.b64encode(PDF).decode(),
+         "content_type": "application/pdf"}])
+    page = await context.new_page()
+    await sign_in(page, hub)
+    await _open(page, conversation)
+    link = page.locator("#messages .attachment a")
+    await link.wait_for()
+    assert await link.get_attribute("download") == "comprobante.pdf"
+    assert "comprobante.pdf" in await link.text_content()
+    href = await link.get_attribute("href")
+    headers = await page.evaluate(
+        f"fetch('{href}').then(r => [r.status, r.headers.get('content-disposition'), "
+        "r.headers.get('x-content-type-options')])")
+    assert headers[0] == 200 and headers[1].startswith("attachment")
+    assert headers[2] == "nosniff"
+    assert await page.locator("#messages iframe, #messages embed, #messages object, "
+                              "#messages img").count() == 0

@@ -29,6 +29,7 @@ const state = {
   others: new Map(),
   breaches: [],
   draftSeq: 0,
+  picked: new Set(),
 };
 
 // -- small DOM helpers (text only) ------------------------------------------------------
@@ -256,10 +257,46 @@ function renderList() {
       badges,
     ]);
     button.addEventListener('click', () => openConversation(conversation.id));
-    list.append(el('li', {}, [button]));
+    const pick = el('input', {
+      className: 'pick',
+      attrs: { type: 'checkbox', 'aria-label': t('bulk.pick', { name: contactLabel(conversation) }) },
+    });
+    pick.checked = state.picked.has(conversation.id);
+    pick.addEventListener('change', () => {
+      if (pick.checked) state.picked.add(conversation.id);
+      else state.picked.delete(conversation.id);
+      renderBulkBar();
+    });
+    list.append(el('li', { className: 'conversation-row' }, [pick, button]));
   }
+  const listed = new Set(state.conversations.map((c) => c.id));
+  for (const id of state.picked) if (!listed.has(id)) state.picked.delete(id);
+  renderBulkBar();
   show($('list-empty'), state.conversations.length === 0);
   show($('list-more'), Boolean(state.nextCursor));
+}
+
+function renderBulkBar() {
+  show($('bulk-bar'), state.picked.size > 0);
+  $('bulk-count').textContent = t('bulk.count', { n: state.picked.size });
+}
+
+// Resolve the picked conversations in one request (POST /conversations/bulk, at most 100):
+// each id succeeds or fails on its own; the failures are listed.
+async function bulkResolve() {
+  const ids = [...state.picked].slice(0, 100);
+  if (!ids.length) return;
+  $('bulk-error').textContent = '';
+  try {
+    const answer = await post('/conversations/bulk', { action: 'resolve', ids });
+    const failed = (answer.results || []).filter((item) => !item.ok);
+    state.picked.clear();
+    if (failed.length) $('bulk-error').textContent = t('bulk.failed', { n: failed.length });
+  } catch (error) {
+    $('bulk-error').textContent = errorText(error);
+  }
+  if (ids.includes(state.selected)) await reloadDetail();
+  await loadList();
 }
 
 function moveSelection(step) {
@@ -365,9 +402,25 @@ function messageItem(message) {
     if (message.status === 'failed' && message.error) {
       status.append(el('span', { className: 'delivery-error', text: ` ${t('delivery.error', { error: message.error })}` }));
     }
+    if (message.status === 'failed' && RANK[state.me.role] >= RANK.supervisor) {
+      const retry = el('button', { className: 'retry', text: t('delivery.retry'), attrs: { type: 'button' } });
+      retry.addEventListener('click', () => retrySend(message.id, retry));
+      status.append(' ', retry);
+    }
     item.append(status);
   }
   return item;
+}
+
+async function retrySend(messageId, button) {
+  button.disabled = true;
+  try {
+    await post(`/dlq/${encodeURIComponent(messageId)}/retry`);
+    await reloadDetail();
+  } catch (error) {
+    button.disabled = false;
+    $('action-error').textContent = errorText(error);
+  }
 }
 
 function noteItem(note) {
@@ -964,6 +1017,11 @@ function wire() {
     $(id).addEventListener('change', () => loadList());
   }
   $('list-more').addEventListener('click', () => loadList(true));
+  $('bulk-resolve').addEventListener('click', bulkResolve);
+  $('bulk-clear').addEventListener('click', () => {
+    state.picked.clear();
+    renderList();
+  });
   $('action-resolve').addEventListener('click', resolve);
   $('action-snooze').addEventListener('click', snooze);
   $('action-reopen').addEventListener('click', reopen);
