@@ -594,3 +594,32 @@ async def test_attachments_are_downloads_never_inline(hub: BrowserHub, context: 
     assert headers[2] == "nosniff"
     assert await page.locator("#messages iframe, #messages embed, #messages object, "
                               "#messages img").count() == 0
+
+
+async def test_filters_and_a_session_that_ends(hub: BrowserHub, context: Any) -> None:
+    brazil = await hub.buyer("filter-br", "Olá, vocês entregam em Recife?", language="pt",
+                             market="BR")
+    mexico = await hub.buyer("filter-mx", "Hola, ¿entregan en Monterrey?", market="MX")
+    page = await context.new_page()
+    await sign_in(page, hub)
+    await page.fill("#filter-market", "br")
+    await page.press("#filter-market", "Tab")
+    # The unfiltered list shows both at first; the filtered one only Brazil.
+    await page.wait_for_selector(f"[data-id='{mexico['id']}']", state="detached")
+    await page.locator(f"#conversation-list [data-id='{brazil['id']}']").wait_for()
+    markets = await page.locator("#conversation-list .badge-market").all_text_contents()
+    assert set(markets) == {"BR"}
+    await page.fill("#filter-market", "")
+    await page.fill("#filter-language", "es")
+    await page.press("#filter-language", "Tab")
+    await page.wait_for_selector(f"[data-id='{brazil['id']}']", state="detached")
+    await page.locator(f"#conversation-list [data-id='{mexico['id']}']").wait_for()
+
+    # Signed out everywhere from another device: the next action shows the sign-in form.
+    await hub.call("POST", "/api/v1/accounts/ana.agent/disable")
+    try:
+        await page.select_option("#filter-view", "all")
+        await page.wait_for_selector("#signin-error:has-text('Your session has ended.')")
+        assert await page.is_hidden("#app")
+    finally:
+        await hub.call("POST", "/api/v1/accounts/ana.agent/enable")

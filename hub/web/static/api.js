@@ -30,6 +30,11 @@ export async function api(method, path, body) {
   }
   if (!response.ok) {
     const error = (data && data.error) || {};
+    // The session ended (expired, signed out everywhere, account disabled): the page
+    // shows the sign-in form instead of failing action by action.
+    if (response.status === 401 && path !== '/auth/login') {
+      window.dispatchEvent(new CustomEvent('inboxhub:unauthorized'));
+    }
     throw new ApiError(response.status, error.code || '', error.message || response.statusText);
   }
   return data;

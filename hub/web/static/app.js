@@ -204,6 +204,10 @@ function listParams() {
   else if (view === 'resolved') params.status = 'resolved';
   const language = $('filter-language').value.trim().toLowerCase();
   if (/^[a-z]{2}$/.test(language)) params.language = language;
+  const market = $('filter-market').value.trim().toUpperCase();
+  if (/^[A-Z]{2}$/.test(market)) params.market = market;
+  const channel = $('filter-channel').value.trim();
+  if (channel) params.channel = channel;
   const tag = $('filter-tag').value.trim();
   if (tag) params.tag = tag;
   return params;
@@ -1013,7 +1017,7 @@ function wire() {
   $('search').addEventListener('keydown', (event) => {
     if (event.key === 'Escape') $('search').blur();
   });
-  for (const id of ['filter-view', 'filter-language', 'filter-tag']) {
+  for (const id of ['filter-view', 'filter-language', 'filter-market', 'filter-channel', 'filter-tag']) {
     $(id).addEventListener('change', () => loadList());
   }
   $('list-more').addEventListener('click', () => loadList(true));
@@ -1048,6 +1052,9 @@ function wire() {
   $('password-cancel').addEventListener('click', () => $('password-dialog').close());
   $('shortcuts-button').addEventListener('click', () => $('shortcuts-dialog').showModal());
   document.addEventListener('keydown', onKey);
+  window.addEventListener('inboxhub:unauthorized', () => {
+    if (state.me) showSignin(t('signin.expired'));
+  });
   window.addEventListener('beforeunload', () => {
     if (state.selected) presence(state.selected, 'left');
   });
