@@ -220,9 +220,10 @@ async def browser(chromium: Path) -> AsyncIterator[Any]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def hub(browser: Any, redis_server: RedisServer,
+async def hub(request: pytest.FixtureRequest, browser: Any, redis_server: RedisServer,
               tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserHub]:
-    """One hub for the module (a clean Redis first), with Ana and Sam able to sign in."""
+    """One hub for the module (a clean Redis first), with Ana and Sam able to sign in; a
+    module's ``HUB_EXTRA`` is appended to its config (TOML)."""
     async with AsyncExitStack() as stack:
         patch = stack.enter_context(pytest.MonkeyPatch.context())
         patch.setenv("IH_TEST_SECRET", TEST_SECRET)
@@ -234,7 +235,7 @@ async def hub(browser: Any, redis_server: RedisServer,
         operator = await stack.enter_async_context(OperatorEndpoint())
         loaded = load_config(write_config(
             tmp_path_factory.mktemp("browser-hub"), redis_server.url, outbound_url=operator.url,
-            extra=ROUTING, channel_extra=TEMPLATES,
+            extra=ROUTING + getattr(request.module, "HUB_EXTRA", ""), channel_extra=TEMPLATES,
             overrides={"channel": {"reply_window_seconds": DAY}}))
         client = TestClient(TestServer(build_app(loaded)))
         await client.start_server()

@@ -860,6 +860,7 @@ function onEvent(kind, event) {
   if (kind === 'sla_breach') addBreach(data);
   if (current) refreshDetail();
   refreshList();
+  if (!$('supervisor').hidden) refreshBoard();
 }
 
 // -- supervisor view --------------------------------------------------------------------
@@ -894,6 +895,8 @@ async function refreshSupervision() {
     $('live-status').textContent = errorText(error);
   }
 }
+
+const refreshBoard = debounce(() => refreshSupervision(), 500);
 
 function presenceLabel(status) {
   switch (status) {
