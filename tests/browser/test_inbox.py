@@ -75,6 +75,12 @@ async def test_a_buyer_message_arrives_live_and_the_reply_is_delivered(
     assert "Reply window open until" in await page.text_content("#window-state")
     await page.wait_for_selector("#reply-counter:has-text('/ 10000 characters')")
 
+    # A live update re-renders the list; the keyboard focus stays where it was.
+    await item.focus()
+    other = await hub.buyer("live-other", "Hola, otra consulta")
+    await page.locator(f"#conversation-list [data-id='{other['id']}']").wait_for()
+    assert await page.evaluate("document.activeElement.dataset.id") == conversation["id"]
+
     await hub.write("live-buyer", "¿Me avisan, por favor?")
     await page.locator("#messages .message.inbound", has_text="¿Me avisan").wait_for()
     texts = await page.locator("#messages .message-text").all_text_contents()

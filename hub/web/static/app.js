@@ -235,6 +235,12 @@ const refreshList = debounce(() => loadList(), 250);
 
 function renderList() {
   const list = $('conversation-list');
+  // A live update re-renders the list: the focus stays on the same conversation's control.
+  const active = document.activeElement;
+  const focused = list.contains(active) ? {
+    id: active.closest('li') && active.closest('li').querySelector('[data-id]').dataset.id,
+    pick: active.classList.contains('pick'),
+  } : null;
   list.replaceChildren();
   for (const conversation of state.conversations) {
     const selected = conversation.id === state.selected;
@@ -272,6 +278,11 @@ function renderList() {
       renderBulkBar();
     });
     list.append(el('li', { className: 'conversation-row' }, [pick, button]));
+  }
+  if (focused && focused.id) {
+    const button = list.querySelector(`[data-id="${CSS.escape(focused.id)}"]`);
+    const target = button && (focused.pick ? button.parentElement.querySelector('.pick') : button);
+    if (target) target.focus();
   }
   const listed = new Set(state.conversations.map((c) => c.id));
   for (const id of state.picked) if (!listed.has(id)) state.picked.delete(id);
@@ -498,6 +509,11 @@ function renderReplyBox() {
 
 function renderTemplates(templates) {
   const select = $('template-select');
+  // Rebuilt only when the conversation or its templates change: a live update must not
+  // wipe parameters the agent is typing.
+  const signature = JSON.stringify([state.selected, templates]);
+  if (select.dataset.signature === signature) return;
+  select.dataset.signature = signature;
   const chosen = select.value;
   select.replaceChildren(...templates.map((spec, i) => el('option', {
     text: spec.language ? `${spec.name} (${spec.language})` : spec.name,
