@@ -64,7 +64,7 @@ async def test_a_buyer_message_arrives_live_and_the_reply_is_delivered(
     await sign_in(page, hub)
     # Nothing reloads from here on: the list and the conversation follow the event stream.
     conversation = await hub.buyer("live-buyer", "Hola, ¿llegó mi paquete?",
-                                   name="Lucía Live", market="MX")
+                                   name="Lucía Live", market="MX", order_id="MX-2041")
     item = page.locator(f"#conversation-list [data-id='{conversation['id']}']")
     await item.wait_for()
     assert "Lucía Live" in await item.text_content()
@@ -72,6 +72,7 @@ async def test_a_buyer_message_arrives_live_and_the_reply_is_delivered(
     assert {"api", "ES", "MX", "Unread"} <= set(badges)
     await _open(page, conversation)
     assert await page.text_content("#side-market") == "MX"
+    assert await page.text_content("#side-order") == "MX-2041"
     assert "Reply window open until" in await page.text_content("#window-state")
     await page.wait_for_selector("#reply-counter:has-text('/ 10000 characters')")
 
@@ -306,8 +307,7 @@ async def test_keyboard_only(hub: BrowserHub, context: Any) -> None:
     assert (await hub.conversation(ids[0]))["work_status"] == "snoozed"
 
     # Every control is reachable with Tab, in the panes' order, and shows its focus.
-    await page.keyboard.press("j")
-    await page.wait_for_selector(f"#messages[data-conversation='{ids[0]}']")
+    await open_conversation(page, ids[0])
     reached = set()
     await page.evaluate("document.activeElement.blur()")
     for _ in range(80):

@@ -624,6 +624,7 @@ function renderSide() {
     ? `${conversation.contact_name} (${conversation.contact_handle})` : contactLabel(conversation);
   $('side-channel').textContent = `${conversation.channel} · ${conversation.channel_instance}`;
   $('side-market').textContent = conversation.market || t('side.unknown');
+  $('side-order').textContent = state.detail.order_id || t('side.no_order');
   const language = $('side-language');
   language.replaceChildren(el('span', { text: conversation.language || t('side.unknown') }));
   if (conversation.language_low_confidence) {
