@@ -77,6 +77,7 @@ async def _open_cluster(config: Config) -> AsyncIterator[Redis]:
         pool_timeout=storage.pool_timeout_seconds,
     )
     try:
+        await client.initialize()  # the slot map, before a pubsub needs it
         # The cluster client offers the same command methods as Redis (its class is not a
         # subclass); the storage code that must differ asks storage.cluster.is_cluster.
         yield cast(Redis, client)

@@ -48,10 +48,12 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], bool]:
         raise ClusterUrlError("a cluster URL takes no query or fragment")
     if tail not in ("", "0"):
         raise ClusterUrlError("Redis Cluster has database 0 only; give no path or /0")
+    if not netloc:
+        raise ClusterUrlError("no node named")
     seeds: list[tuple[str, int]] = []
     for item in netloc.split(","):
         if not item:
-            raise ClusterUrlError("empty node in the list; expected host:port,host:port")
+            raise ClusterUrlError("empty node in the list")
         if "@" in item:
             raise ClusterUrlError("credentials in a URL are refused")
         parts = urllib.parse.urlsplit("//" + item)
@@ -106,6 +108,14 @@ class HubRedisCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.permit():
             return await super().execute_command(*args, **kwargs)
+
+    async def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        """PUBLISH on the node a subscriber of ``channel`` listens on (redis-py's cluster
+        pubsub subscribes on the node of the channel's slot): the message reaches every node
+        either way, but only that node counts its subscribers, which ``routing reload``
+        reports."""
+        kwargs.setdefault("target_nodes", self.get_node_from_key(channel))
+        return await self.execute_command("PUBLISH", channel, message, **kwargs)
 
     def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]
         registered: AsyncScript = super().register_script(script)
