@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, ClusterPubSub, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 # sha1 -> source of every script registered on a HubRedisCluster (a sha names its source).
@@ -72,6 +73,31 @@ def is_cluster(redis: Any) -> bool:
     return isinstance(redis, RedisCluster)
 
 
+class ClusterTopologyError(RedisConnectionError):
+    """The cluster is changing (a primary died, slots not yet served by its replica).
+
+    redis-py raises these as RedisClusterException, which is not a RedisError: the hub's
+    supervised loops would log a crash for what is an outage. As a ConnectionError they back
+    off and recover like on any Redis outage. A CROSSSLOT mistake stays what it is: a bug.
+    """
+
+
+_TOPOLOGY = ("Redis Cluster cannot be connected", "All slots are not covered",
+             "startup_nodes could not agree", "No targets were found")
+
+
+@contextlib.contextmanager
+def _outage() -> Iterator[None]:
+    try:
+        yield
+    except SlotNotCoveredError as exc:
+        raise ClusterTopologyError(str(exc)) from exc
+    except RedisClusterException as exc:
+        if str(exc).startswith(_TOPOLOGY):
+            raise ClusterTopologyError(str(exc)) from exc
+        raise
+
+
 class HubRedisCluster(RedisCluster):
     """redis-py's cluster client, with Lua scripts allowed in pipelines.
 
@@ -107,7 +133,17 @@ class HubRedisCluster(RedisCluster):
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.permit():
-            return await super().execute_command(*args, **kwargs)
+            with _outage():
+                return await super().execute_command(*args, **kwargs)
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> HubRedisCluster:
+        with _outage():
+            await super().initialize(*args, **kwargs)
+        return self
+
+    def pubsub(self, node: Any | None = None, host: str | None = None,
+               port: int | None = None, **kwargs: Any) -> ClusterPubSub:
+        return HubClusterPubSub(self, node=node, host=host, port=port, **kwargs)
 
     async def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
         """PUBLISH on the node a subscriber of ``channel`` listens on (redis-py's cluster
@@ -137,7 +173,8 @@ class HubClusterPipeline(ClusterPipeline):
         client = self.cluster_client
         assert isinstance(client, HubRedisCluster)
         async with client.permit():
-            return await super().execute(raise_on_error, allow_redirections)
+            with _outage():
+                return await super().execute(raise_on_error, allow_redirections)
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         source = _SOURCES.get(sha)
@@ -166,3 +203,15 @@ class _Queued:
 
     async def _pipe(self) -> ClusterPipeline:
         return self.pipe
+
+
+class HubClusterPubSub(ClusterPubSub):
+    """Cluster pubsub whose topology errors are Redis outages (see ClusterTopologyError)."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with _outage():
+            return await super().execute_command(*args, **kwargs)
+
+    async def get_message(self, *args: Any, **kwargs: Any) -> Any:
+        with _outage():
+            return await super().get_message(*args, **kwargs)

@@ -57,6 +57,8 @@ class RedisClusterServer:
                 self._start_node(port)
             self._create(replicas)
             self.wait_ok()
+            if replicas:
+                self.wait_replicas_synced()
         except BaseException:
             self.stop()
             raise
@@ -112,6 +114,19 @@ class RedisClusterServer:
                 return
             time.sleep(0.1)
         raise ClusterUnavailable("the cluster did not reach cluster_state:ok")
+
+    def wait_replicas_synced(self, timeout: float = 30.0) -> None:
+        """Until every replica's link to its primary is up. A replica that never finished
+        its first sync counts its data as infinitely old and refuses to be promoted, so a
+        failover test must not kill a primary before this."""
+        deadline = time.monotonic() + timeout
+        replicas = [p for p in self.procs if p not in self.masters()]
+        while time.monotonic() < deadline:
+            if all("master_link_status:up" in self.cli_call(p, "info", "replication")
+                   for p in replicas):
+                return
+            time.sleep(0.1)
+        raise ClusterUnavailable("the replicas did not finish their first sync")
 
     def masters(self) -> list[int]:
         """Ports of the live primaries, from CLUSTER NODES."""

@@ -9,6 +9,7 @@ production. Marked ``cluster``: ``pytest -m "not cluster"`` leaves them out.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import RedisClusterException, RedisError
 
 from hub.cli import _routing_reload
 from hub.config import LoadedConfig, load_config
 from hub.keys import STORE
-from storage.cluster import HubRedisCluster
+from storage.cluster import ClusterTopologyError, HubRedisCluster
 from storage.keys import ROUTING_RELOAD_CHANNEL, PartitionKeys, partition_from_id, partition_of
 from storage.store import Store
 from storage.streams import Entry, StreamGroup
@@ -248,3 +250,20 @@ async def test_a_burst_waits_for_connections_instead_of_failing(
         assert sorted(replies)[-1] == 10 and len(replies) == 40
     finally:
         await client.aclose()
+
+
+async def test_topology_errors_are_outages_and_cross_slot_stays_a_bug(redis: Redis) -> None:
+    """redis-py raises both as RedisClusterException (not a RedisError); the hub's loops
+    back off on a RedisError and log a crash otherwise, so an unreachable or changing
+    cluster becomes a ConnectionError while a command naming two slots stays an error."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = int(s.getsockname()[1])
+    unreachable = HubRedisCluster(startup_nodes=[ClusterNode("127.0.0.1", closed)])
+    with pytest.raises(ClusterTopologyError, match="cannot be connected"):
+        await unreachable.initialize()
+    assert issubclass(ClusterTopologyError, RedisError)
+    await unreachable.aclose()
+    with pytest.raises(RedisClusterException, match="same key slot") as caught:
+        await redis.mget(PartitionKeys(0).inbound, PartitionKeys(2).inbound)
+    assert not isinstance(caught.value, RedisError)
