@@ -15,7 +15,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError
 
 from hub.config import Config
-from storage.cluster import HubRedisCluster, is_cluster_url, parse_cluster_url
+from storage.cluster import HubRedisCluster, is_cluster, is_cluster_url, parse_cluster_url
 from storage.embedded import EmbeddedRedis
 
 
@@ -89,7 +89,15 @@ async def durability_warnings(client: Redis) -> list[str]:
     """What an external Redis's configuration means for acknowledged messages, for the log at
     start-up (``serve`` logs each line as a warning). Empty when AOF is on with fsync and no
     eviction can drop keys. Reads INFO, which managed services allow where CONFIG is renamed.
+    On a cluster every primary is read (each holds its own share of the messages).
     """
+    if is_cluster(client):
+        cluster: Any = client
+        out: list[str] = []
+        for node in cluster.get_primaries():
+            view = cast(Redis, _OnNode(cluster, node))
+            out += [f"Redis Cluster node {node.name}: {w}" for w in await durability_warnings(view)]
+        return out
     try:
         persistence = await client.info("persistence")
         memory = await client.info("memory")
@@ -116,6 +124,20 @@ async def durability_warnings(client: Redis) -> list[str]:
             "Redis deletes keys (messages, conversations, dedupe markers) instead of refusing "
             "writes; set maxmemory-policy noeviction")
     return warnings
+
+
+class _OnNode:
+    """The two reads durability_warnings makes, sent to one node of a cluster."""
+
+    def __init__(self, cluster: Any, node: Any) -> None:
+        self.cluster = cluster
+        self.node = node
+
+    async def info(self, section: str) -> Any:
+        return await self.cluster.info(section, target_nodes=self.node)
+
+    async def config_get(self, name: str) -> Any:
+        return await self.cluster.config_get(name, target_nodes=self.node)
 
 
 async def _config_value(client: Redis, name: str) -> str | None:

@@ -23,6 +23,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from hub.cli import _routing_reload
 from hub.config import LoadedConfig, load_config
 from hub.keys import STORE
+from hub.redis_connection import durability_warnings
 from storage.cluster import ClusterTopologyError, HubRedisCluster
 from storage.keys import ROUTING_RELOAD_CHANNEL, PartitionKeys, partition_from_id, partition_of
 from storage.store import Store
@@ -267,3 +268,19 @@ async def test_topology_errors_are_outages_and_cross_slot_stays_a_bug(redis: Red
     with pytest.raises(RedisClusterException, match="same key slot") as caught:
         await redis.mget(PartitionKeys(0).inbound, PartitionKeys(2).inbound)
     assert not isinstance(caught.value, RedisError)
+
+
+async def test_durability_warnings_name_each_primary(redis: Redis) -> None:
+    """Each primary holds its own share of the messages: its AOF settings are read on their
+    own, and the warning names the node (the test cluster runs with AOF off)."""
+    cluster: Any = redis
+    primaries = cluster.get_primaries()
+    careful = primaries[0]
+    await cluster.config_set("appendonly", "yes", target_nodes=careful)
+    try:
+        warnings = await durability_warnings(redis)
+    finally:
+        await cluster.config_set("appendonly", "no", target_nodes=careful)
+    named = {w.split(": ", 1)[0] for w in warnings}
+    assert named == {f"Redis Cluster node {n.name}" for n in primaries[1:]}, warnings
+    assert all("appendonly no" in w for w in warnings)
