@@ -20,6 +20,8 @@ import msgspec
 
 from channels.secrets import Secret, resolve_references
 from routing.config import RoutingConfig, validate_routing
+from storage.cluster import SCHEMES as CLUSTER_SCHEMES
+from storage.cluster import ClusterUrlError, parse_cluster_url
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PATH_PATTERN = re.compile(r" - at `\$(.*)`$")
@@ -472,7 +474,14 @@ def _check_redis_url(url: str | None) -> None:
             f"{where}: put the password in storage.redis_password "
             "(env:NAME or file:PATH), not in the URL"
         )
-    parts = _check_url(url, where, ("redis", "rediss", "unix"))
+    if url.split("://", 1)[0] in CLUSTER_SCHEMES:
+        try:
+            parse_cluster_url(url)
+        except ClusterUrlError as exc:
+            raise ConfigError(f"{where}: malformed URL {url!r}: {exc}; expected "
+                              "redis+cluster://host:port,host:port") from None
+        return
+    parts = _check_url(url, where, ("redis", "rediss", "unix", *CLUSTER_SCHEMES))
     if parts.scheme == "unix":
         if not parts.path:
             raise ConfigError(f"{where}: malformed URL {url!r}: expected unix:///path/to/socket")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError
 
 from hub.config import Config
+from storage.cluster import HubRedisCluster, is_cluster, is_cluster_url, parse_cluster_url
 from storage.embedded import EmbeddedRedis
 
 
@@ -31,6 +33,10 @@ async def open_redis(config: Config) -> AsyncIterator[tuple[Redis, EmbeddedRedis
         "max_connections": storage.max_connections,
         "timeout": storage.pool_timeout_seconds,
     }
+    if storage.redis_url and is_cluster_url(storage.redis_url):
+        async with _open_cluster(config) as cluster:
+            yield cluster, None
+        return
     if storage.redis_url:
         if storage.redis_password:
             common["password"] = storage.redis_password.reveal()
@@ -51,11 +57,47 @@ async def open_redis(config: Config) -> AsyncIterator[tuple[Redis, EmbeddedRedis
             await owned.stop()
 
 
+@contextlib.asynccontextmanager
+async def _open_cluster(config: Config) -> AsyncIterator[Redis]:
+    """redis-py's cluster client over the URL's seed nodes. It follows MOVED/ASK, refreshes
+    the slot map after a failover and retries on a connection error by itself. At most
+    ``max_connections`` commands are in flight per process (one connection per node each); past
+    that a command waits up to ``pool_timeout_seconds``, as with a single Redis."""
+    storage = config.storage
+    assert storage.redis_url is not None
+    seeds, tls = parse_cluster_url(storage.redis_url)
+    client = HubRedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+        password=storage.redis_password.reveal() if storage.redis_password else None,
+        ssl=tls,
+        socket_timeout=storage.socket_timeout_seconds,
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
+        max_connections=storage.max_connections,
+        pool_timeout=storage.pool_timeout_seconds,
+    )
+    try:
+        await client.initialize()  # the slot map, before a pubsub needs it
+        # The cluster client offers the same command methods as Redis (its class is not a
+        # subclass); the storage code that must differ asks storage.cluster.is_cluster.
+        yield cast(Redis, client)
+    finally:
+        await client.aclose()
+
+
 async def durability_warnings(client: Redis) -> list[str]:
     """What an external Redis's configuration means for acknowledged messages, for the log at
     start-up (``serve`` logs each line as a warning). Empty when AOF is on with fsync and no
     eviction can drop keys. Reads INFO, which managed services allow where CONFIG is renamed.
+    On a cluster every primary is read (each holds its own share of the messages).
     """
+    if is_cluster(client):
+        cluster: Any = client
+        out: list[str] = []
+        for node in cluster.get_primaries():
+            view = cast(Redis, _OnNode(cluster, node))
+            out += [f"Redis Cluster node {node.name}: {w}" for w in await durability_warnings(view)]
+        return out
     try:
         persistence = await client.info("persistence")
         memory = await client.info("memory")
@@ -82,6 +124,20 @@ async def durability_warnings(client: Redis) -> list[str]:
             "Redis deletes keys (messages, conversations, dedupe markers) instead of refusing "
             "writes; set maxmemory-policy noeviction")
     return warnings
+
+
+class _OnNode:
+    """The two reads durability_warnings makes, sent to one node of a cluster."""
+
+    def __init__(self, cluster: Any, node: Any) -> None:
+        self.cluster = cluster
+        self.node = node
+
+    async def info(self, section: str) -> Any:
+        return await self.cluster.info(section, target_nodes=self.node)
+
+    async def config_get(self, name: str) -> Any:
+        return await self.cluster.config_get(name, target_nodes=self.node)
 
 
 async def _config_value(client: Redis, name: str) -> str | None:

@@ -106,6 +106,7 @@ class StreamWorker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.group.close()
 
     @property
     def inflight(self) -> int:

