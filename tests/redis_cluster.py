@@ -105,7 +105,7 @@ class RedisClusterServer:
                               timeout=10, check=False)
         return done.stdout.decode()
 
-    def wait_ok(self, timeout: float = 30.0) -> None:
+    def wait_ok(self, timeout: float = 60.0) -> None:
         """Until every live node says ``cluster_state:ok`` (slots all served, views agree)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -115,7 +115,7 @@ class RedisClusterServer:
             time.sleep(0.1)
         raise ClusterUnavailable("the cluster did not reach cluster_state:ok")
 
-    def wait_replicas_synced(self, timeout: float = 30.0) -> None:
+    def wait_replicas_synced(self, timeout: float = 60.0) -> None:
         """Until every replica's link to its primary is up. A replica that never finished
         its first sync counts its data as infinitely old and refuses to be promoted, so a
         failover test must not kill a primary before this."""
