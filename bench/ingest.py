@@ -40,6 +40,8 @@ from typing import Protocol
 
 import aiohttp
 
+from bench import profiling
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-\u00e9-0123"
 ADMIN = "bench-admin-token"
@@ -356,6 +358,13 @@ class Pipeline:
     async def quarantined(self) -> int:
         return int(await self.redis.xlen(self.quarantine_key))
 
+    async def command_stats(self) -> dict[str, tuple[int, int]]:
+        """Redis's own count of (calls, CPU microseconds) per command so far: the difference
+        over a phase, per message, is the figure least disturbed by a busy machine."""
+        info = await self.redis.info("commandstats")
+        return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+                for name, v in info.items()}
+
     async def close(self) -> None:
         await self.redis.aclose()
 
@@ -401,6 +410,19 @@ class Ingested:
     acked: LoadResult
     drain: float
     peak_backlog: int
+    redis_calls: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def redis_summary(self, top: int = 8) -> str:
+        """Redis calls and Redis CPU per acknowledged message over the measured phase."""
+        n = self.acked.requests
+        if not n or not self.redis_calls:
+            return "redis: no command statistics"
+        calls = sum(c for c, _ in self.redis_calls.values())
+        usec = sum(u for _, u in self.redis_calls.values())
+        ranked = sorted(self.redis_calls.items(), key=lambda kv: -kv[1][1])[:top]
+        detail = ", ".join(f"{name} {c / n:.2f}x {u / n:.0f}us" for name, (c, u) in ranked)
+        return (f"redis per message: {calls / n:.1f} calls, {usec / n:.0f} us of Redis CPU; "
+                f"by CPU: {detail}")
 
     @property
     def routed_seconds(self) -> float:
@@ -413,27 +435,46 @@ class Ingested:
 
 async def ingest_run(pipeline: Pipeline, url: str, run: str, args: argparse.Namespace,
                      source: Callable[[str], BodySource] = Bodies, warmup_requests: int = 0,
-                     ) -> Ingested:
+                     profile_pid: int | None = None) -> Ingested:
     """Warm-up, drain, measured load (sampling the inbound backlog), drain again: the measured
-    phase starts on an empty pipeline and its drain is timed."""
+    phase starts on an empty pipeline and its drain is timed. With ``args.profile`` and
+    ``profile_pid``, that process is sampled by py-spy through the measured phase and the
+    summary printed."""
     stop = asyncio.Event()
     peak = [0]
     sampler: asyncio.Task[None] | None = None
 
+    profiler: asyncio.Task[Path] | None = None
+
+    stats_before: dict[str, tuple[int, int]] = {}
+
     async def drain_warmup_then_sample() -> None:
-        nonlocal sampler
+        nonlocal sampler, profiler, stats_before
         await pipeline.drain()
+        stats_before = await pipeline.command_stats()
         sampler = asyncio.create_task(pipeline.sample_backlog(stop, peak))
+        profile_to: Path | None = getattr(args, "profile", None)
+        if profile_pid is not None and profile_to is not None:
+            profiler = asyncio.create_task(profiling.record(profile_pid, args.seconds,
+                                                            profile_to))
 
     try:
         warm, acked = await measure(url, run, args, drain_warmup_then_sample, source,
                                     warmup_requests)
         drain = await pipeline.drain()
+        stats_after = await pipeline.command_stats()
+        if profiler is not None:
+            print(profiling.summarise(await profiler), flush=True)
     finally:
         stop.set()
         if sampler is not None:
             await sampler
-    return Ingested(warm, acked, drain, peak[0])
+        if profiler is not None and not profiler.done():
+            profiler.cancel()
+    calls = {name: (c - stats_before.get(name, (0, 0))[0], u - stats_before.get(name, (0, 0))[1])
+             for name, (c, u) in stats_after.items()}
+    return Ingested(warm, acked, drain, peak[0],
+                    {name: cu for name, cu in calls.items() if cu[0] > 0})
 
 
 Row = tuple[str, int, int, float, float, str, str]
@@ -474,7 +515,8 @@ async def bench(args: argparse.Namespace) -> int:
 
             # 2. the hub, full pipeline
             async with running_hub(started, workdir, env, hub_config) as (hub, url, pipeline):
-                run = await ingest_run(pipeline, f"{url}/webhooks/api/{CHANNEL}", "hub", args)
+                run = await ingest_run(pipeline, f"{url}/webhooks/api/{CHANNEL}", "hub", args,
+                                       profile_pid=hub.proc.pid)
                 stored, conversations, by_status = await pipeline.verify()
                 quarantined = await pipeline.quarantined()
             hub_exit = hub.stop()
@@ -489,6 +531,7 @@ async def bench(args: argparse.Namespace) -> int:
     ratio_routed = run.routed_rate / base.rate if base.rate else 0.0
     print(f"drain after load: {run.drain:.3f} s; peak inbound backlog during load: "
           f"{run.peak_backlog} entries (sampled every 0.25 s)")
+    print(run.redis_summary())
     expected = run.warm.requests + acked.requests
     consistent = (stored == expected and quarantined == 0
                   and by_status == {"queued": conversations})
@@ -512,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     parser.add_argument("--max-requests", type=int, default=500_000,
                         help="cap per phase (warm-up and measured)")
+    parser.add_argument("--profile", type=Path, metavar="FILE", default=None,
+                        help="sample the hub with py-spy during the measured load: collapsed "
+                             "stacks to FILE, summary printed")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare is not None:
