@@ -145,7 +145,7 @@ async def test_every_partition_stream_wakes_the_consumer(redis: Redis,
     try:
         assert await group.read(10, 50) == []
         loop = asyncio.get_running_loop()
-        seen: list[str] = []
+        seen: list[tuple[str, str]] = []  # ids are unique per stream, not across nodes
         for i, stream in enumerate(streams * 2):
             await redis.xadd(stream, {"n": str(i)})
             started = loop.time()
@@ -154,7 +154,7 @@ async def test_every_partition_stream_wakes_the_consumer(redis: Redis,
                 got = await group.read(10, 2000)
                 assert loop.time() - started < 1.0, "woken by the block timeout, not the entry"
             assert [(s, f[b"n"]) for s, _, f in got] == [(stream, str(i).encode())]
-            seen.append(got[0][1])
+            seen.append((stream, got[0][1]))
             await group.done(stream, got[0][1])
         assert len(set(seen)) == len(streams) * 2
         assert await group.pending_count() == 0 and await group.backlog() == 0
