@@ -50,7 +50,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from storage import keys
-from storage.scripts import load_script
+from storage.scripts import load_script, run_pipelined
 
 EventKind = Literal["new_message", "reply", "delivery", "assignment", "status", "sla_breach",
                     "viewing", "typing"]
@@ -179,20 +179,10 @@ class EventLog:
         if not stored:
             return
         try:
-            if len(stored) == 1:  # a webhook's one message: no pipeline (SCRIPT EXISTS first)
-                conversation_id, message_id, channel, new = stored[0]
-                script_keys, args = self._args(
-                    "new_message", conversation_id, "rc",
-                    ["msg", message_id, "channel", channel, "new", "1" if new else "0"])
-                await self._script(keys=script_keys, args=args)
-                return
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for conversation_id, message_id, channel, new in stored:
-                    script_keys, args = self._args(
-                        "new_message", conversation_id, "rc",
-                        ["msg", message_id, "channel", channel, "new", "1" if new else "0"])
-                    await self._script(keys=script_keys, args=args, client=pipe)
-                await pipe.execute(raise_on_error=False)
+            await run_pipelined(self.redis, self._script, [
+                self._args("new_message", conversation_id, "rc",
+                           ["msg", message_id, "channel", channel, "new", "1" if new else "0"])
+                for conversation_id, message_id, channel, new in stored])
         except RedisError as exc:  # as in ``append``: the messages are stored
             log.warning("event log: %d new_message events not written: %s", len(stored),
                         type(exc).__name__)

@@ -6,10 +6,13 @@ restart or failover), so callers never ship the script text on the hot path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.resources import files
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 
 def _source(name: str) -> str:
@@ -32,3 +35,37 @@ class Scripts:
         self.claim_send: AsyncScript = redis.register_script(_source("claim_send"))
         self.conversations: AsyncScript = redis.register_script(_source("conversations"))
         self.deliveries: AsyncScript = redis.register_script(_source("deliveries"))
+
+
+ScriptCall = tuple[Sequence[Any], Sequence[Any]]
+
+
+async def run_pipelined(redis: Any, script: AsyncScript,
+                        calls: Sequence[ScriptCall]) -> list[Any]:
+    """``script`` once per ``(keys, args)`` of ``calls``, in one pipeline; each call's answer
+    in order, an error answer as its exception (``raise_on_error=False``); a connection error
+    raises.
+
+    redis-py's pipelined ``Script`` sends ``SCRIPT EXISTS`` for its scripts before every
+    pipeline: a second round trip for each batch the hot path writes. Here the EVALSHAs go
+    alone, and only a ``NOSCRIPT`` answer (a Redis restarted or failed over: script caches are
+    neither persisted nor replicated) loads the script and sends those calls again, which is
+    their first run, since a NOSCRIPT call ran nothing. On a cluster the hub's pipeline sends
+    each as EVAL (storage/cluster.py), which never answers NOSCRIPT."""
+    if not calls:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for script_keys, args in calls:
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+        answers: list[Any] = await pipe.execute(raise_on_error=False)
+    missing = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+    if missing:
+        await redis.script_load(script.script)
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in missing:
+                script_keys, args = calls[i]
+                pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+            again = await pipe.execute(raise_on_error=False)
+        for i, answer in zip(missing, again, strict=True):
+            answers[i] = answer
+    return answers

@@ -25,7 +25,7 @@ from storage.events import EventLog
 from storage.keys import PartitionKeys
 from storage.quarantine import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, RAW_LIMIT, QuarantineLog
 from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
-from storage.scripts import Scripts
+from storage.scripts import Scripts, run_pipelined
 
 QUARANTINE_RAW_LIMIT = RAW_LIMIT
 REPLY_KEY_TTL = 24 * 3600
@@ -196,10 +196,8 @@ class Store:
         if not messages:
             return []
         calls = [self._ingest_call(message) for message in messages]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for script_keys, args, _ in calls:
-                await self.scripts.ingest(keys=script_keys, args=args, client=pipe)
-            answers = await pipe.execute(raise_on_error=False)
+        answers = await run_pipelined(self.redis, self.scripts.ingest,
+                                      [(script_keys, args) for script_keys, args, _ in calls])
         results: list[IngestResult | Exception] = []
         pinned: list[str] = []
         for (_, _, message), answer in zip(calls, answers, strict=True):
