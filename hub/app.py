@@ -173,6 +173,7 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
         finally:
             # Adapters first: pollers store the batch in hand and release their leases.
             await manager.stop_all()
+            await ingestor.close(loaded.config.hub.shutdown_timeout_seconds)
             loops.stop.set()
             await loops.wait(loaded.config.hub.shutdown_timeout_seconds)
             await loops.cancel_all()

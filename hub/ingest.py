@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from channels.models import InboundMessage
+from hub.group_commit import GroupCommit
 from hub.metrics import Metrics
 from storage.store import IngestResult, Store
 
@@ -14,16 +15,26 @@ log = logging.getLogger(__name__)
 
 
 class Ingestor:
-    """Adapters await this; it returns only once the message is in Redis (invariant 1)."""
+    """Adapters await this; it returns only once the message is in Redis (invariant 1).
+
+    Concurrent single-message ingests (webhooks) are group-committed: those that arrive while
+    a write is in flight go to Redis together in one pipeline (hub/group_commit.py), each
+    caller still answered only once its own message is stored."""
 
     def __init__(self, store: Store, metrics: Metrics) -> None:
         self.store = store
         self.metrics = metrics
+        self._commit: GroupCommit[InboundMessage, IngestResult] = GroupCommit(
+            store.ingest_many, name="ingest")
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Finish the writes already accepted (their webhooks are waiting for them)."""
+        await self._commit.aclose(timeout)
 
     async def __call__(self, message: InboundMessage) -> IngestResult:
         started = time.perf_counter()
         try:
-            result = await self.store.ingest(message)
+            result = await self._commit(message)
         except Exception:
             self.metrics.ingested.labels(message.channel_instance, "error").inc()
             log.exception("ingest failed for instance %s", message.channel_instance)
