@@ -358,6 +358,10 @@ class Pipeline:
     async def quarantined(self) -> int:
         return int(await self.redis.xlen(self.quarantine_key))
 
+    async def redis_cpu_seconds(self) -> float:
+        info = await self.redis.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
     async def command_stats(self) -> dict[str, tuple[int, int]]:
         """Redis's own count of (calls, CPU microseconds) per command so far: the difference
         over a phase, per message, is the figure least disturbed by a busy machine."""
@@ -411,6 +415,15 @@ class Ingested:
     drain: float
     peak_backlog: int
     redis_calls: dict[str, tuple[int, int]] = field(default_factory=dict)
+    hub_cpu: float | None = None  # seconds of CPU over the measured phase and its drain
+    redis_cpu: float | None = None
+
+    def cpu_summary(self) -> str:
+        n = self.acked.requests
+        parts = [f"{name} {1e6 * cpu / n:.0f} us" for name, cpu in
+                 (("hub", self.hub_cpu), ("redis-server", self.redis_cpu))
+                 if cpu is not None and n]
+        return "CPU per routed message: " + (", ".join(parts) or "not measured")
 
     def redis_summary(self, top: int = 8) -> str:
         """Redis calls and Redis CPU per acknowledged message over the measured phase."""
@@ -435,11 +448,12 @@ class Ingested:
 
 async def ingest_run(pipeline: Pipeline, url: str, run: str, args: argparse.Namespace,
                      source: Callable[[str], BodySource] = Bodies, warmup_requests: int = 0,
-                     profile_pid: int | None = None) -> Ingested:
+                     hub_pid: int | None = None) -> Ingested:
     """Warm-up, drain, measured load (sampling the inbound backlog), drain again: the measured
     phase starts on an empty pipeline and its drain is timed. With ``args.profile`` and
-    ``profile_pid``, that process is sampled by py-spy through the measured phase and the
-    summary printed."""
+    ``hub_pid``, that process is sampled by py-spy through the measured phase and the
+    summary printed. ``hub_pid``'s CPU time over the measured phase and drain is reported
+    per message: on a machine shared with other work it moves less than the rates."""
     stop = asyncio.Event()
     peak = [0]
     sampler: asyncio.Task[None] | None = None
@@ -447,15 +461,17 @@ async def ingest_run(pipeline: Pipeline, url: str, run: str, args: argparse.Name
     profiler: asyncio.Task[Path] | None = None
 
     stats_before: dict[str, tuple[int, int]] = {}
+    cpu_before: list[float | None] = [None, None]
 
     async def drain_warmup_then_sample() -> None:
         nonlocal sampler, profiler, stats_before
         await pipeline.drain()
         stats_before = await pipeline.command_stats()
+        cpu_before[:] = [profiling.cpu_seconds(hub_pid), await pipeline.redis_cpu_seconds()]
         sampler = asyncio.create_task(pipeline.sample_backlog(stop, peak))
         profile_to: Path | None = getattr(args, "profile", None)
-        if profile_pid is not None and profile_to is not None:
-            profiler = asyncio.create_task(profiling.record(profile_pid, args.seconds,
+        if hub_pid is not None and profile_to is not None:
+            profiler = asyncio.create_task(profiling.record(hub_pid, args.seconds,
                                                             profile_to))
 
     try:
@@ -463,6 +479,7 @@ async def ingest_run(pipeline: Pipeline, url: str, run: str, args: argparse.Name
                                     warmup_requests)
         drain = await pipeline.drain()
         stats_after = await pipeline.command_stats()
+        cpu_after = [profiling.cpu_seconds(hub_pid), await pipeline.redis_cpu_seconds()]
         if profiler is not None:
             print(profiling.summarise(await profiler), flush=True)
     finally:
@@ -473,8 +490,11 @@ async def ingest_run(pipeline: Pipeline, url: str, run: str, args: argparse.Name
             profiler.cancel()
     calls = {name: (c - stats_before.get(name, (0, 0))[0], u - stats_before.get(name, (0, 0))[1])
              for name, (c, u) in stats_after.items()}
+    used = [None if a is None or b is None else a - b
+            for a, b in zip(cpu_after, cpu_before, strict=True)]
     return Ingested(warm, acked, drain, peak[0],
-                    {name: cu for name, cu in calls.items() if cu[0] > 0})
+                    {name: cu for name, cu in calls.items() if cu[0] > 0},
+                    hub_cpu=used[0], redis_cpu=used[1])
 
 
 Row = tuple[str, int, int, float, float, str, str]
@@ -516,7 +536,7 @@ async def bench(args: argparse.Namespace) -> int:
             # 2. the hub, full pipeline
             async with running_hub(started, workdir, env, hub_config) as (hub, url, pipeline):
                 run = await ingest_run(pipeline, f"{url}/webhooks/api/{CHANNEL}", "hub", args,
-                                       profile_pid=hub.proc.pid)
+                                       hub_pid=hub.proc.pid)
                 stored, conversations, by_status = await pipeline.verify()
                 quarantined = await pipeline.quarantined()
             hub_exit = hub.stop()
@@ -531,6 +551,7 @@ async def bench(args: argparse.Namespace) -> int:
     ratio_routed = run.routed_rate / base.rate if base.rate else 0.0
     print(f"drain after load: {run.drain:.3f} s; peak inbound backlog during load: "
           f"{run.peak_backlog} entries (sampled every 0.25 s)")
+    print(run.cpu_summary())
     print(run.redis_summary())
     expected = run.warm.requests + acked.requests
     consistent = (stored == expected and quarantined == 0

@@ -8,6 +8,7 @@ shipped); it is a test extra, not a dependency, and the benches run without it u
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 from collections import Counter
@@ -34,6 +35,18 @@ async def record(pid: int, seconds: float, out: Path, rate: int = 200) -> Path:
     if proc.returncode != 0:
         raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-400:]}")
     return out
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds process ``pid`` has used (Linux ``/proc``), None elsewhere."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
 
 
 def frame_name(frame: str) -> str:
