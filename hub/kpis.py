@@ -51,6 +51,9 @@ SURVEY_AUTHOR = "inboxhub:survey"
 LEASE_NAME = "kpi-aggregator"
 LEASE_SECONDS = 30.0
 BATCH = 500
+#: What fold reads of a conversation: its dimensions, its holder, and whether it counts.
+FOLD_FIELDS = ("channel", "queue", "language", "market", "skill", "assignee", "spam",
+               "blocked")
 
 
 class KpiAggregator:
@@ -116,7 +119,7 @@ class KpiAggregator:
         conversation_ids = [e.conversation_id for e in events]
         states = await self.kpis.states(conversation_ids)
         conversations = {c.id: c for c in await self.store.get_conversations(
-            dict.fromkeys(conversation_ids))}
+            dict.fromkeys(conversation_ids), fields=FOLD_FIELDS)}
         batch = fold(events, states, conversations, self.calendar)
         if not await self.kpis.apply(cursor, last_id, batch):
             log.info("KPI batch after %s was counted by another process", cursor or "start")

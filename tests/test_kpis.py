@@ -162,7 +162,7 @@ class _Store:
     def __init__(self, conversations: dict[str, Conversation]) -> None:
         self.conversations = conversations
 
-    async def get_conversations(self, ids: Any) -> list[Conversation]:
+    async def get_conversations(self, ids: Any, *, fields: Any = None) -> list[Conversation]:
         return [self.conversations[i] for i in ids if i in self.conversations]
 
 

@@ -179,3 +179,15 @@ async def test_a_moderated_message_is_stored_and_read_back_with_its_mark(store: 
     [plain] = await store.get_messages((await store.ingest(msg("m2", thread="t2"))
                                         ).conversation_id)
     assert plain.moderation is None
+
+
+async def test_get_conversations_reads_only_the_fields_asked_for(store: Store) -> None:
+    """The KPI aggregator's read: the dimensions it folds by, nothing else (no contact)."""
+    stored = await store.ingest(msg("f-1", text="hola"))
+    await store.update_conversation(stored.conversation_id, {"queue": "es", "language": "es"})
+    full = (await store.get_conversations([stored.conversation_id]))[0]
+    [slim] = await store.get_conversations([stored.conversation_id, "0.missing"],
+                                           fields=("queue", "language", "channel", "spam"))
+    assert (slim.id, slim.queue, slim.language, slim.channel, slim.spam) == \
+        (full.id, "es", "es", full.channel, False)
+    assert slim.contact_handle == "" and slim.message_count == 0  # not read: defaults
