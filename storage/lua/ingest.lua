@@ -114,9 +114,14 @@ end
 redis.call('ZADD', KEYS[4], now, conv_id)
 redis.call('SET', KEYS[1], msg_id, 'EX', tonumber(ARGV[9]))
 local terms = base .. 'conv:' .. conv_id .. ':terms'
+-- At most storage/search.py's MAX_TOKENS (256) tokens: one HSET of them all stays far below
+-- Lua's stack limit for unpack, and saves a command per token.
+local listed = {}
 for i = 18, #ARGV do
   redis.call('SADD', base .. 'idx:term:' .. ARGV[i], conv_id)
-  redis.call('HSET', terms, ARGV[i], '')
+  listed[#listed + 1] = ARGV[i]
+  listed[#listed + 1] = ''
 end
+if #listed > 0 then redis.call('HSET', terms, unpack(listed)) end
 redis.call('XADD', KEYS[5], '*', 'conv', conv_id, 'msg', msg_id, 'new', new_conv)
 return {msg_id, conv_id, seq, 0, new_conv}

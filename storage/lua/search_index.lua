@@ -7,8 +7,11 @@
 -- ARGV[2] conversation id
 -- ARGV[3..] tokens
 local prefix, conv = ARGV[1], ARGV[2]
+local listed = {}
 for i = 3, #ARGV do
   redis.call('SADD', prefix .. ARGV[i], conv)
-  redis.call('HSET', KEYS[1], ARGV[i], '')
+  listed[#listed + 1] = ARGV[i]
+  listed[#listed + 1] = ''
 end
+if #listed > 0 then redis.call('HSET', KEYS[1], unpack(listed)) end
 return #ARGV - 2
