@@ -142,6 +142,10 @@ class SurveySender:
         if reason == "no_reply_path" and self.links is not None:
             await self.survey_by_link(conversation, event, pending)
             return
+        if reason == "answer_awaited" and pending.get("csat_round") == event.id:
+            # Not a second survey: this one again, after a crash between recording its wait
+            # and queueing it. The queue's client key sends it once.
+            reason = None
         adapter = self.channels.get(conversation.channel_instance)
         if reason is None and adapter is None:
             reason = "channel_not_configured"

@@ -460,3 +460,4 @@ def test_link_config_is_checked(tmp_path: Any, redis_server: Any, hub_env: None,
         path = write_config(tmp_path, redis_server.url, extra=extra)
         with pytest.raises(ConfigError, match=word):
             load_config(path)
+
