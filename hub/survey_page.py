@@ -203,7 +203,6 @@ class _Survey(msgspec.Struct, frozen=True):
 
     conversation: Conversation
     key: str
-    state: str
     scale: str
     agent: str
     answered_this_round: bool
@@ -224,7 +223,7 @@ async def _survey(request: web.Request, conversation_id: str,
         v.decode() if isinstance(v, bytes) else v for v in values)
     this_round = stored_round == survey_round and via == "link"
     return _Survey(
-        conversation=conversation, key=key, state=state or "", scale=scale or "five",
+        conversation=conversation, key=key, scale=scale or "five",
         agent=agent or "", answered_this_round=(
             state == "answered" and answered_by == link_marker(survey_round)),
         open=this_round and state == "sent" and float(until or 0) >= time.time())
