@@ -461,3 +461,65 @@ def test_link_config_is_checked(tmp_path: Any, redis_server: Any, hub_env: None,
         with pytest.raises(ConfigError, match=word):
             load_config(path)
 
+
+
+async def test_a_link_survey_and_its_answer_replayed_after_a_crash_count_once(
+        make_config: Any, store: Store, link_env: None) -> None:
+    """The sender handling the same resolution twice, and the page recording an answer whose
+    event a crash lost: each counts once in the reports; a page submitted again long after
+    its answer writes nothing. The hub's own sender is off (csat.enabled = false: links
+    already issued stay answerable); the test drives one."""
+    from hub import keys as K
+    from hub.config import CsatSettings
+    from hub.csat import SurveySender
+    from storage.leases import RedisLeaseManager
+    from storage.surveys import link_marker
+
+    async with OperatorEndpoint() as endpoint, \
+            running_hub(links_config(make_config, endpoint, LINKS.replace(
+                "enabled = true", "enabled = false"))) as client:
+        hub = Hub(client)
+        await hub.online("ana.agent")
+        app = client.server.app
+        events = app[K.STORE].events
+        assert events is not None
+        sender = SurveySender(app[K.STORE], events, app[K.CHANNELS],
+                              CsatSettings(enabled=True, answer_hours=1),
+                              RedisLeaseManager(store.redis, owner="test"), links=signer())
+        cids = [await _no_reply_conversation(hub, store) for _ in range(2)]
+        _last, log = await events.after_raw("0-0", 1000)
+        resolved = {e.conversation_id: e for e in log
+                    if e.kind == "status" and e.action == "resolved"}
+        for cid in cids:
+            await sender.survey(resolved[cid])
+            await sender.survey(resolved[cid])  # handled again: no second survey, no event
+
+        async def sent() -> Any:
+            body = await _summary(client)
+            return body if body["csat"]["sent"] == 2 else None
+
+        await eventually(sent)
+        # the first conversation's answer was recorded, but its event was lost in a crash;
+        # the second one's was recorded two hours ago, its event lost too
+        now = time.time()
+        for cid, answered_at in ((cids[0], now), (cids[1], now - 7200)):
+            k = store.keys_for(cid)
+            assert k is not None
+            await store.redis.hset(k.conversation(cid), mapping={
+                "csat_state": "answered", "csat_score": "5",
+                "csat_answered_at": repr(answered_at),
+                "csat_message": link_marker(resolved[cid].id)})
+        for cid in cids:
+            path = _path(await _link(hub, cid))
+            for _ in range(2):
+                status, _page_text = await _page(client, path, method="POST", **_form(1))
+                assert status == 409
+        await eventually(lambda: _answered(client, 1))
+        await _settled(client)
+        report = await _summary(client)
+        assert report["csat"]["answered"] == 1 and report["csat"]["mean_score"] == 5.0
+        assert report["csat"]["sent"] == 2
+
+
+async def _answered(client: Any, n: int) -> bool:
+    return bool((await _summary(client))["csat"]["answered"] == n)
