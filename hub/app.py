@@ -57,6 +57,9 @@ from hub.routing_api import routes as routing_routes
 from hub.search_api import routes as search_routes
 from hub.sender import RetryRelease, Sender
 from hub.supervision_api import routes as supervision_routes
+from hub.survey_api import routes as survey_api_routes
+from hub.survey_page import routes as survey_page_routes
+from hub.survey_page import survey_ctx
 from hub.tasks import TaskOwner
 from hub.web.routes import routes as web_routes
 from hub.worker import StreamWorker
@@ -417,6 +420,7 @@ def build_app(
     app.cleanup_ctx.append(people_ctx)
     app.cleanup_ctx.append(kpis_ctx)
     app.cleanup_ctx.append(csat_ctx)
+    app.cleanup_ctx.append(survey_ctx)
     for ctx in extra_ctx or []:
         app.cleanup_ctx.append(ctx)
     app.add_routes(health_routes)
@@ -437,6 +441,8 @@ def build_app(
     app.add_routes(search_routes)
     app.add_routes(contacts_routes)
     app.add_routes(report_routes)
+    app.add_routes(survey_api_routes)
+    app.add_routes(survey_page_routes)
     app.add_routes(web_routes)
 
     async def webhook(request: web.Request) -> web.StreamResponse:

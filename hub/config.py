@@ -184,6 +184,17 @@ class CsatSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     templates: dict[str, str] = {}
     # Language -> the question (defaults for en, es, pt, zh; English for the rest).
     wording: dict[str, Annotated[str, msgspec.Meta(min_length=1, max_length=500)]] = {}
+    # Conversations the channel cannot answer (no-reply senders, unreachable buyers) get a
+    # signed link to a survey page the hub serves (hub/survey_links.py): the HMAC key, as
+    # env:NAME (or file:PATH), and the hub's address as buyers' browsers reach it (default:
+    # hub.public_url). Without both, such conversations are skipped (no_reply_path).
+    link_secret: Secret | None = None
+    public_url: str | None = None
+
+    def link_base(self, hub_public_url: str | None) -> str | None:
+        """The base URL survey links start with, or None when links are not configured."""
+        base = self.public_url or hub_public_url
+        return None if self.link_secret is None or not base else base.rstrip("/")
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -453,10 +464,9 @@ def _check_channel_settings(settings: Any, where: str) -> None:
                 raise ConfigError(f"{where}.{name}: malformed URL {value!r}: no host")
 
 
-def _check_public_url(url: str | None) -> None:
+def _check_public_url(url: str | None, where: str = "hub.public_url") -> None:
     if url is None:
         return
-    where = "hub.public_url"
     parts = _check_url(url, where, ("https", "http"))
     if not parts.hostname:
         raise ConfigError(f"{where}: malformed URL {url!r}: no host")
@@ -540,6 +550,10 @@ def _check_csat(config: Config) -> None:
         if not re.fullmatch(r"[a-z]{2}", language):
             raise ConfigError(f"csat.wording.{language}: expected an ISO 639-1 code such "
                               "as 'es'")
+    if csat.link_secret is not None:
+        _check_secret_length(csat.link_secret, "csat.link_secret")
+    if csat.public_url is not None:
+        _check_public_url(csat.public_url, "csat.public_url")
 
 
 def _check_ranges(config: Config) -> None:

@@ -9,15 +9,21 @@ What it will not do, and why (each a ``skipped`` reason in the metrics):
 
 - survey where the config does not ask for it (``csat.channels``, ``csat.queues``);
 - survey on Amazon (its buyer-seller messaging rules forbid surveys), spam or blocked
-  conversations, buyers the channel cannot reach, senders that take no reply;
+  conversations;
+- message buyers the channel cannot reach or senders that take no reply: with
+  ``csat.link_secret`` and a public URL their survey is a signed link to the hub's survey
+  page instead (hub/survey_links.py), which agents read from the API and paste where the
+  buyer will see it; without them they are skipped (``no_reply_path``);
 - send free text outside the channel's reply window: a closed window takes the configured
   template (``csat.templates``) or no survey at all;
 - ask twice while an answer is still awaited.
 
 An answer is the buyer's next message within ``csat.answer_hours`` that is only a rating
-(hub/csat_answers.py). It is recorded on the conversation and in the event log
-(``status`` / ``rated``, which the KPIs count), and the conversation goes back to resolved
-without being routed. Any other message ends the wait and reopens the conversation as usual.
+(hub/csat_answers.py), or for a link survey the page's form (hub/survey_page.py). It is
+recorded on the conversation and in the event log (``status`` / ``rated``, which the KPIs
+count), and the conversation goes back to resolved without being routed. Any other message
+ends the wait and reopens the conversation as usual (a link survey's wait goes on: its answer
+comes from the page, and a message in the chat is never taken for it).
 """
 
 from __future__ import annotations
@@ -36,10 +42,11 @@ from channels.supervisor import Supervisor
 from channels.windows import WindowClosed, check_template, render_template, template_language
 from hub import keys as K
 from hub.channel_manager import ChannelManager
-from hub.config import CsatSettings
+from hub.config import Config, CsatSettings
 from hub.csat_answers import parse_rating, question
 from hub.kpis import SURVEY_AUTHOR
 from hub.metrics import Metrics
+from hub.survey_links import LinkSigner
 from storage import keys as storage_keys
 from storage.events import Event, EventLog
 from storage.leases import RedisLease, RedisLeaseManager
@@ -52,7 +59,8 @@ log = logging.getLogger(__name__)
 CURSOR_KEY = f"{storage_keys.PREFIX}:{{kpi}}:csat:cursor"
 LEASE_NAME = "csat-surveys"
 LEASE_SECONDS = 30.0
-FIELDS = ("csat_state", "csat_until", "csat_scale", "csat_agent", "csat_message")
+FIELDS = ("csat_state", "csat_until", "csat_scale", "csat_agent", "csat_message", "csat_via",
+          "csat_round")
 
 
 class SurveySender:
@@ -61,8 +69,10 @@ class SurveySender:
     def __init__(self, store: Store, events: EventLog, channels: ChannelManager,
                  settings: CsatSettings, leases: RedisLeaseManager, *,
                  labels: Mapping[str, str] | None = None, metrics: Metrics | None = None,
-                 batch: int = 200) -> None:
+                 batch: int = 200, links: LinkSigner | None = None) -> None:
         self.store = store
+        # Set when survey links are configured: conversations without a reply path get one.
+        self.links = links
         # routing.channel_labels: the email instance that carries Amazon's relay is "amazon"
         self.labels = dict(labels or {})
         self.events = events
@@ -129,6 +139,13 @@ class SurveySender:
             return  # erased, or the buyer wrote again before the survey went out
         pending = await self._pending(conversation.id)
         reason = self.skip_reason(conversation, pending)
+        if reason == "no_reply_path" and self.links is not None:
+            await self.survey_by_link(conversation, event, pending)
+            return
+        if reason == "answer_awaited" and pending.get("csat_round") == event.id:
+            # Not a second survey: this one again, after a crash between recording its wait
+            # and queueing it. The queue's client key sends it once.
+            reason = None
         adapter = self.channels.get(conversation.channel_instance)
         if reason is None and adapter is None:
             reason = "channel_not_configured"
@@ -168,7 +185,8 @@ class SurveySender:
         written = await self.store.update_conversation(conversation.id, {
             "csat_state": "sent", "csat_sent_at": repr(now),
             "csat_until": repr(now + self.settings.answer_hours * 3600),
-            "csat_scale": self.settings.scale, "csat_agent": event.agent or ""})
+            "csat_scale": self.settings.scale, "csat_agent": event.agent or "",
+            "csat_via": "message", "csat_round": event.id})
         if not written:
             return
         try:
@@ -177,6 +195,31 @@ class SurveySender:
             return
         if not duplicate:
             self._count("sent")
+
+    async def survey_by_link(self, conversation: Conversation, event: Event,
+                             pending: dict[str, str]) -> None:
+        """Record a link survey as sent (the same wait as a message survey: the page then
+        takes one answer until ``csat_until``) and put a ``survey_link`` event in the log for
+        the KPIs. Handled again after a crash (the cursor did not move), the wait of this
+        same round is found and only the event is written again, which its key makes once."""
+        if pending.get("csat_round") != event.id:
+            if pending.get("csat_state") == "sent" and float(
+                    pending.get("csat_until") or 0) > time.time():
+                self._count("skipped", "answer_awaited")
+                return
+            now = time.time()
+            written = await self.store.update_conversation(conversation.id, {
+                "csat_state": "sent", "csat_sent_at": repr(now),
+                # whole seconds: the token carries the expiry as an integer
+                "csat_until": repr(float(int(now + self.settings.answer_hours * 3600))),
+                "csat_scale": self.settings.scale, "csat_agent": event.agent or "",
+                "csat_via": "link", "csat_round": event.id})
+            if not written:
+                return
+            self._count("sent", "link")
+        if self.store.events is not None:
+            await self.store.events.append("status", conversation.id, action="survey_link",
+                                           agent=event.agent or None, once=f"csat:{event.id}")
 
     async def _pending(self, conversation_id: str) -> dict[str, str]:
         k = self.store.keys_for(conversation_id)
@@ -208,12 +251,16 @@ class SurveyAnswers:
             return False
         redis: Any = self.store.redis
         values = await redis.hmget(k.conversation(conversation.id), *FIELDS)
-        state, until, scale, agent, answered_by = (
+        state, until, scale, agent, answered_by, via, _round = (
             v.decode() if isinstance(v, bytes) else v for v in values)
         if state == "answered" and answered_by == message_id:
             await self._record(conversation.id, message_id, agent, None)
             return True
         if state != "sent" or conversation.status != "new":
+            return False
+        if via == "link":
+            # The buyer was asked on the survey page, not in this chat: a "5" here is not
+            # that answer, and their writing does not close the page's survey either.
             return False
         score = None
         if float(until or 0) >= time.time():
@@ -247,6 +294,14 @@ class SurveyAnswers:
                                            once=f"csat:{message_id}")
 
 
+def link_signer(config: Config) -> LinkSigner | None:
+    """The signer of survey links, when ``csat.link_secret`` and a public URL are set."""
+    base = config.csat.link_base(config.hub.public_url)
+    if base is None or config.csat.link_secret is None:
+        return None
+    return LinkSigner(config.csat.link_secret, base)
+
+
 async def csat_ctx(app: web.Application) -> AsyncIterator[None]:
     """The survey sender's loop, when ``csat.enabled``; stopped on shutdown."""
     config = app[K.CONFIG].config
@@ -257,7 +312,8 @@ async def csat_ctx(app: web.Application) -> AsyncIterator[None]:
     supervisor = Supervisor("csat", app[K.HEALTH])
     sender = SurveySender(store, store.events, app[K.CHANNELS], config.csat,
                           RedisLeaseManager(store.redis, owner=consumer_name()),
-                          labels=config.routing.channel_labels, metrics=app[K.METRICS])
+                          labels=config.routing.channel_labels, metrics=app[K.METRICS],
+                          links=link_signer(config))
     supervisor.loop("csat-surveys", sender.iteration,
                     idle_seconds=config.reports.aggregate_every_seconds, on_stop=sender.close)
     try:

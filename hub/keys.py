@@ -14,12 +14,14 @@ from hub.channel_manager import ChannelManager
 from hub.config import LoadedConfig
 from hub.ingest import Ingestor
 from hub.metrics import Metrics
+from hub.survey_links import LinkSigner
 from routing.engine import RoutingEngine
 from storage.fetches import RedisFetchQueue
 from storage.health import HealthCounters
 from storage.kpis import KpiStore
 from storage.limiter import RedisLimiter
 from storage.store import Store
+from storage.surveys import SurveyAnswersStore
 from storage.tokens import RedisTokenStore
 
 CONFIG = web.AppKey("config", LoadedConfig)
@@ -38,3 +40,7 @@ FETCHES = web.AppKey("fetches", RedisFetchQueue)
 HEALTH_COUNTERS = web.AppKey("health_counters", HealthCounters)
 CHANNEL_HEALTH = web.AppKey("channel_health", ChannelHealthService)
 KPIS = web.AppKey("kpis", KpiStore)
+# Survey links (hub/survey_links.py): the signer is only there when csat.link_secret and a
+# public URL are configured.
+SURVEY_LINKS = web.AppKey("survey_links", LinkSigner)
+SURVEY_ANSWERS = web.AppKey("survey_answers", SurveyAnswersStore)

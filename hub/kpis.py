@@ -196,11 +196,15 @@ def _samples(event: Event, state: dict[str, str], conversation: Conversation,
     if kind == "reply" and event.agent == SURVEY_AUTHOR:
         yield count("csat_sent", state.get("resolved_by"))  # not an agent's reply
         return
+    if kind == "status" and action == "survey_link":
+        yield count("csat_sent", state.get("resolved_by"))  # a link instead of a message
+        return
     if kind == "status" and action == "rated":
         # The buyer's message was their survey answer: the reopening it caused is undone
         # (hub/csat.py resolves it again, unrouted), and the score is counted for whoever
-        # resolved the conversation.
-        if state.pop("reopen_at", None) is not None:
+        # resolved the conversation. An answer on the survey page caused no reopening: one
+        # that happened meanwhile stays.
+        if event.via != "link" and state.pop("reopen_at", None) is not None:
             for name in ("open_at", "since", "pending", "pending_sum"):
                 state.pop(name, None)
             state["resolved"] = "1"

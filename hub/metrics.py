@@ -139,7 +139,8 @@ class Metrics:
 
         self.csat_surveys = Counter(
             "inboxhub_csat_surveys", "Satisfaction surveys: sent, answered, or skipped with "
-            "the reason (amazon_forbids_surveys, window_closed, no_reply_path, ...)",
+            "the reason (amazon_forbids_surveys, window_closed, no_reply_path, ...); reason "
+            "link on sent and answered: a survey link (no reply path)",
             ["outcome", "reason"], registry=self.registry)
 
     # -- channels.supervisor.LoopMetrics -----------------------------------------------------

@@ -27,6 +27,8 @@ BINARY = "*/*"  # a file download: the type is the file's own
 EVENT_STREAM = "text/event-stream"  # Server-Sent Events (hub/events_api.py)
 CSV = "text/csv"
 SVG = "image/svg+xml"  # charts drawn on the server (hub/charts.py)
+HTML = "text/html"  # pages the hub renders itself, errors included (hub/survey_page.py)
+FORM = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,9 @@ _STATUS_TEXT = {
     401: "Missing or invalid bearer token", 403: "The principal may not do this",
     404: "Not found (or not visible to this principal)", 405: "Method not allowed",
     409: "Conflicts with the conversation's current state", 413: "Body too large",
-    422: "Understood but cannot be done", 503: "Unavailable; retry",
+    410: "Gone (expired or closed)", 415: "Unsupported media type",
+    422: "Understood but cannot be done", 429: "Too many requests; retry later",
+    503: "Unavailable; retry",
 }
 
 
@@ -58,6 +62,7 @@ class Operation:
     headers: tuple[dict[str, Any], ...] = ()
     path_params: Mapping[str, str] = field(default_factory=dict)
     raw_body: str | None = None  # media type of a raw (file) request body
+    form: Any = None  # a Struct sent as an HTML form (FORM) instead of JSON
 
 
 _BY_HANDLER: dict[Any, Operation] = {}
@@ -113,7 +118,7 @@ def _ref(t: Any) -> dict[str, str]:
 
 def _response(status: int, body: Any) -> dict[str, Any]:
     described: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Answer")}
-    if body is TEXT or body in (EVENT_STREAM, SVG):
+    if body is TEXT or body in (EVENT_STREAM, SVG, HTML):
         described["content"] = {body: {"schema": {"type": "string"}}}
     elif body is BINARY:
         described["content"] = {BINARY: {"schema": {"type": "string", "format": "binary"}}}
@@ -136,7 +141,7 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
             responses.setdefault(403, None)
     if op.query is not None:
         responses.setdefault(400, None)
-    if op.body is not None or op.raw_body is not None:
+    if op.body is not None or op.raw_body is not None or op.form is not None:
         responses.setdefault(400, None)
         responses.setdefault(413, None)
     out: dict[str, Any] = {
@@ -162,6 +167,8 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
     elif op.raw_body is not None:
         out["requestBody"] = {"required": True, "content": {
             op.raw_body: {"schema": {"type": "string", "format": "binary"}}}}
+    elif op.form is not None:
+        out["requestBody"] = {"required": True, "content": {FORM: {"schema": _ref(op.form)}}}
     return out
 
 
@@ -198,9 +205,11 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
             continue
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
         types.update(t.body if isinstance(t, OrCsv) else t for t in op.responses.values()
-                     if t not in (None, TEXT, BINARY, EVENT_STREAM, SVG, dict))
+                     if t not in (None, TEXT, BINARY, EVENT_STREAM, SVG, HTML, dict))
         if op.body is not None:
             types.add(op.body)
+        if op.form is not None:
+            types.add(op.form)
     _refs, components = msgspec.json.schema_components(
         sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}")
     document_ = {

@@ -18,8 +18,10 @@ delivery       sent / delivered / read / failed                    ``Store.mark_
 assignment     assigned / transferred / queued / escalated /       the routing mirror, from
                requeued / released                                 routing.lua's events stream
 status         resolved / reopened / open / pending / snoozed /    routing mirror (resolved),
-               woken (a snooze ended)                              ingest (reopened),
-                                                                   ``Workflow`` (the rest)
+               woken (a snooze ended) / rated (a survey answer,    ingest (reopened),
+               ``reason`` the score) / survey_link (a signed       ``Workflow``, hub/csat.py
+               survey link was issued instead of a message)        and hub/survey_page.py
+                                                                   (rated, survey_link)
 sla_breach     (none) ``clock`` names the SLA clock                routing mirror
 viewing        viewing / left                                      presence API
 typing         typing                                              presence API
@@ -89,6 +91,9 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str | None = None
     assignee: str | None = None
     pool: str | None = None
+    # How a survey answer (``rated``) came: "link" from the survey page, which leaves a
+    # reopening in place (a chat answer is the message that reopened the conversation).
+    via: str | None = None
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:
@@ -121,6 +126,7 @@ def decode_entry(entry_id: Any, raw: Mapping[Any, Any]) -> Event | None:
         channel=opt("channel"), new_conversation=None if new is None else new == "1",
         reason=opt("reason"), queue=opt("queue"), clock=opt("clock"),
         status=opt("s_status"), assignee=opt("s_assignee"), pool=opt("s_pool"),
+        via=opt("via"),
     )
 
 

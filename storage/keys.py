@@ -150,6 +150,13 @@ class PartitionKeys:
 
 
 QUARANTINE = f"{PREFIX}:{GLOBAL_TAG}:quarantine"
+
+
+def survey_client(digest: str) -> str:
+    """Requests to the survey-link page from one client address (a digest of it) in the
+    current window (storage/surveys.py)."""
+    return f"{PREFIX}:{GLOBAL_TAG}:survey:client:{digest}"
+
 # Sum of the 'size' fields of the quarantine's entries (storage/lua/quarantine.lua).
 QUARANTINE_BYTES = f"{PREFIX}:{GLOBAL_TAG}:quarantine:bytes"
 

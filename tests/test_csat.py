@@ -5,15 +5,21 @@ every case where no survey may go (Amazon, a closed window without a template)."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
+from hub import keys as K
+from hub.config import CsatSettings
+from hub.csat import SurveySender
 from hub.csat_answers import DEFAULT_WORDING, parse_rating, question
 from hub.kpis import SURVEY_AUTHOR, fold
 from routing.business_hours import BusinessHours, Calendar
 from storage.events import Event
+from storage.leases import RedisLeaseManager
 from storage.store import Store
 from tests.conftest import AGENT_TOKEN
 from tests.helpers import OperatorEndpoint, auth, eventually, running_hub, signed_post_args
@@ -244,3 +250,44 @@ def test_csat_config_names_what_exists(tmp_path: Any, redis_server: Any, hub_env
         path = write_config(tmp_path, redis_server.url, extra=extra)
         with pytest.raises(ConfigError, match=word.replace("[", r"\[").replace("]", r"\]")):
             load_config(path)
+
+
+async def test_a_survey_handled_again_after_a_crash_is_sent_once(
+        make_config: Any, store: Store) -> None:
+    """The sender records the wait, then queues the survey; killed in between, it handles
+    the same resolution again: that is not "an answer is awaited" but the same survey, which
+    goes out once. A survey of another round still waits."""
+    async with OperatorEndpoint() as endpoint, running_hub(make_config(
+            extra=routing_config("pools"), outbound_url=endpoint.url)) as client:
+        hub = Hub(client)
+        await hub.online("ana.agent")
+        cid = await hub.buyer("es", expect="assigned", assignee="ana.agent")
+        await hub.resolve(cid)
+        app_store = client.server.app[K.STORE]
+        assert app_store.events is not None
+
+        async def resolution() -> Any:
+            _last, events = await app_store.events.after_raw("0-0", 1000)
+            return next((e for e in events if e.conversation_id == cid
+                         and e.kind == "status" and e.action == "resolved"), None)
+
+        event = await eventually(resolution)
+        sender = SurveySender(app_store, app_store.events, client.server.app[K.CHANNELS],
+                              CsatSettings(enabled=True, answer_hours=1),
+                              RedisLeaseManager(app_store.redis, owner="test"))
+        # what the crashed sender had written before queueing
+        assert await app_store.update_conversation(cid, {
+            "csat_state": "sent", "csat_until": repr(time.time() + 3600),
+            "csat_round": event.id, "csat_via": "message"})
+        question_es = DEFAULT_WORDING["five"]["es"]
+
+        def surveys() -> list[Any]:
+            return [m for m in endpoint.received if m.get("text") == question_es]
+
+        await sender.survey(event)
+        await eventually(lambda: asyncio.sleep(0, surveys()))
+        await sender.survey(event)  # and once more: still one
+        another = msgspec.structs.replace(event, id="1-0")
+        await sender.survey(another)  # another round while this one is awaited: none
+        await asyncio.sleep(1.0)
+        assert len(surveys()) == 1

@@ -64,3 +64,17 @@ async def test_thread_memory_edits_and_watermarks_run_on_redis_6_2(old_redis: Re
     await deliveries.record_sent("shop", "42", "42:2", 100.0)
     assert await deliveries.apply_watermark(DeliveryWatermark("shop", "42", "read", 200.0)) == 1
     assert await forget_thread(old_redis, "shop\x00t") == 3
+
+
+async def test_survey_link_answers_and_the_page_limit_run_on_redis_6_2(old_redis: Redis) -> None:
+    from storage.surveys import SurveyAnswersStore
+
+    answers = SurveyAnswersStore(old_redis)
+    await old_redis.hset("ih:{p0}:conv:0.a", mapping={
+        "csat_state": "sent", "csat_round": "1-0", "csat_via": "link",
+        "csat_until": "9999999999.0"})
+    assert await answers.record("ih:{p0}:conv:0.a", "1-0", 4) == ("answered", 4)
+    assert await answers.record("ih:{p0}:conv:0.a", "1-0", 1) == ("already", 4)
+    assert await answers.record("ih:{p0}:conv:0.a", "2-0", 1) == ("closed", None)
+    assert [await answers.hit("203.0.113.9", 60) for _ in range(3)] == [1, 2, 3]
+    assert 0 < await old_redis.ttl(next(iter(await old_redis.keys("*survey:client*")))) <= 60
