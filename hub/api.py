@@ -52,12 +52,13 @@ from hub.views import (
     QuarantineList,
     ReplyAccepted,
     RetryQueued,
+    list_items,
 )
 from routing.config import RoutingConfig
 from storage import keys as storage_keys
 from storage.history import order_reference
 from storage.records import Conversation
-from storage.sla import page_by_deadline
+from storage.sla import deadlines_of, page_by_deadline
 from storage.store import (
     ConversationFilter,
     NotRetryable,
@@ -274,10 +275,13 @@ async def list_conversations(request: web.Request) -> web.Response:
         due = await page_by_deadline(store, limit=query.get("limit", 50), after=after,
                                      due_by=due_by(by_deadline), filters=filters,
                                      visibility=seen_by)
-        return json_response(ConversationList(due.conversations, deadline_cursor(due.next)))
+        return json_response(ConversationList(list_items(due.conversations, due.deadlines),
+                                              deadline_cursor(due.next)))
     page = await store.page_conversations(limit=query.get("limit", 50), after=after,
                                           filters=filters, visibility=seen_by)
-    return json_response(ConversationList(page.conversations, conversation_cursor(page.next)))
+    deadlines = await deadlines_of(store, [c.id for c in page.conversations])
+    return json_response(ConversationList(list_items(page.conversations, deadlines),
+                                          conversation_cursor(page.next)))
 
 
 def _messages_query(default: int) -> q.Query:
