@@ -17,6 +17,7 @@ import msgspec
 import phonenumbers
 from aiohttp import web
 
+from channels.attachments import AttachmentPolicy
 from channels.errors import ChannelError, ReplyRejected
 from channels.models import OutboundReply, TemplateRef
 from channels.windows import (
@@ -325,8 +326,12 @@ async def get_conversation(request: web.Request) -> web.Response:
               else adapter.reply_window(conversation.last_inbound_at, time.time()))
     templates = [] if adapter is None else await _templates(adapter, conversation)
     order_id = await order_reference(request.app[K.STORE], conversation.id)
+    policy = None
+    if adapter is not None:
+        policy = (adapter.attachment_policy if adapter.capabilities.attachments
+                  else AttachmentPolicy(max_bytes=0, max_count=0))
     return json_response(ConversationDetail(conversation, messages, cursor, window, templates,
-                                            order_id))
+                                            order_id, policy))
 
 
 async def _templates(adapter: ChannelAdapter, conversation: Conversation) -> list[TemplateSpec]:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from channels.attachments import AttachmentPolicy
 from channels.models import DraftCheck
 from channels.windows import TemplateSpec, WindowState
 from routing.config import AgentConfig
@@ -35,6 +36,10 @@ class ConversationDetail(msgspec.Struct, frozen=True):
     # The order the conversation is about: the newest order id a channel parsed from the
     # buyer's messages at ingest (ChannelHints.order_id; null: none given).
     order_id: str | None = None
+    # What a reply here may attach (the channel's rules, narrowed by its settings and the
+    # hub's cap): max_count 0 means none; types empty means any. Null: the channel instance
+    # is not configured. The upload route judges every file by the same policy.
+    attachment_policy: AttachmentPolicy | None = None
 
 
 class ConversationItem(Conversation, frozen=True):
