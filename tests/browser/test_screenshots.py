@@ -15,6 +15,13 @@ from tests.conftest import AGENT_TOKEN
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+# SLA clocks, so the list shows its countdown badges as a team with SLAs sees them.
+HUB_EXTRA = """
+[routing.sla.shop]
+first_response_minutes = 120
+resolution_minutes = 1440
+always = true
+"""
 SAMPLES = (
     ("maria.garcia", "María García", "es", "MX",
      "Hola, compré unas zapatillas hace diez días y el seguimiento no se mueve. "
@@ -63,6 +70,8 @@ async def test_regenerate_the_readme_screenshots(hub: BrowserHub, browser: Any) 
                                has_text="¿Saben cuándo llegará?").wait_for()
             await page.locator("#messages .note").wait_for()
             await page.locator("#messages .delivery").wait_for()
+            await page.locator("#conversation-list .badge-sla").first.wait_for()
+            await page.locator("#contact-conversations button").first.wait_for()
             await page.fill("#reply-text", "Llegará el martes; le envío el seguimiento.")
             await page.wait_for_selector("#reply-counter:has-text('43 / 10000')")
             await page.locator("#reply-text").blur()
