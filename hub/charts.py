@@ -12,15 +12,20 @@ from collections.abc import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 WIDTH, HEIGHT = 720, 300
-LEFT, RIGHT, TOP, BOTTOM = 64, 150, 36, 44
+LEFT, RIGHT, TOP, BOTTOM = 64, 150, 46, 44  # TOP: the title, then the unit under it
 # Okabe-Ito colours, darkened where needed for 3:1 contrast on white (WCAG non-text).
 PALETTE = ("#0063a6", "#b35900", "#007a5a", "#a3336b", "#5c4bb3", "#806600", "#333333")
 
 
 def _fmt(value: float) -> str:
+    """Axis and value labels: whole numbers as such, one decimal from 1 up, and two
+    significant digits below (a first response of seconds is a fraction of a minute: the
+    axis must not read 0.0 at every line)."""
     if value >= 100 or value == int(value):
         return f"{value:.0f}"
-    return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.1f}"
+    return f"{value:.2g}"
 
 
 def _nice_max(value: float) -> float:

@@ -389,6 +389,12 @@ def test_a_time_zone_that_names_a_directory_is_refused_not_a_crash() -> None:
     assert parse_moment("2026-11-30T09:00+02:00", "Europe/Madrid") == 1796022000.0
 
 
+def test_chart_labels_below_one_stay_readable() -> None:
+    from hub.charts import _fmt
+    assert [_fmt(v) for v in (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.25, 0.5, 1.5, 2.0, 150.4)] \
+        == ["0", "0.0025", "0.005", "0.0075", "0.01", "0.25", "0.5", "1.5", "2", "150"]
+
+
 def test_charts_escape_every_label_and_draw_gaps() -> None:
     from hub.charts import bar_chart, line_chart
 
