@@ -1,6 +1,7 @@
 """Regenerates the README's screenshots of the inbox (docs/inbox-en.png, docs/inbox-zh.png)
-with sample conversations, so they show the page as it is now. A hub of its own (this
-module's): only the sample conversations are in the list."""
+and of the supervisor view's reports (docs/supervisor-en.png) with sample conversations, so
+they show the page as it is now. A hub of its own (this module's): only the sample
+conversations are in the list and the reports."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import BrowserHub, open_conversation, sign_in
+from tests.browser.conftest import SUPERVISOR_TOKEN, BrowserHub, open_conversation, sign_in
 from tests.conftest import AGENT_TOKEN
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -48,6 +50,13 @@ async def _sample(hub: BrowserHub) -> dict[str, Any]:
                    body={"add": ["envío", "retraso"]})
     await hub.write("maria.garcia", "Gracias. ¿Saben cuándo llegará?", language="es",
                     market="MX")
+    # Two answered and resolved, for the reports.
+    for sender, text in (("lucia.fernandez", "Sí, enviamos a Córdoba en 3 días."),
+                         ("ana.lima", "Sim, emitimos nota fiscal em todas as compras.")):
+        cid = conversations[sender]["id"]
+        await hub.call("POST", f"/api/v1/conversations/{cid}/replies", AGENT_TOKEN,
+                       body={"text": text})
+        await hub.call("POST", f"/api/v1/conversations/{cid}/resolve", AGENT_TOKEN)
     return conversations
 
 
@@ -80,3 +89,29 @@ async def test_regenerate_the_readme_screenshots(hub: BrowserHub, browser: Any) 
             assert path.stat().st_size > 20_000
         finally:
             await context.close()
+
+
+async def test_regenerate_the_supervisor_screenshot(hub: BrowserHub, browser: Any) -> None:
+    async def counted() -> bool:
+        board = await hub.call("GET", "/api/v1/reports/breakdown?by=agent", SUPERVISOR_TOKEN)
+        return any(r["key"] == "ana.agent" and r["counts"]["resolved"] == 2
+                   for r in board["rows"])
+
+    await eventually(counted, timeout=20)
+    context = await browser.new_context(locale="en-GB", timezone_id="America/Sao_Paulo",
+                                        viewport={"width": 1440, "height": 1100})
+    try:
+        page = await context.new_page()
+        await sign_in(page, hub, "sam")
+        await page.click("#nav-supervisor")
+        await page.locator("#leaderboard-rows tr[data-agent='ana.agent']").wait_for()
+        for chart in ("response-language", "response-market", "volume-language",
+                      "volume-market", "csat"):
+            await page.wait_for_selector(f"#chart-{chart}[data-loaded='true']")
+        # The supervisor view scrolls inside itself (the page is one screen high).
+        await page.evaluate("document.getElementById('reports').scrollIntoView()")
+        path = DOCS / "supervisor-en.png"
+        await page.screenshot(path=str(path))
+        assert path.stat().st_size > 20_000
+    finally:
+        await context.close()
