@@ -50,13 +50,6 @@ async def _sample(hub: BrowserHub) -> dict[str, Any]:
                    body={"add": ["envío", "retraso"]})
     await hub.write("maria.garcia", "Gracias. ¿Saben cuándo llegará?", language="es",
                     market="MX")
-    # Two answered and resolved, for the reports.
-    for sender, text in (("lucia.fernandez", "Sí, enviamos a Córdoba en 3 días."),
-                         ("ana.lima", "Sim, emitimos nota fiscal em todas as compras.")):
-        cid = conversations[sender]["id"]
-        await hub.call("POST", f"/api/v1/conversations/{cid}/replies", AGENT_TOKEN,
-                       body={"text": text})
-        await hub.call("POST", f"/api/v1/conversations/{cid}/resolve", AGENT_TOKEN)
     return conversations
 
 
@@ -92,6 +85,20 @@ async def test_regenerate_the_readme_screenshots(hub: BrowserHub, browser: Any) 
 
 
 async def test_regenerate_the_supervisor_screenshot(hub: BrowserHub, browser: Any) -> None:
+    # Two more buyers, answered and resolved, for the reports (the inbox's list keeps its
+    # open samples).
+    for sender, name, language, market, text, answer in (
+            ("pedro.gomez", "Pedro Gómez", "es", "AR", "¿Tienen talle 42?",
+             "Sí, tenemos talle 42 en negro."),
+            ("beatriz.costa", "Beatriz Costa", "pt", "BR", "Qual o prazo para Manaus?",
+             "Para Manaus, de 6 a 9 dias úteis.")):
+        conversation = await hub.buyer(sender, text, name=name, language=language,
+                                       market=market)
+        await hub.call("POST", f"/api/v1/conversations/{conversation['id']}/replies",
+                       AGENT_TOKEN, body={"text": answer})
+        await hub.call("POST", f"/api/v1/conversations/{conversation['id']}/resolve",
+                       AGENT_TOKEN)
+
     async def counted() -> bool:
         board = await hub.call("GET", "/api/v1/reports/breakdown?by=agent", SUPERVISOR_TOKEN)
         return any(r["key"] == "ana.agent" and r["counts"]["resolved"] == 2
