@@ -351,6 +351,8 @@ async def test_hostile_buyer_text_and_names_stay_inert(hub: BrowserHub, context:
     texts = await page.locator("#messages .message-text").all_text_contents()
     assert texts[0] == XSS_TEXT
     assert await page.text_content("#conversation-title") == f"Conversation with {XSS_NAME}"
+    # The buyer-across-channels panel shows the name as text too.
+    await page.locator("#contact-conversations button", has_text=XSS_NAME).wait_for()
     # A note is free text too (another agent's, say): shown as text.
     await page.fill("#note-text", "<b onmouseover=\"window.__xss='note'\">bold</b>")
     await page.click("#note-form button")
