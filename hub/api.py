@@ -17,6 +17,7 @@ import msgspec
 import phonenumbers
 from aiohttp import web
 
+from channels.attachments import AttachmentPolicy
 from channels.errors import ChannelError, ReplyRejected
 from channels.models import OutboundReply, TemplateRef
 from channels.windows import (
@@ -52,12 +53,13 @@ from hub.views import (
     QuarantineList,
     ReplyAccepted,
     RetryQueued,
+    list_items,
 )
 from routing.config import RoutingConfig
 from storage import keys as storage_keys
 from storage.history import order_reference
 from storage.records import Conversation
-from storage.sla import page_by_deadline
+from storage.sla import deadlines_of, page_by_deadline
 from storage.store import (
     ConversationFilter,
     NotRetryable,
@@ -274,10 +276,13 @@ async def list_conversations(request: web.Request) -> web.Response:
         due = await page_by_deadline(store, limit=query.get("limit", 50), after=after,
                                      due_by=due_by(by_deadline), filters=filters,
                                      visibility=seen_by)
-        return json_response(ConversationList(due.conversations, deadline_cursor(due.next)))
+        return json_response(ConversationList(list_items(due.conversations, due.deadlines),
+                                              deadline_cursor(due.next)))
     page = await store.page_conversations(limit=query.get("limit", 50), after=after,
                                           filters=filters, visibility=seen_by)
-    return json_response(ConversationList(page.conversations, conversation_cursor(page.next)))
+    deadlines = await deadlines_of(store, [c.id for c in page.conversations])
+    return json_response(ConversationList(list_items(page.conversations, deadlines),
+                                          conversation_cursor(page.next)))
 
 
 def _messages_query(default: int) -> q.Query:
@@ -321,8 +326,12 @@ async def get_conversation(request: web.Request) -> web.Response:
               else adapter.reply_window(conversation.last_inbound_at, time.time()))
     templates = [] if adapter is None else await _templates(adapter, conversation)
     order_id = await order_reference(request.app[K.STORE], conversation.id)
+    policy = None
+    if adapter is not None:
+        policy = (adapter.attachment_policy if adapter.capabilities.attachments
+                  else AttachmentPolicy(max_bytes=0, max_count=0))
     return json_response(ConversationDetail(conversation, messages, cursor, window, templates,
-                                            order_id))
+                                            order_id, policy))
 
 
 async def _templates(adapter: ChannelAdapter, conversation: Conversation) -> list[TemplateSpec]:

@@ -12,15 +12,20 @@ from collections.abc import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 WIDTH, HEIGHT = 720, 300
-LEFT, RIGHT, TOP, BOTTOM = 64, 150, 36, 44
+LEFT, RIGHT, TOP, BOTTOM = 64, 150, 46, 44  # TOP: the title, then the unit under it
 # Okabe-Ito colours, darkened where needed for 3:1 contrast on white (WCAG non-text).
 PALETTE = ("#0063a6", "#b35900", "#007a5a", "#a3336b", "#5c4bb3", "#806600", "#333333")
 
 
 def _fmt(value: float) -> str:
+    """Axis and value labels: whole numbers as such, one decimal from 1 up, and two
+    significant digits below (a first response of seconds is a fraction of a minute: the
+    axis must not read 0.0 at every line)."""
     if value >= 100 or value == int(value):
         return f"{value:.0f}"
-    return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.1f}"
+    return f"{value:.2g}"
 
 
 def _nice_max(value: float) -> float:
@@ -64,7 +69,7 @@ def _y_axis(top: float, unit: str) -> list[str]:
 
 
 def line_chart(title: str, x_labels: Sequence[str], series: dict[str, list[float | None]],
-               unit: str) -> str:
+               unit: str, *, empty: str = "no data in this range") -> str:
     """One line per series over ``x_labels``; a None is a gap (no data that interval)."""
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
@@ -106,14 +111,15 @@ def line_chart(title: str, x_labels: Sequence[str], series: dict[str, list[float
                     f"{escape(name[:18])}</text>")
     if not series:
         body.append(f'<text x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" '
-                    'text-anchor="middle" fill="#404040">no data in this range</text>')
+                    f'text-anchor="middle" fill="#404040">{escape(empty)}</text>')
     description = "; ".join(
         f"{name}: " + ", ".join("-" if v is None else _fmt(v) for v in values)
         for name, values in series.items())
-    return _frame(title, description or "no data", body)
+    return _frame(title, description or empty, body)
 
 
-def bar_chart(title: str, rows: Sequence[tuple[str, float]], unit: str) -> str:
+def bar_chart(title: str, rows: Sequence[tuple[str, float]], unit: str, *,
+              empty: str = "no data in this range") -> str:
     """Horizontal bars, longest first as given (a leaderboard)."""
     rows = list(rows)[:10]
     plot_w = WIDTH - LEFT - RIGHT - 60
@@ -131,6 +137,6 @@ def bar_chart(title: str, rows: Sequence[tuple[str, float]], unit: str) -> str:
                     f'fill="#1a1a1a">{escape(_fmt(value))}</text>')
     if not rows:
         body.append(f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" '
-                    'fill="#404040">no data in this range</text>')
+                    f'fill="#404040">{escape(empty)}</text>')
     description = ", ".join(f"{label}: {_fmt(value)} {unit}" for label, value in rows)
-    return _frame(title, description or "no data", body)
+    return _frame(title, description or empty, body)

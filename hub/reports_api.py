@@ -18,6 +18,7 @@ from hub import keys as K
 from hub import query as q
 from hub.api import json_response
 from hub.auth import require_role
+from hub.chart_words import LANGUAGES, words
 from hub.charts import bar_chart, line_chart
 from hub.errors import ApiError
 from hub.openapi import SVG, OrCsv, operation
@@ -66,6 +67,8 @@ CHART_QUERY = q.Query((
     q.choice("by", "the lines of a response_time or volume chart (default language)",
              ("language", "market", "channel", "queue", "skill")),
     q.choice("interval", "hour or day (default)", ("hour", "day")),
+    q.choice("lang", "the language of the chart's title, axis and legend words: en "
+                     "(default) or zh, the web inbox's interface languages", LANGUAGES),
 ))
 TIMESERIES_QUERY = q.Query((
     *_RANGE, *_ONE_VALUE, q.choice("interval", "hour or day (default)", ("hour", "day"))))
@@ -192,20 +195,17 @@ async def get_chart(request: web.Request) -> web.Response:
         raise ApiError(400, "an hourly chart covers at most 31 days", "invalid_parameter")
     kpis = _kpis(request)
     chart, by = query["chart"], query.get("by", "language")
+    title, unit, empty = words(query.get("lang", "en"), chart, by)
     if chart == "leaderboard":
         rows = (await breakdown(kpis, span, "agent")).rows
         ranked = sorted(((r.key, float(r.counts["resolved"])) for r in rows),
                         key=lambda kv: (-kv[1], kv[0]))
-        svg = bar_chart("Resolved conversations per agent", ranked, "resolved")
+        svg = bar_chart(title, ranked, unit, empty=empty)
     else:
-        measure, title, unit = {
-            "response_time": ("first_response",
-                              f"First response by {by} (mean, business minutes)", "minutes"),
-            "volume": ("conversations", f"Conversations by {by}", "conversations"),
-            "csat": ("csat", f"Satisfaction by {by} (mean score, 1-5)", "score"),
-        }[chart]
+        measure = {"response_time": "first_response", "volume": "conversations",
+                   "csat": "csat"}[chart]
         labels, series = await series_by(kpis, span, interval, by, measure)
-        svg = line_chart(title, labels, series, unit)
+        svg = line_chart(title, labels, series, unit, empty=empty)
     return web.Response(
         text=svg, content_type=SVG,
         headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",

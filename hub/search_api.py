@@ -22,8 +22,9 @@ from hub.errors import ApiError
 from hub.openapi import operation
 from hub.paging import conversation_cursor, conversation_position
 from hub.scope import visibility
-from hub.views import ConversationList
+from hub.views import ConversationList, list_items
 from storage import search
+from storage.sla import deadlines_of
 from storage.store import UnknownConversation
 from storage.tags import MAX_TAGS, TooManyTags, change_tags, normalise_tag
 
@@ -86,10 +87,13 @@ async def search_conversations(request: web.Request) -> web.Response:
     after = conversation_position(query["cursor"]) if "cursor" in query else None
     seen_by = await visibility(request.app[K.ROUTING].state, principal,
                                request.app[K.CONFIG].config.api.agent_scope)
-    page = await request.app[K.STORE].page_conversations(
+    store = request.app[K.STORE]
+    page = await store.page_conversations(
         limit=query.get("limit", 20), after=after, visibility=seen_by,
         required=[(search.TERM_FIELD, t) for t in terms])
-    return json_response(ConversationList(page.conversations, conversation_cursor(page.next)))
+    deadlines = await deadlines_of(store, [c.id for c in page.conversations])
+    return json_response(ConversationList(list_items(page.conversations, deadlines),
+                                          conversation_cursor(page.next)))
 
 
 @routes.post("/api/v1/conversations/{id}/tags")

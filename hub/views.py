@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from channels.attachments import AttachmentPolicy
 from channels.models import DraftCheck
 from channels.windows import TemplateSpec, WindowState
 from routing.config import AgentConfig
@@ -35,12 +36,32 @@ class ConversationDetail(msgspec.Struct, frozen=True):
     # The order the conversation is about: the newest order id a channel parsed from the
     # buyer's messages at ingest (ChannelHints.order_id; null: none given).
     order_id: str | None = None
+    # What a reply here may attach (the channel's rules, narrowed by its settings and the
+    # hub's cap): max_count 0 means none; types empty means any. Null: the channel instance
+    # is not configured. The upload route judges every file by the same policy.
+    attachment_policy: AttachmentPolicy | None = None
+
+
+class ConversationItem(Conversation, frozen=True):
+    """A row of a conversation list: the conversation as stored, plus ``sla_due_at``, the
+    soonest deadline among its running SLA clocks (UNIX seconds; in the past once breached,
+    until an agent's answer or resolve stops the clock; null: no clock running), so the inbox
+    can show a countdown without a request per row."""
+
+    sla_due_at: float | None = None
+
+
+def list_items(conversations: list[Conversation],
+               deadlines: dict[str, float]) -> list[ConversationItem]:
+    """The list rows for ``conversations`` with their deadlines (``storage.sla``)."""
+    return [ConversationItem(**{f: getattr(c, f) for f in c.__struct_fields__},
+                             sla_due_at=deadlines.get(c.id)) for c in conversations]
 
 
 class ConversationList(msgspec.Struct, frozen=True):
     """One page; pass ``next_cursor`` as ``cursor`` for the next (null: last page)."""
 
-    conversations: list[Conversation]
+    conversations: list[ConversationItem]
     next_cursor: str | None
 
 

@@ -31,6 +31,7 @@ from routing.engine import RoutingError, TransferRefused
 from routing.priority import WORKFLOW_PRIORITY_OFFSET
 from storage.records import Conversation, Priority
 from storage.store import UnknownConversation
+from storage.tags import MAX_TAGS, TooManyTags, change_tags, normalise_tag
 from storage.workflow import (
     NOTE_MAX_CHARS,
     ConversationFull,
@@ -86,12 +87,15 @@ class SpamRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class BulkRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``agent`` with ``assign`` (the rules of a transfer to an agent apply to each id);
-    ``priority`` with ``priority``."""
+    ``priority`` with ``priority``; ``tags`` with ``tag`` (added to each conversation as
+    ``POST .../tags`` adds them: one over the 20-tag limit fails alone, unchanged)."""
 
-    action: Literal["resolve", "assign", "priority"]
+    action: Literal["resolve", "assign", "priority", "tag"]
     ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=BULK_MAX)]
     agent: Id | None = None
     priority: Priority | None = None
+    tags: Annotated[list[Annotated[str, msgspec.Meta(max_length=256)]],
+                    msgspec.Meta(min_length=1, max_length=MAX_TAGS)] | None = None
 
 
 class WorkChanged(msgspec.Struct, frozen=True):
@@ -359,7 +363,7 @@ async def unblock_contact(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/conversations/bulk")
 @operation(
-    "Resolve, assign or set the priority of up to 100 conversations",
+    "Resolve, assign, tag or set the priority of up to 100 conversations",
     {200: BulkResult},
     description="Each id is judged on its own, by the rules of the single route (scope: an "
                 "agent's out-of-scope id fails with 403 out_of_scope, an unknown one with "
@@ -373,10 +377,17 @@ async def bulk(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid request: assign needs agent", "invalid_body")
     if req.action == "priority" and req.priority is None:
         raise ApiError(400, "invalid request: priority needs priority", "invalid_body")
+    if req.action == "tag" and req.tags is None:
+        raise ApiError(400, "invalid request: tag needs tags", "invalid_body")
     if (req.action != "assign" and req.agent is not None) or \
-            (req.action != "priority" and req.priority is not None):
+            (req.action != "priority" and req.priority is not None) or \
+            (req.action != "tag" and req.tags is not None):
         raise ApiError(400, f"invalid request: {req.action} takes only ids",
                        "invalid_body")
+    try:
+        tags = list(dict.fromkeys(normalise_tag(t) for t in req.tags or ()))
+    except ValueError as exc:
+        raise ApiError(400, f"invalid request: {exc}", "invalid_body") from None
     results: list[BulkItem] = []
     for cid in dict.fromkeys(req.ids):
         try:
@@ -385,6 +396,8 @@ async def bulk(request: web.Request) -> web.Response:
                 await resolve_conversation(request, conversation)
             elif req.action == "priority":
                 await _set_priority(request, conversation, req.priority or "normal")
+            elif req.action == "tag":
+                await _add_tags(request, conversation, tags)
             else:
                 await _assign(request, conversation, req.agent or "")
         except ApiError as exc:
@@ -393,6 +406,17 @@ async def bulk(request: web.Request) -> web.Response:
         results.append(BulkItem(cid, True, 200))
     ok = sum(1 for r in results if r.ok)
     return json_response(BulkResult(req.action, results, ok, len(results) - ok))
+
+
+async def _add_tags(request: web.Request, conversation: Conversation, tags: list[str]) -> None:
+    """One id of a bulk ``tag``: the answers ``POST .../tags`` would give."""
+    try:
+        await change_tags(request.app[K.STORE], conversation.id, tags, [])
+    except UnknownConversation:
+        raise ApiError(404, "no such conversation") from None
+    except TooManyTags:
+        raise ApiError(422, f"a conversation has at most {MAX_TAGS} tags; remove some "
+                            "first", "too_many_tags") from None
 
 
 # -- the snooze alarm ------------------------------------------------------------------------

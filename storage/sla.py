@@ -172,6 +172,18 @@ def _page(found: list[tuple[str, float, Conversation]], limit: int,
     return DeadlinePage([c for _, _, c in rows], {cid: s for cid, s, _ in rows}, nxt)
 
 
+async def deadlines_of(store: Store, ids: list[str]) -> dict[str, float]:
+    """The soonest running SLA deadline of each of ``ids`` that has a running clock (one
+    ZMSCORE on the index routing keeps exact): what a list page shows as its countdown,
+    without reading any conversation's routing state."""
+    if not ids:
+        return {}
+    redis: Any = store.redis
+    scores = await redis.zmscore(keys.ROUTING_SLA_DUE, ids)
+    return {cid: float(score) for cid, score in zip(ids, scores, strict=True)
+            if score is not None}
+
+
 async def backfill(redis: Any) -> int:
     """Schema 5: index the running clocks of conversations an older release routed (which
     kept deadlines but not which clocks still run; routing.lua ``sla_adopt`` derives them in

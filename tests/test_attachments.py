@@ -157,6 +157,11 @@ async def test_upload_and_reply_with_a_file(make_config: Any, tmp_path: Path) ->
             cid = (await _message(client, "ana"))["conversation"]["id"]
             base = f"/api/v1/conversations/{cid}"
             h = auth(ADMIN_TOKEN)
+            # The detail states the rules a reply's files are judged by (the reply box's).
+            r = await client.get(base, headers=h)
+            policy = (await r.json())["attachment_policy"]
+            assert policy["max_bytes"] == LIMIT and policy["max_count"] == 10
+            assert "image/jpeg" in policy["types"] or "image/*" in policy["types"]
             r = await client.post(f"{base}/attachments?name=etiqueta.jpg", data=JPEG,
                                   headers={**h, "Content-Type": "image/png"})
             assert r.status == 201, await r.text()

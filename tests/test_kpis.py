@@ -277,6 +277,20 @@ async def test_reports_api_end_to_end(make_config: Any) -> None:
             assert ("ana.agent" if chart == "leaderboard" else "es") in labels, labels
         status, body = await hub.call("GET", "/api/v1/reports/chart", SUPERVISOR_TOKEN)
         assert status == 400 and "chart is required" in body["error"]["message"]
+        # In the page's other interface language: its words, the data's own labels.
+        r = await client.get("/api/v1/reports/chart?chart=volume&by=market&lang=zh",
+                             headers={"Authorization": f"Bearer {SUPERVISOR_TOKEN}"})
+        svg = ElementTree.fromstring(await r.text())
+        assert svg.findtext("{http://www.w3.org/2000/svg}title") == "按市场的会话量"
+        r = await client.get("/api/v1/reports/chart?chart=leaderboard&lang=zh",
+                             headers={"Authorization": f"Bearer {SUPERVISOR_TOKEN}"})
+        labels = [t.text for t in ElementTree.fromstring(await r.text()).iter(
+            "{http://www.w3.org/2000/svg}text")]
+        assert "各坐席已解决的会话" in labels and "ana.agent" in labels
+        for bad in ("fr", "ZH", "", "zh&lang=en"):
+            status, body = await hub.call("GET", f"/api/v1/reports/chart?chart=volume&lang={bad}",
+                                          SUPERVISOR_TOKEN)
+            assert status == 400 and "lang" in body["error"]["message"], (bad, body)
 
         # Prometheus: config-bounded labels, no buyer or conversation ids
         r = await client.get("/metrics")
@@ -373,6 +387,12 @@ def test_a_time_zone_that_names_a_directory_is_refused_not_a_crash() -> None:
         with pytest.raises(ValueError):
             parse_moment(bad, "UTC")
     assert parse_moment("2026-11-30T09:00+02:00", "Europe/Madrid") == 1796022000.0
+
+
+def test_chart_labels_below_one_stay_readable() -> None:
+    from hub.charts import _fmt
+    assert [_fmt(v) for v in (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.25, 0.5, 1.5, 2.0, 150.4)] \
+        == ["0", "0.0025", "0.005", "0.0075", "0.01", "0.25", "0.5", "1.5", "2", "150"]
 
 
 def test_charts_escape_every_label_and_draw_gaps() -> None:

@@ -134,3 +134,36 @@ async def test_sla_list_refuses_bad_input(make_config: Any) -> None:
         assert r.status == 401
         assert await listed(hub, "sla_due_within=43200") == []
         assert await listed(hub, "sla=running", AGENT_TOKEN) == []
+
+
+async def test_every_list_row_carries_its_soonest_running_deadline(make_config: Any) -> None:
+    """``sla_due_at`` on each row of the activity list, the SLA list and search: the soonest
+    running deadline (what the inbox counts down), null once every clock has stopped."""
+    async with running_hub(make_config(extra=routing_config("pools") + SLA)) as client:
+        hub = Hub(client)
+        c = await hub.seed()
+
+        async def rows(query: str = "limit=200", path: str = "conversations",
+                       token: str = SUPERVISOR_TOKEN) -> dict[str, Any]:
+            status, body = await hub.call("GET", f"/api/v1/{path}?{query}", token)
+            assert status == 200, body
+            return {x["id"]: x["sla_due_at"] for x in body["conversations"]}
+
+        listed_rows = await rows()
+        assert listed_rows[c["resolved"]] is None  # resolve stopped every clock
+        for name in ("mine", "pool", "theirs", "elsewhere"):
+            assert listed_rows[c[name]] == await soonest(hub, c[name]), name
+        by_deadline = await rows("sla=running")
+        assert by_deadline == {cid: d for cid, d in listed_rows.items() if d is not None}
+        assert (await rows(token=AGENT_TOKEN)).keys() == {c["mine"], c["pool"]}
+        # an answer stops first response: the row now counts down to resolution (10 h)
+        status, body = await hub.call("POST", f"/api/v1/conversations/{c['mine']}/replies",
+                                      AGENT_TOKEN, json={"text": "Ya lo miro"})
+        assert status == 202, body
+        after = (await rows())[c["mine"]]
+        assert after == (await hub.state(c["mine"]))["sla_deadlines"]["resolution"]
+        assert after > listed_rows[c["mine"]] + 3000
+        # search rows carry it too
+        contact = await hub.conv(c["pool"])
+        found = await rows(f"q={contact['thread_id']}", path="search")
+        assert found[c["pool"]] == listed_rows[c["pool"]]

@@ -321,6 +321,26 @@ async def test_bulk_actions_judge_each_id(make_config: Any, redis: Redis) -> Non
         assert [(r["ok"], r.get("code")) for r in body["results"]] == [
             (False, "agent_full"), (False, "language_floor")], body
 
+        # tag: added to each id in scope, normalised like POST .../tags; a full one fails alone
+        status, body = await hub.post("/api/v1/conversations/bulk", SUPERVISOR_TOKEN, {
+            "action": "tag", "ids": [convs["theirs"]],
+            "tags": [f"t{i}" for i in range(20)]})
+        assert status == 200 and body["succeeded"] == 1, body
+        # ("mine" went to zoe above: out of Ana's scope now)
+        status, body = await hub.post("/api/v1/conversations/bulk", AGENT_TOKEN, {
+            "action": "tag", "tags": ["  Reembolso ", "reembolso", "VIP"],
+            "ids": [convs["pool"], convs["mine"], convs["theirs"], UNKNOWN]})
+        assert status == 200, body
+        assert [(r["ok"], r["status"]) for r in body["results"]] == [
+            (True, 200), (False, 403), (False, 403), (False, 404)], body
+        assert (await hub.conv(convs["pool"]))["tags"] == ["reembolso", "vip"]
+        status, body = await hub.post("/api/v1/conversations/bulk", SUPERVISOR_TOKEN, {
+            "action": "tag", "tags": ["vip"], "ids": [convs["theirs"], convs["mine"]]})
+        assert [(r["ok"], r.get("code")) for r in body["results"]] == [
+            (False, "too_many_tags"), (True, None)], body
+        assert (await hub.conv(convs["mine"]))["tags"] == ["vip"]
+        assert "vip" not in (await hub.conv(convs["theirs"]))["tags"]
+
         # resolve: supervisors act on every conversation
         targets = [convs["mine"], convs["theirs"], convs["resolved"]]
         status, body = await hub.post("/api/v1/conversations/bulk", SUPERVISOR_TOKEN,
@@ -339,6 +359,12 @@ async def test_bulk_actions_judge_each_id(make_config: Any, redis: Redis) -> Non
             {"action": "priority", "ids": [convs["pool"]]},
             {"action": "priority", "ids": [convs["pool"]], "priority": "meh"},
             {"action": "resolve", "ids": [convs["pool"]], "agent": "zoe"},
+            {"action": "tag", "ids": [convs["pool"]]},
+            {"action": "tag", "ids": [convs["pool"]], "tags": []},
+            {"action": "tag", "ids": [convs["pool"]], "tags": ["   "]},
+            {"action": "tag", "ids": [convs["pool"]], "tags": ["x" * 33]},
+            {"action": "tag", "ids": [convs["pool"]], "tags": [1]},
+            {"action": "resolve", "ids": [convs["pool"]], "tags": ["vip"]},
             {"action": "resolve", "ids": ["x" * 65]}, {"action": "resolve", "ids": [1]},
             b"{\"action\": ", b""])
         assert (await hub.conv(convs["pool"]))["status"] != "resolved"

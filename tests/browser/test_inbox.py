@@ -119,6 +119,15 @@ async def test_a_failed_reply_is_visible(hub: BrowserHub, context: Any) -> None:
     failed = page.locator("#messages .message.outbound.failed", has_text="Esto fallará")
     await failed.wait_for()
     assert "Failed to send" in await failed.locator(".delivery").text_content()
+    # Ana holds the conversation: she retries her own reply (the agent route), once.
+    routes: list[str] = []
+    page.on("request", lambda r: routes.append(r.url) if r.method == "POST" else None)
+    await failed.locator("button.retry").click()
+    await hub.sent(lambda m: m.get("text") == "Esto fallará")
+    await page.locator("#messages .message.outbound:not(.failed)",
+                       has_text="Esto fallará").wait_for()
+    retried = [u for u in routes if u.endswith("/retry")]
+    assert len(retried) == 1 and f"/conversations/{conversation['id']}/replies/" in retried[0]
 
 
 async def test_note_tag_snooze_reopen_resolve(hub: BrowserHub, context: Any) -> None:
@@ -342,13 +351,16 @@ async def test_hostile_buyer_text_and_names_stay_inert(hub: BrowserHub, context:
     texts = await page.locator("#messages .message-text").all_text_contents()
     assert texts[0] == XSS_TEXT
     assert await page.text_content("#conversation-title") == f"Conversation with {XSS_NAME}"
+    # The buyer-across-channels panel shows the name as text too.
+    await page.locator("#contact-conversations button", has_text=XSS_NAME).wait_for()
     # A note is free text too (another agent's, say): shown as text.
     await page.fill("#note-text", "<b onmouseover=\"window.__xss='note'\">bold</b>")
     await page.click("#note-form button")
     await page.locator("#messages .note", has_text="<b onmouseover").wait_for()
     assert await page.evaluate("window.__xss") is None
-    assert await page.evaluate("document.querySelectorAll('img, svg, script:not([src]), "
-                               "b, a[href^=javascript]').length") == 0
+    # (the only images are the page's own report charts, img.chart with a fixed src)
+    assert await page.evaluate("document.querySelectorAll('img:not(.chart), svg, "
+                               "script:not([src]), b, a[href^=javascript]').length") == 0
 
 
 async def test_an_agent_never_sees_another_agents_conversation(
@@ -434,6 +446,8 @@ async def test_axe_finds_no_serious_violations(hub: BrowserHub, context: Any) ->
     await sign_in(page, hub, "sam")
     await page.click("#nav-supervisor")
     await page.locator("#agent-rows tr").first.wait_for()
+    await page.locator("#agent-admin-rows tr").first.wait_for()
+    await page.locator("#leaderboard-rows tr").first.wait_for()
     pages["supervisor-zh"] = await run_axe(page)
     for name, result in pages.items():
         assert result["testEngine"]["name"] == "axe-core", name
@@ -629,3 +643,29 @@ async def test_filters_and_a_session_that_ends(hub: BrowserHub, context: Any) ->
         assert await page.is_hidden("#app")
     finally:
         await hub.call("POST", "/api/v1/accounts/ana.agent/enable")
+
+
+async def test_a_reply_with_attachments_follows_the_channels_rules(
+        hub: BrowserHub, context: Any) -> None:
+    conversation = await hub.buyer("upload-buyer", "¿Me manda la factura?")
+    page = await context.new_page()
+    await sign_in(page, hub)
+    await _open(page, conversation)
+    rules = await page.text_content("#attach-rules")
+    assert "Up to 10 files" in rules and "10 MB" in rules
+    # A file the channel refuses by its bytes (an executable named .pdf): named, not kept.
+    await page.set_input_files("#reply-file", files=[
+        {"name": "factura.pdf", "mimeType": "application/pdf", "buffer": b"MZ\x90\x00" * 64}])
+    await page.wait_for_selector("#reply-error:has-text('factura.pdf was refused')")
+    assert await page.locator("#reply-files li").count() == 0
+    # A real PDF: uploaded at once, then sent with the text.
+    await page.set_input_files("#reply-file", files=[
+        {"name": "factura.pdf", "mimeType": "application/pdf", "buffer": PDF}])
+    await page.locator("#reply-files li[data-state='ready']", has_text="factura.pdf").wait_for()
+    await page.fill("#reply-text", "Aquí la factura")
+    await page.press("#reply-text", "Enter")
+    sent = await hub.sent(lambda m: m.get("text") == "Aquí la factura")
+    assert [a["name"] for a in sent["attachments"]] == ["factura.pdf"]
+    await page.locator("#messages .message.outbound", has_text="Aquí la factura").locator(
+        ".attachment a", has_text="factura.pdf").wait_for()
+    assert await page.locator("#reply-files li").count() == 0

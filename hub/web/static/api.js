@@ -40,6 +40,21 @@ export async function api(method, path, body) {
   return data;
 }
 
+// A file as the raw body (POST .../attachments?name=): the hub judges it by its bytes.
+export async function upload(path, file) {
+  const headers = { Accept: 'application/json', 'Content-Type': 'application/octet-stream' };
+  if (csrfToken) headers['X-CSRF-Token'] = csrfToken;
+  const response = await fetch(`/api/v1${path}`, { method: 'POST', headers, body: file, credentials: 'same-origin' });
+  const data = (response.headers.get('Content-Type') || '').startsWith('application/json')
+    ? await response.json() : null;
+  if (!response.ok) {
+    const error = (data && data.error) || {};
+    if (response.status === 401) window.dispatchEvent(new CustomEvent('inboxhub:unauthorized'));
+    throw new ApiError(response.status, error.code || '', error.message || response.statusText);
+  }
+  return data;
+}
+
 export const get = (path) => api('GET', path);
 export const post = (path, body = {}) => api('POST', path, body);
 

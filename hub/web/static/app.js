@@ -2,7 +2,7 @@
 // Customer text (names, handles, messages, notes, tags) is untrusted: it only ever reaches
 // the page through textContent or attribute values, never as markup.
 
-import { ApiError, get, post, query, setCsrf } from './api.js';
+import { ApiError, api, get, post, query, setCsrf, upload } from './api.js';
 import {
   applyCatalog, currentLanguage, formatDuration, formatTime, loadLanguage, preferredLanguage, t,
   timeZone,
@@ -30,6 +30,10 @@ const state = {
   breaches: [],
   draftSeq: 0,
   picked: new Set(),
+  contact: null,
+  agents: [],
+  accounts: null,
+  files: [],
 };
 
 // -- small DOM helpers (text only) ------------------------------------------------------
@@ -190,6 +194,7 @@ async function startSession(me) {
   setPresence('online', true);
   state.timers.push(setInterval(heartbeat, 30000));
   if (supervisor) state.timers.push(setInterval(refreshSupervision, 10000));
+  state.timers.push(setInterval(tickSla, 1000));
   updateNotifyButton();
 }
 
@@ -255,6 +260,7 @@ function renderList() {
       conversation.work_status !== 'open'
         ? badge(workStatusLabel(conversation.work_status), 'work') : null,
       conversation.status === 'queued' ? badge(t('routing.queued'), 'queued') : null,
+      conversation.sla_due_at != null ? slaBadge(conversation.sla_due_at) : null,
       conversation.spam ? badge(t('list.spam'), 'spam') : null,
       unread ? badge(t('list.unread'), 'unread') : null,
     ]);
@@ -287,8 +293,33 @@ function renderList() {
   const listed = new Set(state.conversations.map((c) => c.id));
   for (const id of state.picked) if (!listed.has(id)) state.picked.delete(id);
   renderBulkBar();
+  if (state.detail && state.routing) $('side-sla').textContent = slaText();
   show($('list-empty'), state.conversations.length === 0);
   show($('list-more'), Boolean(state.nextCursor));
+}
+
+// The SLA countdown of a list row: the soonest running deadline (sla_due_at), repainted
+// every second by tickSla. A breached one says so in words ("overdue"), not only in colour.
+function slaBadge(due) {
+  const node = el('span', { className: 'badge badge-sla', attrs: { 'data-due': String(due) } });
+  paintSla(node);
+  return node;
+}
+
+function paintSla(node) {
+  const due = Number(node.dataset.due);
+  const left = due - Date.now() / 1000;
+  const breached = left < 0;
+  node.textContent = breached ? t('sla.badge_overdue', { time: formatDuration(-left) })
+    : t('sla.badge_due', { time: formatDuration(left) });
+  node.classList.toggle('breached', breached);
+  node.dataset.state = breached ? 'breached' : 'running';
+  node.title = t('sla.badge_title', { time: formatTime(due) });
+}
+
+function tickSla() {
+  for (const node of document.querySelectorAll('#conversation-list .badge-sla')) paintSla(node);
+  if (state.detail && state.routing) $('side-sla').textContent = slaText();
 }
 
 function renderBulkBar() {
@@ -314,6 +345,53 @@ async function bulkResolve() {
   await loadList();
 }
 
+async function bulkAssign() {
+  const agent = $('bulk-agent').value.trim();
+  if (!agent) {
+    $('bulk-error').textContent = t('bulk.agent_required');
+    $('bulk-agent').focus();
+    return;
+  }
+  await bulkAction({ action: 'assign', agent });
+}
+
+async function bulkTag() {
+  const tag = $('bulk-tag').value.trim();
+  if (!tag) {
+    $('bulk-error').textContent = t('bulk.tag_required');
+    $('bulk-tag').focus();
+    return;
+  }
+  if (await bulkAction({ action: 'tag', tags: [tag] })) $('bulk-tag').value = '';
+}
+
+// One bulk request for assign or tag; the picked stay picked when some fail, so the agent
+// sees which (their reasons listed) and can try again.
+async function bulkAction(body) {
+  const ids = [...state.picked].slice(0, 100);
+  if (!ids.length) return false;
+  $('bulk-error').textContent = '';
+  let ok = false;
+  try {
+    const answer = await post('/conversations/bulk', { ...body, ids });
+    const failed = (answer.results || []).filter((item) => !item.ok);
+    if (failed.length) {
+      $('bulk-error').textContent = t('bulk.failed_reasons', {
+        n: failed.length, reasons: [...new Set(failed.map((item) => item.message || item.code))].join('; '),
+      });
+      for (const item of answer.results) if (item.ok) state.picked.delete(item.id);
+    } else {
+      state.picked.clear();
+      ok = true;
+    }
+  } catch (error) {
+    $('bulk-error').textContent = errorText(error);
+  }
+  if (ids.includes(state.selected)) await reloadDetail();
+  await loadList();
+  return ok;
+}
+
 function moveSelection(step) {
   if (!state.conversations.length) return;
   const index = state.conversations.findIndex((c) => c.id === state.selected);
@@ -330,6 +408,7 @@ function moveSelection(step) {
 function clearConversation() {
   state.selected = null;
   state.detail = null;
+  state.contact = null;
   $('conversation-title').textContent = t('conversation.none');
   show($('conversation-body'), false);
   show($('side-body'), false);
@@ -338,7 +417,11 @@ function clearConversation() {
 async function openConversation(id) {
   const previous = state.selected;
   state.selected = id;
-  if (previous && previous !== id) presence(previous, 'left');
+  if (previous && previous !== id) {
+    presence(previous, 'left');
+    state.files = [];  // uploads belong to their conversation
+    renderFiles();
+  }
   state.others.clear();
   await reloadDetail();
   if (state.detail) {
@@ -364,6 +447,7 @@ async function reloadDetail() {
     state.routing = routing ? routing.state : null;
     renderConversation();
     renderSide();
+    if (!state.contact || state.contact.conversation !== id) loadContact(id);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       clearConversation();
@@ -417,9 +501,9 @@ function messageItem(message) {
     if (message.status === 'failed' && message.error) {
       status.append(el('span', { className: 'delivery-error', text: ` ${t('delivery.error', { error: message.error })}` }));
     }
-    if (message.status === 'failed' && RANK[state.me.role] >= RANK.supervisor) {
+    if (message.status === 'failed' && canRetry(conversation)) {
       const retry = el('button', { className: 'retry', text: t('delivery.retry'), attrs: { type: 'button' } });
-      retry.addEventListener('click', () => retrySend(message.id, retry));
+      retry.addEventListener('click', () => retrySend(conversation.id, message.id, retry));
       status.append(' ', retry);
     }
     item.append(status);
@@ -427,10 +511,17 @@ function messageItem(message) {
   return item;
 }
 
-async function retrySend(messageId, button) {
+// The agent who holds the conversation retries their failed replies; supervisors any.
+function canRetry(conversation) {
+  return RANK[state.me.role] >= RANK.supervisor || conversation.assignee === state.me.agent_id;
+}
+
+// POST .../replies/{reply_id}/retry: the reply is queued again once (409 when it is not
+// failed any more, e.g. another retry won).
+async function retrySend(conversationId, messageId, button) {
   button.disabled = true;
   try {
-    await post(`/dlq/${encodeURIComponent(messageId)}/retry`);
+    await post(`/conversations/${encodeURIComponent(conversationId)}/replies/${encodeURIComponent(messageId)}/retry`);
     await reloadDetail();
   } catch (error) {
     button.disabled = false;
@@ -499,6 +590,7 @@ function renderReplyBox() {
       text = t('window.closed');
     }
   }
+  renderAttachRules();
   $('window-state').textContent = text;
   $('window-state').className = `window-state${templateOnly || disabled ? ' closed' : ''}`;
   show($('free-reply'), !templateOnly && !disabled);
@@ -584,8 +676,82 @@ async function sendReply(body) {
 async function submitReply(event) {
   if (event) event.preventDefault();
   const text = $('reply-text').value;
-  if (!text.trim() || !state.selected) return;
-  await sendReply({ text });
+  if ((!text.trim() && !state.files.length) || !state.selected) return;
+  if (state.files.some((f) => !f.id)) {
+    $('reply-error').textContent = t('attach.wait');
+    return;
+  }
+  const body = text.trim() ? { text } : {};
+  if (state.files.length) body.attachments = state.files.map((f) => f.id);
+  if (await sendReply(body)) {
+    $('reply-text').value = '';
+    state.files = [];
+    renderFiles();
+  }
+}
+
+// -- attachments on a reply: the channel's rules (attachment_policy) are applied before the
+// upload (count, size; the hub judges the type by the bytes), then each file is uploaded at
+// once and its id sent with the reply.
+
+function renderAttachRules() {
+  const policy = state.detail && state.detail.attachment_policy;
+  const allowed = Boolean(policy && policy.max_count > 0);
+  show($('reply-file-box'), allowed);
+  $('reply-file').disabled = !allowed;
+  $('attach-rules').textContent = !policy ? '' : allowed
+    ? t('attach.rules', {
+      count: policy.max_count,
+      size: Math.floor(policy.max_bytes / 1048576) >= 1 ? `${Math.floor(policy.max_bytes / 1048576)} MB` : `${Math.ceil(policy.max_bytes / 1024)} KB`,
+      types: policy.types.length ? policy.types.join(', ') : t('attach.any_type'),
+    })
+    : t('attach.none');
+}
+
+function renderFiles() {
+  $('reply-files').replaceChildren(...state.files.map((file, i) => {
+    const remove = el('button', { className: 'tag-remove', text: '×', attrs: { type: 'button', 'aria-label': t('attach.remove', { name: file.name }) } });
+    remove.addEventListener('click', () => {
+      state.files.splice(i, 1);
+      renderFiles();
+    });
+    return el('li', { className: 'tag', attrs: { 'data-state': file.id ? 'ready' : 'uploading' } }, [
+      el('span', { text: file.id ? t('attach.ready', { name: file.name, size: Math.ceil(file.size / 1024) }) : t('attach.uploading', { name: file.name }) }),
+      remove,
+    ]);
+  }));
+}
+
+async function chooseFiles() {
+  const input = $('reply-file');
+  const chosen = [...input.files];
+  input.value = '';
+  const policy = state.detail && state.detail.attachment_policy;
+  const id = state.selected;
+  if (!policy || !id || !chosen.length) return;
+  $('reply-error').textContent = '';
+  if (state.files.length + chosen.length > policy.max_count) {
+    $('reply-error').textContent = t('attach.too_many', { n: policy.max_count });
+    return;
+  }
+  for (const file of chosen) {
+    if (file.size > policy.max_bytes) {
+      $('reply-error').textContent = t('attach.too_big', { name: file.name, size: Math.ceil(policy.max_bytes / 1024) });
+      continue;
+    }
+    const entry = { name: file.name, size: file.size, id: null };
+    state.files.push(entry);
+    renderFiles();
+    try {
+      const answer = await upload(`/conversations/${encodeURIComponent(id)}/attachments${query({ name: file.name })}`, file);
+      if (state.selected !== id) return;
+      entry.id = answer.id;
+    } catch (error) {
+      state.files.splice(state.files.indexOf(entry), 1);
+      $('reply-error').textContent = t('attach.refused', { name: file.name, message: errorText(error) });
+    }
+    renderFiles();
+  }
 }
 
 // The counter and the channel's verdict, from POST .../draft (the channel's own limit,
@@ -644,12 +810,79 @@ function renderSide() {
   $('side-error').textContent = '';
 }
 
+// -- the buyer across channels (GET .../contact, then /people/{id}/conversations) ----------
+
+async function loadContact(conversationId) {
+  state.contact = { conversation: conversationId, person: null, conversations: [], next: null };
+  renderContact();
+  try {
+    const answer = await get(`/conversations/${encodeURIComponent(conversationId)}/contact${query({ limit: 10 })}`);
+    if (state.selected !== conversationId) return;
+    state.contact = { conversation: conversationId, person: answer.person, conversations: answer.conversations, next: answer.next_cursor };
+  } catch (error) {
+    if (state.selected !== conversationId) return;
+    state.contact.error = errorText(error);
+  }
+  renderContact();
+}
+
+async function moreContact() {
+  const contact = state.contact;
+  if (!contact || !contact.person || !contact.next) return;
+  try {
+    const page = await get(`/people/${encodeURIComponent(contact.person.id)}/conversations${query({ limit: 10, cursor: contact.next })}`);
+    if (state.contact !== contact) return;
+    contact.conversations = [...contact.conversations, ...page.conversations];
+    contact.next = page.next_cursor;
+  } catch (error) {
+    contact.error = errorText(error);
+  }
+  renderContact();
+}
+
+function renderContact() {
+  const contact = state.contact;
+  const list = $('contact-conversations');
+  list.replaceChildren();
+  show($('contact-more'), Boolean(contact && contact.next));
+  if (!contact || !contact.person) {
+    $('contact-summary').textContent = contact && contact.error ? contact.error : t('contact.loading');
+    return;
+  }
+  const channels = [...new Set(contact.person.contacts.map((c) => c.channel))];
+  $('contact-summary').textContent = t('contact.summary', {
+    contacts: contact.person.contacts.length, channels: channels.join(', '),
+  });
+  for (const other of contact.conversations) {
+    const current = other.id === contact.conversation;
+    const button = el('button', {
+      className: 'contact-conversation',
+      attrs: { type: 'button', 'data-id': other.id, 'aria-current': current ? 'true' : null },
+    }, [
+      badge(other.channel, 'channel', t('side.channel')),
+      el('span', { text: other.contact_name || other.contact_handle }),
+      el('span', { className: 'muted', text: `${routingStatusLabel(other.status)} · ${formatTime(other.updated_at)}` }),
+      current ? el('span', { className: 'muted', text: t('contact.this_one') }) : null,
+    ]);
+    button.disabled = current;
+    button.addEventListener('click', () => openConversation(other.id));
+    list.append(el('li', {}, [button]));
+  }
+}
+
+// The soonest running deadline is the list row's sla_due_at (the routing state keeps the
+// deadlines of clocks an answer already stopped, so it alone would still say overdue).
 function slaText() {
   const routing = state.routing;
   if (!routing) return t('side.unknown');
   const now = Date.now() / 1000;
-  const breached = Object.keys(routing.sla_breached_at || {});
-  if (breached.length) return t('sla.breached');
+  const row = state.conversations.find((c) => c.id === state.selected);
+  if (row && row.sla_due_at != null) {
+    return row.sla_due_at >= now ? t('sla.due_in', { time: formatDuration(row.sla_due_at - now) })
+      : t('sla.overdue', { time: formatDuration(now - row.sla_due_at) });
+  }
+  if (Object.keys(routing.sla_breached_at || {}).length) return t('sla.breached');
+  if (row) return t('sla.none');
   const deadlines = Object.values(routing.sla_deadlines || {}).sort((a, b) => a - b);
   if (!deadlines.length) return t('sla.none');
   return deadlines[0] >= now ? t('sla.due_in', { time: formatDuration(deadlines[0] - now) })
@@ -888,7 +1121,11 @@ function showView(view) {
   show($('supervisor'), supervisor);
   $('nav-inbox').setAttribute('aria-pressed', String(!supervisor));
   $('nav-supervisor').setAttribute('aria-pressed', String(supervisor));
-  if (supervisor) refreshSupervision();
+  if (supervisor) {
+    refreshSupervision();
+    loadReports();
+    loadAgents();
+  }
 }
 
 async function refreshSupervision() {
@@ -931,6 +1168,221 @@ function addBreach(data) {
   })));
   show($('breaches-empty'), state.breaches.length === 0);
   refreshSupervision();
+}
+
+// -- reports (charts drawn by the hub as SVG, shown as images; tables from JSON) ----------
+
+function reportRange() {
+  const days = Number($('reports-range').value) || 7;
+  const to = Math.ceil(Date.now() / 60000) * 60;
+  return { from: to - days * 86400, to, tz: timeZone(), interval: days <= 2 ? 'hour' : 'day' };
+}
+
+// Each chart is an <img> of GET /api/v1/reports/chart: the SVG never becomes part of this
+// document (no markup from the server is injected), and the image CSP forbids its scripts.
+function chartImages() {
+  return [
+    ['chart-response-language', 'response_time', 'language', t('reports.response_language')],
+    ['chart-response-market', 'response_time', 'market', t('reports.response_market')],
+    ['chart-volume-language', 'volume', 'language', t('reports.volume_language')],
+    ['chart-volume-market', 'volume', 'market', t('reports.volume_market')],
+    ['chart-csat', 'csat', 'language', t('reports.csat_trend')],
+  ];
+}
+
+function seconds(duration) {
+  if (!duration) return null;
+  return duration.mean_business_seconds ?? duration.mean_seconds;
+}
+
+async function loadReports() {
+  if (!state.me || RANK[state.me.role] < RANK.supervisor) return;
+  const range = reportRange();
+  $('reports-error').textContent = '';
+  $('reports-period').textContent = t('reports.period', { from: formatTime(range.from), to: formatTime(range.to) });
+  for (const [id, chart, by, alt] of chartImages()) {
+    const img = $(id);
+    img.alt = alt;
+    img.dataset.loaded = 'false';
+    img.src = `/api/v1/reports/chart${query({ chart, by, ...range, lang: currentLanguage() })}`;
+  }
+  const span = query({ from: range.from, to: range.to, tz: range.tz });
+  try {
+    const [board, total] = await Promise.all([
+      get(`/reports/breakdown${span}&by=agent`),
+      get(`/reports/summary${span}`),
+    ]);
+    renderLeaderboard(board.rows);
+    renderCsat(total.csat);
+  } catch (error) {
+    $('reports-error').textContent = errorText(error);
+  }
+}
+
+function renderLeaderboard(rows) {
+  const ranked = [...rows].sort((a, b) => (b.counts.resolved || 0) - (a.counts.resolved || 0)
+    || (a.key < b.key ? -1 : 1));
+  const body = $('leaderboard-rows');
+  if (!ranked.length) {
+    body.replaceChildren(el('tr', {}, [el('td', { text: t('reports.no_data'), attrs: { colspan: '6' } })]));
+    return;
+  }
+  body.replaceChildren(...ranked.map((row, i) => {
+    const first = seconds(row.durations.first_response);
+    return el('tr', { attrs: { 'data-agent': row.key } }, [
+      el('td', { text: String(i + 1) }),
+      el('th', { text: row.key, attrs: { scope: 'row' } }),
+      el('td', { text: String(row.counts.resolved || 0) }),
+      el('td', { text: String(row.counts.replies || 0) }),
+      el('td', { text: first == null ? t('reports.none') : formatDuration(first) }),
+      el('td', {
+        text: row.csat.mean_score == null ? t('reports.none')
+          : t('reports.csat_cell', { score: row.csat.mean_score.toFixed(1), n: row.csat.answered }),
+      }),
+    ]);
+  }));
+}
+
+function renderCsat(csat) {
+  $('csat-summary').textContent = csat.sent === 0 && csat.answered === 0 ? t('reports.csat_none')
+    : t('reports.csat_summary', {
+      score: csat.mean_score == null ? t('reports.none') : csat.mean_score.toFixed(1),
+      answered: csat.answered,
+      sent: csat.sent,
+      satisfied: csat.satisfied_share == null ? t('reports.none') : `${Math.round(csat.satisfied_share * 100)}%`,
+    });
+}
+
+// -- agent management (GET/PUT /agents; accounts for admins) -------------------------------
+
+// "es:5, pt:3" <-> {es: 5, pt: 3}; a bare "es" is level 3. Markets: "BR, MX".
+function parseLevels(text, field) {
+  const levels = {};
+  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const match = /^([A-Za-z][\w.-]{0,31})(?:\s*:\s*([1-5]))?$/.exec(part);
+    if (!match) throw new Error(t('agents.bad_levels', { field, part }));
+    levels[match[1].toLowerCase()] = Number(match[2] || 3);
+  }
+  return levels;
+}
+
+function formatLevels(levels) {
+  return Object.entries(levels || {}).map(([name, level]) => `${name}:${level}`).join(', ');
+}
+
+function parseMarkets(text) {
+  return text.split(',').map((p) => p.trim().toUpperCase()).filter(Boolean);
+}
+
+async function loadAgents() {
+  if (!state.me || RANK[state.me.role] < RANK.supervisor) return;
+  const admin = RANK[state.me.role] >= RANK.admin;
+  show($('agent-add-form'), admin);
+  try {
+    const [agents, accounts] = await Promise.all([
+      get('/agents'),
+      admin ? get('/accounts') : Promise.resolve(null),
+    ]);
+    state.agents = agents.agents;
+    state.accounts = accounts ? new Map(accounts.accounts.map((a) => [a.id, a])) : null;
+    renderAgents();
+  } catch (error) {
+    $('agent-admin-error').textContent = errorText(error);
+  }
+}
+
+function renderAgents() {
+  const rows = state.agents.map(({ profile }) => {
+    const field = (name, label) => el('input', {
+      className: `agent-${name}`,
+      attrs: { 'aria-label': label, autocomplete: 'off', size: '14' },
+    });
+    const languages = field('languages', t('agents.languages_of', { agent: profile.id }));
+    const markets = field('markets', t('agents.markets_of', { agent: profile.id }));
+    const skills = field('skills', t('agents.skills_of', { agent: profile.id }));
+    languages.value = formatLevels(profile.languages);
+    markets.value = (profile.markets || []).join(', ');
+    skills.value = formatLevels(profile.skills);
+    const save = el('button', { className: 'agent-save', text: t('agents.save'), attrs: { type: 'button' } });
+    save.addEventListener('click', () => saveAgent(profile, languages, markets, skills));
+    const actions = [save];
+    const account = state.accounts ? state.accounts.get(profile.id) : null;
+    let accountText = t('agents.account_unknown');
+    if (state.accounts) {
+      accountText = !account ? t('agents.no_account') : account.enabled ? t('agents.enabled') : t('agents.disabled');
+    }
+    if (account) {
+      const toggle = el('button', {
+        className: 'agent-toggle',
+        text: account.enabled ? t('agents.disable') : t('agents.enable'),
+        attrs: { type: 'button' },
+      });
+      toggle.addEventListener('click', () => toggleAccount(profile.id, account.enabled));
+      actions.push(' ', toggle);
+    }
+    return el('tr', { attrs: { 'data-agent': profile.id } }, [
+      el('th', { text: profile.name ? `${profile.name} (${profile.id})` : profile.id, attrs: { scope: 'row' } }),
+      el('td', {}, [languages]),
+      el('td', {}, [markets]),
+      el('td', {}, [skills]),
+      el('td', { className: 'agent-account', text: accountText }),
+      el('td', {}, actions),
+    ]);
+  });
+  $('agent-admin-rows').replaceChildren(...rows);
+}
+
+async function saveAgent(profile, languages, markets, skills) {
+  $('agent-admin-error').textContent = '';
+  $('agent-admin-status').textContent = '';
+  try {
+    const body = {
+      ...profile,
+      languages: parseLevels(languages.value, t('agents.languages')),
+      markets: parseMarkets(markets.value),
+      skills: parseLevels(skills.value, t('agents.skills')),
+    };
+    await api('PUT', `/agents/${encodeURIComponent(profile.id)}`, body);
+    $('agent-admin-status').textContent = t('agents.saved', { agent: profile.id });
+    await loadAgents();
+  } catch (error) {
+    $('agent-admin-error').textContent = error instanceof ApiError ? errorText(error) : error.message;
+  }
+}
+
+// Disabling ends the account's sessions at once (admin) and takes the agent offline, so
+// routing stops giving them conversations; enabling leaves presence to the agent.
+async function toggleAccount(id, disable) {
+  $('agent-admin-error').textContent = '';
+  try {
+    await post(`/accounts/${encodeURIComponent(id)}/${disable ? 'disable' : 'enable'}`);
+    if (disable) await post(`/agents/${encodeURIComponent(id)}/status`, { status: 'offline' });
+    $('agent-admin-status').textContent = disable ? t('agents.was_disabled', { agent: id }) : t('agents.was_enabled', { agent: id });
+    await loadAgents();
+  } catch (error) {
+    $('agent-admin-error').textContent = errorText(error);
+  }
+}
+
+async function addAgent(event) {
+  event.preventDefault();
+  $('agent-admin-error').textContent = '';
+  const id = $('agent-add-id').value.trim();
+  const name = $('agent-add-name').value.trim();
+  try {
+    const languages = parseLevels($('agent-add-languages').value, t('agents.languages'));
+    const skills = parseLevels($('agent-add-skills').value, t('agents.skills'));
+    if (!id || !Object.keys(languages).length) throw new Error(t('agents.add_required'));
+    await post('/accounts', { id, name: name || id, role: $('agent-add-role').value, password: $('agent-add-password').value });
+    await api('PUT', `/agents/${encodeURIComponent(id)}`, {
+      id, name, languages, skills, markets: parseMarkets($('agent-add-markets').value),
+    });
+    $('agent-add-form').reset();
+    $('agent-admin-status').textContent = t('agents.added', { agent: id });
+    await loadAgents();
+  } catch (error) {
+    $('agent-admin-error').textContent = error instanceof ApiError ? errorText(error) : error.message;
+  }
 }
 
 // -- password change --------------------------------------------------------------------
@@ -1008,11 +1460,16 @@ async function switchLanguage(lang) {
     if (state.detail) {
       renderConversation();
       renderSide();
+      renderContact();
     } else {
       $('conversation-title').textContent = t('conversation.none');
     }
     updateNotifyButton();
     checkDraft();
+    if (!$('supervisor').hidden) {
+      loadReports();
+      renderAgents();
+    }
   }
 }
 
@@ -1042,6 +1499,22 @@ function wire() {
   }
   $('list-more').addEventListener('click', () => loadList(true));
   $('bulk-resolve').addEventListener('click', bulkResolve);
+  $('bulk-assign').addEventListener('click', bulkAssign);
+  $('bulk-tag-add').addEventListener('click', bulkTag);
+  $('contact-more').addEventListener('click', moreContact);
+  $('reports-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    loadReports();
+  });
+  $('reports-range').addEventListener('change', loadReports);
+  for (const [id] of chartImages()) {
+    $(id).addEventListener('load', () => { $(id).dataset.loaded = 'true'; });
+    $(id).addEventListener('error', () => {
+      $(id).dataset.loaded = 'error';
+      $('reports-error').textContent = t('reports.chart_failed');
+    });
+  }
+  $('agent-add-form').addEventListener('submit', addAgent);
   $('bulk-clear').addEventListener('click', () => {
     state.picked.clear();
     renderList();
@@ -1058,6 +1531,7 @@ function wire() {
     typing();
   });
   $('canned-button').addEventListener('click', openCanned);
+  $('reply-file').addEventListener('change', chooseFiles);
   $('template-select').addEventListener('change', renderTemplateParameters);
   $('template-send').addEventListener('click', sendTemplate);
   $('tag-form').addEventListener('submit', addTag);
