@@ -18,7 +18,9 @@ What each event does (``state`` is the per-conversation hash ``ih:{kpi}:c:<id>``
   ``delivery_failed``.
 
 Dimensions are the conversation's as the aggregator sees them (it runs seconds behind the
-facts): a language corrected an hour later leaves earlier samples where they were. Spam and
+facts): a language corrected an hour later leaves earlier samples where they were. Events of
+a conversation routing has not classified yet wait for it (``first_unrouted``), so a new
+conversation is counted under its language, market and queue, not under none. Spam and
 blocked conversations are left out, as the issue asks of every KPI.
 """
 
@@ -53,7 +55,27 @@ LEASE_SECONDS = 30.0
 BATCH = 500
 #: What fold reads of a conversation: its dimensions, its holder, and whether it counts.
 FOLD_FIELDS = ("channel", "queue", "language", "market", "skill", "assignee", "spam",
-               "blocked")
+               "blocked", "status")
+#: How long an event of a conversation routing has not classified yet is held back. Its
+#: language, market and queue come from routing, milliseconds after the message is stored;
+#: folded before that, a conversation would count under no language. Past this (routing
+#: down), it is counted with what is known, rather than stopping every report.
+UNROUTED_HOLD_SECONDS = 30.0
+
+
+def first_unrouted(events: Sequence[Event], conversations: dict[str, Conversation],
+                   now: float) -> int | None:
+    """The index of the first event whose conversation still waits for routing (status
+    ``new``: stored, not yet classified), unless it has waited ``UNROUTED_HOLD_SECONDS``;
+    None when every event can be folded now. Events after it wait too: the cursor is one
+    position, and the batch is folded in order."""
+    for i, event in enumerate(events):
+        conversation = conversations.get(event.conversation_id)
+        if (conversation is not None and conversation.status == "new"
+                and not conversation.spam and not conversation.blocked
+                and now - event.at < UNROUTED_HOLD_SECONDS):
+            return i
+    return None
 
 
 class KpiAggregator:
@@ -120,6 +142,11 @@ class KpiAggregator:
         states = await self.kpis.states(conversation_ids)
         conversations = {c.id: c for c in await self.store.get_conversations(
             dict.fromkeys(conversation_ids), fields=FOLD_FIELDS)}
+        held = first_unrouted(events, conversations, time.time())
+        if held is not None:
+            if held == 0:
+                return False  # the oldest event waits for its routing: try again shortly
+            events, last_id = events[:held], events[held - 1].id
         batch = fold(events, states, conversations, self.calendar)
         if not await self.kpis.apply(cursor, last_id, batch):
             log.info("KPI batch after %s was counted by another process", cursor or "start")

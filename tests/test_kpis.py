@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hub.kpis import KpiAggregator, fold
+from hub.kpis import UNROUTED_HOLD_SECONDS, KpiAggregator, first_unrouted, fold
 from hub.reports import ReportRange, breakdown, summary, timeseries
 from routing.business_hours import BusinessHours, Calendar
 from storage.events import Event, EventLog
@@ -202,6 +202,31 @@ async def test_a_replayed_or_concurrent_batch_counts_once(redis: Any) -> None:
     await one.close()
     assert await two._hold_lease() is True
     await two.close()
+
+
+async def test_a_conversation_routing_has_not_classified_yet_is_counted_once_it_has(
+        redis: Any) -> None:
+    """Folded before routing set its language, a new conversation would count under no
+    language (the reports' flaky 'es' line): its events wait for routing, up to a limit."""
+    log = EventLog(redis)
+    await _log_conversation(log, "0.a")
+    store = _Store({"0.a": conv("0.a", status="new", language=None, queue=None)})
+    kpis = KpiStore(redis)
+    aggregator = KpiAggregator(store, log, kpis, ALWAYS,  # type: ignore[arg-type]
+                               RedisLeaseManager(redis, owner="p1"))
+    assert await aggregator.step() is False and not await kpis.cursor()  # held
+    store.conversations["0.a"] = conv("0.a", status="assigned")  # routing ran
+    assert await aggregator.step() is True
+    now = time.time()
+    by_language = await breakdown(kpis, ReportRange(now - 3600, now + 3600, "UTC"), "language")
+    assert [(r.key, r.counts["conversations"]) for r in by_language.rows] == [("es", 1)]
+    # Past the hold (routing down), an event is counted with what is known.
+    events = await log.after("0-0")
+    unrouted = {"0.a": conv("0.a", status="new")}
+    assert first_unrouted(events, unrouted, events[0].at + 1) == 0
+    assert first_unrouted(events, unrouted, events[0].at + UNROUTED_HOLD_SECONDS + 1) is None
+    assert first_unrouted(events, {"0.a": conv("0.a", status="new", blocked=True)},
+                          events[0].at) is None  # never counted: nothing to wait for
 
 
 async def test_reports_regroup_hours_in_the_team_zone(redis: Any) -> None:
