@@ -1,11 +1,41 @@
-"""Redis Sentinel support: the ``redis+sentinel://`` URL."""
+"""Redis Sentinel support: the ``redis+sentinel://`` URL and a connection pool that follows the
+master Sentinel names.
 
+The hub talks to the master only (every write and every read: a replica may lag, and the
+streams' consumer groups live on the master). redis-py's ``SentinelConnectionPool`` asks the
+sentinels for the master's address each time it opens a connection, so after a master dies
+the first connection that fails is replaced by one to the promoted replica. Two gaps of
+redis-py's own client are closed here:
+
+* It believes the first sentinel that answers. A sentinel that has not yet heard of a
+  failover (they learn it from each other's hellos, every 2 s) names the old master;
+  ``HubSentinel`` asks every sentinel and believes the highest ``config-epoch``.
+* It looks only when it connects. After a switchover (``SENTINEL FAILOVER``, or a master cut
+  off and then back) the old master stays up and writable for 8 s or more before Sentinel
+  demotes it, and every write it takes then is discarded when it resyncs from the new master.
+  ``MasterWatch`` asks the sentinels twice a second and moves the pool's connections.
+
+Script caches are not replicated: on the new master EVALSHA answers NOSCRIPT and redis-py's
+``Script`` loads the source and calls again (pipelines load missing scripts before they run).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+# How long master discovery waits for the slower sentinels once one has answered.
+DISCOVERY_GRACE = 1.0
 
 SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_PORT = 26379  # Sentinel's own port; the master's address comes from the sentinels
@@ -98,3 +128,100 @@ def _sentinel(item: str) -> tuple[str, int]:
     if not 1 <= port <= 65535:
         raise SentinelUrlError(f"bad port in {item!r}")
     return host, port
+
+
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The master's connections, re-resolved through the sentinels on every connect, and
+    blocking like the single-Redis pool: past ``max_connections`` a command waits up to
+    ``timeout`` for a connection instead of failing with "Too many connections" (redis-py's
+    own sentinel pool does not wait).
+
+    When an address lookup finds the master moved, redis-py closes the idle connections but
+    lets the busy ones go back to the pool still connected to the old master (which, after a
+    switchover, takes writes that are then discarded). Here they are marked to reconnect when
+    their command returns (closing a socket under its reader is not safe in redis-py).
+    """
+
+    async def get_master_address(self) -> Any:
+        address = await self.sentinel_manager.discover_master(self.service_name)
+        known = self.master_address
+        if address != known:
+            self.master_address = address
+            if known is not None:
+                log.warning("Redis Sentinel master %s moved from %s:%s to %s:%s; reconnecting",
+                            self.service_name, *known, *address)
+            # Marked before the first await: a busy connection released while the idle ones
+            # close must not go back to the pool still on the old master.
+            for connection in list(self._in_use_connections):
+                connection.mark_for_reconnect()  # type: ignore[no-untyped-call]
+            await self.disconnect(inuse_connections=False)
+        return address
+
+
+class HubSentinel(Sentinel):
+    """redis-py's Sentinel manager, believing the most recent configuration any sentinel
+    has rather than the first answer."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        replies = await self._ask_all(service_name)
+        best: dict[str, Any] | None = None
+        failed: list[str] = []
+        reply: Any
+        for reply in replies:
+            if isinstance(reply, RedisConnectionError | RedisTimeoutError | ResponseError):
+                failed.append(type(reply).__name__)  # down, or does not know this master
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            if not self.check_master_state(reply, service_name):
+                continue  # this sentinel sees the master down: no address to use
+            if best is None or int(reply["config-epoch"]) > int(best["config-epoch"]):
+                best = reply
+        if best is None:
+            detail = f" ({', '.join(failed)} from {len(failed)} sentinel(s))" if failed else ""
+            raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+        return str(best["ip"]), int(best["port"])
+
+    async def _ask_all(self, service_name: str) -> list[Any]:
+        """Every sentinel's ``SENTINEL MASTER`` reply (or its error), asked at once. Healthy
+        sentinels answer within milliseconds; one that hangs is given DISCOVERY_GRACE once
+        another has answered, not its full socket timeout on every connect."""
+        tasks = [asyncio.ensure_future(sentinel.sentinel_master(service_name))
+                 for sentinel in self.sentinels]
+        try:
+            done, pending = await asyncio.wait(tasks, timeout=DISCOVERY_GRACE)
+            if pending and not any(not t.cancelled() and t.exception() is None for t in done):
+                await asyncio.wait(pending)  # nobody answered yet: wait for their timeouts
+        finally:
+            for task in tasks:
+                task.cancel()
+            settled = await asyncio.gather(*tasks, return_exceptions=True)
+        return [reply for reply in settled if not isinstance(reply, asyncio.CancelledError)]
+
+
+class MasterWatch:
+    """Asks the sentinels every ``interval`` seconds (one small command each) where the master
+    is, so that the pool moves (see BlockingSentinelPool) even while no connection fails: after
+    a switchover the old master stays up and writable. Writes it still took before the move
+    are a switchover's loss window; ``storage.replica_acks`` (WAIT) is what closes it."""
+
+    def __init__(self, pool: Any, interval: float = 0.5) -> None:
+        """``pool``: the client's BlockingSentinelPool (redis-py types it as a plain
+        ConnectionPool)."""
+        self.pool = pool
+        self.interval = interval
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.pool.get_master_address()
+            except (RedisConnectionError, RedisTimeoutError, ResponseError):
+                pass  # no master right now (a failover under way): connects will retry
+            except Exception:  # a bug here must not end the watch for the process's life
+                log.exception("Redis Sentinel master watch failed; trying again")
+
+
+def is_sentinel(redis: Any) -> bool:
+    """Whether ``redis`` reaches its server through Sentinel (durability reads the master)."""
+    return isinstance(getattr(redis, "connection_pool", None), SentinelConnectionPool)
