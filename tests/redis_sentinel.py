@@ -104,9 +104,10 @@ class RedisSentinelServer:
             time.sleep(0.05)
         raise SentinelUnavailable(f"redis-server on port {port} did not start")
 
-    def cli_call(self, port: int, *args: str) -> str:
+    def cli_call(self, port: int, *args: str, password: str | None = None) -> str:
         assert self.cli is not None
-        done = subprocess.run([self.cli, "-p", str(port), *args], capture_output=True,
+        auth = ["-a", password, "--no-auth-warning"] if password else []
+        done = subprocess.run([self.cli, "-p", str(port), *auth, *args], capture_output=True,
                               timeout=10, check=False)
         return done.stdout.decode()
 

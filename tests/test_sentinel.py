@@ -12,6 +12,7 @@ master by itself. Marked ``sentinel``: ``pytest -m "not sentinel"`` leaves them 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -130,6 +131,67 @@ async def test_discovery_believes_the_newest_config_and_waits_little_for_a_hung_
     with pytest.raises(MasterNotFoundError):
         await sentinel.discover_master("no-such-master")
     await sentinel.aclose()
+
+
+MASTER_PASSWORD = "master-password-0123456789"
+SENTINEL_PASSWORD = "sentinel-password-0123456789"
+
+
+@contextlib.contextmanager
+def _passwords(setup: RedisSentinelServer) -> Iterator[None]:
+    """The setup with requirepass on master and replica and an ACL password on every sentinel,
+    set at runtime (sentinels first told the master's, so none loses it) and taken off again
+    for the tests after this one."""
+    master = setup.master_port()
+    assert master is not None
+    data = setup.live_data_ports()
+    try:
+        for port in setup.sentinel_ports:
+            setup.cli_call(port, "sentinel", "set", MASTER_NAME, "auth-pass", MASTER_PASSWORD)
+        for port in data:
+            setup.cli_call(port, "config", "set", "masterauth", MASTER_PASSWORD)
+            setup.cli_call(port, "config", "set", "requirepass", MASTER_PASSWORD)
+        for port in setup.sentinel_ports:
+            setup.cli_call(port, "acl", "setuser", "default", "on", f">{SENTINEL_PASSWORD}")
+        yield
+    finally:
+        for port in setup.sentinel_ports:
+            setup.cli_call(port, "acl", "setuser", "default", "resetpass", "nopass",
+                           password=SENTINEL_PASSWORD)  # in this order: resetpass drops nopass
+        for port in data:
+            setup.cli_call(port, "config", "set", "requirepass", "", password=MASTER_PASSWORD)
+            setup.cli_call(port, "config", "set", "masterauth", "")
+        for port in setup.sentinel_ports:
+            setup.cli_call(port, "sentinel", "set", MASTER_NAME, "auth-pass", "")
+        for port in setup.sentinel_ports + data:
+            assert setup.cli_call(port, "ping").strip() == "PONG", f"{port} still wants a password"
+
+
+async def test_passwords_reach_the_master_and_the_sentinels(
+        tmp_path: Path, hub_env: None, redis: Redis, monkeypatch: pytest.MonkeyPatch,
+        redis_sentinel: RedisSentinelServer) -> None:
+    """redis_password goes to the master, sentinel_password to the sentinels, both from the
+    environment; a hub given only the master's cannot ask the sentinels and says so at once
+    (a MasterNotFoundError naming the sentinels' refusal), not after a timeout."""
+    setup = redis_sentinel
+    await asyncio.to_thread(setup.heal)
+    monkeypatch.setenv("IH_TEST_REDIS_PASSWORD", MASTER_PASSWORD)
+    monkeypatch.setenv("IH_TEST_SENTINEL_PASSWORD", SENTINEL_PASSWORD)
+    storage = {"redis_password": "env:IH_TEST_REDIS_PASSWORD",
+               "sentinel_password": "env:IH_TEST_SENTINEL_PASSWORD"}
+    with _passwords(setup):
+        loaded = load_config(write_config(tmp_path, setup.url, overrides={"storage": storage}))
+        async with running_hub(loaded) as client:
+            r = await client.post("/webhooks/api/shop", **signed_post_args(
+                {"id": "pw-1", "sender": "pw-buyer", "text": "hola"}))
+            assert r.status == 200, await r.text()
+            message_id = (await r.json())["stored"][0]
+            assert await client.app[STORE].get_message(message_id) is not None
+        del storage["sentinel_password"]
+        half = load_config(write_config(tmp_path, setup.url, overrides={"storage": storage}))
+        with pytest.raises(MasterNotFoundError, match=r"ResponseError|AuthenticationError"):
+            async with open_redis(half.config) as (bare, _owned):
+                await bare.ping()
 
 
 # -- failovers: a switchover, then a kill under load (these two last: they move the master) --
