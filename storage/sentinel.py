@@ -25,6 +25,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from redis.asyncio import BlockingConnectionPool
@@ -164,23 +165,21 @@ class HubSentinel(Sentinel):
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
         replies = await self._ask_all(service_name)
-        best: dict[str, Any] | None = None
+        states: list[dict[str, Any]] = []
         failed: list[str] = []
-        reply: Any
         for reply in replies:
             if isinstance(reply, RedisConnectionError | RedisTimeoutError | ResponseError):
                 failed.append(type(reply).__name__)  # down, or does not know this master
-                continue
-            if isinstance(reply, BaseException):
+            elif isinstance(reply, BaseException):
                 raise reply
-            if not self.check_master_state(reply, service_name):
-                continue  # this sentinel sees the master down: no address to use
-            if best is None or int(reply["config-epoch"]) > int(best["config-epoch"]):
-                best = reply
-        if best is None:
+            else:
+                states.append(reply)
+        address = newest_master(
+            states, lambda state: self.check_master_state(state, service_name))
+        if address is None:
             detail = f" ({', '.join(failed)} from {len(failed)} sentinel(s))" if failed else ""
             raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
-        return str(best["ip"]), int(best["port"])
+        return address
 
     async def _ask_all(self, service_name: str) -> list[Any]:
         """Every sentinel's ``SENTINEL MASTER`` reply (or its error), asked at once. Healthy
@@ -220,6 +219,21 @@ class MasterWatch:
                 pass  # no master right now (a failover under way): connects will retry
             except Exception:  # a bug here must not end the watch for the process's life
                 log.exception("Redis Sentinel master watch failed; trying again")
+
+
+def newest_master(states: list[dict[str, Any]],
+                  usable: Callable[[dict[str, Any]], bool]) -> tuple[str, int] | None:
+    """The master address of the newest configuration (highest ``config-epoch``) that some
+    sentinel holding it sees up, or None. An older configuration never wins, even when the
+    sentinels holding the newest one see their master down: falling back to an older one is
+    how a client ends up writing to a master that has been replaced."""
+    if not states:
+        return None
+    newest = max(int(state["config-epoch"]) for state in states)
+    for state in states:
+        if int(state["config-epoch"]) == newest and usable(state):
+            return str(state["ip"]), int(state["port"])
+    return None
 
 
 def is_sentinel(redis: Any) -> bool:

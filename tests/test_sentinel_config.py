@@ -4,7 +4,9 @@ Sentinel needed: ``inboxhub check`` runs anywhere)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,9 +15,11 @@ from hub.config import ConfigError, load_config
 from storage.cluster import is_cluster_url
 from storage.sentinel import (
     FORMAT,
+    HubSentinel,
     SentinelTarget,
     SentinelUrlError,
     is_sentinel_url,
+    newest_master,
     parse_sentinel_url,
 )
 from tests.test_config_check import BASE, SECRET
@@ -149,3 +153,22 @@ def test_other_schemes_are_not_sentinel_urls() -> None:
     for url in ("redis://h:6379/0", "rediss://h:6380", "unix:///tmp/r.sock", "h:26379/m",
                 "redis+cluster://h:7000", "sentinel://h/m"):
         assert not is_sentinel_url(url)
+
+
+def _state(epoch: int, port: int, *, down: bool = False) -> dict[str, Any]:
+    """One sentinel's ``SENTINEL MASTER`` reply as redis-py parses it."""
+    return {"config-epoch": epoch, "ip": "10.0.0.9", "port": port, "is_master": True,
+            "is_sdown": down, "is_odown": False, "num-other-sentinels": 2}
+
+
+def test_the_newest_configuration_wins_and_an_older_one_is_never_a_fallback() -> None:
+    """A sentinel that has not heard of the failover (epoch 1) names the old master: the
+    newer configuration (epoch 2) wins; and if every sentinel with the newest one sees its
+    master down, there is no master rather than the replaced one."""
+    usable = functools.partial(HubSentinel([]).check_master_state, service_name="m")
+    assert newest_master([_state(1, 6379), _state(2, 6380), _state(2, 6380)],
+                         usable) == ("10.0.0.9", 6380)
+    assert newest_master([_state(2, 6380, down=True), _state(1, 6379)], usable) is None
+    assert newest_master([_state(2, 6380, down=True), _state(2, 6380)],
+                         usable) == ("10.0.0.9", 6380)
+    assert newest_master([], usable) is None
