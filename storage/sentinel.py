@@ -169,7 +169,9 @@ class HubSentinel(Sentinel):
         failed: list[str] = []
         for reply in replies:
             if isinstance(reply, RedisConnectionError | RedisTimeoutError | ResponseError):
-                failed.append(type(reply).__name__)  # down, or does not know this master
+                # Down, refusing us (a password, a certificate) or not knowing this master:
+                # the reason is what the operator needs (it names hosts, never secrets).
+                failed.append(f"{type(reply).__name__}: {str(reply)[:200]}")
             elif isinstance(reply, BaseException):
                 raise reply
             else:
@@ -177,7 +179,8 @@ class HubSentinel(Sentinel):
         address = newest_master(
             states, lambda state: self.check_master_state(state, service_name))
         if address is None:
-            detail = f" ({', '.join(failed)} from {len(failed)} sentinel(s))" if failed else ""
+            detail = f" (from {len(failed)} sentinel(s): {'; '.join(sorted(set(failed)))})" \
+                if failed else ""
             raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
         return address
 

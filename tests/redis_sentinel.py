@@ -37,7 +37,10 @@ def _free_port() -> int:
 class RedisSentinelServer:
     """Master, replica and three sentinels on 127.0.0.1; ``url`` is the hub's redis_url."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = False) -> None:
+        """``tls``: every server and sentinel listens with TLS only (a test CA made with
+        Debian's openssl; its certificate is ``ca_file``), replication and Sentinel's own
+        links included."""
         self.server = shutil.which("redis-server")
         self.cli = shutil.which("redis-cli")
         if self.server is None or self.cli is None:
@@ -45,10 +48,13 @@ class RedisSentinelServer:
                 "redis-server and redis-cli (Debian: apt-get install redis-server) are needed "
                 "for the Redis Sentinel tests")
         self.dir = Path(tempfile.mkdtemp(prefix="ihsentinel-"))
+        self.tls = tls
         self.data_ports = [_free_port(), _free_port()]
         self.sentinel_ports = [_free_port() for _ in range(3)]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         try:
+            if tls:
+                self._make_certificates()
             first, second = self.data_ports
             self.start_data_node(first)
             self.start_data_node(second, replica_of=first)
@@ -63,7 +69,42 @@ class RedisSentinelServer:
     def url(self) -> str:
         """``storage.redis_url``: every sentinel, then the master's name."""
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        return f"redis+sentinel://{hosts}/{MASTER_NAME}"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{hosts}/{MASTER_NAME}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "ca.crt"
+
+    def _make_certificates(self) -> None:
+        """A CA and one server certificate for 127.0.0.1, valid for two days."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise SentinelUnavailable("openssl is needed for the Sentinel TLS test")
+        d = self.dir
+        (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        steps = [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+             "-out", "ca.crt", "-days", "2", "-subj", "/CN=inboxhub test CA"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+             "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf"],
+        ]
+        for step in steps:
+            done = subprocess.run([openssl, *step], cwd=d, capture_output=True, timeout=30,
+                                  check=False)
+            if done.returncode != 0:
+                raise SentinelUnavailable("openssl failed: " + done.stderr.decode()[-300:])
+
+    def _listen(self, port: int) -> list[str]:
+        """The listening part of a server's or sentinel's settings (config-file lines)."""
+        if not self.tls:
+            return [f"port {port}"]
+        d = self.dir
+        return ["port 0", f"tls-port {port}", f"tls-cert-file {d / 'server.crt'}",
+                f"tls-key-file {d / 'server.key'}", f"tls-ca-cert-file {d / 'ca.crt'}",
+                "tls-auth-clients no", "tls-replication yes"]
 
     def start_data_node(self, port: int, replica_of: int | None = None) -> None:
         """A master or replica; also how a killed node is brought back (same dir, same
@@ -71,7 +112,9 @@ class RedisSentinelServer:
         node_dir = self.dir / str(port)
         node_dir.mkdir(exist_ok=True)
         assert self.server is not None
-        args = [self.server, "--port", str(port), "--bind", "127.0.0.1",
+        listen = [f"--{arg}" if i == 0 else arg
+                  for line in self._listen(port) for i, arg in enumerate(line.split(" ", 1))]
+        args = [self.server, *listen, "--bind", "127.0.0.1",
                 "--appendonly", "no", "--save", "", "--dir", str(node_dir),
                 "--protected-mode", "no"]
         if replica_of is not None:
@@ -82,8 +125,9 @@ class RedisSentinelServer:
         node_dir = self.dir / f"sentinel-{port}"
         node_dir.mkdir()
         conf = node_dir / "sentinel.conf"  # Sentinel rewrites it: it must be writable
+        listen = "".join(f"{line}\n" for line in self._listen(port))
         conf.write_text(
-            f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {node_dir}\n"
+            f"{listen}bind 127.0.0.1\nprotected-mode no\ndir {node_dir}\n"
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n"
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
@@ -107,8 +151,9 @@ class RedisSentinelServer:
     def cli_call(self, port: int, *args: str, password: str | None = None) -> str:
         assert self.cli is not None
         auth = ["-a", password, "--no-auth-warning"] if password else []
-        done = subprocess.run([self.cli, "-p", str(port), *auth, *args], capture_output=True,
-                              timeout=10, check=False)
+        tls = ["--tls", "--cacert", str(self.ca_file)] if self.tls else []
+        done = subprocess.run([self.cli, "-p", str(port), *tls, *auth, *args],
+                              capture_output=True, timeout=10, check=False)
         return done.stdout.decode()
 
     def sentinel_view(self, port: int) -> dict[str, str]:
