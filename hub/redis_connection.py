@@ -15,6 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError
 
+from channels.secrets import Secret
 from hub.config import Config
 from storage.cluster import HubRedisCluster, is_cluster, is_cluster_url, parse_cluster_url
 from storage.embedded import EmbeddedRedis
@@ -101,14 +102,14 @@ async def _open_cluster(config: Config) -> AsyncIterator[Redis]:
 
 @contextlib.asynccontextmanager
 async def _open_sentinel(url: str, common: dict[str, Any],
-                         sentinel_password: Any) -> AsyncIterator[Redis]:
+                         sentinel_password: Secret | None) -> AsyncIterator[Redis]:
     """A client of the master the sentinels name, with the single-Redis path's timeouts,
     health checks and blocking pool. Its pool asks the sentinels for the master's address on
-    every new connection, so after a failover the hub reconnects to the promoted replica by
-    itself (connections to a demoted master are dropped on its READONLY reply)."""
+    every new connection and, through the master watch, twice a second, so after a failover
+    or a switchover the hub moves to the new master by itself (storage/sentinel.py)."""
     target = parse_sentinel_url(url)
-    # The sentinels get the same socket timeouts (a dead sentinel costs at most one connect
-    # timeout; discovery moves on to the next) and TLS as the master, and their own password.
+    # The sentinels get the master's socket timeouts and TLS, and their own password. They
+    # are asked all at once (storage.sentinel.HubSentinel): a hung one costs DISCOVERY_GRACE.
     sentinel_kwargs: dict[str, Any] = {
         "socket_timeout": common["socket_timeout"],
         "socket_connect_timeout": common["socket_connect_timeout"],

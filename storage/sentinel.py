@@ -151,8 +151,8 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
             if known is not None:
                 log.warning("Redis Sentinel master %s moved from %s:%s to %s:%s; reconnecting",
                             self.service_name, *known, *address)
-            # Marked before the first await: a busy connection released while the idle ones
-            # close must not go back to the pool still on the old master.
+            # Marked before awaiting the idle ones' close: a busy connection released during
+            # that await must not go back to the pool still on the old master.
             for connection in list(self._in_use_connections):
                 connection.mark_for_reconnect()  # type: ignore[no-untyped-call]
             await self.disconnect(inuse_connections=False)
