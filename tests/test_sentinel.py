@@ -109,11 +109,11 @@ async def test_durability_warnings_read_the_master(
         assert warnings == [], warnings
 
 
-async def test_discovery_believes_the_newest_config_and_waits_little_for_a_hung_sentinel(
+async def test_discovery_waits_little_for_a_hung_sentinel(
         redis_sentinel: RedisSentinelServer) -> None:
     """Every sentinel is asked at once: a hung one (SIGSTOP: connects, never answers) costs
-    the one-second grace on a connect, not the 10 s socket timeout, and a stale one cannot
-    win over a newer configuration epoch."""
+    the one-second grace on a connect, not the 10 s socket timeout. (That a stale sentinel
+    cannot win over a newer configuration epoch is tests/test_sentinel_config.py's.)"""
     setup = redis_sentinel
     master = await asyncio.to_thread(setup.heal)
     sentinel = HubSentinel([("127.0.0.1", p) for p in setup.sentinel_ports], socket_timeout=10)
