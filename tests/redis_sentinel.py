@@ -11,6 +11,8 @@ without the package the Sentinel tests skip, and fail under CI=true.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import shutil
 import signal
 import socket
@@ -18,6 +20,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 MASTER_NAME = "ihmaster"
 DOWN_AFTER_MS = 1000
@@ -38,9 +45,8 @@ class RedisSentinelServer:
     """Master, replica and three sentinels on 127.0.0.1; ``url`` is the hub's redis_url."""
 
     def __init__(self, *, tls: bool = False) -> None:
-        """``tls``: every server and sentinel listens with TLS only (a test CA made with
-        Debian's openssl; its certificate is ``ca_file``), replication and Sentinel's own
-        links included."""
+        """``tls``: every server and sentinel listens with TLS only (a test CA; its
+        certificate is ``ca_file``), replication and Sentinel's own links included."""
         self.server = shutil.which("redis-server")
         self.cli = shutil.which("redis-cli")
         if self.server is None or self.cli is None:
@@ -77,25 +83,40 @@ class RedisSentinelServer:
         return self.dir / "ca.crt"
 
     def _make_certificates(self) -> None:
-        """A CA and one server certificate for 127.0.0.1, valid for two days."""
-        openssl = shutil.which("openssl")
-        if openssl is None:
-            raise SentinelUnavailable("openssl is needed for the Sentinel TLS test")
-        d = self.dir
-        (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        steps = [
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.crt", "-days", "2", "-subj", "/CN=inboxhub test CA"],
-            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-             "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
-            ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf"],
-        ]
-        for step in steps:
-            done = subprocess.run([openssl, *step], cwd=d, capture_output=True, timeout=30,
-                                  check=False)
-            if done.returncode != 0:
-                raise SentinelUnavailable("openssl failed: " + done.stderr.decode()[-300:])
+        """A CA and one server certificate for 127.0.0.1, valid for a day, made with the
+        project's own ``cryptography`` dependency (no openssl binary needed)."""
+        now = datetime.datetime.now(datetime.UTC)
+
+        def name(common: str) -> x509.Name:
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+        def pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+            return key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = (x509.CertificateBuilder().subject_name(name("inboxhub test CA"))
+              .issuer_name(name("inboxhub test CA")).public_key(ca_key.public_key())
+              .serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(minutes=5))
+              .not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1"))
+                .issuer_name(ca.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                     x509.DNSName("localhost")]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        (self.dir / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (self.dir / "server.key").write_bytes(pem(key))
+        (self.dir / "server.key").chmod(0o600)
 
     def _listen(self, port: int) -> list[str]:
         """The listening part of a server's or sentinel's settings (config-file lines)."""

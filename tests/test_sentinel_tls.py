@@ -1,6 +1,6 @@
 """``rediss+sentinel://``: the sentinels, the master and replication all on TLS only (a test
-CA from Debian's openssl), the hub verifying certificates. Started for this module only, when
-it runs; marked ``sentinel`` like tests/test_sentinel.py."""
+CA made in tests/redis_sentinel.py), the hub verifying certificates. Started for this module
+only, when it runs; marked ``sentinel`` like tests/test_sentinel.py."""
 
 from __future__ import annotations
 
