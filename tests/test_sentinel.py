@@ -12,9 +12,10 @@ master by itself. Marked ``sentinel``: ``pytest -m "not sentinel"`` leaves them 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -249,8 +250,8 @@ async def test_a_switchover_demotes_the_master_and_the_hub_follows(
         lost = [at for at, m in acked if await store.get_message(m) is None]
         late = [round(at - moved_at, 3) for at in lost if not switch <= at <= moved_at + 0.5]
         assert late == [], (late, len(lost), round(switch - moved_at, 3))
-        await eventually(lambda: _drained(client), timeout=30)
-        await eventually(lambda: _ready_at(client, loop), timeout=30)
+        await _or_explain(eventually(lambda: _drained(client), timeout=60), client)
+        await _or_explain(eventually(lambda: _ready_at(client, loop), timeout=60), client)
     print(f"\nsentinel switchover: the hub moved {moved_at - switch:.2f} s after SENTINEL "
           f"FAILOVER; {len(acked)} acknowledged, {refused} refused meanwhile (503, retried), "
           f"{len(lost)} acknowledged on the old master after the promotion and lost")
@@ -334,10 +335,11 @@ async def test_a_killed_master_is_replaced_and_ingest_goes_on(
             rows = await test_pipeline._conversations(client, limit=100)
             return len(rows) == 50 and all(c["status"] == "queued" for c in rows)
 
-        await eventually(all_routed, timeout=30)
+        await _or_explain(eventually(all_routed, timeout=60), client)
         # Every loop (router, sender, health, events...) is out of its backoff: /readyz.
-        ready_at = await eventually(lambda: _ready_at(client, loop), timeout=30)
-        await eventually(lambda: _drained(client), timeout=30)  # routed after the kill too
+        ready_at = await _or_explain(eventually(lambda: _ready_at(client, loop), timeout=60),
+                                     client)
+        await _or_explain(eventually(lambda: _drained(client), timeout=60), client)
     print(f"\nsentinel failover: {len(acked)} webhooks acknowledged, the first after the kill "
           f"{recovered:.2f} s after it; {refused} refused meanwhile (503, retried); "
           f"{len(lost)} acknowledged message(s) lost with the master; /readyz ready again "
@@ -348,6 +350,24 @@ async def test_a_killed_master_is_replaced_and_ingest_goes_on(
 async def _ready_at(client: Any, loop: asyncio.AbstractEventLoop) -> float | None:
     r = await client.get("/readyz")
     return loop.time() if r.status == 200 else None
+
+
+async def _or_explain(waiting: Awaitable[Any], client: Any) -> Any:
+    """``waiting``, or on a timeout the hub's state that explains it: conversation statuses,
+    streams not drained, /readyz's problems (a loaded CI machine must say why, not only that)."""
+    try:
+        return await waiting
+    except AssertionError as exc:
+        rows = await test_pipeline._conversations(client, limit=100)
+        store = client.app[STORE]
+        streams = {s: (await store.redis.xlen(s),
+                       (await store.redis.xpending(s, "router"))["pending"])
+                   for s in store.inbound_streams}
+        ready = await (await client.get("/readyz")).json()
+        raise AssertionError(
+            f"{exc}; {len(rows)} conversations "
+            f"{dict(collections.Counter(c['status'] for c in rows))}; inbound (length, "
+            f"pending) {streams}; readyz {ready}") from None
 
 
 async def _drained(client: Any) -> bool:
