@@ -22,6 +22,9 @@ from channels.secrets import Secret, resolve_references
 from routing.config import RoutingConfig, validate_routing
 from storage.cluster import SCHEMES as CLUSTER_SCHEMES
 from storage.cluster import ClusterUrlError, parse_cluster_url
+from storage.sentinel import FORMAT as SENTINEL_FORMAT
+from storage.sentinel import SCHEMES as SENTINEL_SCHEMES
+from storage.sentinel import SentinelUrlError, parse_sentinel_url
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PATH_PATTERN = re.compile(r" - at `\$(.*)`$")
@@ -60,6 +63,9 @@ class HubSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     redis_url: str | None = None
     redis_password: Secret | None = None
+    # With a redis+sentinel:// redis_url: the password the sentinels themselves require (their
+    # requirepass), when it is not the master's; redis_password is the master's.
+    sentinel_password: Secret | None = None
     partitions: int = 1
     dedupe_ttl_seconds: int = 7 * 86400
     appendfsync: Literal["always", "everysec", "no"] = "everysec"
@@ -397,6 +403,7 @@ def load_config(path: str | os.PathLike[str], *, read_only: bool = False) -> Loa
         _check_csat(config)
         _check_public_url(config.hub.public_url)
         _check_redis_url(config.storage.redis_url)
+        _check_sentinel_password(config.storage)
         _check_routing(config.routing, {c.name: c.type for c in config.channels},
                        build=not read_only, labels=_hint_labels(channel_settings))
         for i, token in enumerate(config.api.tokens):
@@ -484,14 +491,26 @@ def _check_redis_url(url: str | None) -> None:
             f"{where}: put the password in storage.redis_password "
             "(env:NAME or file:PATH), not in the URL"
         )
-    if url.split("://", 1)[0] in CLUSTER_SCHEMES:
+    # Lower-cased to choose the parser: "REDIS+SENTINEL://" must reach the strict parser (and
+    # its "scheme must be" error), not pass as a plain redis:// URL urlsplit lower-cases.
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in CLUSTER_SCHEMES:
         try:
             parse_cluster_url(url)
         except ClusterUrlError as exc:
             raise ConfigError(f"{where}: malformed URL {url!r}: {exc}; expected "
                               "redis+cluster://host:port,host:port") from None
         return
-    parts = _check_url(url, where, ("redis", "rediss", "unix", *CLUSTER_SCHEMES))
+    if scheme in SENTINEL_SCHEMES:
+        try:
+            parse_sentinel_url(url)
+        except SentinelUrlError as exc:
+            raise ConfigError(f"{where}: malformed URL {url!r}: {exc}; expected "
+                              f"{SENTINEL_FORMAT} (password in storage.redis_password)"
+                              ) from None
+        return
+    parts = _check_url(url, where, ("redis", "rediss", "unix", *CLUSTER_SCHEMES,
+                                    *SENTINEL_SCHEMES))
     if parts.scheme == "unix":
         if not parts.path:
             raise ConfigError(f"{where}: malformed URL {url!r}: expected unix:///path/to/socket")
@@ -503,6 +522,15 @@ def _check_redis_url(url: str | None) -> None:
     if db and not db.isdigit():
         raise ConfigError(f"{where}: malformed URL {url!r}: the path must be a database "
                           f"number such as /0")
+
+
+def _check_sentinel_password(storage: StorageSettings) -> None:
+    """A sentinel password with no sentinel to give it to is a config mistake (a
+    half-finished move to Sentinel), not something to ignore."""
+    url = storage.redis_url or ""
+    if storage.sentinel_password is not None and url.split("://", 1)[0] not in SENTINEL_SCHEMES:
+        raise ConfigError("storage.sentinel_password: only used with a redis+sentinel:// or "
+                          "rediss+sentinel:// storage.redis_url")
 
 
 def _hint_labels(channel_settings: dict[str, Any]) -> set[str]:

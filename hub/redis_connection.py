@@ -6,6 +6,7 @@ reuse a running hub's server, or start one just for the command when no hub is r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -14,9 +15,18 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError
 
+from channels.secrets import Secret
 from hub.config import Config
 from storage.cluster import HubRedisCluster, is_cluster, is_cluster_url, parse_cluster_url
 from storage.embedded import EmbeddedRedis
+from storage.sentinel import (
+    BlockingSentinelPool,
+    HubSentinel,
+    MasterWatch,
+    is_sentinel,
+    is_sentinel_url,
+    parse_sentinel_url,
+)
 
 
 @contextlib.asynccontextmanager
@@ -37,9 +47,14 @@ async def open_redis(config: Config) -> AsyncIterator[tuple[Redis, EmbeddedRedis
         async with _open_cluster(config) as cluster:
             yield cluster, None
         return
+    if storage.redis_url and storage.redis_password:
+        common["password"] = storage.redis_password.reveal()
+    if storage.redis_url and is_sentinel_url(storage.redis_url):
+        async with _open_sentinel(storage.redis_url, common,
+                                  storage.sentinel_password) as sentinel_client:
+            yield sentinel_client, None
+        return
     if storage.redis_url:
-        if storage.redis_password:
-            common["password"] = storage.redis_password.reveal()
         pool = BlockingConnectionPool.from_url(storage.redis_url, **common)
     else:
         embedded = EmbeddedRedis(config.data_dir, appendfsync=storage.appendfsync)
@@ -85,6 +100,41 @@ async def _open_cluster(config: Config) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
+@contextlib.asynccontextmanager
+async def _open_sentinel(url: str, common: dict[str, Any],
+                         sentinel_password: Secret | None) -> AsyncIterator[Redis]:
+    """A client of the master the sentinels name, with the single-Redis path's timeouts,
+    health checks and blocking pool. Its pool asks the sentinels for the master's address on
+    every new connection and, through the master watch, twice a second, so after a failover
+    or a switchover the hub moves to the new master by itself (storage/sentinel.py)."""
+    target = parse_sentinel_url(url)
+    # The sentinels get the master's socket timeouts and TLS, and their own password. They
+    # are asked all at once (storage.sentinel.HubSentinel): a hung one costs DISCOVERY_GRACE.
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": common["socket_timeout"],
+        "socket_connect_timeout": common["socket_connect_timeout"],
+    }
+    if target.tls:
+        sentinel_kwargs["ssl"] = True
+    if sentinel_password is not None:
+        sentinel_kwargs["password"] = sentinel_password.reveal()
+    sentinel = HubSentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)
+    client: Redis = sentinel.master_for(
+        target.master, connection_pool_class=BlockingSentinelPool, db=target.db,
+        ssl=target.tls, **common)
+    # Owned here and cancelled on the way out, like the client it serves.
+    watch = asyncio.create_task(MasterWatch(client.connection_pool).run(),
+                                name="sentinel-master-watch")
+    try:
+        yield client
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        await client.aclose()
+        await sentinel.aclose()
+
+
 async def durability_warnings(client: Redis) -> list[str]:
     """What an external Redis's configuration means for acknowledged messages, for the log at
     start-up (``serve`` logs each line as a warning). Empty when AOF is on with fsync and no
@@ -105,6 +155,8 @@ async def durability_warnings(client: Redis) -> list[str]:
         return [f"could not read the Redis configuration ({type(exc).__name__}); check that "
                 "AOF is on and maxmemory-policy is noeviction"]
     warnings: list[str] = []
+    if is_sentinel(client):
+        warnings += await _sentinel_warnings(client)
     if str(persistence.get("aof_enabled", "0")) != "1":
         warnings.append(
             "Redis has AOF off (appendonly no): an acknowledged message lives only in memory "
@@ -124,6 +176,19 @@ async def durability_warnings(client: Redis) -> list[str]:
             "Redis deletes keys (messages, conversations, dedupe markers) instead of refusing "
             "writes; set maxmemory-policy noeviction")
     return warnings
+
+
+async def _sentinel_warnings(client: Redis) -> list[str]:
+    """A Sentinel master with no replica connected has nothing to promote: a failover cannot
+    happen and the messages live on one server."""
+    try:
+        replication = await client.info("replication")
+    except RedisError:
+        return []  # the persistence read just before succeeded; nothing more to say
+    if int(replication.get("connected_slaves", 0) or 0) == 0:
+        return ["the Sentinel master has no replica connected: Sentinel has nothing to "
+                "promote if it fails, and every message lives on that one server"]
+    return []
 
 
 class _OnNode:
