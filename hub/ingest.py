@@ -6,6 +6,8 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
+from redis.exceptions import RedisError
+
 from channels.models import InboundMessage
 from hub.group_commit import GroupCommit
 from hub.metrics import Metrics
@@ -35,6 +37,13 @@ class Ingestor:
         started = time.perf_counter()
         try:
             result = await self._commit(message)
+        except (RedisError, OSError) as exc:
+            # An outage fails every webhook in the air at once: one line each, no traceback
+            # (the provider retries; the supervised loops report the outage itself).
+            self.metrics.ingested.labels(message.channel_instance, "error").inc()
+            log.warning("ingest failed for instance %s: %s", message.channel_instance,
+                        type(exc).__name__)
+            raise
         except Exception:
             self.metrics.ingested.labels(message.channel_instance, "error").inc()
             log.exception("ingest failed for instance %s", message.channel_instance)
