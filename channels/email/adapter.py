@@ -108,6 +108,8 @@ AHEAD_BATCHES: Final = 2
 """Batches of a backlog read (and parsed) ahead of the one being stored: each at most
 ``FETCH_LIMIT`` messages or ``fetch_since``'s 32 MB."""
 PARENT_CACHE_SIZE: Final = 10_000
+ATTACHMENT_WRITES: Final = 8
+"""Attachments of a fetched batch stored at once (each a Redis pin and a file write)."""
 SMTP_RATE_LIMIT_CODES: Final = frozenset({421, 452})
 SMTP_RATE_LIMIT_RETRY_SECONDS: Final = 60.0
 _DEFAULT_IMAP_PORT: Final = {"tls": 993, "starttls": 143, "none": 143}
@@ -473,24 +475,65 @@ class EmailChannel(PollingAdapter):
                 "mailbox, not fetched"))
         mails = [parsed for parsed in results
                  if not isinstance(parsed, str) and parsed.kind == "message"]
-        async with self.threads.batch(mails):
-            for fetched, parsed in zip(batch.messages, results, strict=True):
-                if isinstance(parsed, str):  # MalformedEmail's reason
-                    items.append(Unusable(fetched.raw, f"IMAP UID {fetched.uid}: {parsed}"))
-                    continue
-                if self.settings.mark_seen:
-                    self._unseen.add(fetched.uid)
-                if parsed.kind == "auto_reply":
-                    log.info("channel %s: skipped an auto-reply (UID %d)", self.instance,
-                             fetched.uid)
-                    continue
-                if parsed.kind == "bounce":
-                    update = self._bounce(parsed, fetched.uid)
-                    if update is not None:
-                        items.append(update)
-                    continue
-                items.append(await self._message(parsed, fetched.uid))
+        # The batch's attachments are stored side by side while its threads are decided:
+        # one after the other, each file's pin and write (a round trip and a thread hop,
+        # an fsync when the bytes are new) cost a backlog as long as parsing it.
+        files = asyncio.ensure_future(self._attachments_of(mails))
+        decided: list[tuple[int, ParsedEmail, InboundMessage]] = []
+        try:
+            async with self.threads.batch(mails):
+                for fetched, parsed in zip(batch.messages, results, strict=True):
+                    if isinstance(parsed, str):  # MalformedEmail's reason
+                        items.append(Unusable(fetched.raw,
+                                              f"IMAP UID {fetched.uid}: {parsed}"))
+                        continue
+                    if self.settings.mark_seen:
+                        self._unseen.add(fetched.uid)
+                    if parsed.kind == "auto_reply":
+                        log.info("channel %s: skipped an auto-reply (UID %d)", self.instance,
+                                 fetched.uid)
+                        continue
+                    if parsed.kind == "bounce":
+                        update = self._bounce(parsed, fetched.uid)
+                        if update is not None:
+                            items.append(update)
+                        continue
+                    decided.append((len(items), parsed, await self._message(parsed,
+                                                                            fetched.uid)))
+                    items.append(decided[-1][2])
+                stored = await files
+        finally:
+            if not files.done():  # the decisions failed: the writes in flight are let go
+                files.cancel()
+            await asyncio.gather(files, return_exceptions=True)
+        for (index, parsed, message), attachments in zip(decided, stored, strict=True):
+            if parsed.attachments:
+                items[index] = msgspec.structs.replace(message, attachments=attachments)
         return items
+
+    async def _attachments_of(self, mails: Sequence[ParsedEmail],
+                              ) -> list[tuple[Attachment, ...]]:
+        """Every mail's attachments stored (or their refusals), per mail in order; at most
+        ``ATTACHMENT_WRITES`` at a time. Raises the first failure once every write ended."""
+        gate = asyncio.Semaphore(ATTACHMENT_WRITES)
+
+        async def one(found: EmailAttachment) -> Attachment:
+            async with gate:
+                return await self._attachment(found)
+
+        flat = [found for mail in mails for found in mail.attachments]
+        stored: list[Attachment] = []
+        for result in await asyncio.gather(*(one(found) for found in flat),
+                                           return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+            stored.append(result)
+        out: list[tuple[Attachment, ...]] = []
+        start = 0
+        for mail in mails:
+            out.append(tuple(stored[start:start + len(mail.attachments)]))
+            start += len(mail.attachments)
+        return out
 
     def _bounce(self, parsed: ParsedEmail, uid: int) -> DeliveryUpdate | None:
         bounce = parsed.bounce
@@ -510,6 +553,8 @@ class EmailChannel(PollingAdapter):
                               state="failed", at=parsed.date, error=error[:1000])
 
     async def _message(self, parsed: ParsedEmail, uid: int) -> InboundMessage:
+        """The mail as the hub stores it, its thread decided and remembered; its attachments
+        are filled in by ``_items`` once stored."""
         provider_id = provider_id_of(parsed)
         self._remember(provider_id, parsed, uid)
         assert self._state is not None
@@ -527,8 +572,7 @@ class EmailChannel(PollingAdapter):
             channel_type=self.type_name, channel_instance=self.instance,
             provider_message_id=provider_id, thread_id=thread_id,
             sender_handle=parsed.from_address, sender_name=parsed.from_name or None,
-            text=parsed.text, html=parsed.html, sent_at=parsed.date, hints=hints,
-            attachments=tuple([await self._attachment(a) for a in parsed.attachments]))
+            text=parsed.text, html=parsed.html, sent_at=parsed.date, hints=hints)
 
     async def _attachment(self, found: EmailAttachment) -> Attachment:
         if found.data is None or found.refused is not None:
