@@ -103,7 +103,7 @@ IDLE_WAIT_SECONDS: Final = 20.0
 """How long one poll waits in IDLE for news before it returns (and fetches anyway)."""
 NOOP_INTERVAL_SECONDS: Final = 10.0
 """Without IDLE: how often a waiting poll asks the server (NOOP) whether mail came."""
-FETCH_LIMIT: Final = 100
+FETCH_LIMIT: Final = 500
 AHEAD_BATCHES: Final = 2
 """Batches of a backlog read (and parsed) ahead of the one being stored: each at most
 ``FETCH_LIMIT`` messages or ``fetch_since``'s 32 MB."""
