@@ -321,8 +321,11 @@ class EmailThreads:
             message_id=parsed.message_id, in_reply_to=parsed.in_reply_to,
             references=references, uidvalidity=uidvalidity, uid=uid)
         # Independent keys, so written side by side (round trips of a backlog's every mail);
-        # the thread memo keeps its buyer, so it is read before it is rewritten.
-        _, known = await _together(
+        # the thread memo keeps its buyer, so it is read before it is rewritten. A batch's
+        # memory answers from what it holds without a round trip: one step after the other
+        # there (gather's tasks and futures were 7 % of the loop on a backlog).
+        together = _one_by_one if isinstance(memory, BatchMemory) else _together
+        _, known = await together(
             memory.remember(self.instance, message_key(provider_id_of(parsed)),
                             _encode(message), ttl_seconds=MESSAGE_MEMO_TTL_SECONDS,
                             thread_id=thread_id),
@@ -339,7 +342,27 @@ class EmailThreads:
                 self.instance, subject_key(parsed.from_address, subject.key),
                 _encode(SubjectMemo(thread_id=thread_id, at=now)),
                 ttl_seconds=max(self.subject_window_seconds, 1.0), thread_id=thread_id))
-        await _together(*writes)
+        await together(*writes)
+
+
+async def _one_by_one(*steps: Coroutine[Any, Any, Any]) -> list[Any]:
+    """``_together`` for steps that do not wait on the network (``BatchMemory``): in order,
+    without a task each; every step runs (and is awaited) even when one fails, and the first
+    failure is raised, as ``_together`` does."""
+    results: list[Any] = []
+    try:
+        for step in steps:
+            try:
+                results.append(await step)
+            except Exception as exc:
+                results.append(exc)
+    finally:  # cancelled midway: the steps not reached are closed, never left unawaited
+        for step in steps[len(results) + 1:]:
+            step.close()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 async def _together(*steps: Coroutine[Any, Any, Any]) -> list[Any]:
