@@ -63,7 +63,13 @@ from channels.base import AdapterContext, Capabilities
 from channels.email.amazon import check_amazon_reply, is_amazon_relay, order_ids
 from channels.email.compose import address as plain_address
 from channels.email.compose import compose_reply, html_body, message_bytes
-from channels.email.conversations import THREAD_ID, EmailThreads, MessageMemo, provider_id_of
+from channels.email.conversations import (
+    THREAD_ID,
+    BatchMemory,
+    EmailThreads,
+    MessageMemo,
+    provider_id_of,
+)
 from channels.email.imap import (
     FetchResult,
     ImapClient,
@@ -212,7 +218,12 @@ class _Reader:
     it arrives, so the next download overlaps this parse and both overlap the store. At most
     ``depth`` batches wait to be taken. Nothing here is stored or acknowledged: ``take`` gives
     a batch only to a poll that starts at the UID it was fetched above. Its session commands
-    hold ``lock`` (one command at a time on a session)."""
+    hold ``lock`` (one command at a time on a session).
+
+    ``read_memos_ahead``: once a poll has written its batch's thread memos, the next batch's
+    memo reads (``EmailThreads.prefetch``, two round trips) start here, while the polling
+    base stores the batch before: they see every memo written so far, which is all the
+    decisions need (a conversation's status is read when deciding, after the store)."""
 
     def __init__(self, client: ImapClient, uidvalidity: int, after: int, *, depth: int,
                  lock: asyncio.Lock,
@@ -226,6 +237,7 @@ class _Reader:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._stopping = False
+        self._memos: dict[int, asyncio.Future[BatchMemory | None]] = {}
         self._task = asyncio.create_task(self._run(after), name="email:read-ahead")
 
     async def _run(self, after: int) -> None:
@@ -243,7 +255,22 @@ class _Reader:
                 return
             after = batch.last_uid
 
-    async def take(self, after: int) -> tuple[FetchResult, ParseResults] | None:
+    def read_memos_ahead(self, after: int, read: Callable[[ParseResults],
+                                                          Awaitable[BatchMemory | None]],
+                         ) -> None:
+        """Start reading the memos of the batch fetched above ``after`` once it is parsed,
+        if that batch is the next one here (else the poll that takes it reads them)."""
+        if not self._ready or self._ready[0][0] != after or after in self._memos:
+            return
+        parsing = self._ready[0][2]
+
+        async def memos() -> BatchMemory | None:
+            return await read(await asyncio.shield(parsing))
+
+        self._memos[after] = asyncio.ensure_future(memos())
+
+    async def take(self, after: int,
+                   ) -> tuple[FetchResult, ParseResults, BatchMemory | None] | None:
         """The next batch read ahead, parsed, if it was fetched above ``after``; None when it
         was not (the cursor did not move as expected) or the backlog ended. A failure of the
         reading is the session's and raises."""
@@ -263,7 +290,9 @@ class _Reader:
             return None
         _, batch, parsing = self._ready.popleft()
         self._room.set()
-        return batch, await parsing
+        results = await parsing
+        memos = self._memos.pop(after, None)
+        return batch, results, (await memos if memos is not None else None)
 
     async def close(self, *, cancel: bool) -> None:
         """Stop reading. ``cancel=False`` (the session goes on): the fetch in flight is let
@@ -278,11 +307,19 @@ class _Reader:
             else:
                 await self._task
         finally:
-            pending = [parsing for _, _, parsing in self._ready]
+            pending: list[asyncio.Future[Any]] = [parsing for _, _, parsing in self._ready]
+            pending.extend(self._memos.values())
             self._ready.clear()
+            self._memos.clear()
             for parsing in pending:
                 parsing.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _mails(results: ParseResults) -> list[ParsedEmail]:
+    """The buyer messages of a parsed batch (what gets a thread), in order."""
+    return [parsed for parsed in results
+            if not isinstance(parsed, str) and parsed.kind == "message"]
 
 
 @dataclass(frozen=True)
@@ -385,8 +422,9 @@ class EmailChannel(PollingAdapter):
             last = resume_uid(cursor, state.uidvalidity, state.uidnext if fresh else None)
             ahead = await self._take_ahead(client, state.uidvalidity, last)
             await self._mark_seen(client, cursor, state.uidvalidity)
+            memos: BatchMemory | None = None
             if ahead is not None:
-                batch, results = ahead
+                batch, results, memos = ahead
             else:  # no reader here: the session is this poll's alone
                 batch = await client.fetch_since(last, limit=FETCH_LIMIT)
                 if not batch.messages and not batch.skipped:
@@ -397,7 +435,9 @@ class EmailChannel(PollingAdapter):
             if batch.more and self._reader is None:
                 self._reader = _Reader(client, state.uidvalidity, end, depth=AHEAD_BATCHES,
                                        lock=self._session_lock, parse=self._parse)
-            items = await self._items(batch, results)
+            items = await self._items(batch, results, memos)
+            if self._reader is not None and self._reader.uidvalidity == state.uidvalidity:
+                self._reader.read_memos_ahead(end, self._read_memos)
         except BaseException:
             # Failed or cancelled mid-command (a stop during IDLE): the session is unusable.
             self._client = self._state = None
@@ -409,7 +449,7 @@ class EmailChannel(PollingAdapter):
         return items, encode_cursor(state.uidvalidity, end)
 
     async def _take_ahead(self, client: ImapClient, uidvalidity: int, last: int,
-                          ) -> tuple[FetchResult, ParseResults] | None:
+                          ) -> tuple[FetchResult, ParseResults, BatchMemory | None] | None:
         """The batch read ahead, when it starts where this poll does. It was fetched above
         the cursor the last poll returned; when that was not checkpointed (its store failed,
         the lease moved) this poll starts lower and the reader is stopped, its batches
@@ -466,22 +506,25 @@ class EmailChannel(PollingAdapter):
             self._parsers = ParseProcesses(self.settings.parse_processes)
         return await self._parsers.parse(raws, **limits)
 
-    async def _items(self, batch: FetchResult, results: ParseResults) -> list[PollItem]:
+    async def _read_memos(self, results: ParseResults) -> BatchMemory | None:
+        return await self.threads.prefetch(_mails(results))
+
+    async def _items(self, batch: FetchResult, results: ParseResults,
+                     memos: BatchMemory | None = None) -> list[PollItem]:
         items: list[PollItem] = []
         for skipped in batch.skipped:
             items.append(Unusable(
                 f"IMAP UID {skipped.uid} in {self.settings.mailbox}".encode(),
                 f"message of {skipped.size} bytes is over the download limit; left in the "
                 "mailbox, not fetched"))
-        mails = [parsed for parsed in results
-                 if not isinstance(parsed, str) and parsed.kind == "message"]
+        mails = _mails(results)
         # The batch's attachments are stored side by side while its threads are decided:
         # one after the other, each file's pin and write (a round trip and a thread hop,
         # an fsync when the bytes are new) cost a backlog as long as parsing it.
         files = asyncio.ensure_future(self._attachments_of(mails))
         decided: list[tuple[int, ParsedEmail, InboundMessage]] = []
         try:
-            async with self.threads.batch(mails):
+            async with self.threads.batch(mails, prefetched=memos):
                 for fetched, parsed in zip(batch.messages, results, strict=True):
                     if isinstance(parsed, str):  # MalformedEmail's reason
                         items.append(Unusable(fetched.raw,

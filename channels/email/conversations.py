@@ -219,18 +219,32 @@ class EmailThreads:
         self.memory = memory
         self.subject_window_seconds = subject_window_seconds
 
+    async def prefetch(self, mails: Sequence[ParsedEmail]) -> BatchMemory | None:
+        """A batch memory holding every memo deciding ``mails`` may read (two round trips),
+        for ``batch``; None when there is no memory to read or no mail."""
+        memory = self.memory
+        if memory is None or isinstance(memory, BatchMemory) or not mails:
+            return None
+        buffered = BatchMemory(memory, self.instance)
+        await buffered.prefetch(key for mail in mails for key in _reads_of(mail))
+        await buffered.prefetch(_threads_named(buffered.known.values()))
+        return buffered
+
     @contextlib.asynccontextmanager
-    async def batch(self, mails: Sequence[ParsedEmail]) -> AsyncIterator[None]:
+    async def batch(self, mails: Sequence[ParsedEmail], *,
+                    prefetched: BatchMemory | None = None) -> AsyncIterator[None]:
         """Decide and remember ``mails`` (in order, inside the block) against one read of
         their memos, and write the memos in one round trip when the block ends. A block that
-        raises writes nothing: the batch is not stored, and a redelivery decides afresh."""
+        raises writes nothing: the batch is not stored, and a redelivery decides afresh.
+        ``prefetched``: ``prefetch(mails)`` made earlier (after every memo before these was
+        written), so the block does not wait for the reads."""
         memory = self.memory
         if memory is None or isinstance(memory, BatchMemory) or not mails:
             yield
             return
-        buffered = BatchMemory(memory, self.instance)
-        await buffered.prefetch(key for mail in mails for key in _reads_of(mail))
-        await buffered.prefetch(_threads_named(buffered.known.values()))
+        buffered = (prefetched if prefetched is not None and prefetched.memory is memory
+                    and not prefetched.pending else await self.prefetch(mails))
+        assert buffered is not None
         self.memory = buffered
         try:
             yield
