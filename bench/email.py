@@ -16,9 +16,10 @@ One run, one machine, three figures next to each other (nothing is asserted on t
   stream; a poll's batch in one pipelined round trip, ``Ingestor.ingest_many``), attachments
   into the file attachment store. Timed from the adapter's start until the last message is
   stored. Routing is not part of it. ``--thread-memory`` also gives the channel the hub's
-  ``context.threads`` (``RedisThreads``), as the hub does: the thread decision reads memos and
-  writes three per message before it is stored (``channels/email/conversations.py``), a few
-  more Redis round trips per message; without it threads come from headers alone.
+  ``context.threads`` (``RedisThreads``), as the hub does: a batch's thread decisions read
+  their memos in two round trips (started while the batch before is stored) and write three
+  per message in one before the batch is stored (``channels/email/conversations.py``);
+  without it threads come from headers alone.
 * ``IDLE to stored``: the channel left running in IDLE; one message at a time is delivered and
   the time until the ingest has stored it is taken. Two ways of delivering: IMAP ``APPEND``
   from another session (timed from before the APPEND is sent) and a maildir drop into
