@@ -62,3 +62,32 @@ async def test_erasing_the_conversation_erases_its_memos(store: Store, redis: Re
     assert await threads.recall("shop", "m:<m@x.test>") is None
     assert await threads.recall("shop", "s:ana") is None
     assert await threads.recall("shop", "m:<other@x.test>") == b"eve"
+
+
+async def test_a_batch_of_writes_leaves_what_one_write_after_another_would(
+        store: Store, redis: Redis) -> None:
+    """``remember_many`` groups a batch's writes by thread (one index entry command and one
+    TTL raise per thread): the memos still end as the writes in order would leave them, a key
+    written for two threads keeps its last value and is in both threads' indexes, and each
+    index lives as long as its longest memo."""
+    from channels.services.threads import MemoWrite
+    from storage.threads import memo_key, memos_of
+
+    threads = RedisThreads(store)
+    await threads.remember_many("shop", [
+        MemoWrite("m:<1@x>", b"one", 60, "t-1"),
+        MemoWrite("s:ana", b"first", 60, "t-1"),
+        MemoWrite("s:ana", b"second", 3600, "t-2"),
+        MemoWrite("m:<2@x>", b"two", 60, "t-2"),
+        MemoWrite("s:ana", b"third", 120, "t-1"),
+        MemoWrite("t:t-1", b"thread", 60, "t-1"),
+    ])
+    assert await threads.recall_many("shop", ["m:<1@x>", "s:ana", "m:<2@x>", "t:t-1"]) == [
+        b"one", b"third", b"two", b"thread"]
+    assert 60_000 < await redis.pttl(memo_key("shop", "s:ana")) <= 120_000  # the last write's
+    one = {m.decode() for m in await redis.smembers(memos_of("shop\x00t-1"))}
+    two = {m.decode() for m in await redis.smembers(memos_of("shop\x00t-2"))}
+    assert one == {memo_key("shop", k) for k in ("m:<1@x>", "s:ana", "t:t-1")}
+    assert two == {memo_key("shop", k) for k in ("s:ana", "m:<2@x>")}
+    assert 120_000 - 5_000 < await redis.pttl(memos_of("shop\x00t-1")) <= 120_000
+    assert 3_600_000 - 5_000 < await redis.pttl(memos_of("shop\x00t-2")) <= 3_600_000

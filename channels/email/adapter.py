@@ -63,7 +63,13 @@ from channels.base import AdapterContext, Capabilities
 from channels.email.amazon import check_amazon_reply, is_amazon_relay, order_ids
 from channels.email.compose import address as plain_address
 from channels.email.compose import compose_reply, html_body, message_bytes
-from channels.email.conversations import THREAD_ID, EmailThreads, MessageMemo, provider_id_of
+from channels.email.conversations import (
+    THREAD_ID,
+    BatchMemory,
+    EmailThreads,
+    MessageMemo,
+    provider_id_of,
+)
 from channels.email.imap import (
     FetchResult,
     ImapClient,
@@ -103,11 +109,13 @@ IDLE_WAIT_SECONDS: Final = 20.0
 """How long one poll waits in IDLE for news before it returns (and fetches anyway)."""
 NOOP_INTERVAL_SECONDS: Final = 10.0
 """Without IDLE: how often a waiting poll asks the server (NOOP) whether mail came."""
-FETCH_LIMIT: Final = 100
+FETCH_LIMIT: Final = 500
 AHEAD_BATCHES: Final = 2
 """Batches of a backlog read (and parsed) ahead of the one being stored: each at most
 ``FETCH_LIMIT`` messages or ``fetch_since``'s 32 MB."""
 PARENT_CACHE_SIZE: Final = 10_000
+ATTACHMENT_WRITES: Final = 8
+"""Attachments of a fetched batch stored at once (each a Redis pin and a file write)."""
 SMTP_RATE_LIMIT_CODES: Final = frozenset({421, 452})
 SMTP_RATE_LIMIT_RETRY_SECONDS: Final = 60.0
 _DEFAULT_IMAP_PORT: Final = {"tls": 993, "starttls": 143, "none": 143}
@@ -210,7 +218,12 @@ class _Reader:
     it arrives, so the next download overlaps this parse and both overlap the store. At most
     ``depth`` batches wait to be taken. Nothing here is stored or acknowledged: ``take`` gives
     a batch only to a poll that starts at the UID it was fetched above. Its session commands
-    hold ``lock`` (one command at a time on a session)."""
+    hold ``lock`` (one command at a time on a session).
+
+    ``read_memos_ahead``: once a poll has written its batch's thread memos, the next batch's
+    memo reads (``EmailThreads.prefetch``, two round trips) start here, while the polling
+    base stores the batch before: they see every memo written so far, which is all the
+    decisions need (a conversation's status is read when deciding, after the store)."""
 
     def __init__(self, client: ImapClient, uidvalidity: int, after: int, *, depth: int,
                  lock: asyncio.Lock,
@@ -224,6 +237,7 @@ class _Reader:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._stopping = False
+        self._memos: dict[int, asyncio.Future[BatchMemory | None]] = {}
         self._task = asyncio.create_task(self._run(after), name="email:read-ahead")
 
     async def _run(self, after: int) -> None:
@@ -241,7 +255,22 @@ class _Reader:
                 return
             after = batch.last_uid
 
-    async def take(self, after: int) -> tuple[FetchResult, ParseResults] | None:
+    def read_memos_ahead(self, after: int, read: Callable[[ParseResults],
+                                                          Awaitable[BatchMemory | None]],
+                         ) -> None:
+        """Start reading the memos of the batch fetched above ``after`` once it is parsed,
+        if that batch is the next one here (else the poll that takes it reads them)."""
+        if not self._ready or self._ready[0][0] != after or after in self._memos:
+            return
+        parsing = self._ready[0][2]
+
+        async def memos() -> BatchMemory | None:
+            return await read(await asyncio.shield(parsing))
+
+        self._memos[after] = asyncio.ensure_future(memos())
+
+    async def take(self, after: int,
+                   ) -> tuple[FetchResult, ParseResults, BatchMemory | None] | None:
         """The next batch read ahead, parsed, if it was fetched above ``after``; None when it
         was not (the cursor did not move as expected) or the backlog ended. A failure of the
         reading is the session's and raises."""
@@ -261,7 +290,9 @@ class _Reader:
             return None
         _, batch, parsing = self._ready.popleft()
         self._room.set()
-        return batch, await parsing
+        results = await parsing
+        memos = self._memos.pop(after, None)
+        return batch, results, (await memos if memos is not None else None)
 
     async def close(self, *, cancel: bool) -> None:
         """Stop reading. ``cancel=False`` (the session goes on): the fetch in flight is let
@@ -276,11 +307,19 @@ class _Reader:
             else:
                 await self._task
         finally:
-            pending = [parsing for _, _, parsing in self._ready]
+            pending: list[asyncio.Future[Any]] = [parsing for _, _, parsing in self._ready]
+            pending.extend(self._memos.values())
             self._ready.clear()
+            self._memos.clear()
             for parsing in pending:
                 parsing.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _mails(results: ParseResults) -> list[ParsedEmail]:
+    """The buyer messages of a parsed batch (what gets a thread), in order."""
+    return [parsed for parsed in results
+            if not isinstance(parsed, str) and parsed.kind == "message"]
 
 
 @dataclass(frozen=True)
@@ -383,8 +422,9 @@ class EmailChannel(PollingAdapter):
             last = resume_uid(cursor, state.uidvalidity, state.uidnext if fresh else None)
             ahead = await self._take_ahead(client, state.uidvalidity, last)
             await self._mark_seen(client, cursor, state.uidvalidity)
+            memos: BatchMemory | None = None
             if ahead is not None:
-                batch, results = ahead
+                batch, results, memos = ahead
             else:  # no reader here: the session is this poll's alone
                 batch = await client.fetch_since(last, limit=FETCH_LIMIT)
                 if not batch.messages and not batch.skipped:
@@ -395,7 +435,9 @@ class EmailChannel(PollingAdapter):
             if batch.more and self._reader is None:
                 self._reader = _Reader(client, state.uidvalidity, end, depth=AHEAD_BATCHES,
                                        lock=self._session_lock, parse=self._parse)
-            items = await self._items(batch, results)
+            items = await self._items(batch, results, memos)
+            if self._reader is not None and self._reader.uidvalidity == state.uidvalidity:
+                self._reader.read_memos_ahead(end, self._read_memos)
         except BaseException:
             # Failed or cancelled mid-command (a stop during IDLE): the session is unusable.
             self._client = self._state = None
@@ -407,7 +449,7 @@ class EmailChannel(PollingAdapter):
         return items, encode_cursor(state.uidvalidity, end)
 
     async def _take_ahead(self, client: ImapClient, uidvalidity: int, last: int,
-                          ) -> tuple[FetchResult, ParseResults] | None:
+                          ) -> tuple[FetchResult, ParseResults, BatchMemory | None] | None:
         """The batch read ahead, when it starts where this poll does. It was fetched above
         the cursor the last poll returned; when that was not checkpointed (its store failed,
         the lease moved) this poll starts lower and the reader is stopped, its batches
@@ -464,33 +506,77 @@ class EmailChannel(PollingAdapter):
             self._parsers = ParseProcesses(self.settings.parse_processes)
         return await self._parsers.parse(raws, **limits)
 
-    async def _items(self, batch: FetchResult, results: ParseResults) -> list[PollItem]:
+    async def _read_memos(self, results: ParseResults) -> BatchMemory | None:
+        return await self.threads.prefetch(_mails(results))
+
+    async def _items(self, batch: FetchResult, results: ParseResults,
+                     memos: BatchMemory | None = None) -> list[PollItem]:
         items: list[PollItem] = []
         for skipped in batch.skipped:
             items.append(Unusable(
                 f"IMAP UID {skipped.uid} in {self.settings.mailbox}".encode(),
                 f"message of {skipped.size} bytes is over the download limit; left in the "
                 "mailbox, not fetched"))
-        mails = [parsed for parsed in results
-                 if not isinstance(parsed, str) and parsed.kind == "message"]
-        async with self.threads.batch(mails):
-            for fetched, parsed in zip(batch.messages, results, strict=True):
-                if isinstance(parsed, str):  # MalformedEmail's reason
-                    items.append(Unusable(fetched.raw, f"IMAP UID {fetched.uid}: {parsed}"))
-                    continue
-                if self.settings.mark_seen:
-                    self._unseen.add(fetched.uid)
-                if parsed.kind == "auto_reply":
-                    log.info("channel %s: skipped an auto-reply (UID %d)", self.instance,
-                             fetched.uid)
-                    continue
-                if parsed.kind == "bounce":
-                    update = self._bounce(parsed, fetched.uid)
-                    if update is not None:
-                        items.append(update)
-                    continue
-                items.append(await self._message(parsed, fetched.uid))
+        mails = _mails(results)
+        # The batch's attachments are stored side by side while its threads are decided:
+        # one after the other, each file's pin and write (a round trip and a thread hop,
+        # an fsync when the bytes are new) cost a backlog as long as parsing it.
+        files = asyncio.ensure_future(self._attachments_of(mails))
+        decided: list[tuple[int, ParsedEmail, InboundMessage]] = []
+        try:
+            async with self.threads.batch(mails, prefetched=memos):
+                for fetched, parsed in zip(batch.messages, results, strict=True):
+                    if isinstance(parsed, str):  # MalformedEmail's reason
+                        items.append(Unusable(fetched.raw,
+                                              f"IMAP UID {fetched.uid}: {parsed}"))
+                        continue
+                    if self.settings.mark_seen:
+                        self._unseen.add(fetched.uid)
+                    if parsed.kind == "auto_reply":
+                        log.info("channel %s: skipped an auto-reply (UID %d)", self.instance,
+                                 fetched.uid)
+                        continue
+                    if parsed.kind == "bounce":
+                        update = self._bounce(parsed, fetched.uid)
+                        if update is not None:
+                            items.append(update)
+                        continue
+                    decided.append((len(items), parsed, await self._message(parsed,
+                                                                            fetched.uid)))
+                    items.append(decided[-1][2])
+                stored = await files
+        finally:
+            if not files.done():  # the decisions failed: the writes in flight are let go
+                files.cancel()
+            await asyncio.gather(files, return_exceptions=True)
+        for (index, parsed, message), attachments in zip(decided, stored, strict=True):
+            if parsed.attachments:
+                items[index] = msgspec.structs.replace(message, attachments=attachments)
         return items
+
+    async def _attachments_of(self, mails: Sequence[ParsedEmail],
+                              ) -> list[tuple[Attachment, ...]]:
+        """Every mail's attachments stored (or their refusals), per mail in order; at most
+        ``ATTACHMENT_WRITES`` at a time. Raises the first failure once every write ended."""
+        gate = asyncio.Semaphore(ATTACHMENT_WRITES)
+
+        async def one(found: EmailAttachment) -> Attachment:
+            async with gate:
+                return await self._attachment(found)
+
+        flat = [found for mail in mails for found in mail.attachments]
+        stored: list[Attachment] = []
+        for result in await asyncio.gather(*(one(found) for found in flat),
+                                           return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+            stored.append(result)
+        out: list[tuple[Attachment, ...]] = []
+        start = 0
+        for mail in mails:
+            out.append(tuple(stored[start:start + len(mail.attachments)]))
+            start += len(mail.attachments)
+        return out
 
     def _bounce(self, parsed: ParsedEmail, uid: int) -> DeliveryUpdate | None:
         bounce = parsed.bounce
@@ -510,6 +596,8 @@ class EmailChannel(PollingAdapter):
                               state="failed", at=parsed.date, error=error[:1000])
 
     async def _message(self, parsed: ParsedEmail, uid: int) -> InboundMessage:
+        """The mail as the hub stores it, its thread decided and remembered; its attachments
+        are filled in by ``_items`` once stored."""
         provider_id = provider_id_of(parsed)
         self._remember(provider_id, parsed, uid)
         assert self._state is not None
@@ -527,8 +615,7 @@ class EmailChannel(PollingAdapter):
             channel_type=self.type_name, channel_instance=self.instance,
             provider_message_id=provider_id, thread_id=thread_id,
             sender_handle=parsed.from_address, sender_name=parsed.from_name or None,
-            text=parsed.text, html=parsed.html, sent_at=parsed.date, hints=hints,
-            attachments=tuple([await self._attachment(a) for a in parsed.attachments]))
+            text=parsed.text, html=parsed.html, sent_at=parsed.date, hints=hints)
 
     async def _attachment(self, found: EmailAttachment) -> Attachment:
         if found.data is None or found.refused is not None:

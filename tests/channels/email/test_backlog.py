@@ -23,6 +23,8 @@ from channels.email.parse_process import ParseProcesses
 from channels.errors import RetryableError
 from channels.models import InboundMessage
 from channels.polling import Unusable
+from storage.store import Store
+from storage.threads import RedisThreads
 from tests.channels.email.test_conformance import mail, settings_for, uids
 
 LIMITS = {"max_attachment_bytes": 1_000_000, "max_attachments": 5}
@@ -48,10 +50,11 @@ async def channel(dovecot: Any, smtp_server: Any, monkeypatch: pytest.MonkeyPatc
     made: list[EmailChannel] = []
 
     async with aiohttp.ClientSession() as http:
-        def make(**overrides: Any) -> EmailChannel:
-            adapter = EmailChannel("shop", settings_for(dovecot, smtp_server, **overrides),
+        def make(instance: str = "shop", threads: Any = None,
+                 **overrides: Any) -> EmailChannel:
+            adapter = EmailChannel(instance, settings_for(dovecot, smtp_server, **overrides),
                                    AdapterContext(http=http, quarantine=no_quarantine,
-                                                  spawn=no_spawn))
+                                                  spawn=no_spawn, threads=threads))
             adapter.idle_wait_seconds = 0.2
             made.append(adapter)
             return adapter
@@ -176,3 +179,49 @@ async def test_a_cancelled_parse_kills_its_child() -> None:
             [buyer_mail(1)], **LIMITS)
     finally:
         await parsers.close()
+
+
+def threaded_mail(n: int) -> bytes:
+    """Twelve mails whose threads cross batches of three: by subject, by the buyer's own
+    earlier ids, and not across senders."""
+    sender, subject, headers = {
+        0: ("buyer0", "Pedido 7", {}), 1: ("buyer1", "Cambio", {}),
+        2: ("buyer0", "Otra cosa", {}), 3: ("buyer0", "Re: Pedido 7", {}),
+        4: ("buyer1", "Talla", {"In-Reply-To": "<t-1@buyer.test>"}),
+        5: ("buyer2", "Pedido 7", {}),
+        6: ("buyer0", "Más", {"References": "<t-3@buyer.test>"}),
+        7: ("buyer1", "Re: Cambio", {}),
+        8: ("buyer2", "Hola", {"In-Reply-To": "<t-0@buyer.test>"}),
+    }.get(n, (f"buyer{n % 3}", "Re: Otra cosa", {}))
+    return mail(f"{sender}@buyer.test", subject, f"mensaje {n}", f"<t-{n}@buyer.test>",
+                headers=headers)
+
+
+async def test_memos_read_ahead_decide_a_backlog_as_one_batch_would(
+        channel: Any, dovecot: Any, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With thread memory, each next batch's memos are read while the batch before is
+    stored (``_Reader.read_memos_ahead``); the threads come out as one batch of the whole
+    backlog decides them."""
+    for n in range(12):
+        await dovecot.adeliver(threaded_mail(n))
+    threads: dict[str, dict[str, str]] = {}
+    read_ahead = 0
+    for instance, limit in (("batched", 3), ("whole", 100)):
+        monkeypatch.setattr(email_adapter, "FETCH_LIMIT", limit)
+        adapter = channel(instance=instance, threads=RedisThreads(store))
+        cursor, seen = None, threads.setdefault(instance, {})
+        while len(seen) < 12:
+            items, cursor = await adapter.poll("INBOX", cursor)
+            seen.update((m.provider_message_id, m.thread_id) for m in items
+                        if isinstance(m, InboundMessage))
+            if adapter._reader is not None:
+                read_ahead += len(adapter._reader._memos)
+            await asyncio.sleep(0.2)  # the polling base would be storing the batch
+    assert threads["batched"] == threads["whole"]
+    assert read_ahead > 0  # some batch's memos were read ahead
+    thread = [threads["batched"][f"<t-{n}@buyer.test>"] for n in range(12)]
+    assert thread[3] == thread[6] == thread[0]  # subject, then a reference to a joined mail
+    assert thread[4] == thread[7] == thread[1]  # the buyer's own id, then the subject
+    assert thread[9] == thread[2]
+    assert len({thread[0], thread[1], thread[2], thread[5], thread[8], thread[10],
+                thread[11]}) == 7  # other senders never join

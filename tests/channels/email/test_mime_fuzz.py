@@ -77,3 +77,64 @@ def test_the_address_shortcut_reads_the_common_forms() -> None:
     for value in ('"Pérez, Ana" <ana@b.test>', "ana@b.test (Ana)", "a@b.test, c@d.test",
                   "undisclosed-recipients:;", "Ana <ana@b.test> <x@y.test>"):
         assert simple_address(value) is None, value
+
+
+def _stdlib_params(part: object) -> tuple[str | None, str | None]:
+    """What ``mime._Params`` replaces: ``get_filename`` with the ``name`` fallbacks and
+    ``get_param("charset")``, each reading the header again."""
+    from email.message import Message
+
+    from channels.email.mime import decode_header_value
+
+    assert isinstance(part, Message)
+
+    def param(name: str) -> str | None:
+        try:
+            value = part.get_param(name)
+        except Exception:
+            return None
+        if isinstance(value, tuple):
+            value = value[2]
+        return str(value) if value is not None else None
+
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = param("name")
+    if not name:
+        name = param("name")
+    return (decode_header_value(str(name)) if name else None), param("charset")
+
+
+def _parts(raw: bytes) -> list[object]:
+    from email.parser import BytesParser
+
+    from channels.email.mime import _POLICY
+
+    try:
+        message = BytesParser(policy=_POLICY).parsebytes(raw)
+        return list(message.walk())[:200]
+    except Exception:
+        return []
+
+
+def _check_params(raw: bytes) -> None:
+    from channels.email.mime import _Params
+
+    for part in _parts(raw):
+        params = _Params(part)  # type: ignore[arg-type]
+        assert (params.filename(), params.get("charset")) == _stdlib_params(part)
+
+
+def test_parameters_read_once_answer_as_the_stdlib_on_every_seed_part() -> None:
+    tricky = (b"Content-Type: text/plain; charset=\"utf-8\"; NAME*=utf-8''r%C3%A9sum%C3%A9.txt;"
+              b" name=second\r\nContent-Disposition: attachment; filename=\"\"; FileName=x\r\n"
+              b"\r\nbody\r\n")
+    for raw in [*SEEDS, tricky]:
+        _check_params(raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged())
+def test_parameters_read_once_answer_as_the_stdlib_on_damaged_parts(raw: bytes) -> None:
+    _check_params(raw)
