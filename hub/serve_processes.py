@@ -37,6 +37,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Final
 
 from hub.app import oauth_token_store
 from hub.config import LoadedConfig
@@ -51,6 +52,10 @@ BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 # A child that ran this long before exiting is restarted after the base delay again.
 STABLE_SECONDS = 30.0
+# How a child asked to stop may end cleanly: 0 from its orderly shutdown, or the signal's own
+# default action when it came before the child installed its handlers (still importing and
+# loading its config, nothing in flight); 130 is the CLI's answer to a Ctrl-C at that point.
+STOPPED_CLEAN: Final = frozenset({0, -signal.SIGTERM, -signal.SIGINT, 130})
 # Beyond the children's own shutdown deadline: interpreter exit, the last log lines.
 EXIT_SLACK_SECONDS = 1.0
 
@@ -157,9 +162,20 @@ class Child:
             code = await proc.wait()
             self.clean = False
             return
-        self.clean = code == 0
+        self.clean = code in STOPPED_CLEAN
         log.log(logging.INFO if self.clean else logging.ERROR,
                 "hub process %d (slot %d) stopped: %s", proc.pid, self.slot, _describe(code))
+
+
+async def _owned(child: Child, stop: asyncio.Event, grace: float) -> None:
+    """``child.run``, its failure (a process that could not be started) logged and counted:
+    the pool then exits non-zero instead of running one process short in silence."""
+    try:
+        await child.run(stop, grace)
+    except Exception:
+        log.exception("hub slot %d failed; stopping the pool", child.slot)
+        child.clean = False
+        stop.set()
 
 
 def _describe(code: int | None) -> str:
@@ -198,7 +214,7 @@ async def supervise(loaded: LoadedConfig, *, role: Role, processes: int,
                   f"on http://{config.hub.host}:{bind_port}", flush=True)
             log.info("supervising %d hub processes (role %s%s)", processes, role,
                      "; embedded redis started here" if embedded is not None else "")
-            runs = [asyncio.create_task(child.run(stop, grace), name=f"hub-slot-{child.slot}")
+            runs = [asyncio.create_task(_owned(child, stop, grace), name=f"hub-slot-{child.slot}")
                     for child in children]
             try:
                 await stop.wait()

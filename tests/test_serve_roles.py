@@ -242,6 +242,12 @@ async def test_two_processes_share_the_port_restart_and_stop_cleanly(
         for _ in range(10):
             sent += 1
             await post(http, pool.base, sent)
+        pool.proc.send_signal(signal.SIGHUP)  # a routing reload reaches every child
+
+        def reloaded() -> bool:
+            return pool.log.read_text().count("routing reloaded on SIGHUP") == 2
+
+        await eventually(lambda: asyncio.to_thread(reloaded), timeout=20)
 
         async def all_routed() -> bool:
             data = await get_json(http, pool.base + "/api/v1/conversations?limit=100")
