@@ -4,6 +4,10 @@ Order matters: Redis first (everything needs it), then the shared HTTP session, 
 (they may start pollers), then the workers. Shutdown runs in reverse: workers drain their
 in-flight entries within the deadline, channels stop, the session closes, and the embedded
 Redis (if we started it) stops last.
+
+``build_app(role=...)`` (``serve --role``, hub/roles.py) leaves out the workers' contexts and
+loops for ``http`` and the public routes for ``workers``; every other context runs in both,
+since the API and the workers read the same stores.
 """
 
 from __future__ import annotations
