@@ -1,6 +1,7 @@
 """Ingest throughput: signed webhook POSTs through the full pipeline vs a bare aiohttp handler.
 
     python -m bench.ingest [--seconds 10] [--concurrency 32] [--max-requests 500000]
+                           [--processes N] [--role all|http|workers]
 
 Two targets, one after the other, each a subprocess on loopback, driven by the same load
 generator (one aiohttp ClientSession in this process, a fixed number of concurrent requests):
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -157,20 +158,50 @@ async def start_bare(started: list[Child], module: str, workdir: Path,
 
 @contextlib.asynccontextmanager
 async def running_hub(started: list[Child], workdir: Path, env: dict[str, str],
-                      config: Callable[[Path, int], Path],
+                      config: Callable[[Path, int], Path], serve: Sequence[str] = (),
                       ) -> AsyncIterator[tuple[Child, str, Pipeline]]:
-    """``python -m hub serve`` with ``config(workdir, port)``, its base URL, and a Pipeline
-    on its embedded Redis (closed on exit; the hub is stopped by ``children``)."""
+    """``python -m hub serve [serve...]`` with ``config(workdir, port)``, its base URL, and a
+    Pipeline on its embedded Redis (closed on exit; the hub is stopped by ``children``)."""
     port = free_port()
     hub, base = await start(
         started, "inboxhub",
-        [sys.executable, "-m", "hub", "--config", str(config(workdir, port)), "serve"],
+        [sys.executable, "-m", "hub", "--config", str(config(workdir, port)), "serve", *serve],
         workdir / "hub.log", env, port)
     pipeline = Pipeline(workdir / "data" / "redis.sock")
     try:
         yield hub, base, pipeline
     finally:
         await pipeline.close()
+
+
+async def all_children_ready(base: str, processes: int, timeout: float = 60.0) -> None:
+    """Until ``processes`` distinct pids answer ``/readyz`` (``serve --processes``: the port
+    answers as soon as the first child is up), new connections reaching any of them."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        while len(seen) < processes and time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, KeyError, ValueError):
+                async with http.get(f"{base}/readyz",
+                                    timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    if resp.status == 200:
+                        seen.add(int((await resp.json())["pid"]))
+            await asyncio.sleep(0.02)
+    if len(seen) < processes:
+        raise RuntimeError(f"only {len(seen)} of {processes} hub processes ready in {timeout:g}s")
+
+
+async def start_other_half(started: list[Child], workdir: Path, env: dict[str, str],
+                           role: str) -> tuple[Child, str]:
+    """``--role http`` (or ``workers``) under test: the complementary role as one process on
+    the same config and embedded Redis (started by the hub under test), on its own port."""
+    port = free_port()
+    other = "workers" if role == "http" else "http"
+    return await start(
+        started, f"inboxhub --role {other}",
+        [sys.executable, "-m", "hub", "--config", str(workdir / "inboxhub.toml"), "serve",
+         "--role", other, "--port", str(port)], workdir / f"hub-{other}.log", env, port)
 
 
 def run_bench(bench: Callable[[argparse.Namespace], Coroutine[None, None, int]],
@@ -448,12 +479,18 @@ class Ingested:
 
 async def ingest_run(pipeline: Pipeline, url: str, run: str, args: argparse.Namespace,
                      source: Callable[[str], BodySource] = Bodies, warmup_requests: int = 0,
-                     hub_pid: int | None = None) -> Ingested:
+                     hub_pid: int | None = None, cpu_pids: Sequence[int] = ()) -> Ingested:
     """Warm-up, drain, measured load (sampling the inbound backlog), drain again: the measured
     phase starts on an empty pipeline and its drain is timed. With ``args.profile`` and
     ``hub_pid``, that process is sampled by py-spy through the measured phase and the
     summary printed. ``hub_pid``'s CPU time over the measured phase and drain is reported
-    per message: on a machine shared with other work it moves less than the rates."""
+    per message: on a machine shared with other work it moves less than the rates. With
+    ``cpu_pids`` (``--processes``/``--role``), the CPU of those processes and their children
+    is reported instead (the embedded redis-server is reported on its own)."""
+
+    def hub_cpu() -> float | None:
+        return tree_cpu_seconds(cpu_pids) if cpu_pids else profiling.cpu_seconds(hub_pid)
+
     stop = asyncio.Event()
     peak = [0]
     sampler: asyncio.Task[None] | None = None
@@ -467,7 +504,7 @@ async def ingest_run(pipeline: Pipeline, url: str, run: str, args: argparse.Name
         nonlocal sampler, profiler, stats_before
         await pipeline.drain()
         stats_before = await pipeline.command_stats()
-        cpu_before[:] = [profiling.cpu_seconds(hub_pid), await pipeline.redis_cpu_seconds()]
+        cpu_before[:] = [hub_cpu(), await pipeline.redis_cpu_seconds()]
         sampler = asyncio.create_task(pipeline.sample_backlog(stop, peak))
         profile_to: Path | None = getattr(args, "profile", None)
         if hub_pid is not None and profile_to is not None:
@@ -479,7 +516,7 @@ async def ingest_run(pipeline: Pipeline, url: str, run: str, args: argparse.Name
                                     warmup_requests)
         drain = await pipeline.drain()
         stats_after = await pipeline.command_stats()
-        cpu_after = [profiling.cpu_seconds(hub_pid), await pipeline.redis_cpu_seconds()]
+        cpu_after = [hub_cpu(), await pipeline.redis_cpu_seconds()]
         if profiler is not None:
             print(profiling.summarise(await profiler), flush=True)
     finally:
@@ -495,6 +532,26 @@ async def ingest_run(pipeline: Pipeline, url: str, run: str, args: argparse.Name
     return Ingested(warm, acked, drain, peak[0],
                     {name: cu for name, cu in calls.items() if cu[0] > 0},
                     hub_cpu=used[0], redis_cpu=used[1])
+
+
+def tree_cpu_seconds(pids: Sequence[int]) -> float | None:
+    """User + system CPU seconds of ``pids`` and their live children (the hubs of a
+    ``serve --processes`` supervisor), less redis-server's: that one is measured apart."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                if "(redis-server)" not in stat:
+                    parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, todo = set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo += [child for child, parent in parents.items() if parent == pid]
+    used = [profiling.cpu_seconds(pid) for pid in tree if pid in parents]
+    return sum(u for u in used if u is not None) if used else None
 
 
 Row = tuple[str, int, int, float, float, str, str]
@@ -525,7 +582,8 @@ async def bench(args: argparse.Namespace) -> int:
     env = child_env(IH_BENCH_SECRET=SECRET, IH_BENCH_ADMIN=ADMIN)
     print(f"inboxhub ingest benchmark: {args.seconds:g} s per target after {args.warmup:g} s "
           f"warm-up, concurrency {args.concurrency}, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}", flush=True)
+          f"Python {sys.version.split()[0]}; hub: serve --role {args.role} --processes "
+          f"{args.processes}", flush=True)
     try:
         with children() as started:
             # 1. bare aiohttp
@@ -534,12 +592,23 @@ async def bench(args: argparse.Namespace) -> int:
             bare.stop()
 
             # 2. the hub, full pipeline
-            async with running_hub(started, workdir, env, hub_config) as (hub, url, pipeline):
+            serve = ["--role", args.role, "--processes", str(args.processes)]
+            async with running_hub(started, workdir, env, hub_config, serve) as (
+                    hub, url, pipeline):
+                pids = [hub.proc.pid]
+                await all_children_ready(url, args.processes)
+                if args.role != "all":  # the other half, one process, on the same Redis
+                    other, other_url = await start_other_half(started, workdir, env, args.role)
+                    pids.append(other.proc.pid)
+                    url = url if args.role == "http" else other_url
                 run = await ingest_run(pipeline, f"{url}/webhooks/api/{CHANNEL}", "hub", args,
-                                       hub_pid=hub.proc.pid)
+                                       hub_pid=hub.proc.pid,
+                                       cpu_pids=pids if len(pids) > 1 or args.processes > 1
+                                       else ())
                 stored, conversations, by_status = await pipeline.verify()
                 quarantined = await pipeline.quarantined()
-            hub_exit = hub.stop()
+            codes = [child.stop() for child in reversed(started[1:])]
+            hub_exit = next((code for code in codes if code), 0)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -579,13 +648,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, metavar="FILE", default=None,
                         help="sample the hub with py-spy during the measured load: collapsed "
                              "stacks to FILE, summary printed")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="serve --processes N for the hub under test (default 1)")
+    parser.add_argument("--role", choices=("all", "http", "workers"), default="all",
+                        help="serve --role of the hub under test; with http or workers the "
+                             "other half runs beside it as one process (default all)")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare is not None:
         serve_bare(args.serve_bare)
         return 0
-    if args.seconds <= 0 or args.concurrency < 1 or args.max_requests < 1:
-        parser.error("--seconds, --concurrency and --max-requests must be positive")
+    if args.seconds <= 0 or args.concurrency < 1 or args.max_requests < 1 or args.processes < 1:
+        parser.error("--seconds, --concurrency, --max-requests and --processes must be positive")
     return run_bench(bench, args)
 
 

@@ -168,6 +168,13 @@ class PollingAdapter(ChannelAdapter):
             self._loops.loop(poller.lease_name, poller.iteration, idle_seconds=0.0)
 
     @final
+    async def start_without_polling(self, ingest: IngestCallback) -> None:
+        """Take inbound traffic other than polls (a marketplace's webhooks, fetches another
+        process queued) and run no poll loop: the hub's ``serve --role http``, whose pollers
+        run in a workers process. ``stop`` then only closes the adapter."""
+        await super().start(ingest)  # what start does before its loops
+
+    @final
     async def stop(self) -> None:
         """Store and checkpoint the batch in hand, cancel polls, release the leases."""
         loops, self._loops = self._loops, None

@@ -4,6 +4,10 @@ Order matters: Redis first (everything needs it), then the shared HTTP session, 
 (they may start pollers), then the workers. Shutdown runs in reverse: workers drain their
 in-flight entries within the deadline, channels stop, the session closes, and the embedded
 Redis (if we started it) stops last.
+
+``build_app(role=...)`` (``serve --role``, hub/roles.py) leaves out the workers' contexts and
+loops for ``http`` and the public routes for ``workers``; every other context runs in both,
+since the API and the workers read the same stores.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from hub.metrics import Metrics
 from hub.outbound_api import routes as outbound_routes
 from hub.redis_connection import durability_warnings, open_redis
 from hub.reports_api import routes as report_routes
+from hub.roles import Role, role_of, runs_http, runs_workers
 from hub.router import Router
 from hub.routing_api import routes as routing_routes
 from hub.search_api import routes as search_routes
@@ -171,7 +176,9 @@ async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
         app[K.CHANNELS] = manager
         app[K.CHANNEL_HEALTH].use_adapters(manager.adapters, app[K.HEALTH_COUNTERS])
         try:
-            await manager.start_all(ingestor)  # inside: a failed start still stops the rest
+            # Pollers are background loops: a --role http process leaves them to the workers.
+            # Inside: a failed start still stops the rest.
+            await manager.start_all(ingestor, pollers=runs_workers(role_of(app)))
             yield
         finally:
             # Adapters first: pollers store the batch in hand and release their leases.
@@ -396,8 +403,10 @@ async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def build_app(
-    loaded: LoadedConfig, *, extra_ctx: list[CleanupCtx] | None = None
+    loaded: LoadedConfig, *, role: Role = "all", extra_ctx: list[CleanupCtx] | None = None
 ) -> web.Application:
+    """The app of one process. ``role`` (hub/roles.py) decides which side it runs: ``http``
+    adds no loop that consumes work, ``workers`` serves no route but health and metrics."""
     config = loaded.config
     tokens = TokenIndex(config.api.tokens)
     app = web.Application(
@@ -405,7 +414,9 @@ def build_app(
         middlewares=[make_auth_middleware(tokens)],
     )
     app[K.CONFIG] = loaded
+    app[K.ROLE] = role
     app[K.METRICS] = Metrics()
+    app[K.METRICS].process_info(role, os.getpid())
     app[K.HEALTH] = TaskHealth(app[K.METRICS])
     app[K.TOKENS] = tokens
     app.cleanup_ctx.append(redis_ctx)
@@ -415,15 +426,24 @@ def build_app(
     app.cleanup_ctx.append(channel_health_ctx)
     app.cleanup_ctx.append(channels_ctx)
     app.cleanup_ctx.append(routing_ctx)
-    app.cleanup_ctx.append(workers_ctx)
+    if runs_workers(role):
+        app.cleanup_ctx.append(workers_ctx)
     app.cleanup_ctx.append(workflow_ctx)
     app.cleanup_ctx.append(people_ctx)
     app.cleanup_ctx.append(kpis_ctx)
-    app.cleanup_ctx.append(csat_ctx)
+    if runs_workers(role):
+        app.cleanup_ctx.append(csat_ctx)
     app.cleanup_ctx.append(survey_ctx)
     for ctx in extra_ctx or []:
         app.cleanup_ctx.append(ctx)
     app.add_routes(health_routes)
+    if runs_http(role):
+        add_public_routes(app)
+    return app
+
+
+def add_public_routes(app: web.Application) -> None:
+    """Everything but health and metrics: the API, the web inbox, the webhooks."""
     app.add_routes(routes)
     app.add_routes(routing_routes)
     app.add_routes(admin_routes)
@@ -451,7 +471,6 @@ def build_app(
     app.router.add_route("*", "/webhooks/{type}/{instance}", webhook)
     # A second URL of the same instance (Twilio's StatusCallback): WebhookAdapter.subpaths.
     app.router.add_route("*", "/webhooks/{type}/{instance}/{path}", webhook)
-    return app
 
 
 def describe(app: web.Application) -> dict[str, Any]:
@@ -460,4 +479,5 @@ def describe(app: web.Application) -> dict[str, Any]:
     return {
         "channels": [c.name for c in config.channels if c.enabled],
         "redis": config.storage.redis_url or f"embedded ({config.data_dir}/redis.sock)",
+        "role": role_of(app),
     }

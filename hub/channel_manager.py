@@ -13,6 +13,7 @@ from channels.base import (
     error_json,
     serve_webhook,
 )
+from channels.polling import PollingAdapter
 from channels.registry import load_adapter_class
 from hub.config import LoadedConfig
 
@@ -33,8 +34,16 @@ class ChannelManager:
     def get(self, instance: str) -> ChannelAdapter | None:
         return self.adapters.get(instance)
 
-    async def start_all(self, ingest: IngestCallback) -> None:
+    async def start_all(self, ingest: IngestCallback, *, pollers: bool = True) -> None:
+        """Start every adapter; with ``pollers`` false (``serve --role http``) the polling
+        ones take webhooks (a marketplace's push side) but run no poll loop: those belong to a
+        workers process."""
         for name, adapter in self.adapters.items():
+            if not pollers and isinstance(adapter, PollingAdapter):
+                await adapter.start_without_polling(ingest)
+                log.info("channel %s (%s) started without polling (left to the workers "
+                         "processes)", name, adapter.type_name)
+                continue
             await adapter.start(ingest)
             log.info("channel %s (%s) started", name, adapter.type_name)
 

@@ -18,6 +18,7 @@ from hub.cli_channel_auth import add_commands as add_channel_auth_commands
 from hub.cli_redis import stamp, with_redis
 from hub.cli_report import add_commands as add_report_commands
 from hub.config import ConfigError, LoadedConfig, load_config
+from hub.roles import MAX_PROCESSES, ROLES, PortInUse, port_arg, processes_arg, role_arg
 from routing.explain import describe, summary
 from storage import keys
 from storage.embedded import EmbeddedRedisError
@@ -65,7 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help="TOML config file (default: $INBOXHUB_CONFIG or %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the hub")
+    serve = sub.add_parser("serve", help="run the hub")
+    serve.add_argument("--role", type=role_arg, default="all", metavar="{" + ",".join(ROLES) + "}",
+                       help="http: webhooks, API and web inbox, no background loops; workers: "
+                            "every background loop and poller, HTTP for /healthz, /readyz and "
+                            "/metrics only; all (default): both")
+    serve.add_argument("--processes", type=processes_arg, default=1, metavar="N",
+                       help=f"run N hub processes (1-{MAX_PROCESSES}) sharing the port with "
+                            "SO_REUSEPORT, supervised by this one (default 1: no supervisor)")
+    serve.add_argument("--port", type=port_arg, default=None,
+                       help="listen on this port instead of hub.port (e.g. a workers process "
+                            "beside an http one on the same host)")
+    # Set by the --processes supervisor on its children only.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("check", help="run every check serve runs at start-up, start nothing")
     q = sub.add_parser("quarantine", help="inputs that could not be normalized")
     qs = q.add_subparsers(dest="action", required=True)
@@ -123,7 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"inboxhub: config error: {exc}", file=sys.stderr)
         return 2
     level = loaded.config.hub.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Processes that share one output (serve --processes N) say which one wrote each line.
+    pooled = args.command == "serve" and (args.processes > 1 or args.reuse_port)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s "
+                        + ("[%(process)d] " if pooled else "") + "%(name)s: %(message)s")
 
     if args.command == "check":
         config = loaded.config
@@ -137,10 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = getattr(args, "run", None)
         if run is not None:
             return int(run(loaded, args))
+        if args.command == "serve" and args.processes > 1:
+            from hub.serve_processes import supervise
+
+            return asyncio.run(supervise(loaded, role=args.role, processes=args.processes,
+                                         port=args.port))
         if args.command == "serve":
             from hub.serve import serve
 
-            asyncio.run(serve(loaded))
+            asyncio.run(serve(loaded, role=args.role, port=args.port,
+                              reuse_port=args.reuse_port))
             return 0
         if args.command == "channels" and args.action == "fetches":
             return cli_fetches.main(loaded, args)
@@ -168,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "channels" and args.action == cli_channel_status.ACTION:
             return asyncio.run(_with_store(
                 loaded, lambda s: cli_channel_status.channel_status(s, loaded, args)))
-    except (EmbeddedRedisError, SchemaTooNew, TokenKeyError) as exc:
+    except (EmbeddedRedisError, SchemaTooNew, TokenKeyError, PortInUse) as exc:
         print(f"inboxhub: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -39,6 +39,7 @@ from hub.auth import Principal, require_role
 from hub.config import EventsSettings
 from hub.errors import ApiError
 from hub.openapi import operation
+from hub.roles import role_of, runs_http
 from hub.scope import AgentScope, unlimited
 from storage import keys as storage_keys
 from storage.events import Event, EventLog, stream_id_key
@@ -194,7 +195,9 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = EventHub(events, RoutingStore(store.redis), config.events)
     app[EVENT_HUB] = hub
     supervisor = Supervisor("events", app[K.HEALTH])
-    supervisor.loop("events-reader", hub.iteration, idle_seconds=0, prepare=hub.prepare)
+    # The reader feeds this process's /api/v1/events streams: a workers process serves none.
+    if runs_http(role_of(app)):
+        supervisor.loop("events-reader", hub.iteration, idle_seconds=0, prepare=hub.prepare)
     try:
         yield
     finally:

@@ -2,12 +2,15 @@
 
 Ready means Redis answers *and* no background loop is backing off or crashed: a hub whose
 router or sender is stuck must not be reported ready just because its HTTP side still answers.
+The answer names the process's role, pid and loops (``serve --role``): a ``--role http``
+process is ready with no router, and a probe can tell.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hub import keys as K
 from hub.api import json_response
 from hub.fetcher import export_backlog, fetching_instances
+from hub.roles import role_of
 from hub.service_metrics import export_service_metrics
 
 routes = web.RouteTableDef()
@@ -32,14 +36,21 @@ async def readyz(request: web.Request) -> web.Response:
         await asyncio.wait_for(request.app[K.STORE].ping(), 2.0)
     except Exception as exc:
         problems["redis"] = type(exc).__name__
-    for name, state in request.app[K.HEALTH].unhealthy().items():
+    health = request.app[K.HEALTH]
+    for name, state in health.unhealthy().items():
         problems[name] = f"{state.status}: {state.last_error or ''}".rstrip(": ")
+    # What this process runs (serve --role): a --role http process is ready without a router,
+    # and says so, so that nobody mistakes it for a hub that routes.
+    role = role_of(request.app)
+    process: dict[str, object] = {
+        "role": role, "pid": os.getpid(),
+        "loops": sorted(s.name for s in health.snapshot() if s.status != "stopped")}
     if problems:
-        body: dict[str, object] = {"status": "unavailable", "problems": problems}
+        body: dict[str, object] = {"status": "unavailable", "problems": problems, **process}
         if "redis" in problems:
             body["redis"] = problems["redis"]
         return json_response(body, 503)
-    return json_response({"status": "ready"})
+    return json_response({"status": "ready", **process})
 
 
 @routes.get("/metrics")

@@ -38,6 +38,8 @@ LIMITER = web.AppKey("limiter", RedisLimiter)
 OAUTH = web.AppKey("oauth_tokens", RedisTokenStore)  # channels' OAuth tokens, not API tokens
 FETCHES = web.AppKey("fetches", RedisFetchQueue)
 HEALTH_COUNTERS = web.AppKey("health_counters", HealthCounters)
+# What this process runs (hub/roles.py): "http", "workers" or "all".
+ROLE = web.AppKey("role", str)
 CHANNEL_HEALTH = web.AppKey("channel_health", ChannelHealthService)
 KPIS = web.AppKey("kpis", KpiStore)
 # Survey links (hub/survey_links.py): the signer is only there when csat.link_secret and a

@@ -35,6 +35,7 @@ from aiohttp import web
 from channels.supervisor import Supervisor
 from hub import keys as K
 from hub.metrics import Metrics
+from hub.roles import role_of, runs_workers
 from hub.service_metrics import observe_batch
 from hub.views import agent_state
 from routing.business_hours import Calendar
@@ -337,7 +338,8 @@ async def kpis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[K.KPIS] = KpiStore(store.redis, retention_days=config.reports.retention_days)
     supervisor = Supervisor("kpis", app[K.HEALTH])
     aggregator: KpiAggregator | None = None
-    if store.events is not None:
+    # The store serves the reports in every role; the aggregator is a workers' loop.
+    if store.events is not None and runs_workers(role_of(app)):
         engine = app[K.ROUTING]
 
         async def online_agents() -> list[str]:

@@ -142,6 +142,15 @@ class Metrics:
             "the reason (amazon_forbids_surveys, window_closed, no_reply_path, ...); reason "
             "link on sent and answered: a survey link (no reply path)",
             ["outcome", "reason"], registry=self.registry)
+        # Which process answered a scrape: behind one SO_REUSEPORT port (serve --processes N)
+        # each scrape reaches one child, and its counters are that child's alone.
+        self.process = Gauge(
+            "inboxhub_process", "1 for this hub process, labelled with its role "
+            "(http, workers, all) and pid; counters are per process", ["role", "pid"],
+            registry=self.registry)
+
+    def process_info(self, role: str, pid: int) -> None:
+        self.process.labels(role, str(pid)).set(1)
 
     # -- channels.supervisor.LoopMetrics -----------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -239,11 +239,16 @@ class Health(msgspec.Struct, frozen=True):
 
 class Readiness(msgspec.Struct, frozen=True):
     """``problems`` names what is wrong when not ready: ``redis`` (the error reaching it) and
-    every background loop that is backing off or crashed (its status and last error)."""
+    every background loop that is backing off or crashed (its status and last error).
+    ``role``, ``pid`` and ``loops`` say what this process runs (``serve --role``): a
+    ``--role http`` process is ready with no router among its loops."""
 
     status: str
     redis: str | None = None
     problems: dict[str, str] | None = None
+    role: Literal["http", "workers", "all"] | None = None
+    pid: int | None = None
+    loops: list[str] | None = None
 
 
 def _document_outside_routes() -> None:

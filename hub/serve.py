@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from aiohttp import web
@@ -11,14 +12,20 @@ from aiohttp import web
 from hub.app import build_app, describe, reload_routing
 from hub.config import LoadedConfig
 from hub.http_guard import ConnectionGuard, body_deadline
+from hub.roles import Role
 from hub.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
 
-async def serve(loaded: LoadedConfig, *, ready: asyncio.Event | None = None) -> None:
+async def serve(loaded: LoadedConfig, *, role: Role = "all", port: int | None = None,
+                reuse_port: bool = False, ready: asyncio.Event | None = None) -> None:
+    """One hub process. ``role`` (hub/roles.py) picks what it runs; ``port`` overrides
+    ``hub.port`` (a workers process beside an http one on the same host); ``reuse_port``
+    binds with SO_REUSEPORT, as the children of ``serve --processes N`` do to share one."""
     config = loaded.config
-    app = build_app(loaded)
+    port = config.hub.port if port is None else port
+    app = build_app(loaded, role=role)
     # Outermost, so the body deadline covers every handler (added before setup freezes the app).
     app.middlewares.insert(0, body_deadline(config.hub.body_timeout_seconds))
     # keepalive_timeout bounds the wait for each later request head on a kept-alive connection;
@@ -39,12 +46,14 @@ async def serve(loaded: LoadedConfig, *, ready: asyncio.Event | None = None) -> 
         assert runner.server is not None
         guard = ConnectionGuard(runner.server, max_connections=config.hub.max_connections,
                                 header_timeout=config.hub.header_timeout_seconds)
-        listener = await loop.create_server(guard, config.hub.host, config.hub.port)
+        listener = await loop.create_server(guard, config.hub.host, port,
+                                            reuse_port=reuse_port or None)
         info = describe(app)
-        log.info("inboxhub listening on http://%s:%d (channels: %s; redis: %s)",
-                 config.hub.host, config.hub.port, ", ".join(info["channels"]) or "none",
-                 info["redis"])
-        print(f"inboxhub listening on http://{config.hub.host}:{config.hub.port}", flush=True)
+        log.info("inboxhub listening on http://%s:%d (role %s, pid %d; channels: %s; redis: %s)",
+                 config.hub.host, port, role, os.getpid(),
+                 ", ".join(info["channels"]) or "none", info["redis"])
+        print(f"inboxhub listening on http://{config.hub.host}:{port} (role {role}, "
+              f"pid {os.getpid()})", flush=True)
         if ready is not None:
             ready.set()
         await stop.wait()

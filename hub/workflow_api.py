@@ -26,6 +26,7 @@ from hub.api import conversation_or_404, decode_body, gate, json_response
 from hub.auth import require_role
 from hub.errors import ApiError
 from hub.openapi import operation
+from hub.roles import role_of, runs_workers
 from hub.routing_api import _TRANSFER_STATUS
 from routing.engine import RoutingError, TransferRefused
 from routing.priority import WORKFLOW_PRIORITY_OFFSET
@@ -439,7 +440,8 @@ async def workflow_ctx(app: web.Application) -> AsyncIterator[None]:
     """The workflow store and its one loop, owned here and stopped on shutdown."""
     app[WORKFLOW] = Workflow(app[K.STORE])
     supervisor = Supervisor("workflow", app[K.HEALTH])
-    supervisor.loop("snooze-wake", SnoozeWake(app[WORKFLOW]).iteration, idle_seconds=1.0)
+    if runs_workers(role_of(app)):  # the store serves the API in every role
+        supervisor.loop("snooze-wake", SnoozeWake(app[WORKFLOW]).iteration, idle_seconds=1.0)
     try:
         yield
     finally:

@@ -376,3 +376,41 @@ async def test_the_hub_polls_a_configured_channel_and_reports_it(
         body = await eventually(not_ready)
         assert body["problems"][name].startswith("backing_off: AuthError")
     assert await RedisLeaseManager(redis, owner="test").holder(name) is None
+
+
+async def test_an_http_role_hub_leaves_polling_to_a_workers_one(
+    make_config: Any, example_plugin: None, provider: ExampleProvider, redis: Redis,
+) -> None:
+    """``serve --role http`` starts the polling adapter without its loop: no poll, no lease,
+    nothing in /readyz; ``--role workers`` on the same config polls and stores."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hub.app import build_app
+
+    loaded: LoadedConfig = make_config(extra=plugin.channel_toml("poller", provider.url))
+    name = cursor_lease_name("poller", "default")
+    provider.publish(buyer_message(1))
+    front = TestClient(TestServer(build_app(loaded, role="http")))
+    await front.start_server()
+    try:
+        await asyncio.sleep(0.5)  # ten poll intervals
+        assert provider.polls == 0
+        assert await RedisLeaseManager(redis, owner="test").holder(name) is None
+        body = await (await front.get("/readyz")).json()
+        assert body["role"] == "http" and name not in body["loops"], body
+        back = TestClient(TestServer(build_app(loaded, role="workers")))
+        await back.start_server()
+        try:
+            body = await (await back.get("/readyz")).json()
+            assert body["role"] == "workers" and name in body["loops"], body
+
+            async def stored() -> list[dict[str, Any]]:
+                resp = await front.get("/api/v1/conversations", headers=auth(ADMIN_TOKEN))
+                return list((await resp.json())["conversations"])
+
+            [conversation] = await eventually(stored)
+            assert conversation["channel_instance"] == "poller"
+        finally:
+            await back.close()
+    finally:
+        await front.close()
