@@ -136,6 +136,23 @@ class HubRedisCluster(RedisCluster):
             with _outage():
                 return await super().execute_command(*args, **kwargs)
 
+    async def ensure_topology(self) -> None:
+        """Run a refresh that is due (asked for by refresh_topology, or never done) before
+        routing by hand (storage/replication.py), as redis-py's commands do before theirs."""
+        due = getattr(self, "_initialize_due", None)
+        if due() if due is not None else self._initialize:
+            await self.initialize()
+
+    def refresh_topology(self, failed_node: str | None = None) -> None:
+        """Ask for a slot map refresh after a redirect or a lost node, the way redis-py's own
+        pipeline does (merged, run by the next command once due), trying ``failed_node``
+        last. Older redis-py has only the flag."""
+        request = getattr(self, "_request_refresh", None)
+        if request is not None:
+            request(last_failed_node_name=failed_node)
+        else:
+            self._initialize = True
+
     async def initialize(self, *args: Any, **kwargs: Any) -> HubRedisCluster:
         with _outage():
             await super().initialize(*args, **kwargs)
