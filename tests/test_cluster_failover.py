@@ -15,14 +15,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
+import msgspec
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode
 
+from channels.models import InboundMessage
 from hub.config import load_config
 from hub.keys import STORE
 from storage.cluster import HubRedisCluster
 from storage.keys import PartitionKeys, partition_of
+from storage.replication import ReplicaAcks, ReplicaAckTimeout
+from storage.store import IngestResult, Store
 from tests.conftest import ADMIN_TOKEN, need_service, write_config
 from tests.helpers import auth, eventually, running_hub, signed_post_args
 from tests.redis_cluster import ClusterUnavailable, RedisClusterServer
@@ -111,3 +117,131 @@ async def test_a_killed_primary_is_replaced_and_ingest_goes_on(
     print(f"failover: partition 0 acknowledged again {recovered_at - killed_at:.2f} s after "
           f"the kill; {refused} deliveries refused meanwhile; {len(missing)} acknowledged "
           f"message(s) lost with the primary")
+
+
+ACKED_TOTAL = 160
+CONCURRENCY = 8
+ACKED_KILL_AFTER = 40
+
+
+async def test_with_replica_acks_no_acknowledged_message_is_lost_across_a_failover(
+        tmp_path: Path, hub_env: None, replicated_cluster: RedisClusterServer) -> None:
+    """storage.replica_acks = 1, eight deliveries in flight at a time, the primary of
+    partition 0 killed with SIGKILL mid-run. Its replica is promoted, and the killed node is
+    then started again (empty) and rejoins as the new primary's replica, as an orchestrator
+    restarts a pod: until then the promoted primary has no replica, so its partition's
+    webhooks get a 503 (nothing is acknowledged that a second failure could lose). Every
+    message acknowledged, before or after the kill, must be stored."""
+    cluster = replicated_cluster
+    await asyncio.to_thread(cluster.heal)  # the test above killed a primary
+    probe = HubRedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in cluster.ports])
+    await probe.initialize()
+    victim = int(probe.get_node_from_key(PartitionKeys(0).inbound).port)
+    await probe.aclose()
+    buyers = [f"ra-buyer-{i}" for i in range(ACKED_TOTAL)]
+    on_victim = {b for b in buyers if partition_of("shop", b, PARTITIONS) == 0}
+    assert len(on_victim) >= 20
+
+    path = write_config(tmp_path, cluster.url, partitions=PARTITIONS, overrides={
+        "storage": {"replica_acks": 1, "replica_ack_timeout_ms": 500}})
+    loop = asyncio.get_running_loop()
+    acked: dict[str, tuple[float, str]] = {}  # provider id -> (its last attempt began, our id)
+    refused = 0
+    killed = asyncio.Event()
+    timeline: dict[str, float] = {}
+    async with running_hub(load_config(path)) as client:
+
+        async def deliver(i: int) -> None:
+            nonlocal refused
+            args = signed_post_args({"id": f"ra-{i}", "sender": buyers[i], "text": f"oi {i}"})
+            while True:
+                began = loop.time()
+                r = await client.post("/webhooks/api/shop", **args)
+                body = await r.json()
+                if r.status == 200:
+                    acked[f"ra-{i}"] = (began, body["stored"][0])
+                    if len(acked) == ACKED_KILL_AFTER and not killed.is_set():
+                        cluster.kill(victim)
+                        timeline["killed"] = loop.time()
+                        killed.set()
+                    return
+                refused += 1
+                await asyncio.sleep(0.1)
+
+        async def replace_the_victim() -> None:
+            """Once the replica is promoted, restart the killed node as its replica."""
+            await killed.wait()
+            await asyncio.to_thread(cluster.wait_promoted, victim)
+            timeline["promoted"] = loop.time()
+            await asyncio.to_thread(cluster.restart, victim)
+            await asyncio.to_thread(cluster.heal)
+            timeline["replica back"] = loop.time()
+
+        queue = iter(range(ACKED_TOTAL))
+
+        async def worker() -> None:
+            for i in queue:
+                await asyncio.wait_for(deliver(i), timeout=60)
+
+        healer = asyncio.create_task(replace_the_victim())
+        try:
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+            await asyncio.wait_for(healer, timeout=60)
+        finally:
+            healer.cancel()
+            await asyncio.gather(healer, return_exceptions=True)
+        assert victim not in cluster.masters()
+
+        store = client.app[STORE]
+        missing = [provider_id for provider_id, (_, message_id) in acked.items()
+                   if await store.get_message(message_id) is None]
+        assert len(acked) == ACKED_TOTAL
+        assert missing == []  # the claim replica_acks makes, with no window
+        after_kill = [began for p, (began, _) in acked.items()
+                      if began > timeline["killed"] and buyers[int(p[3:])] in on_victim]
+        assert after_kill  # the killed primary's partition took messages again
+        first_after = min(after_kill)
+    print(f"replica_acks=1 failover: promoted {timeline['promoted'] - timeline['killed']:.2f} s "
+          f"after the kill, replica back {timeline['replica back'] - timeline['killed']:.2f} s, "
+          f"partition 0 acknowledged a delivery begun {first_after - timeline['killed']:.2f} s "
+          "after; "
+          f"{refused} deliveries refused meanwhile; 0 of {len(acked)} acknowledged lost")
+
+
+async def test_a_stalled_replica_fails_only_a_batch_with_writes_on_its_primary(
+        replicated_cluster: RedisClusterServer) -> None:
+    """One batch over every partition: each primary's share waits on its own connection, so
+    a stalled replica fails the batch (naming its primary) and the retry after it resumes
+    finds everything stored once, by the first attempt."""
+    cluster = replicated_cluster
+    await asyncio.to_thread(cluster.heal)
+    client = HubRedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in cluster.ports])
+    await client.initialize()
+    store = Store(cast(Redis, client), partitions=PARTITIONS, replica_acks=ReplicaAcks(1, 300))
+    messages = [InboundMessage(channel_type="api", channel_instance="shop",
+                               provider_message_id=f"st-{i}", thread_id=f"st-buyer-{i}",
+                               sender_handle=f"st-buyer-{i}", text="hola") for i in range(24)]
+    assert {partition_of("shop", m.thread_id, PARTITIONS) for m in messages} == \
+        set(range(PARTITIONS))
+    primary = int(client.get_node_from_key(PartitionKeys(1).inbound).port)
+    stalled = cluster.replica_of(primary)
+    try:
+        first = await store.ingest_many(messages)  # every replica up: all confirmed
+        assert all(isinstance(r, IngestResult) and not r.duplicate for r in first)
+        cluster.pause(stalled)
+        try:
+            with pytest.raises(ReplicaAckTimeout, match=f":{primary} in time"):
+                await store.ingest_many([*messages[:4], _renamed(messages[4], "st-new")])
+        finally:
+            cluster.resume(stalled)
+        again = await store.ingest_many([*messages, _renamed(messages[4], "st-new")])
+        assert [r.message_id for r in again[:24] if isinstance(r, IngestResult)] == \
+            [r.message_id for r in first if isinstance(r, IngestResult)]
+        assert all(isinstance(r, IngestResult) and r.duplicate for r in again)
+    finally:
+        cluster.resume(stalled)
+        await client.aclose()
+
+
+def _renamed(message: InboundMessage, provider_id: str) -> InboundMessage:
+    return msgspec.structs.replace(message, provider_message_id=provider_id)
