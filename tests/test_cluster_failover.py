@@ -127,7 +127,9 @@ ACKED_KILL_AFTER = 40
 async def test_with_replica_acks_no_acknowledged_message_is_lost_across_a_failover(
         tmp_path: Path, hub_env: None, replicated_cluster: RedisClusterServer) -> None:
     """storage.replica_acks = 1, eight deliveries in flight at a time, the primary of
-    partition 0 killed with SIGKILL mid-run. Its replica is promoted, and the killed node is
+    partition 0 killed with SIGKILL mid-run, half a second after its replica fell behind (link
+    dropped, replica stalled: without replica acks what the primary acknowledged meanwhile is
+    lost, bench/cluster.py counts it). Its replica is promoted, and the killed node is
     then started again (empty) and rejoins as the new primary's replica, as an orchestrator
     restarts a pod: until then the promoted primary has no replica, so its partition's
     webhooks get a 503 (nothing is acknowledged that a second failure could lose). Every
@@ -148,6 +150,7 @@ async def test_with_replica_acks_no_acknowledged_message_is_lost_across_a_failov
     acked: dict[str, tuple[float, str]] = {}  # provider id -> (its last attempt began, our id)
     refused = 0
     killed = asyncio.Event()
+    lagging: list[bool] = []
     timeline: dict[str, float] = {}
     async with running_hub(load_config(path)) as client:
 
@@ -160,13 +163,23 @@ async def test_with_replica_acks_no_acknowledged_message_is_lost_across_a_failov
                 body = await r.json()
                 if r.status == 200:
                     acked[f"ra-{i}"] = (began, body["stored"][0])
-                    if len(acked) == ACKED_KILL_AFTER and not killed.is_set():
-                        cluster.kill(victim)
-                        timeline["killed"] = loop.time()
-                        killed.set()
+                    if len(acked) == ACKED_KILL_AFTER and not lagging:
+                        lagging.append(True)
+                        await lag_then_kill()
                     return
                 refused += 1
                 await asyncio.sleep(0.1)
+
+        async def lag_then_kill() -> None:
+            replica = await asyncio.to_thread(cluster.replica_of, victim)
+            cluster.pause(replica)
+            await asyncio.to_thread(cluster.cli_call, victim, "client", "kill", "type",
+                                    "replica")
+            await asyncio.sleep(0.5)
+            cluster.kill(victim)
+            cluster.resume(replica)
+            timeline["killed"] = loop.time()
+            killed.set()
 
         async def replace_the_victim() -> None:
             """Once the replica is promoted, restart the killed node as its replica."""
