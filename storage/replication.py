@@ -23,9 +23,11 @@ Two details make that sound:
   too (ingest is idempotent by provider message id): its second answer, normally a duplicate,
   comes from whichever node holds the message now, and that node's ``WAIT`` is what counts.
 
-Too few replicas within the timeout is not retried here (it would only double the wait): the
-batch raises ``ReplicaAckTimeout``, a Redis connection error, so a webhook answers 503 and a poll
-loop backs off; the provider's retry is then deduplicated.
+Too few replicas within the timeout is not retried here (it would only double the wait): each
+call whose primary fell short gets ``ReplicaAckTimeout``, a Redis connection error, so its
+webhook answers 503 and a poll loop backs off; the provider's retry is then deduplicated. On a
+cluster only the calls on that primary fail: a stalled replica stops one shard's ingest, not
+the batch's others.
 """
 
 from __future__ import annotations
@@ -91,20 +93,21 @@ def _probe(key: str, acks: ReplicaAcks) -> tuple[tuple[Any, ...], tuple[Any, ...
 
 
 async def run_acked(redis: Any, script: AsyncScript, calls: Sequence[ProbedCall],
-                    acks: ReplicaAcks) -> tuple[list[Any], ReplicaAckTimeout | None]:
+                    acks: ReplicaAcks) -> tuple[list[Any], dict[int, ReplicaAckTimeout]]:
     """``storage.scripts.run_pipelined``, each answer counted only once ``acks.replicas``
-    replicas have it. Returns the answers (an error answer as its exception) and, when
-    replicas fell short, the error to raise once the caller has recorded what is stored (its
-    events). A connection error or an unsettled cluster raises."""
+    replicas have it. Returns the answers (an error answer as its exception) and, by call
+    index, the calls whose replicas fell short: stored on the primary but not confirmed, for
+    the caller to fail once it has recorded what is stored (its events). A connection error or
+    an unsettled cluster raises."""
     if not calls:
-        return [], None
+        return [], {}
     if is_cluster(redis):
         return await _run_cluster(redis, script, calls, acks)
     return await _run_single(redis, script, calls, acks)
 
 
 async def _run_single(redis: Any, script: AsyncScript, calls: Sequence[ProbedCall],
-                      acks: ReplicaAcks) -> tuple[list[Any], ReplicaAckTimeout | None]:
+                      acks: ReplicaAcks) -> tuple[list[Any], dict[int, ReplicaAckTimeout]]:
     """One pipeline: the EVALSHAs, the probe, WAIT. A NOSCRIPT answer (script cache lost on a
     restart or failover) loads the script and sends those calls in a second pipeline that ends
     the same way; both WAITs must be satisfied (a failover between them would otherwise let the
@@ -119,8 +122,11 @@ async def _run_single(redis: Any, script: AsyncScript, calls: Sequence[ProbedCal
         for i, answer in zip(missing, again, strict=True):
             answers[i] = answer
         ok = min(ok, ok_again)
-    shortfall = None if ok >= acks.replicas else ReplicaAckTimeout(acks.replicas, ok, "redis")
-    return answers, shortfall
+    if ok >= acks.replicas:
+        return answers, {}
+    error = ReplicaAckTimeout(acks.replicas, ok, "redis")
+    return answers, {i: error for i, answer in enumerate(answers)
+                     if not isinstance(answer, Exception)}
 
 
 async def _pipeline(redis: Any, script: AsyncScript, calls: Sequence[ProbedCall],
@@ -142,13 +148,13 @@ _PENDING: Any = object()
 
 async def _run_cluster(cluster: HubRedisCluster, script: AsyncScript,
                        calls: Sequence[ProbedCall],
-                       acks: ReplicaAcks) -> tuple[list[Any], ReplicaAckTimeout | None]:
+                       acks: ReplicaAcks) -> tuple[list[Any], dict[int, ReplicaAckTimeout]]:
     """Per node one pipeline (EVAL of each call, probe, WAIT) on one connection, all nodes at
     once; calls a node did not confirm go again, routed afresh, up to CLUSTER_ATTEMPTS."""
     answers: list[Any] = [_PENDING] * len(calls)
     todo = list(range(len(calls)))
     asked: dict[int, tuple[str, int]] = {}  # call -> node an ASK redirect named
-    shortfall: ReplicaAckTimeout | None = None
+    short: dict[int, ReplicaAckTimeout] = {}
     last_error: Exception = RedisConnectionError("Redis Cluster did not settle")
     for attempt in range(CLUSTER_ATTEMPTS):
         if attempt:
@@ -191,10 +197,11 @@ async def _run_cluster(cluster: HubRedisCluster, script: AsyncScript,
                     retry.append(i)
                 else:
                     answers[i] = _keep_first(answers[i], reply)
-                    if waited < acks.replicas and shortfall is None:
-                        shortfall = ReplicaAckTimeout(acks.replicas, waited, node.name)
+                    short.pop(i, None)
+                    if waited < acks.replicas:
+                        short[i] = ReplicaAckTimeout(acks.replicas, waited, node.name)
         if not retry:
-            return answers, shortfall
+            return answers, short
         todo = sorted(retry)
     raise _unsettled(last_error)
 

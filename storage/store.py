@@ -25,7 +25,7 @@ from storage.events import EventLog
 from storage.keys import PartitionKeys
 from storage.quarantine import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, RAW_LIMIT, QuarantineLog
 from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
-from storage.replication import ReplicaAcks, run_acked
+from storage.replication import ReplicaAcks, ReplicaAckTimeout, run_acked
 from storage.scripts import Scripts, run_pipelined
 
 QUARANTINE_RAW_LIMIT = RAW_LIMIT
@@ -204,18 +204,19 @@ class Store:
         Messages after a failed one are still stored: when the batch is delivered again they
         are duplicates, so nothing is lost or stored twice.
 
-        With ``replica_acks`` the batch ends with WAIT; fewer replicas in time raises
-        ``ReplicaAckTimeout`` for the whole batch, after its events are appended (what the
-        primary stored is stored: the provider's retry finds it as a duplicate)."""
+        With ``replica_acks`` the batch ends with WAIT; a message whose primary got fewer
+        replica confirmations in time is answered ``ReplicaAckTimeout``, after its event is
+        appended (what the primary stored is stored: the provider's retry finds it as a
+        duplicate)."""
         if not messages:
             return []
         calls = [self._ingest_call(message) for message in messages]
-        shortfall: Exception | None = None
+        unconfirmed: dict[int, ReplicaAckTimeout] = {}
         if self.replica_acks is None:
             answers = await run_pipelined(self.redis, self.scripts.ingest,
                                           [(script_keys, args) for script_keys, args, _ in calls])
         else:
-            answers, shortfall = await run_acked(
+            answers, unconfirmed = await run_acked(
                 self.redis, self.scripts.ingest,
                 [(script_keys, args, self._probe_key(message))
                  for script_keys, args, message in calls], self.replica_acks)
@@ -235,8 +236,8 @@ class Store:
                 (r.conversation_id, r.message_id, m.channel_instance, r.new_conversation)
                 for (_, _, m), r in zip(calls, results, strict=True)
                 if isinstance(r, IngestResult) and not r.duplicate])
-        if shortfall is not None:
-            raise shortfall
+        for i, error in unconfirmed.items():  # stored, but replicas did not confirm it
+            results[i] = error
         return results
 
     def _probe_key(self, message: InboundMessage) -> str:
