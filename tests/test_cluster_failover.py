@@ -24,6 +24,7 @@ from redis.asyncio.cluster import ClusterNode
 from channels.models import InboundMessage
 from hub.config import load_config
 from hub.keys import STORE
+from hub.redis_connection import replica_shortfalls
 from storage.cluster import HubRedisCluster
 from storage.keys import PartitionKeys, partition_of
 from storage.replication import ReplicaAcks, ReplicaAckTimeout
@@ -241,6 +242,10 @@ async def test_a_stalled_replica_fails_only_the_messages_on_its_primary(
         for m in messages]
     assert any(on_primary) and not all(on_primary)
     stalled = cluster.replica_of(primary)
+    assert await replica_shortfalls(cast(Redis, client), 1) == []
+    problems = await replica_shortfalls(cast(Redis, client), 2)  # one replica each
+    assert len(problems) == cluster.master_count
+    assert all("has 1 connected replica" in p for p in problems)
     try:
         cluster.pause(stalled)
         try:
