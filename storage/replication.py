@@ -55,8 +55,9 @@ from storage.cluster import HubRedisCluster, is_cluster
 #: The probe key lives this long after the last batch set it: it only has to exist as a write.
 PROBE_TTL_MS = 600_000
 #: Attempts on a cluster whose topology is changing, 0.25 s apart (redis-py's pipeline waits as
-#: long after CLUSTERDOWN); past them the batch fails as an outage and the provider retries.
-CLUSTER_ATTEMPTS = 4
+#: long after CLUSTERDOWN), about 2 s in all, what a slot move or most of a failover takes; past
+#: them the batch fails as an outage (503) and the provider retries.
+CLUSTER_ATTEMPTS = 8
 _RETRY_PAUSE = 0.25
 _REDIRECT = (MovedError, AskError, TryAgainError, ClusterDownError)
 _LOST = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -183,7 +184,11 @@ async def _run_cluster(cluster: HubRedisCluster, script: AsyncScript,
             for i, reply in zip(indexes, replies, strict=True):
                 asked.pop(i, None)
                 if isinstance(reply, AskError):
-                    asked[i] = (reply.host, reply.port)
+                    asked[i] = (reply.host or node.host, reply.port)
+                    retry.append(i)
+                elif isinstance(reply, MovedError):
+                    last_error = reply
+                    await cluster.follow_moved(reply, node)
                     retry.append(i)
                 elif isinstance(reply, (*_REDIRECT, *_LOST)):
                     last_error = reply

@@ -267,3 +267,61 @@ async def test_a_stalled_replica_fails_only_the_messages_on_its_primary(
     finally:
         cluster.resume(stalled)
         await client.aclose()
+
+
+async def test_a_slot_migrating_under_a_batch_is_followed(
+        replicated_cluster: RedisClusterServer) -> None:
+    """A partition's slot moves to another primary while a batch is being written: the source
+    answers TRYAGAIN or ASK (MOVED once the move is final); the batch is sent again where the
+    slot now lives, and that primary's WAIT confirms it."""
+    cluster = replicated_cluster
+    await asyncio.to_thread(cluster.heal)
+    client = HubRedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in cluster.ports])
+    await client.initialize()
+    store = Store(cast(Redis, client), partitions=PARTITIONS, replica_acks=ReplicaAcks(1, 1000))
+    base = PartitionKeys(2).inbound
+    slot = client.keyslot(base)
+    source = int(client.get_node_from_key(base).port)
+    target = next(p for p in cluster.masters() if p != source)
+    nodes = {p: Redis(host="127.0.0.1", port=p, socket_timeout=5) for p in (source, target)}
+    ids = {p: (await r.execute_command("CLUSTER", "MYID")).decode() for p, r in nodes.items()}
+    thread = next(f"mv-{i}" for i in range(1000)
+                  if partition_of("shop", f"mv-{i}", PARTITIONS) == 2)
+
+    def message(n: int) -> InboundMessage:
+        return InboundMessage(channel_type="api", channel_instance="shop", thread_id=thread,
+                              sender_handle=thread, provider_message_id=f"mv-{n}", text="hola")
+
+    try:
+        [before] = await store.ingest_many([message(0)])
+        assert isinstance(before, IngestResult)
+        await nodes[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING",
+                                            ids[source])
+        await nodes[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING",
+                                            ids[target])
+        batch = asyncio.create_task(store.ingest_many([message(1), message(2)]))
+        await asyncio.sleep(0.2)
+        assert not batch.done()  # held back by the move
+        keys = await nodes[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        await nodes[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000,
+                                            "KEYS", *keys)
+        for port in cluster.masters():
+            async with Redis(host="127.0.0.1", port=port, socket_timeout=5) as node:
+                await node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        answers = await asyncio.wait_for(batch, 10)
+        assert all(isinstance(a, IngestResult) and not a.duplicate for a in answers), answers
+        replica = Redis(host="127.0.0.1", port=cluster.replica_of(target), socket_timeout=5)
+        try:
+            for answer in answers:
+                assert isinstance(answer, IngestResult)
+                assert answer.conversation_id == before.conversation_id
+                key = PartitionKeys(2).message(answer.message_id)
+                assert await nodes[target].exists(key) == 1  # written where the slot lives
+                await replica.execute_command("READONLY")
+                assert await replica.exists(key) == 1  # and confirmed by its replica
+        finally:
+            await replica.aclose()
+    finally:
+        for node in nodes.values():
+            await node.aclose()
+        await client.aclose()
