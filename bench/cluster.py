@@ -159,9 +159,44 @@ def redis_pair(workdir: Path) -> Iterator[str]:
                 proc.kill()
 
 
-async def cost(args: argparse.Namespace, workdir: Path) -> tuple[LoadResult, LoadResult]:
+async def store_latency(url: str, seconds: float) -> tuple[float, float]:
+    """One message at a time through ``Store.ingest`` straight to the primary, alternating
+    acks=0 and acks=1 per message: the p50 of each in ms, WAIT's own latency without HTTP or
+    group commit around it."""
+    from redis.asyncio import Redis
+
+    from channels.models import InboundMessage
+    from storage.replication import ReplicaAcks
+    from storage.store import Store
+
+    client = Redis.from_url(url, socket_timeout=5)
+    try:
+        stores = [Store(client, partitions=1),
+                  Store(client, partitions=1, replica_acks=ReplicaAcks(1, 1000))]
+        samples: list[list[float]] = [[], []]
+        deadline = time.perf_counter() + seconds
+        i = 0
+        while time.perf_counter() < deadline:
+            i += 1
+            for acks, store in enumerate(stores):
+                message = InboundMessage(
+                    channel_type="api", channel_instance=CHANNEL, thread_id=f"lat-{i % BUYERS}",
+                    sender_handle=f"lat-{i % BUYERS}", provider_message_id=f"lat{acks}-{i}",
+                    text=TEXTS[i % len(TEXTS)])
+                t0 = time.perf_counter()
+                await store.ingest(message)
+                samples[acks].append(time.perf_counter() - t0)
+    finally:
+        await client.aclose()
+    p50 = [sorted(s)[len(s) // 2] * 1000 for s in samples]
+    return p50[0], p50[1]
+
+
+async def cost(args: argparse.Namespace, workdir: Path,
+               ) -> tuple[LoadResult, LoadResult, tuple[float, float]]:
     """Both hubs up at once on the same pair, loaded in turn in ``--slice`` second slices
-    (acks=0, acks=1, acks=0, ...): whatever else the machine does falls on both alike."""
+    (acks=0, acks=1, acks=0, ...): whatever else the machine does falls on both alike. Then
+    ``store_latency`` on the same pair."""
     results = [LoadResult(), LoadResult()]
     with redis_pair(workdir) as url, children() as started:
         hubs = [await start_hub(started, workdir, url, acks) for acks in (0, 1)]
@@ -180,7 +215,8 @@ async def cost(args: argparse.Namespace, workdir: Path) -> tuple[LoadResult, Loa
                     part = await drive(sessions[acks], urls[acks], bodies[acks], args.slice,
                                        args.concurrency, args.max_requests)
                     _merge(results[acks], part)
-    return results[0], results[1]
+        latency = await store_latency(url, min(args.seconds, 5.0))
+    return results[0], results[1], latency
 
 
 def _merge(into: LoadResult, part: LoadResult) -> None:
@@ -348,7 +384,7 @@ async def bench(args: argparse.Namespace) -> int:
           f"concurrency {args.concurrency}, failover {args.warmup:g} s + "
           f"{args.failover_seconds:g} s, {os.cpu_count()} CPUs", flush=True)
     try:
-        off, on = await cost(args, workdir)
+        off, on, (p50_off, p50_on) = await cost(args, workdir)
         runs = [await failover(args, workdir, acks, lag)
                 for lag in (0.0, args.lag) for acks in (0, 1)]
     finally:
@@ -358,6 +394,8 @@ async def bench(args: argparse.Namespace) -> int:
     print(f"cost: acknowledged rate replica_acks=1 / replica_acks=0 = {ratio:.2f} "
           f"(p99 {on.percentile(0.99) * 1000:.1f} ms vs {off.percentile(0.99) * 1000:.1f} ms; "
           "one Redis primary, one replica, same machine)")
+    print(f"one message at a time, Store.ingest straight to the primary: p50 {p50_off:.2f} ms "
+          f"with replica_acks=0, {p50_on:.2f} ms with 1 (WAIT's own latency, loopback)")
     if off.errors or on.errors:
         print(f"non-200 responses: acks=0 {off.statuses}, acks=1 {on.statuses}")
     print()
