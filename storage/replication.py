@@ -9,12 +9,14 @@ that carried the batch: here it ends the batch's own pipeline.
 
 Two details make that sound:
 
-* ``WAIT`` waits for the connection's last *propagated* write. A batch whose scripts wrote
-  nothing (every message a duplicate: the provider's retry after an earlier 503) would be
-  confirmed at once, although the first delivery's write, made on another connection, may still
-  not be on any replica. So each batch also sets a small probe key (``PartitionKeys.replica_ack``)
-  just before ``WAIT``: that write moves the connection's offset to the primary's current one,
-  and ``WAIT`` then covers everything the primary had, the first delivery included.
+* ``WAIT`` is documented to cover the writes of the calling connection. A batch whose scripts
+  wrote nothing (every message a duplicate: the provider's retry after an earlier 503) has none,
+  although the first delivery's write, made on another connection, may still not be on any
+  replica. (Redis 7.0, which the tests run, waits for the primary's whole offset all the same;
+  nothing promises that.) So each batch also sets a small probe key
+  (``PartitionKeys.replica_ack``) just before ``WAIT``: a write on this connection at the
+  primary's current offset, so ``WAIT`` covers everything the primary had, the first delivery
+  included.
 * On Redis Cluster a batch's writes land on several primaries. Each primary's share goes as one
   pipeline on one connection of that node (its scripts, the probe, ``WAIT``), so each ``WAIT``
   confirms exactly the writes of that node. MOVED, ASK, TRYAGAIN, CLUSTERDOWN and connection
