@@ -641,7 +641,8 @@ def _check_ranges(config: Config) -> None:
          "a write; 0 = off)"),
         (10 <= config.storage.replica_ack_timeout_ms <= 60_000,
          "storage.replica_ack_timeout_ms: expected 10..60000"),
-        (config.storage.replica_ack_timeout_ms < config.storage.socket_timeout_seconds * 1000,
+        (config.storage.replica_acks == 0 or
+         config.storage.replica_ack_timeout_ms < config.storage.socket_timeout_seconds * 1000,
          "storage.replica_ack_timeout_ms: expected below storage.socket_timeout_seconds (WAIT "
          "holds the connection that long; the socket must not time out first)"),
         (config.storage.replica_acks == 0 or config.storage.redis_url is not None,

@@ -200,6 +200,13 @@ def test_bad_replica_ack_settings_are_refused(tmp_path: Path, hub_env: None,
         load_config(path)
 
 
+def test_the_timeout_is_not_checked_while_replica_acks_are_off(tmp_path: Path,
+                                                               hub_env: None) -> None:
+    path = write_config(tmp_path, "redis://127.0.0.1:6379/0",
+                        overrides={"storage": {"socket_timeout_seconds": 1}})
+    assert load_config(path).config.storage.replica_acks == 0
+
+
 def test_replica_acks_need_an_external_redis(tmp_path: Path, hub_env: None) -> None:
     path = write_config(tmp_path, None, overrides={"storage": {"replica_acks": 1}})
     with pytest.raises(ConfigError, match=r"needs storage\.redis_url"):
