@@ -54,7 +54,7 @@ from hub.ingest import Ingestor
 from hub.kpis import kpis_ctx
 from hub.metrics import Metrics
 from hub.outbound_api import routes as outbound_routes
-from hub.redis_connection import durability_warnings, open_redis
+from hub.redis_connection import durability_warnings, open_redis, replica_acks, replica_shortfalls
 from hub.reports_api import routes as report_routes
 from hub.roles import Role, role_of, runs_http, runs_workers
 from hub.router import Router
@@ -101,7 +101,8 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         app[K.STORE] = Store(client, partitions=config.storage.partitions,
                              dedupe_ttl=config.storage.dedupe_ttl_seconds,
                              quarantine_max_entries=config.storage.quarantine_max_entries,
-                             quarantine_max_bytes=config.storage.quarantine_max_bytes)
+                             quarantine_max_bytes=config.storage.quarantine_max_bytes,
+                             replica_acks=replica_acks(config))
         app[K.STORE].attachments = AttachmentService(
             client, FileBlobStore(config.attachments_dir), app[K.STORE].partition_keys(),
             grace_seconds=config.attachments.orphan_grace_seconds)
@@ -111,6 +112,8 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         if config.storage.redis_url:
             for warning in await durability_warnings(client):
                 log.warning("%s", warning)
+            for problem in await replica_shortfalls(client, config.storage.replica_acks):
+                log.error("%s", problem)
         yield
 
 

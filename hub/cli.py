@@ -18,6 +18,7 @@ from hub.cli_channel_auth import add_commands as add_channel_auth_commands
 from hub.cli_redis import stamp, with_redis
 from hub.cli_report import add_commands as add_report_commands
 from hub.config import ConfigError, LoadedConfig, load_config
+from hub.redis_connection import replica_acks
 from hub.roles import MAX_PROCESSES, ROLES, PortInUse, port_arg, processes_arg, role_arg
 from routing.explain import describe, summary
 from storage import keys
@@ -119,7 +120,8 @@ async def _with_store(loaded: LoadedConfig, action: Callable[[Store], Awaitable[
     async def on_store(client: Any) -> int:
         return await action(Store(client, partitions=storage.partitions,
                                   quarantine_max_entries=storage.quarantine_max_entries,
-                                  quarantine_max_bytes=storage.quarantine_max_bytes))
+                                  quarantine_max_bytes=storage.quarantine_max_bytes,
+                                  replica_acks=replica_acks(loaded.config)))
 
     return await with_redis(loaded, on_store)
 

@@ -79,6 +79,12 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Resolved conversations (and their messages) untouched for this many days are deleted by
     # the retention sweep (storage/lifecycle.py); 0 keeps them forever.
     resolved_retention_days: float = 0.0
+    # A webhook or poll batch is acknowledged only once this many replicas confirmed it
+    # (Redis WAIT, storage/replication.py), so a failover cannot lose an acknowledged message;
+    # fewer within replica_ack_timeout_ms and the batch fails (webhook 503, provider retries).
+    # 0 = acknowledge once the primary has it.
+    replica_acks: int = 0
+    replica_ack_timeout_ms: int = 1000
 
 
 class OutboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -584,6 +590,10 @@ def _check_csat(config: Config) -> None:
         _check_public_url(csat.public_url, "csat.public_url")
 
 
+#: More replicas than any deployment runs: a typo (say 10 for 1) is refused, not waited for.
+MAX_REPLICA_ACKS = 16
+
+
 def _check_ranges(config: Config) -> None:
     checks: list[tuple[bool, str]] = [
         (1 <= config.hub.port <= 65535, "hub.port: expected 1..65535"),
@@ -626,6 +636,18 @@ def _check_ranges(config: Config) -> None:
          "hub.health_evaluate_seconds: expected > 0 and <= 3600"),
         (config.storage.resolved_retention_days >= 0,
          "storage.resolved_retention_days: expected >= 0 (0 keeps them forever)"),
+        (0 <= config.storage.replica_acks <= MAX_REPLICA_ACKS,
+         f"storage.replica_acks: expected 0..{MAX_REPLICA_ACKS} (replicas that must confirm "
+         "a write; 0 = off)"),
+        (10 <= config.storage.replica_ack_timeout_ms <= 60_000,
+         "storage.replica_ack_timeout_ms: expected 10..60000"),
+        (config.storage.replica_acks == 0 or
+         config.storage.replica_ack_timeout_ms < config.storage.socket_timeout_seconds * 1000,
+         "storage.replica_ack_timeout_ms: expected below storage.socket_timeout_seconds (WAIT "
+         "holds the connection that long; the socket must not time out first)"),
+        (config.storage.replica_acks == 0 or config.storage.redis_url is not None,
+         "storage.replica_acks: needs storage.redis_url (the embedded Redis has no replicas, "
+         "so every write would wait and fail)"),
     ]
     for ok, message in checks:
         if not ok:

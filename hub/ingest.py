@@ -62,11 +62,16 @@ class Ingestor:
         started = time.perf_counter()
         try:
             answers = await self.store.ingest_many(messages)
-        except Exception:
+        except Exception as exc:
             for message in messages:
                 self.metrics.ingested.labels(message.channel_instance, "error").inc()
-            log.exception("ingest of %d messages failed for instance %s", len(messages),
-                          messages[0].channel_instance if messages else "-")
+            instance = messages[0].channel_instance if messages else "-"
+            if isinstance(exc, RedisError | OSError):  # an outage: one line, as in __call__
+                log.warning("ingest of %d messages failed for instance %s: %s",
+                            len(messages), instance, type(exc).__name__)
+            else:
+                log.exception("ingest of %d messages failed for instance %s", len(messages),
+                              instance)
             raise
         elapsed = time.perf_counter() - started
         results: list[IngestResult] = []

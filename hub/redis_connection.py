@@ -19,6 +19,7 @@ from channels.secrets import Secret
 from hub.config import Config
 from storage.cluster import HubRedisCluster, is_cluster, is_cluster_url, parse_cluster_url
 from storage.embedded import EmbeddedRedis
+from storage.replication import ReplicaAcks
 from storage.sentinel import (
     BlockingSentinelPool,
     HubSentinel,
@@ -189,6 +190,45 @@ async def _sentinel_warnings(client: Redis) -> list[str]:
         return ["the Sentinel master has no replica connected: Sentinel has nothing to "
                 "promote if it fails, and every message lives on that one server"]
     return []
+
+
+def replica_acks(config: Config) -> ReplicaAcks | None:
+    """``storage.replica_acks`` for the Store, None when off."""
+    storage = config.storage
+    if storage.replica_acks <= 0:
+        return None
+    return ReplicaAcks(storage.replica_acks, storage.replica_ack_timeout_ms)
+
+
+async def replica_shortfalls(client: Redis, wanted: int) -> list[str]:
+    """With ``storage.replica_acks = wanted``: each primary with fewer connected replicas
+    (INFO replication, ``connected_slaves``, those whose link is up), for the log at start-up.
+    Every ingest on such a primary fails (503) until its replicas are back, so this is said
+    loudly; it does not stop the hub, because a replica re-syncing after a restart comes back
+    by itself."""
+    if wanted <= 0:
+        return []
+    if is_cluster(client):
+        cluster: Any = client
+        out: list[str] = []
+        for node in cluster.get_primaries():
+            view = cast(Redis, _OnNode(cluster, node))
+            out += [f"Redis Cluster node {node.name}: {w}"
+                    for w in await replica_shortfalls(view, wanted)]
+        return out
+    try:
+        info = await client.info("replication")
+    except RedisError as exc:
+        return [f"could not read INFO replication ({type(exc).__name__}): cannot tell whether "
+                f"the {wanted} replica(s) storage.replica_acks waits for are there"]
+    connected = int(info.get("connected_slaves", 0) or 0)
+    if str(info.get("role", "master")) != "master":
+        return ["storage.redis_url names a replica, not the primary"]
+    if connected >= wanted:
+        return []
+    return [f"storage.replica_acks = {wanted} but Redis has {connected} connected replica(s): "
+            "every ingest will wait storage.replica_ack_timeout_ms and fail (webhooks answer "
+            "503, providers retry) until enough replicas are connected"]
 
 
 class _OnNode:

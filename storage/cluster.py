@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import urllib.parse
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
-from redis.asyncio.cluster import ClusterPipeline, ClusterPubSub, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import MovedError, RedisClusterException, SlotNotCoveredError
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 # sha1 -> source of every script registered on a HubRedisCluster (a sha names its source).
@@ -135,6 +136,35 @@ class HubRedisCluster(RedisCluster):
         async with self.permit():
             with _outage():
                 return await super().execute_command(*args, **kwargs)
+
+    async def ensure_topology(self) -> None:
+        """Run a refresh that is due (asked for by refresh_topology, or never done) before
+        routing by hand (storage/replication.py), as redis-py's commands do before theirs."""
+        due = getattr(self, "_initialize_due", None)
+        if due() if due is not None else self._initialize:
+            await self.initialize()
+
+    async def follow_moved(self, error: MovedError, node: ClusterNode) -> None:
+        """Point the error's slot at the node MOVED names, as redis-py's commands do, so the
+        next attempt goes there without waiting for a full refresh (which is asked for too)."""
+        if not error.host:  # "MOVED 3999 :6380": the node that answered, on another port
+            error.host = node.host
+        moved = getattr(self.nodes_manager, "move_slot", None)
+        if moved is not None:
+            done = moved(error)
+            if inspect.isawaitable(done):
+                await done
+        self.refresh_topology()
+
+    def refresh_topology(self, failed_node: str | None = None) -> None:
+        """Ask for a slot map refresh after a redirect or a lost node, the way redis-py's own
+        pipeline does (merged, run by the next command once due), trying ``failed_node``
+        last. Older redis-py has only the flag."""
+        request = getattr(self, "_request_refresh", None)
+        if request is not None:
+            request(last_failed_node_name=failed_node)
+        else:
+            self._initialize = True
 
     async def initialize(self, *args: Any, **kwargs: Any) -> HubRedisCluster:
         with _outage():

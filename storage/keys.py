@@ -93,6 +93,11 @@ class PartitionKeys:
         """Conversations being deleted -> their contact (storage/lifecycle.py)."""
         return self.base + "detached"
 
+    @property
+    def replica_ack(self) -> str:
+        """The probe a batch sets just before WAIT (storage/replication.py); expires."""
+        return self.base + "replica-ack"
+
     def seen(self, channel_instance: str, provider_message_id: str) -> str:
         return f"{self.base}seen:{channel_instance}\x00{provider_message_id}"
 

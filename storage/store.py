@@ -25,6 +25,7 @@ from storage.events import EventLog
 from storage.keys import PartitionKeys
 from storage.quarantine import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, RAW_LIMIT, QuarantineLog
 from storage.records import Conversation, DeadLetter, MessageView, QuarantineEntry
+from storage.replication import ReplicaAcks, ReplicaAckTimeout, run_acked
 from storage.scripts import Scripts, run_pipelined
 
 QUARANTINE_RAW_LIMIT = RAW_LIMIT
@@ -133,7 +134,8 @@ class Store:
 
     def __init__(self, redis: Redis, *, partitions: int = 1, dedupe_ttl: int = 7 * 86400,
                  quarantine_max_entries: int = DEFAULT_MAX_ENTRIES,
-                 quarantine_max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 quarantine_max_bytes: int = DEFAULT_MAX_BYTES,
+                 replica_acks: ReplicaAcks | None = None) -> None:
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
         # redis-py's stubs type replies for decode_responses=True/False at once; we always read
@@ -141,6 +143,9 @@ class Store:
         self.redis: Any = redis
         self.partitions = partitions
         self.dedupe_ttl = dedupe_ttl
+        # storage.replica_acks: ingest answers only once that many replicas have the batch
+        # (storage/replication.py); None or 0 replicas: once the primary has it.
+        self.replica_acks = replica_acks if replica_acks and replica_acks.replicas else None
         self.scripts = Scripts(redis)
         self._parts = [PartitionKeys(p) for p in range(partitions)]
         self.quarantine_log = QuarantineLog(redis, max_entries=quarantine_max_entries,
@@ -174,6 +179,11 @@ class Store:
 
     async def ingest(self, message: InboundMessage) -> IngestResult:
         """Store a message durably (dedupe + upsert + append + enqueue, one atomic step)."""
+        if self.replica_acks is not None:  # WAIT rides on the batch's pipeline
+            [answer] = await self.ingest_many([message])
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
         script_keys, args, message = self._ingest_call(message)
         result = await self.scripts.ingest(keys=script_keys, args=args)
         if self.attachments is not None and message.attachments:
@@ -192,12 +202,24 @@ class Store:
         Redis answered its script with (the caller raises it: that message is not stored);
         a connection failure raises for the whole batch, of which any prefix may be stored.
         Messages after a failed one are still stored: when the batch is delivered again they
-        are duplicates, so nothing is lost or stored twice."""
+        are duplicates, so nothing is lost or stored twice.
+
+        With ``replica_acks`` the batch ends with WAIT; a message whose primary got fewer
+        replica confirmations in time is answered ``ReplicaAckTimeout``, after its event is
+        appended (what the primary stored is stored: the provider's retry finds it as a
+        duplicate)."""
         if not messages:
             return []
         calls = [self._ingest_call(message) for message in messages]
-        answers = await run_pipelined(self.redis, self.scripts.ingest,
-                                      [(script_keys, args) for script_keys, args, _ in calls])
+        unconfirmed: dict[int, ReplicaAckTimeout] = {}
+        if self.replica_acks is None:
+            answers = await run_pipelined(self.redis, self.scripts.ingest,
+                                          [(script_keys, args) for script_keys, args, _ in calls])
+        else:
+            answers, unconfirmed = await run_acked(
+                self.redis, self.scripts.ingest,
+                [(script_keys, args, self._probe_key(message))
+                 for script_keys, args, message in calls], self.replica_acks)
         results: list[IngestResult | Exception] = []
         pinned: list[str] = []
         for (_, _, message), answer in zip(calls, answers, strict=True):
@@ -214,7 +236,14 @@ class Store:
                 (r.conversation_id, r.message_id, m.channel_instance, r.new_conversation)
                 for (_, _, m), r in zip(calls, results, strict=True)
                 if isinstance(r, IngestResult) and not r.duplicate])
+        for i, error in unconfirmed.items():  # stored, but replicas did not confirm it
+            results[i] = error
         return results
+
+    def _probe_key(self, message: InboundMessage) -> str:
+        """The replica-ack probe in ``message``'s partition: the slot its script wrote."""
+        p = keys.partition_of(message.channel_instance, message.thread_id, self.partitions)
+        return self._parts[p].replica_ack
 
     def _ingest_call(self, message: InboundMessage,
                      ) -> tuple[list[str], list[Any], InboundMessage]:

@@ -51,6 +51,7 @@ class RedisClusterServer:
                 "for the Redis Cluster tests")
         self.dir = Path(tempfile.mkdtemp(prefix="ihcluster-"))
         self.ports = [_free_port() for _ in range(masters * (1 + replicas))]
+        self.master_count = masters
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         try:
             for port in self.ports:
@@ -70,13 +71,15 @@ class RedisClusterServer:
 
     def _start_node(self, port: int) -> None:
         node_dir = self.dir / str(port)
-        node_dir.mkdir()
+        node_dir.mkdir(exist_ok=True)  # a restarted node keeps its nodes.conf
         assert self.server is not None
         self.procs[port] = subprocess.Popen(
             [self.server, "--port", str(port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
              "--cluster-node-timeout", "1000", "--appendonly", "no", "--save", "",
-             "--dir", str(node_dir), "--protected-mode", "no"],
+             "--dir", str(node_dir), "--protected-mode", "no",
+             # A replica (re)joining syncs at once, not after Redis 7's 5 s wait for others.
+             "--repl-diskless-sync-delay", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -138,6 +141,26 @@ class RedisClusterServer:
                 out.append(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
         return sorted(out)
 
+    def replica_of(self, master_port: int) -> int:
+        """The port of a live replica of the primary on ``master_port``."""
+        lines = self.cli_call(master_port, "cluster", "nodes").splitlines()
+        ids = {line.split()[1].split("@")[0].rsplit(":", 1)[1]: line.split()[0]
+               for line in lines if len(line.split()) > 3}
+        master_id = ids[str(master_port)]
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and "slave" in fields[2] and "fail" not in fields[2] \
+                    and fields[3] == master_id:
+                return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        raise ClusterUnavailable(f"primary {master_port} has no live replica")
+
+    def pause(self, port: int) -> None:
+        """SIGSTOP one node: connected, silent (a stalled replica acknowledges nothing)."""
+        self.procs[port].send_signal(signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        self.procs[port].send_signal(signal.SIGCONT)
+
     def flush(self) -> None:
         """FLUSHALL on every live primary (a clean database per test)."""
         for port in self.masters():
@@ -148,6 +171,45 @@ class RedisClusterServer:
         proc = self.procs[port]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+
+    def wait_promoted(self, port: int, timeout: float = 30.0) -> None:
+        """Until a replica of the killed ``port`` is a primary: the full count of primaries
+        again, ``port`` not one (flagged ``fail`` is not enough: nothing serves its slots)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            masters = self.masters()
+            if port not in masters and len(masters) >= self.master_count:
+                return
+            time.sleep(0.1)
+        raise ClusterUnavailable(f"no replica of {port} was promoted")
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again, empty (no AOF) but with its nodes.conf: once its replica
+        was promoted it rejoins as that new primary's replica, as a restarted pod does. Never
+        before the promotion: it would come back as the primary of its slots, empty."""
+        if self.procs[port].poll() is None:
+            raise RuntimeError(f"node {port} is running")
+        if len(self.masters()) < self.master_count:
+            raise RuntimeError(f"node {port}'s replica is not promoted yet")
+        self._start_node(port)
+
+    def heal(self) -> None:
+        """Every killed node restarted and every replica in sync: the full layout again."""
+        for port, proc in list(self.procs.items()):
+            if proc.poll() is not None:
+                self.restart(port)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self.wait_ok()
+            masters = self.masters()
+            if len(masters) == self.master_count and all(
+                    "connected_slaves:0" not in self.cli_call(p, "info", "replication")
+                    for p in masters):
+                break
+            time.sleep(0.1)
+        else:
+            raise ClusterUnavailable("a primary did not get its replica back")
+        self.wait_replicas_synced()
 
     def stop(self) -> None:
         for proc in self.procs.values():

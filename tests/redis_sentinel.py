@@ -137,7 +137,9 @@ class RedisSentinelServer:
                   for line in self._listen(port) for i, arg in enumerate(line.split(" ", 1))]
         args = [self.server, *listen, "--bind", "127.0.0.1",
                 "--appendonly", "no", "--save", "", "--dir", str(node_dir),
-                "--protected-mode", "no"]
+                "--protected-mode", "no",
+                # A replica (re)joining syncs at once, not after Redis 7's 5 s wait for others.
+                "--repl-diskless-sync-delay", "0"]
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of)]
         self._spawn(port, args)
