@@ -163,7 +163,8 @@ class RoutingEngine:
         await self.state.set_presence(agent_id, status, now)
         # Apply the status asked for, not a re-read of presence another process may have
         # changed in between; check_presence reconciles the rare cross-process race.
-        return await self._place_as(agent, self.effective_status(agent, status, now), now)
+        return await self._place_as(agent, self.effective_status(agent, status, now), now,
+                                    expect_presence=status)
 
     async def heartbeat(self, agent_id: str) -> None:
         await self.state.heartbeat(agent_id, time.time())
@@ -180,9 +181,12 @@ class RoutingEngine:
         return desired
 
     async def _place(self, agent: AgentConfig, now: float | None = None) -> list[tuple[str, str]]:
+        """Place the agent as their presence says. The placement is applied only if the
+        presence is still what was read: a status change in between is not undone."""
         now = time.time() if now is None else now
-        status = self.effective_status(agent, await self.desired_status(agent.id), now)
-        return await self._place_as(agent, status, now)
+        presence = await self.state.presence(agent.id)
+        status = self.effective_status(agent, presence or "offline", now)
+        return await self._place_as(agent, status, now, expect_presence=presence or "")
 
     # -- the pipeline's routing step ---------------------------------------------------------
 
@@ -509,23 +513,30 @@ class RoutingEngine:
         now = time.time() if now is None else now
         beats = await self.state.heartbeats()
         for agent in await self.agents():
-            desired = await self.desired_status(agent.id)
-            effective = self.effective_status(agent, desired, now)
+            presence = await self.state.presence(agent.id)
+            effective = self.effective_status(agent, presence or "offline", now)
             seen = beats.get(agent.id)
             if heartbeat_grace > 0 and effective == "online" and seen is not None \
                     and now - seen > heartbeat_grace:
                 effective = "offline"
             if (await self.state.placed_status(agent.id) or "offline") != effective:
                 log.info("agent %s is now %s", agent.id, effective)
-                await self._place_as(agent, effective, now)
+                # Only if the presence read above still holds: an agent who went online
+                # since is not taken offline by this pass (the next one sees them).
+                await self._place_as(agent, effective, now, expect_presence=presence or "")
 
-    async def _place_as(self, agent: AgentConfig, status: str,
-                        now: float) -> list[tuple[str, str]]:
-        """Put the agent in its pools with this status; returns assignments and requeues."""
+    async def _place_as(self, agent: AgentConfig, status: str, now: float, *,
+                        expect_presence: str | None = None) -> list[tuple[str, str]]:
+        """Put the agent in its pools with this status; returns assignments and requeues.
+        With ``expect_presence``, only while the stored presence is still that (atomically,
+        in routing.lua): what a caller computed from a presence it read is never applied
+        over a status change made after the read."""
         pools = agent_pools(agent, self.queues)
         caps = ",".join(f"{k}={v}" for k, v in sorted(agent.capacity.items()))
         pool_arg = ",".join(f"{p}={r}" for p, r in sorted(pools.items()))
-        out = await self.call("agent", agent.id, status, caps, pool_arg, agent.weight, now=now)
+        extra = () if expect_presence is None else (expect_presence,)
+        out = await self.call("agent", agent.id, status, caps, pool_arg, agent.weight, *extra,
+                              now=now)
         return _pairs(out)
 
     async def mirror_event(self, conversation_id: str) -> None:

@@ -370,11 +370,17 @@ if cmd == 'enqueue' then
   return result
 
 -- agent: ARGV[4] agent, [5] status online|away|offline, [6] caps "chat=5,email=20",
---        [7] pools "pool=rank,...", [8] weight
+--        [7] pools "pool=rank,...", [8] weight, [9] optional: the agent's presence (as in
+--        the presence hash, "" for none) the caller computed the status from. When it is
+--        given and the presence changed since, nothing is done: a status change made in
+--        between (an agent going online while a periodic check read "offline") wins.
 -- Returns flat {conv, agent, ...} of assignments made (drain) and requeues.
 elseif cmd == 'agent' then
   local a = ARGV[4]
   local status = ARGV[5]
+  if ARGV[9] and (redis.call('HGET', base .. 'presence', a) or '') ~= ARGV[9] then
+    return {}
+  end
   local old_kinds = split(redis.call('HGET', agent_key(a), 'kinds'), ',')
   local old = redis.call('HGETALL', agent_pools(a))
   for i = 1, #old, 2 do

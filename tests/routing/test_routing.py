@@ -366,6 +366,27 @@ async def test_lost_heartbeat_takes_agent_offline(make_engine: Build, store: Sto
     assert (await engine.routing_state(cid))["status"] == "waiting"
 
 
+async def test_a_presence_check_never_undoes_a_status_change_made_after_its_read(
+        make_engine: Build, store: Store) -> None:
+    """The race behind buyers left queued beside an agent who had just gone online: the
+    periodic check read her presence ("offline"), she went online, and the check then
+    placed her offline. A placement now holds only while the presence it was computed from
+    does (routing.lua's ``agent``, atomically)."""
+    engine = await make_engine([agent("lucia", {"es": 5})])
+    stale = await engine.state.presence("lucia")  # what a check read: nothing yet
+    await engine.set_status("lucia", "online")
+    lucia = await engine.agent("lucia")
+    assert lucia is not None
+    await engine._place_as(lucia, "offline", time.time(), expect_presence=stale or "")
+    assert (await engine.agent_state("lucia"))["status"] == "online"
+    b = Buyers(store, engine)
+    assert await b.assignee(await b.write("x", "Hola, ¿dónde está mi pedido?")) == "lucia"
+    # With the presence it was computed from still in place, the placement applies.
+    await engine.set_status("lucia", "away")
+    await engine._place_as(lucia, "offline", time.time(), expect_presence="away")
+    assert (await engine.agent_state("lucia"))["status"] == "offline"
+
+
 async def test_language_correction_reroutes(make_engine: Build, store: Store) -> None:
     engine = await make_engine([agent("lucia", {"es": 5}), agent("joao", {"pt": 5})])
     await engine.set_status("lucia", "online")
