@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,39 +212,10 @@ async def test_a_switchover_demotes_the_master_and_the_hub_follows(
     setup = redis_sentinel
     old_master = await asyncio.to_thread(setup.heal)
     loaded = load_config(write_config(tmp_path, setup.url))
-    loop = asyncio.get_running_loop()
-    acked: list[tuple[float, str]] = []  # (acknowledged at, message id), in order
-    refused = 0
     async with running_hub(loaded) as client:
-        pool: Any = client.app[REDIS].connection_pool
-
-        async def deliver(i: int) -> None:
-            nonlocal refused
-            args = signed_post_args({"id": f"sw-{i}", "sender": f"sw-buyer-{i % 10}",
-                                     "text": f"hola {i}"})
-            for _ in range(400):
-                r = await client.post("/webhooks/api/shop", **args)
-                if r.status == 200:
-                    acked.append((loop.time(), (await r.json())["stored"][0]))
-                    return
-                assert r.status == 503, await r.text()
-                refused += 1
-                await asyncio.sleep(0.05)
-            pytest.fail(f"webhook {i} not acknowledged after the switchover")
-
-        for i in range(20):
-            await deliver(i)
-        switch = loop.time()
-        switching = asyncio.create_task(asyncio.to_thread(_switch_over, setup))
-        moved_at: float | None = None
-        i = 20
-        while moved_at is None or loop.time() < moved_at + 1.0:
-            assert loop.time() - switch < 30, "the hub never moved to a new master"
-            await deliver(i)
-            i += 1
-            if moved_at is None and pool.master_address not in (None, ("127.0.0.1", old_master)):
-                moved_at = loop.time()
-        await switching
+        loop = asyncio.get_running_loop()
+        run = await _switch_over_under_load(client, setup, old_master, "sw")
+        acked, refused, switch, moved_at = run.acked, run.refused, run.switch, run.moved_at
         new_master = await asyncio.to_thread(setup.wait_ready)  # old master replicates now
         assert new_master != old_master
         assert int((await client.app[REDIS].info("server"))["tcp_port"]) == new_master
@@ -271,39 +243,9 @@ async def test_with_replica_acks_a_switchover_loses_nothing_acknowledged(
     old_master = await asyncio.to_thread(setup.heal)
     loaded = load_config(write_config(tmp_path, setup.url, overrides={
         "storage": {"replica_acks": 1, "replica_ack_timeout_ms": 300}}))
-    loop = asyncio.get_running_loop()
-    acked: list[tuple[float, str]] = []
-    refused = 0
     async with running_hub(loaded) as client:
-        pool: Any = client.app[REDIS].connection_pool
-
-        async def deliver(i: int) -> None:
-            nonlocal refused
-            args = signed_post_args({"id": f"ra-{i}", "sender": f"ra-buyer-{i % 10}",
-                                     "text": f"hola {i}"})
-            for _ in range(400):
-                r = await client.post("/webhooks/api/shop", **args)
-                if r.status == 200:
-                    acked.append((loop.time(), (await r.json())["stored"][0]))
-                    return
-                assert r.status == 503, await r.text()
-                refused += 1
-                await asyncio.sleep(0.05)
-            pytest.fail(f"webhook {i} not acknowledged after the switchover")
-
-        for i in range(20):
-            await deliver(i)
-        switch = loop.time()
-        switching = asyncio.create_task(asyncio.to_thread(_switch_over, setup))
-        moved_at: float | None = None
-        i = 20
-        while moved_at is None or loop.time() < moved_at + 1.0:
-            assert loop.time() - switch < 30, "the hub never moved to a new master"
-            await deliver(i)
-            i += 1
-            if moved_at is None and pool.master_address not in (None, ("127.0.0.1", old_master)):
-                moved_at = loop.time()
-        await switching
+        run = await _switch_over_under_load(client, setup, old_master, "ra")
+        acked, refused = run.acked, run.refused
         new_master = await asyncio.to_thread(setup.wait_ready)  # old master replicates now
         assert new_master != old_master
         store = client.app[STORE]
@@ -315,6 +257,54 @@ async def test_with_replica_acks_a_switchover_loses_nothing_acknowledged(
     print(f"\nsentinel switchover with replica_acks=1: no webhook acknowledged for {gap:.2f} s "
           "(until the old master, demoted, resynced as the new one's replica); "
           f"{len(acked)} acknowledged, {refused} refused meanwhile, 0 lost")
+
+
+@dataclass
+class SwitchoverRun:
+    acked: list[tuple[float, str]]  # (acknowledged at, message id), in order
+    refused: int  # 503s answered meanwhile (each retried until acknowledged)
+    switch: float  # loop time SENTINEL FAILOVER was sent
+    moved_at: float  # loop time the hub's pool pointed at the new master
+
+
+async def _switch_over_under_load(client: Any, setup: RedisSentinelServer, old_master: int,
+                                  prefix: str) -> SwitchoverRun:
+    """Twenty webhooks, then ``SENTINEL FAILOVER`` while webhooks go on one after another
+    (each retried on 503) until a second after the hub's pool has moved to the new master."""
+    loop = asyncio.get_running_loop()
+    pool: Any = client.app[REDIS].connection_pool
+    acked: list[tuple[float, str]] = []
+    refused = 0
+
+    async def deliver(i: int) -> None:
+        nonlocal refused
+        args = signed_post_args({"id": f"{prefix}-{i}", "sender": f"{prefix}-buyer-{i % 10}",
+                                 "text": f"hola {i}"})
+        for _ in range(400):
+            r = await client.post("/webhooks/api/shop", **args)
+            if r.status == 200:
+                acked.append((loop.time(), (await r.json())["stored"][0]))
+                return
+            assert r.status == 503, await r.text()
+            refused += 1
+            await asyncio.sleep(0.05)
+        pytest.fail(f"webhook {i} not acknowledged after the switchover")
+
+    for i in range(20):
+        await deliver(i)
+    switch = loop.time()
+    switching = asyncio.create_task(asyncio.to_thread(_switch_over, setup))
+    moved_at: float | None = None
+    i = 20
+    while moved_at is None or loop.time() < moved_at + 1.0:
+        assert loop.time() - switch < 30, "the hub never moved to a new master"
+        await deliver(i)
+        i += 1
+        if moved_at is None and pool.master_address not in (None, ("127.0.0.1", old_master)):
+            moved_at = loop.time()
+    await switching
+    assert moved_at is not None
+    return SwitchoverRun(acked, refused, switch, moved_at)
 
 
 WORKERS = 8
