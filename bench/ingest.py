@@ -247,7 +247,9 @@ token = "env:IH_BENCH_ADMIN"
     return path
 
 
-def hub_config(workdir: Path, port: int) -> Path:
+def hub_config(workdir: Path, port: int, hub_extra: str = "") -> Path:
+    """The ingest bench's hub: one API channel; ``hub_extra`` as ``write_config``'s (other
+    benches run the same hub with a setting changed)."""
     return write_config(workdir, port, f"""
 [[channels]]
 name = "{CHANNEL}"
@@ -255,7 +257,7 @@ type = "api"
 [channels.settings]
 secret = "env:IH_BENCH_SECRET"
 outbound_url = "http://127.0.0.1:9/unused"
-""")
+""", hub_extra)
 
 
 # -- load generator -----------------------------------------------------------------------------

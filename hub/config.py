@@ -179,6 +179,11 @@ class ReportsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retention_days: Annotated[float, msgspec.Meta(ge=1, le=3650)] = 400.0
     # How often an idle aggregator looks for new events (it keeps going while there are).
     aggregate_every_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    # Whether this hub folds the event log into the buckets at all. Off: reports serve what
+    # is there and nothing new is counted (the events stay in the log, within its retention,
+    # for a hub that aggregates). For measuring the aggregator's cost (bench/reports.py), or
+    # a process that should leave the work to others.
+    aggregate: bool = True
 
 
 class CsatSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -332,14 +332,15 @@ def _business_share(calendar: Calendar, start: float, end: float) -> float:
 
 async def kpis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The KPI store for the reports and the aggregator loop, stopped on shutdown. Without
-    an event log (a hub with events off) there is nothing to aggregate: reports stay empty."""
+    an event log (a hub with events off) there is nothing to aggregate: reports stay empty.
+    With ``reports.aggregate`` off there is no loop: reports serve the buckets as they are."""
     config = app[K.CONFIG].config
     store = app[K.STORE]
     app[K.KPIS] = KpiStore(store.redis, retention_days=config.reports.retention_days)
     supervisor = Supervisor("kpis", app[K.HEALTH])
     aggregator: KpiAggregator | None = None
     # The store serves the reports in every role; the aggregator is a workers' loop.
-    if store.events is not None and runs_workers(role_of(app)):
+    if store.events is not None and config.reports.aggregate and runs_workers(role_of(app)):
         engine = app[K.ROUTING]
 
         async def online_agents() -> list[str]:

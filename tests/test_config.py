@@ -151,6 +151,18 @@ def test_token_index_accepts_plain_and_hashed(monkeypatch: pytest.MonkeyPatch,
     assert index.authenticate("") is None and index.authenticate("plain-token-0123456 ") is None
 
 
+def test_reports_aggregate_defaults_on_and_takes_only_a_boolean(tmp_path: Path) -> None:
+    """``[reports] aggregate``: on unless set false; a value that is no boolean ("no", "off",
+    2: a typo must not silently leave the reports unfed, or fed) is refused, naming the key.
+    (Like every key, "false" and 0 are read as false: the loader converts leniently.)"""
+    assert load_config(write(tmp_path, "")).config.reports.aggregate is True
+    off = load_config(write(tmp_path, "[reports]\naggregate = false\n")).config.reports
+    assert off.aggregate is False and off.retention_days == 400.0
+    for bad in ('"no"', '"off"', "2", "[]"):
+        message = error_of(write(tmp_path, f"[reports]\naggregate = {bad}\n"))
+        assert "reports.aggregate" in message and "bool" in message, message
+
+
 def test_secret_parse_rejects_non_strings() -> None:
     for bad in (5, None, "env:", "env", "vault:x"):
         with pytest.raises(ValueError):

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from hub import keys as K
 from hub.kpis import UNROUTED_HOLD_SECONDS, KpiAggregator, first_unrouted, fold
 from hub.reports import ReportRange, breakdown, summary, timeseries
 from routing.business_hours import BusinessHours, Calendar
@@ -469,3 +470,36 @@ async def test_online_minutes_count_once_and_give_resolved_per_agent_hour(redis:
     assert rows["ana"].online.agent_hours == pytest.approx(0.5)
     assert rows["ana"].online.resolved_per_agent_hour == pytest.approx(2.0)
     assert rows["bruno"].online.resolved_per_agent_hour == 0.0
+
+
+async def test_a_hub_with_aggregate_off_counts_nothing(make_config: Any) -> None:
+    """``reports.aggregate = false``: the events are in the log but no loop folds them, so the
+    cursor never moves and the reports (still served) stay empty; the same events do count
+    once an aggregator reads them (what a hub with it on would do)."""
+    extra = "[reports]\naggregate = false\naggregate_every_seconds = 0.05\n"
+    async with OperatorEndpoint() as endpoint, running_hub(make_config(
+            extra=extra + routing_config("pools"), outbound_url=endpoint.url)) as client:
+        hub = Hub(client)
+        await hub.online("ana.agent")
+        cid = await hub.buyer("es", expect="assigned", assignee="ana.agent")
+        await hub.resolve(cid)
+        app_store = client.server.app[K.STORE]
+        kpis = client.server.app[K.KPIS]
+
+        async def logged() -> bool:
+            events = await app_store.events.after("0-0")
+            return any(e.kind == "status" and e.action == "resolved" for e in events)
+
+        await eventually(logged)
+        await asyncio.sleep(1.0)  # twenty idle intervals: an aggregator would have run
+        assert await kpis.cursor() == ""
+        status, body = await hub.call("GET", "/api/v1/reports/summary", SUPERVISOR_TOKEN)
+        assert status == 200, body
+        assert body["counts"]["conversations"] == 0 and body["counts"]["resolved"] == 0
+        # The events were there to count: one step of the real aggregator counts them.
+        aggregator = KpiAggregator(app_store, app_store.events, kpis, ALWAYS,
+                                   RedisLeaseManager(app_store.redis, owner="test"))
+        while await aggregator.step():
+            pass
+        status, body = await hub.call("GET", "/api/v1/reports/summary", SUPERVISOR_TOKEN)
+        assert status == 200 and body["counts"]["resolved"] == 1, body
