@@ -8,7 +8,6 @@ Debian's ``redis-server`` package brings ``redis-cli`` (redis-tools); the redisl
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import signal
 import socket
@@ -16,6 +15,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.redis_process import start_on_port
 
 
 class ClusterUnavailable(RuntimeError):
@@ -73,23 +74,14 @@ class RedisClusterServer:
         node_dir = self.dir / str(port)
         node_dir.mkdir(exist_ok=True)  # a restarted node keeps its nodes.conf
         assert self.server is not None
-        self.procs[port] = subprocess.Popen(
+        self.procs[port] = start_on_port(
             [self.server, "--port", str(port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
              "--cluster-node-timeout", "1000", "--appendonly", "no", "--save", "",
              "--dir", str(node_dir), "--protected-mode", "no",
              # A replica (re)joining syncs at once, not after Redis 7's 5 s wait for others.
              "--repl-diskless-sync-delay", "0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with socket.socket() as probe, contextlib.suppress(OSError):
-                probe.connect(("127.0.0.1", port))
-                return
-            if self.procs[port].poll() is not None:
-                raise ClusterUnavailable(f"redis-server on port {port} exited at start")
-            time.sleep(0.05)
-        raise ClusterUnavailable(f"redis-server on port {port} did not start")
+            port, ClusterUnavailable)
 
     def _create(self, replicas: int) -> None:
         assert self.cli is not None

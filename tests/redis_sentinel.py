@@ -10,7 +10,6 @@ without the package the Sentinel tests skip, and fail under CI=true.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
 import shutil
@@ -25,6 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.redis_process import start_on_port
 
 MASTER_NAME = "ihmaster"
 DOWN_AFTER_MS = 1000
@@ -159,17 +160,7 @@ class RedisSentinelServer:
         self._spawn(port, [self.server, str(conf), "--sentinel"])
 
     def _spawn(self, port: int, args: list[str]) -> None:
-        self.procs[port] = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with socket.socket() as probe, contextlib.suppress(OSError):
-                probe.connect(("127.0.0.1", port))
-                return
-            if self.procs[port].poll() is not None:
-                raise SentinelUnavailable(f"redis-server on port {port} exited at start")
-            time.sleep(0.05)
-        raise SentinelUnavailable(f"redis-server on port {port} did not start")
+        self.procs[port] = start_on_port(args, port, SentinelUnavailable)
 
     def cli_call(self, port: int, *args: str, password: str | None = None) -> str:
         assert self.cli is not None
